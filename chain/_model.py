@@ -1,0 +1,227 @@
+"""`Chain`: model A, then model B for `steps[b, t]` inner steps on each `IR[b, t]`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from . import _cells, _ragged, _validate
+from ._strategies import STRATEGIES
+
+STATES = ("carry", "reset", "init")
+_AUTO = "auto"
+
+
+class _Compiled:
+    """Holds the graph functions that eager calls run through (kept out of Keras tracking)."""
+
+    def __init__(self) -> None:
+        self.fns: dict[bool, Any] = {}
+
+
+@keras.saving.register_keras_serializable(package="chain")
+class Chain(keras.Model):
+    """Chains model A and model B into a ragged sequence of sequences.
+
+    Model A maps `x` `(batch, T, input_size)` to `IR` `(batch, T, ir_size)`. For every `(b, t)`,
+    model B then runs `steps[b, t]` inner steps (possibly 0), fed `IR[b, t]` at each one, and an
+    optional Dense head maps its outputs to `output_size`.
+
+    Args:
+        model_a: a Keras layer or model, `(batch, T, input_size) -> (batch, T, ir_size)`.
+        model_b: a Keras RNN cell (`GRUCell`, `LSTMCell`, `SimpleRNNCell`, `StackedRNNCells`, or
+            a custom cell with `state_size`), or a Keras model called as
+            `model_b([inputs, *states])` that returns `[outputs, *new_states]`.
+        output_size: adds a Dense head with this many units on B's outputs; None returns B's
+            outputs.
+        state: where B's state comes from. `"carry"`: zeros at the start of each sample, then
+            through every real inner step in order. `"reset"`: zeros at every outer step.
+            `"init"`: a learned function (Dense + tanh) of `IR[b, t]` at every outer step.
+        strategy: `"loop"` (nested loops, one B call per inner step, the reference algorithm),
+            `"padded"` (one vectorised masked scan), `"packed"` (cost follows real inner steps),
+            or `"auto"`.
+        max_steps: the largest allowed value of `steps`; None means no cap.
+        compiled: when called eagerly, run the strategy as a graph function (traced once for any
+            batch, T and steps). False runs it op by op, the way the reference answer ran.
+        fused: let the packed strategy use the fused fast path for standard Keras cells.
+
+    Call args:
+        x: `(batch, T, input_size)` floats, or a tuple `(x, steps)` as `fit` passes it.
+        steps: `(batch, T)` integers in `[0, max_steps]`, or `(T,)` shared by the batch.
+
+    Returns:
+        RaggedTensor of shape `(batch, T, None, output_size)` with ragged_rank 2 and row lengths
+        equal to `steps`.
+
+    >>> import keras, numpy as np
+    >>> net = Chain(keras.layers.GRU(8, return_sequences=True), keras.layers.GRUCell(8),
+    ...             output_size=2)
+    >>> out = net(np.zeros((3, 5, 4), "float32"), np.full((3, 5), 2))
+    >>> out.shape.as_list()
+    [3, 5, None, 2]
+    """
+
+    def __init__(
+        self,
+        model_a: keras.layers.Layer,
+        model_b: keras.layers.Layer,
+        output_size: int | None = None,
+        state: str = "carry",
+        strategy: str = _AUTO,
+        max_steps: int | None = None,
+        compiled: bool = True,
+        fused: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        _check_options(output_size, state, strategy, max_steps)
+        _cells.check_model_b(model_b)
+        self.model_a = model_a
+        self.model_b = model_b
+        self.output_size = output_size
+        self.state = state
+        self.strategy = strategy
+        self.max_steps = max_steps
+        self.compiled = compiled
+        self.fused = fused
+        self._generic = _cells.make_adapter(model_b, fused=False)
+        self._fast = _cells.make_adapter(model_b, fused=fused)
+        self._graphs = _Compiled()
+        self.input_size: int | None = None
+
+    # ------------------------------------------------------------------ building
+
+    def build(self, input_shape: Any) -> None:
+        """Creates every weight from the shape of `x` `(batch, T, input_size)`."""
+        if input_shape and isinstance(input_shape[0], (list, tuple, tf.TensorShape)):
+            input_shape = input_shape[0]
+        self.input_size = int(input_shape[-1])
+        ir = self.model_a(tf.zeros([1, 1, self.input_size]))
+        ir_rows = tf.reshape(ir, [1, -1])
+        zeros = self._generic.zero_states(1, ir.dtype)
+        if not getattr(self.model_b, "built", True):
+            self.model_b.build((None, ir_rows.shape[-1]))
+        out, _ = self._generic.step(ir_rows, zeros, False)
+        for adapter in (self._generic, self._fast):
+            adapter.output_size = int(out.shape[-1])
+        self.init_layers = [
+            keras.layers.Dense(s, activation="tanh", name=f"init_{i}")
+            for i, s in enumerate(self._generic.state_sizes)
+        ] if self.state == "init" else []
+        for layer in self.init_layers:
+            layer.build((None, ir_rows.shape[-1]))
+        self.head = keras.layers.Dense(self.output_size, name="head") if self.output_size else None
+        if self.head is not None:
+            self.head.build((None, out.shape[-1]))
+        self.built = True
+
+    def get_build_config(self) -> dict[str, Any]:
+        return {"input_size": self.input_size}
+
+    def build_from_config(self, config: dict[str, Any]) -> None:
+        if config and config.get("input_size") is not None:
+            self.build((None, None, config["input_size"]))
+
+    # ------------------------------------------------------------------ calling
+
+    def call(self, x: Any, steps: Any = None, training: bool | None = None) -> tf.RaggedTensor:
+        if steps is None:
+            if not isinstance(x, (tuple, list)) or len(x) != 2:
+                raise ValueError(
+                    "`steps` is required: call the model as `net(x, steps)` or `net((x, steps))`"
+                )
+            x, steps = x
+        x, steps = _validate.check_inputs(x, steps, self.input_size, self.max_steps)
+        training = bool(training)
+        if tf.executing_eagerly() and self.compiled:
+            flat = self._graph_forward(training)(tf.cast(x, self.compute_dtype), steps)
+        else:
+            flat = self.flat_outputs(x, steps, training=training)
+        return _ragged.ragged_from_flat(flat, steps)
+
+    def _graph_forward(self, training: bool):
+        fn = self._graphs.fns.get(training)
+        if fn is None:
+            signature = [
+                tf.TensorSpec([None, None, self.input_size], self.compute_dtype, name="x"),
+                tf.TensorSpec([None, None], tf.int32, name="steps"),
+            ]
+            fn = tf.function(
+                lambda x, steps: self.flat_outputs(x, steps, training=training),
+                input_signature=signature,
+            )
+            self._graphs.fns[training] = fn
+        return fn
+
+    def flat_outputs(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Runs the chain on validated inputs, without the checks of `call`.
+
+        Args:
+            x: `(batch, T, input_size)`.
+            steps: `(batch, T)` int32, values in `[0, max_steps]`.
+            training: passed to model A and model B.
+
+        Returns:
+            `(sum(steps), output_size)`: the flat values of the ragged output, ordered by sample,
+            then t, then k.
+        """
+        flat = self.b_outputs(x, steps, training=training)
+        return flat if self.head is None else self.head(flat)
+
+    def b_outputs(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """B's outputs at every real inner step, `(sum(steps), H)` in `(b, t, k)` order."""
+        ir = self.model_a(x, training=training)
+        ir_rows = tf.reshape(ir, [-1, ir.shape[-1]])
+        name = self.resolved_strategy()
+        adapter = self._fast if name == "packed" else self._generic
+        init = self._initial_states(ir_rows, tf.shape(steps)[0], adapter)
+        run = STRATEGIES[name]
+        return run(adapter, adapter.project(ir_rows), steps, init, self.state == "carry", training)
+
+    def _initial_states(self, ir_rows: tf.Tensor, batch: tf.Tensor, adapter) -> list[tf.Tensor]:
+        if self.state == "init":
+            return [layer(ir_rows) for layer in self.init_layers]
+        rows = batch if self.state == "carry" else tf.shape(ir_rows)[0]
+        return adapter.zero_states(rows, ir_rows.dtype)
+
+    def resolved_strategy(self) -> str:
+        """The strategy that runs: `strategy`, or the one `"auto"` picks."""
+        if self.strategy != _AUTO:
+            return self.strategy
+        return "packed"
+
+    # ------------------------------------------------------------------ config
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "model_a": keras.saving.serialize_keras_object(self.model_a),
+            "model_b": keras.saving.serialize_keras_object(self.model_b),
+            "output_size": self.output_size,
+            "state": self.state,
+            "strategy": self.strategy,
+            "max_steps": self.max_steps,
+            "compiled": self.compiled,
+            "fused": self.fused,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Chain":
+        config = dict(config)
+        for key in ("model_a", "model_b"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+def _check_options(output_size, state, strategy, max_steps) -> None:
+    if state not in STATES:
+        raise ValueError(f"`state` must be one of {STATES}; received {state!r}")
+    allowed = (*STRATEGIES, _AUTO)
+    if strategy not in allowed:
+        raise ValueError(f"`strategy` must be one of {allowed}; received {strategy!r}")
+    if output_size is not None and (not isinstance(output_size, int) or output_size <= 0):
+        raise ValueError(f"`output_size` must be a positive int or None; received {output_size!r}")
+    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 0):
+        raise ValueError(f"`max_steps` must be a non-negative int or None; received {max_steps!r}")

@@ -1,0 +1,195 @@
+"""Strategies: ways to run model B over every ``(b, t)`` that compute the same thing.
+
+Every strategy has one contract::
+
+    run(adapter, xp, steps, init_states, carry, training) -> flat
+
+- ``xp``: ``(batch * T, P)``, B's projected input for every ``(b, t)``, rows in ``(b, t)`` order.
+- ``steps``: ``(batch, T)`` int32, the number of inner steps of each ``(b, t)``.
+- ``init_states``: flat list of state tensors. In carry mode each is ``(batch, s)``: the state at
+  the start of each sample. Otherwise each is ``(batch * T, s)``: the state at the start of each
+  ``(b, t)`` run.
+- ``carry``: whether B's state flows across outer steps.
+- Returns ``flat``: ``(sum(steps), H)``, B's output at every real inner step, ordered by sample,
+  then ``t``, then ``k``. These are the flat values of the ragged result.
+
+A *run* is a stretch of inner steps that B executes with one evolving state: each ``(b, t)`` in
+reset and init modes, each whole sample in carry mode. Runs are described by their start
+position in the flat output and their length; ``pos_row[p]`` is the ``(b, t)`` row whose input
+feeds flat position ``p``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import tensorflow as tf
+
+from ._cells import StateList, StepAdapter
+
+Strategy = Callable[..., tf.Tensor]
+
+
+def _runs(steps: tf.Tensor, carry: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Describes the runs of a batch.
+
+    Returns:
+        `(starts (R,), lengths (R,), pos_row (sum(steps),))`, where R is batch in carry mode and
+        batch * T otherwise.
+    """
+    flat_steps = tf.reshape(steps, [-1])
+    pos_row = tf.repeat(tf.range(tf.size(flat_steps)), flat_steps)
+    lengths = tf.reduce_sum(steps, axis=1) if carry else flat_steps
+    starts = tf.cumsum(lengths, exclusive=True)
+    return starts, lengths, pos_row
+
+
+def _masked_update(valid: tf.Tensor, new: StateList, old: StateList) -> StateList:
+    return [tf.where(valid[:, None], n, o) for n, o in zip(new, old)]
+
+
+# ----------------------------------------------------------------------------- loop (reference)
+
+
+def run_loop(adapter, xp, steps, init_states, carry, training):
+    """Nested loops, one B call per inner step, every ``(b, t)`` padded to the longest run.
+
+    This is the reference answer's algorithm, generalised to per-sample lengths (padded inner
+    steps leave the state untouched) and to every state mode.
+    """
+    batch, big_t = tf.shape(steps)[0], tf.shape(steps)[1]
+    longest = tf.reduce_max(tf.concat([tf.reshape(steps, [-1]), [0]], 0))
+    xp_bt = tf.reshape(xp, [batch, big_t, xp.shape[-1]])
+    starts = [] if carry else [tf.reshape(s, [batch, big_t, s.shape[-1]]) for s in init_states]
+    out_ta = _outputs(adapter, xp.dtype, big_t * longest)
+
+    def inner(t, states, out_ta):
+        def body(k, states, out_ta):
+            valid = k < steps[:, t]
+            out, new = adapter.step(xp_bt[:, t], states, training)
+            out_ta = out_ta.write(t * longest + k, tf.where(valid[:, None], out, 0.0))
+            return k + 1, _masked_update(valid, new, states), out_ta
+
+        _, states, out_ta = tf.while_loop(lambda k, *_: k < longest, body, (0, states, out_ta))
+        return states, out_ta
+
+    def outer(t, states, out_ta):
+        if not carry:
+            states = [s[:, t] for s in starts]
+        states, out_ta = inner(t, states, out_ta)
+        return t + 1, states, out_ta
+
+    states = list(init_states) if carry else adapter.zero_states(batch, xp.dtype)
+    _, _, out_ta = tf.while_loop(lambda t, *_: t < big_t, outer, (0, states, out_ta))
+    dense = tf.reshape(out_ta.stack(), [big_t, longest, batch, adapter.output_size])
+    dense = tf.transpose(dense, [2, 0, 1, 3])
+    return tf.boolean_mask(dense, tf.sequence_mask(steps, longest))
+
+
+def _outputs(adapter: StepAdapter, dtype: tf.DType, size) -> tf.TensorArray:
+    """A TensorArray of `size` output blocks `(rows, H)`; rows may differ between blocks."""
+    return tf.TensorArray(
+        dtype, size=size, infer_shape=False, element_shape=[None, adapter.output_size]
+    )
+
+
+# ----------------------------------------------------------------------------- padded
+
+
+def run_padded(adapter, xp, steps, init_states, carry, training):
+    """One vectorised masked scan over all runs, each padded to the longest run.
+
+    Reset and init modes scan all ``batch * T`` runs at once for ``max(steps)`` steps. Carry mode
+    repeats ``IR[b, t]`` ``steps[b, t]`` times into one sequence per sample and scans those.
+    """
+    starts, lengths, pos_row = _runs(steps, carry)
+    longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
+    xp_ext, pos_ext = _with_sentinel(xp, pos_row)
+    last = tf.size(pos_row)
+
+    def body(j, states, out_ta):
+        valid = j < lengths
+        if carry:
+            x_j = tf.gather(xp_ext, tf.gather(pos_ext, tf.minimum(starts + j, last)))
+        else:
+            x_j = xp
+        out, new = adapter.step(x_j, states, training)
+        out_ta = out_ta.write(j, tf.where(valid[:, None], out, 0.0))
+        return j + 1, _masked_update(valid, new, states), out_ta
+
+    out_ta = _outputs(adapter, xp.dtype, longest)
+    _, _, out_ta = tf.while_loop(lambda j, *_: j < longest, body, (0, list(init_states), out_ta))
+    stacked = tf.reshape(out_ta.stack(), [longest, tf.size(lengths), adapter.output_size])
+    dense = tf.transpose(stacked, [1, 0, 2])
+    return tf.boolean_mask(dense, tf.sequence_mask(lengths, longest))
+
+
+def _with_sentinel(xp: tf.Tensor, pos_row: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Appends one zero row so that clamped gathers past the end stay in bounds."""
+    xp_ext = tf.concat([xp, tf.zeros_like(xp[:1])], 0)
+    pos_ext = tf.concat([pos_row, [tf.shape(xp)[0]]], 0)
+    return xp_ext, pos_ext
+
+
+# ----------------------------------------------------------------------------- packed
+
+
+def run_packed(adapter, xp, steps, init_states, carry, training):
+    """Cost proportional to real inner steps.
+
+    Runs are sorted by length, longest first, so that at inner step ``j`` the runs still going are
+    the first ``n_j``. Each step computes only those rows; the state shrinks as runs end, and
+    zero-length runs never enter. Outputs are written as they come, in ``(j, run)`` order, and put
+    into ``(b, t, k)`` order with one gather at the end.
+    """
+    starts, lengths, pos_row = _runs(steps, carry)
+    order = tf.argsort(lengths, direction="DESCENDING", stable=True)
+    lengths_sorted = tf.gather(lengths, order)
+    starts_sorted = tf.gather(starts, order)
+    longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
+    active = _active_counts(lengths_sorted, longest)
+    states = [tf.gather(s, order) for s in init_states]
+    xp_sorted = None if carry else tf.gather(xp, order)
+
+    def body(j, states, out_ta, pos_ta):
+        n = active[j]
+        pos = starts_sorted[:n] + j
+        x_j = tf.gather(xp, tf.gather(pos_row, pos)) if carry else xp_sorted[:n]
+        out, states = adapter.step(x_j, [s[:n] for s in states], training)
+        return j + 1, states, out_ta.write(j, out), pos_ta.write(j, pos)
+
+    out_ta = _outputs(adapter, xp.dtype, longest)
+    pos_ta = tf.TensorArray(tf.int32, size=longest, infer_shape=False, element_shape=[None])
+    invariants = [tf.TensorShape([None, s]) for s in adapter.state_sizes]
+    _, _, out_ta, pos_ta = tf.while_loop(
+        lambda j, *_: j < longest,
+        body,
+        (0, states, out_ta, pos_ta),
+        shape_invariants=(tf.TensorShape([]), invariants, None, None),
+    )
+    return _unpack(out_ta, pos_ta, xp.dtype, adapter.output_size)
+
+
+def _active_counts(lengths_sorted: tf.Tensor, longest: tf.Tensor) -> tf.Tensor:
+    """`n[j]` = number of runs longer than `j`, for `j` in `[0, longest)`."""
+    at_most = tf.cumsum(tf.math.bincount(lengths_sorted, minlength=longest + 1))
+    return tf.size(lengths_sorted) - at_most[:longest]
+
+
+def _unpack(out_ta, pos_ta, dtype, width: int) -> tf.Tensor:
+    """`(j, run)`-ordered outputs -> `(b, t, k)` order. Empty when there are no real steps."""
+    positions = _concat(pos_ta, tf.int32, [0])
+    values = _concat(out_ta, dtype, [0, width])
+    return tf.gather(values, tf.math.invert_permutation(positions))
+
+
+def _concat(ta: tf.TensorArray, dtype: tf.DType, empty_shape: list[int]) -> tf.Tensor:
+    """`ta.concat()`, or an empty tensor when `ta` has no elements."""
+    return tf.cond(ta.size() > 0, ta.concat, lambda: tf.zeros(empty_shape, dtype))
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "loop": run_loop,
+    "padded": run_padded,
+    "packed": run_packed,
+}
