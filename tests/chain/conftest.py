@@ -1,0 +1,97 @@
+"""Model builders and data shared by the chain tests."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from chain import Chain
+
+IR_SIZE = 6
+INPUT_SIZE = 4
+
+
+class MinimalCell(keras.layers.Layer):
+    """A custom cell with only `state_size` and `call`: h' = tanh(x W + h U)."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.state_size = units
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], self.units), name="w")
+        self.u = self.add_weight(shape=(self.units, self.units), name="u")
+
+    def call(self, inputs, states):
+        h = tf.tanh(inputs @ self.w + states[0] @ self.u)
+        return h, [h]
+
+
+def functional_b() -> keras.Model:
+    inp = keras.Input((IR_SIZE,))
+    h = keras.Input((5,))
+    new_h = keras.layers.Dense(5, activation="tanh")(keras.layers.Concatenate()([inp, h]))
+    return keras.Model([inp, h], [keras.layers.Dense(3)(new_h), new_h])
+
+
+B_KINDS = {
+    "gru": lambda: keras.layers.GRUCell(5),
+    "lstm": lambda: keras.layers.LSTMCell(5),
+    "simple": lambda: keras.layers.SimpleRNNCell(5),
+    "stacked": lambda: keras.layers.StackedRNNCells(
+        [keras.layers.GRUCell(4), keras.layers.LSTMCell(5)]
+    ),
+    "functional": functional_b,
+    "custom": lambda: MinimalCell(5),
+}
+
+
+def make_chain(kind="gru", state="carry", strategy="loop", output_size=2, seed=0, **kwargs):
+    """A Chain with a causal GRU as model A, built for INPUT_SIZE inputs."""
+    keras.utils.set_random_seed(seed)
+    net = Chain(
+        keras.layers.GRU(IR_SIZE, return_sequences=True),
+        B_KINDS[kind](),
+        output_size=output_size,
+        state=state,
+        strategy=strategy,
+        **kwargs,
+    )
+    net.build((None, None, INPUT_SIZE))
+    return net
+
+
+def clone_with(net: Chain, **changes) -> Chain:
+    """Same sublayers and weights, other options (e.g. another strategy)."""
+    config = {
+        "output_size": net.output_size,
+        "state": net.state,
+        "strategy": net.strategy,
+        "compiled": net.compiled,
+        "max_steps": net.max_steps,
+        **changes,
+    }
+    other = Chain(net.model_a, net.model_b, **config)
+    other.build((None, None, INPUT_SIZE))
+    other.set_weights(net.get_weights())
+    return other
+
+
+def batch(seed=0, batch_size=3, big_t=4, longest=3):
+    """x `(batch, T, INPUT_SIZE)` and steps with zeros, one all-zero sample when batch > 2."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch_size, big_t, INPUT_SIZE)).astype("float32")
+    steps = rng.integers(0, longest + 1, size=(batch_size, big_t)).astype("int32")
+    steps[0, 0] = 0
+    if batch_size > 2:
+        steps[1] = 0
+    steps[-1, -1] = longest
+    return x, steps
+
+
+@pytest.fixture
+def data():
+    return batch()
