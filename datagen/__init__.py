@@ -1,1 +1,39 @@
-"""datagen package."""
+"""datagen: input sequences paired with ragged target sequences whose law is known exactly.
+
+>>> import datagen
+>>> data = datagen.generate(4, task="echo")
+>>> data["x"].shape, data["steps"].shape
+((4, 16, 4), (4, 16))
+"""
+
+from ._api import make as make
+from ._api import teacher_weights as teacher_weights
+from ._errors import DatasetError as DatasetError
+from ._generate import generate as generate
+from ._make import merge as merge
+from ._params import FORMATS as FORMATS
+from ._params import GENERATOR_VERSION as GENERATOR_VERSION
+from ._params import LENGTHS as LENGTHS
+from ._params import TASKS as TASKS
+from ._params import ParameterError as ParameterError
+from ._read import read as read
+from ._read import split_range as split_range
+from ._tfdata import load as load
+
+__version__ = GENERATOR_VERSION
+
+__all__ = [
+    "DatasetError",
+    "FORMATS",
+    "GENERATOR_VERSION",
+    "LENGTHS",
+    "ParameterError",
+    "TASKS",
+    "generate",
+    "load",
+    "make",
+    "merge",
+    "read",
+    "split_range",
+    "teacher_weights",
+]

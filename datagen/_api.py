@@ -1,0 +1,110 @@
+"""``make`` and ``teacher_weights``: the public entry points over generation and storage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import _manifest
+from ._errors import DatasetError
+from ._make import make_dataset
+from ._manifest import Plan
+from ._params import Spec
+from ._read import manifest_path, read_truth
+from ._tasks import TEACHER_KEYS
+
+
+def make(
+    out: str | os.PathLike[str] = "demo-data",
+    *,
+    n_samples: int = 4096,
+    task: str = "teacher",
+    timesteps: int = 16,
+    input_size: int = 4,
+    output_size: int = 4,
+    longest_step: int = 8,
+    lengths: str = "uniform",
+    zero_fraction: float = 0.0,
+    noise: float = 0.05,
+    seed: int = 0,
+    teacher_hidden: int = 8,
+    format: str = "npz",  # noqa: A002 - mirrors the --format option
+    shard_size: int = 1024,
+    workers: int = 1,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Generates a dataset and stores it as shards, truth files and a JSON manifest.
+
+    The content depends only on the generation parameters (those of :func:`datagen.generate`)
+    and ``n_samples``: any ``shard_size``, ``workers`` or slicing gives the same samples. Files are
+    written atomically (temporary file, then rename) and the manifest last.
+
+    Args:
+        out: the dataset directory, created if needed.
+        n_samples: samples in the whole dataset (``--samples``).
+        task, timesteps, input_size, output_size, longest_step, lengths, zero_fraction, noise,
+            seed, teacher_hidden: as in :func:`datagen.generate`.
+        format: ``npz`` (default) or ``tfrecord``.
+        shard_size: samples per shard file.
+        workers: processes generating shards in parallel.
+        num_shards: ``K``, the number of slices the dataset is cut into (one per machine).
+        shard_index: ``i`` in ``[0, K)``, the slice this run makes: a contiguous range of
+            shards, described by ``manifest.slice-i-of-K.json``; see :func:`datagen.merge`.
+        overwrite: replace an existing dataset in ``out``.
+        resume: finish an interrupted run: keep the shards whose sha256 matches the recorded
+            one, make the missing or corrupt ones.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The manifest written (a JSON-ready dict).
+
+    Raises:
+        ValueError: a parameter is invalid, or ``out`` holds a dataset and neither
+            ``overwrite`` nor ``resume`` is set; the message names the parameter and value.
+        DatasetError: ``resume`` found an unreadable manifest.
+    """
+    spec = Spec(task, timesteps, input_size, output_size, longest_step, lengths,
+                zero_fraction, noise, seed, teacher_hidden)  # fmt: skip
+    plan = Plan(n_samples, shard_size, format, num_shards, shard_index)
+    return make_dataset(out, spec, plan, workers=workers, overwrite=overwrite, resume=resume, progress=progress)
+
+
+def teacher_weights(source: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, list[np.ndarray]]:
+    """The teacher's weights, ready for ``layer.set_weights``.
+
+    Args:
+        source: a ``teacher`` dataset directory, or a truth dict (from ``read(...)["truth"]`` or
+            ``generate(..., return_truth=True)["truth"]``).
+
+    Returns:
+        ``{"model_a": [kernel (in, 3H), recurrent_kernel (H, 3H), bias (2, 3H)],
+        "model_b": [kernel (H, 3H), recurrent_kernel (H, 3H), bias (2, 3H)],
+        "head": [kernel (H, output_size), bias (output_size,)]}``, for ``keras.layers.GRU(H,
+        return_sequences=True)``, ``keras.layers.GRUCell(H)`` and ``keras.layers.Dense``.
+
+    Raises:
+        DatasetError: the dataset or truth is not a teacher's.
+    """
+    if isinstance(source, Mapping):
+        truth = dict(source)
+    else:
+        root = Path(os.fspath(source))
+        path = manifest_path(root)
+        truth = read_truth(root, _manifest.load(path), path)
+    missing = [key for key in TEACHER_KEYS if key not in truth]
+    if missing:
+        raise DatasetError(f"{source if not isinstance(source, Mapping) else 'truth'}: no teacher weights "
+                           f"(missing {', '.join(missing)}); only task 'teacher' has them")  # fmt: skip
+    arrays = {key: np.asarray(truth[key], dtype=np.float32) for key in TEACHER_KEYS}
+    return {
+        "model_a": [arrays["a_kernel"], arrays["a_recurrent_kernel"], arrays["a_bias"]],
+        "model_b": [arrays["b_kernel"], arrays["b_recurrent_kernel"], arrays["b_bias"]],
+        "head": [arrays["head_kernel"], arrays["head_bias"]],
+    }

@@ -1,0 +1,140 @@
+"""``generate``: samples of a dataset, block by block, deterministic in their global index."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from . import _lengths, _rng, _tasks
+from ._params import Spec, validate_count
+
+X_LOW, X_HIGH = -1.0, 1.0
+"""Inputs are i.i.d. uniform on [X_LOW, X_HIGH) (see ``_lengths`` for ``input`` lengths)."""
+
+
+@functools.lru_cache(maxsize=8)
+def law_truth(spec: Spec) -> dict[str, np.ndarray]:
+    """The spec's ground truth, cached and read-only."""
+    law = _tasks.truth(spec)
+    for value in law.values():
+        value.setflags(write=False)
+    return law
+
+
+def _inputs_and_steps(spec: Spec, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draws one block's ``x`` (BLOCK, T, in) float64 and ``steps`` (BLOCK, T) int32."""
+    shape = (_rng.BLOCK, spec.timesteps)
+    x = _rng.block_stream(spec.seed, _rng.Purpose.X, block).uniform(X_LOW, X_HIGH, (*shape, spec.input_size))
+    if spec.lengths == "input":
+        _lengths.shape_input_channel(x, spec.longest_step)
+        steps = _lengths.lengths_from_input(x, spec.longest_step)
+    else:
+        rng = _rng.block_stream(spec.seed, _rng.Purpose.LENGTHS, block)
+        steps = _lengths.draw(spec.lengths, rng, shape, spec.longest_step)
+    _lengths.zero_out(steps, _rng.block_stream(spec.seed, _rng.Purpose.ZEROS, block), spec.zero_fraction)
+    return x, steps
+
+
+@functools.lru_cache(maxsize=2)
+def _block(spec: Spec, block: int) -> dict[str, np.ndarray]:
+    """All arrays of one block of :data:`_rng.BLOCK` samples (cached: shards may share a block)."""
+    x, steps = _inputs_and_steps(spec, block)
+    clean = _tasks.clean_targets(spec, x, steps, law_truth(spec))
+    noisy = clean
+    if spec.noise > 0:
+        draws = _rng.block_stream(spec.seed, _rng.Purpose.NOISE, block).standard_normal(clean.shape)
+        noisy = clean + spec.noise * draws
+    arrays = {
+        "x": x.astype(np.float32),
+        "steps": steps,
+        "y_values": noisy.astype(np.float32),
+        "y_clean_values": clean.astype(np.float32),
+    }
+    for value in arrays.values():
+        value.setflags(write=False)
+    return arrays
+
+
+def _take(arrays: dict[str, np.ndarray], first: int, stop: int) -> dict[str, np.ndarray]:
+    """Samples ``[first, stop)`` of a block (indices within the block)."""
+    per_sample = arrays["steps"].sum(axis=1, dtype=np.int64)
+    low, high = int(per_sample[:first].sum()), int(per_sample[:stop].sum())
+    return {
+        "x": arrays["x"][first:stop],
+        "steps": arrays["steps"][first:stop],
+        "y_values": arrays["y_values"][low:high],
+        "y_clean_values": arrays["y_clean_values"][low:high],
+    }
+
+
+def generate_spec(spec: Spec, start: int, n_samples: int) -> dict[str, np.ndarray]:
+    """Samples ``[start, start + n_samples)`` of the dataset a (validated) spec defines."""
+    pieces = []
+    for block in range(start // _rng.BLOCK, (start + n_samples - 1) // _rng.BLOCK + 1):
+        base = block * _rng.BLOCK
+        first, stop = max(start - base, 0), min(start + n_samples - base, _rng.BLOCK)
+        pieces.append(_take(_block(spec, block), first, stop))
+    return {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
+
+
+def generate(
+    n_samples: int,
+    *,
+    task: str = "teacher",
+    timesteps: int = 16,
+    input_size: int = 4,
+    output_size: int = 4,
+    longest_step: int = 8,
+    lengths: str = "uniform",
+    zero_fraction: float = 0.0,
+    noise: float = 0.05,
+    seed: int = 0,
+    start: int = 0,
+    return_truth: bool = False,
+    teacher_hidden: int = 8,
+) -> dict[str, Any]:
+    """Makes inputs, ragged-length labels and targets whose law is known exactly.
+
+    Inputs are i.i.d. uniform on [-1, 1). Sample ``i`` of a dataset depends only on the
+    parameters and ``i``, so ``generate(n, start=s)`` equals ``generate(s + n)`` sliced to
+    ``[s, s + n)``. Noise comes from its own random stream: changing ``noise`` changes only
+    ``y_values``.
+
+    Args:
+        n_samples: number of samples, >= 1.
+        task: the target law, one of ``datagen.TASKS`` (see ``datagen._tasks``).
+        timesteps: ``T``, outer steps per sample.
+        input_size: features per outer step.
+        output_size: features per inner step (must equal ``input_size`` for ``echo``).
+        longest_step: ``L``, the clip of every length distribution, >= 1.
+        lengths: the distribution of ``steps``, one of ``datagen.LENGTHS``.
+        zero_fraction: probability in [0, 1] that a step is set to 0 inner steps.
+        noise: standard deviation of the Gaussian noise added to the targets.
+        seed: the root seed, an integer >= 0.
+        start: global index of the first sample.
+        return_truth: also return the law's ground truth under ``"truth"``.
+        teacher_hidden: units of the teacher's GRU A and GRU cell B.
+
+    Returns:
+        A dict with ``x`` float32 (n_samples, T, input_size), ``steps`` int32 (n_samples, T),
+        ``y_values`` float32 (sum(steps), output_size) in (sample, t, k) row order,
+        ``y_clean_values`` float32 (sum(steps), output_size) without noise, and with
+        ``return_truth`` a dict ``truth`` of numpy arrays.
+
+    Raises:
+        ValueError: a parameter is out of range; the message names it and the value received.
+
+    >>> data = generate(8, task="running", seed=1)
+    >>> data["x"].shape, data["y_values"].shape[0] == data["steps"].sum()
+    ((8, 16, 4), True)
+    """
+    spec = Spec(task, timesteps, input_size, output_size, longest_step, lengths,
+                zero_fraction, noise, seed, teacher_hidden)  # fmt: skip
+    n_samples = validate_count("n_samples", n_samples, 1)
+    start = validate_count("start", start, 0)
+    data: dict[str, Any] = generate_spec(spec, start, n_samples)
+    if return_truth:
+        data["truth"] = {key: np.array(value) for key, value in law_truth(spec).items()}
+    return data

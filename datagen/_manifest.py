@@ -1,0 +1,213 @@
+"""The dataset manifest: what a dataset holds, how it was made, and how to check it.
+
+``manifest.json`` is a JSON object with ``format_version``, ``generator`` (name, version),
+``params`` (every generation parameter plus ``n_samples``, ``shard_size`` and ``format``),
+``law`` (the task's law in words and its state mode), ``lengths`` (the distribution's
+parameters), ``x_distribution``, ``counts`` (samples, timesteps, real inner steps, shards),
+``noise_floor`` (``noise ** 2``), ``truth`` (stored files with their sha256 and the law's
+parameters), ``slice`` (which part of the whole it covers) and ``shards`` (file, sha256,
+``start``/``stop`` sample range, real steps and bytes of each shard).
+
+A slice made with ``num_shards=K, shard_index=i`` writes ``manifest.slice-i-of-K.json`` instead,
+covering only its shards; :func:`datagen.merge` joins the K slices into ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _lengths, _tasks
+from ._errors import DatasetError
+from ._params import FORMATS, GENERATOR_VERSION, ParameterError, Spec, validate_choice, validate_count
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+_SLICE = re.compile(r"^manifest\.slice-(\d{5})-of-(\d{5})\.json$")
+_MAX_MANIFEST_BYTES = 256 * 2**20
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def slice_manifest_name(index: int, count: int) -> str:
+    """The manifest name a slice writes, e.g. ``manifest.slice-00001-of-00004.json``."""
+    return f"manifest.slice-{index:05d}-of-{count:05d}.json"
+
+
+def parse_slice_name(name: str) -> tuple[int, int] | None:
+    """``(index, count)`` of a slice manifest's name, or None for any other name."""
+    match = _SLICE.match(name)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def pending_name(final: str) -> str:
+    """The in-progress manifest beside ``final``, used by ``resume`` after a crash."""
+    return final.replace(".json", ".pending.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How a dataset is cut into shards and which slice of them a run makes."""
+
+    n_samples: int = 4096
+    shard_size: int = 1024
+    file_format: str = "npz"
+    num_shards: int = 1
+    shard_index: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_samples", validate_count("n_samples", self.n_samples, 1))
+        object.__setattr__(self, "shard_size", validate_count("shard_size", self.shard_size, 1))
+        object.__setattr__(self, "file_format", validate_choice("format", self.file_format, FORMATS))
+        total = self.total_shards
+        count = validate_count("num_shards", self.num_shards, 1)
+        if count > total:
+            raise ParameterError(
+                "num_shards",
+                f"`num_shards` must be <= {total}, the number of shards of "
+                f"{self.n_samples} samples at shard_size {self.shard_size}; received {count}",
+            )
+        object.__setattr__(self, "num_shards", count)
+        object.__setattr__(self, "shard_index", validate_count("shard_index", self.shard_index, 0, count - 1))
+
+    @property
+    def total_shards(self) -> int:
+        """Shards in the whole dataset."""
+        return math.ceil(self.n_samples / self.shard_size)
+
+    @property
+    def shards(self) -> range:
+        """The shard indices this run makes: a contiguous share of ``total_shards``."""
+        total, count, index = self.total_shards, self.num_shards, self.shard_index
+        return range(total * index // count, total * (index + 1) // count)
+
+    def bounds(self, shard: int) -> tuple[int, int]:
+        """The sample range ``[start, stop)`` of a shard."""
+        return shard * self.shard_size, min((shard + 1) * self.shard_size, self.n_samples)
+
+    @property
+    def manifest_name(self) -> str:
+        """``manifest.json``, or the slice's own manifest name when sliced."""
+        if self.num_shards == 1:
+            return MANIFEST
+        return slice_manifest_name(self.shard_index, self.num_shards)
+
+
+def params(spec: Spec, plan: Plan) -> dict[str, Any]:
+    """Every parameter that determines the dataset (not how many workers made it)."""
+    return {**spec.to_dict(), "n_samples": plan.n_samples, "shard_size": plan.shard_size, "format": plan.file_format}
+
+
+def build(spec: Spec, plan: Plan, shards: list[dict[str, Any]], truth_files: list[dict[str, str]]) -> dict[str, Any]:
+    """The manifest of a run (or of a merged set of slices when ``plan`` is unsliced).
+
+    Args:
+        spec: the content's parameters.
+        plan: the shard layout and slice.
+        shards: one record per shard, sorted by ``start``.
+        truth_files: ``{"name", "sha256"}`` of each truth file.
+
+    Returns:
+        A JSON-ready dict.
+    """
+    law = {key: np.asarray(value).tolist() for key, value in _tasks.truth(spec).items()} if spec.task != "teacher" else {}
+    samples = sum(record["stop"] - record["start"] for record in shards)
+    first, last = plan.shards.start, plan.shards.stop
+    return {
+        "format_version": FORMAT_VERSION,
+        "generator": {"name": "datagen", "version": GENERATOR_VERSION},
+        "params": params(spec, plan),
+        "law": _tasks.describe(spec),
+        "lengths": _lengths.parameters(spec.lengths, spec.longest_step) | {"zero_fraction": spec.zero_fraction},
+        "x_distribution": "i.i.d. uniform on [-1, 1)" + (", x[..., 0] inside its length bin" if spec.lengths == "input" else ""),
+        "counts": {
+            "samples": samples,
+            "timesteps": spec.timesteps,
+            "real_steps": sum(record["real_steps"] for record in shards),
+            "shards": len(shards),
+        },
+        "noise_floor": spec.noise**2,
+        "truth": {"files": truth_files, "parameters": law},
+        "slice": {"index": plan.shard_index, "count": plan.num_shards, "shards": [first, last],
+                  "total_shards": plan.total_shards, "total_samples": plan.n_samples},
+        "shards": shards,
+    }  # fmt: skip
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Reads and checks a manifest, with no evaluation of anything in it.
+
+    Raises:
+        DatasetError: the file is missing, too big, not JSON, or not a valid manifest.
+    """
+    try:
+        if path.stat().st_size > _MAX_MANIFEST_BYTES:
+            raise DatasetError(f"{path}: manifest larger than {_MAX_MANIFEST_BYTES} bytes")
+        manifest = json.loads(path.read_bytes())
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read manifest ({error.strerror or error})") from None
+    except (ValueError, RecursionError) as error:
+        raise DatasetError(f"{path}: manifest is not valid JSON ({error})") from None
+    check(manifest, path)
+    return manifest
+
+
+def _require(condition: bool, path: Path, what: str) -> None:
+    if not condition:
+        raise DatasetError(f"{path}: invalid manifest: {what}")
+
+
+def check(manifest: Any, path: Path) -> None:
+    """Checks a manifest's structure and that its shards tile its sample range."""
+    _require(isinstance(manifest, dict), path, "not a JSON object")
+    _require(manifest.get("format_version") == FORMAT_VERSION, path, f"format_version must be {FORMAT_VERSION}")
+    generator = manifest.get("generator")
+    _require(isinstance(generator, dict) and generator.get("name") == "datagen", path, "not made by datagen")
+    spec_and_plan(manifest, path)
+    shards = manifest.get("shards")
+    _require(isinstance(shards, list) and len(shards) > 0, path, "`shards` must be a non-empty list")
+    for record in shards:
+        _check_record(record, path)
+    starts = [record["start"] for record in shards]
+    stops = [record["stop"] for record in shards]
+    _require(starts[1:] == stops[:-1], path, "shard sample ranges are not contiguous")
+    truth = manifest.get("truth")
+    _require(isinstance(truth, dict) and isinstance(truth.get("files"), list), path, "`truth.files` must be a list")
+    for record in truth["files"]:
+        _require(isinstance(record, dict) and isinstance(record.get("sha256"), str)
+                 and bool(_HEX64.match(record["sha256"])), path, "truth file without a sha256")  # fmt: skip
+
+
+def _check_record(record: Any, path: Path) -> None:
+    _require(isinstance(record, dict), path, "a shard entry is not an object")
+    for key in ("start", "stop", "real_steps"):
+        value = record.get(key)
+        _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, path, f"shard `{key}` must be an integer >= 0")
+    _require(record["stop"] > record["start"], path, "a shard has an empty sample range")
+    _require(isinstance(record.get("sha256"), str) and bool(_HEX64.match(record["sha256"])), path, "a shard has no valid sha256")
+
+
+def spec_and_plan(manifest: dict[str, Any], path: Path) -> tuple[Spec, Plan]:
+    """Rebuilds and validates the spec and plan a manifest records."""
+    values = manifest.get("params")
+    _require(isinstance(values, dict), path, "`params` must be an object")
+    names = [field.name for field in dataclasses.fields(Spec)]
+    _require(all(name in values for name in [*names, "n_samples", "shard_size", "format"]), path, "`params` is incomplete")
+    layout = manifest.get("slice")
+    _require(isinstance(layout, dict), path, "`slice` must be an object")
+    try:
+        spec = Spec(**{name: values[name] for name in names})
+        plan = Plan(values["n_samples"], values["shard_size"], values["format"], layout.get("count"), layout.get("index"))
+    except ParameterError as error:
+        raise DatasetError(f"{path}: invalid manifest: {error}") from None
+    return spec, plan
+
+
+def dumps(manifest: dict[str, Any]) -> bytes:
+    """The manifest as indented UTF-8 JSON."""
+    return (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode()

@@ -1,0 +1,161 @@
+"""Shard files: encoding, decoding, checksums, atomic writes and safe names.
+
+A shard holds consecutive samples ``[start, stop)`` as the components of a ragged tensor:
+``x`` float32 (n, T, input_size), ``steps`` int32 (n, T), ``y_values`` and ``y_clean_values``
+float32 (sum(steps), output_size) in (sample, t, k) row order, and ``row_lengths`` int64
+(n * T,), which equals ``steps`` flattened. ``npz`` shards are uncompressed zip files of ``.npy``
+arrays with fixed timestamps (byte-identical for identical content); ``tfrecord`` shards hold one
+``tf.train.Example`` per sample (see ``datagen._tfrecord``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import secrets
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _tfrecord
+from ._errors import DatasetError
+
+SHARD_KEYS = ("x", "steps", "y_values", "y_clean_values", "row_lengths")
+EXTENSIONS = {"npz": "npz", "tfrecord": "tfrecord"}
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+
+
+def shard_name(index: int, file_format: str) -> str:
+    """The file name of shard ``index``, e.g. ``shard-00003.npz``."""
+    return f"shard-{index:05d}.{EXTENSIONS[file_format]}"
+
+
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Writes ``data`` to a temporary file beside ``path``, then renames it over ``path``.
+
+    Readers see either the old file or the whole new one, never a partial write.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def encode_npz(arrays: dict[str, np.ndarray]) -> bytes:
+    """An uncompressed ``.npz`` with fixed timestamps, so equal arrays give equal bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(value), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def encode_shard(arrays: dict[str, np.ndarray], file_format: str) -> bytes:
+    """Serialises one shard's arrays (``x``, ``steps``, ``y_values``, ``y_clean_values``)."""
+    steps = arrays["steps"]
+    if file_format == "npz":
+        return encode_npz({**arrays, "row_lengths": steps.reshape(-1).astype(np.int64)})
+    offsets = np.concatenate([[0], np.cumsum(steps.sum(axis=1, dtype=np.int64))])
+    records = [
+        _tfrecord.encode_example({
+            "x": arrays["x"][i],
+            "steps": steps[i],
+            "y_values": arrays["y_values"][offsets[i] : offsets[i + 1]],
+            "y_clean_values": arrays["y_clean_values"][offsets[i] : offsets[i + 1]],
+        })
+        for i in range(len(steps))
+    ]  # fmt: skip
+    return _tfrecord.frame(records)
+
+
+def decode_shard(data: bytes, file_format: str, name: str, sizes: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """Parses a shard's bytes without unpickling anything.
+
+    Args:
+        data: the file's bytes.
+        file_format: ``npz`` or ``tfrecord``.
+        name: the file's path, for error messages.
+        sizes: ``(timesteps, input_size, output_size)`` from the manifest.
+
+    Returns:
+        The five arrays of :data:`SHARD_KEYS`.
+
+    Raises:
+        DatasetError: the bytes are not a well-formed shard.
+    """
+    if file_format == "npz":
+        return _decode_npz(data, name)
+    timesteps, input_size, output_size = sizes
+    samples = [_tfrecord.decode_example(record, name) for record in _tfrecord.unframe(data, name)]
+    try:
+        steps = np.stack([sample["steps"] for sample in samples]).astype(np.int32).reshape(-1, timesteps)
+        arrays = {
+            "x": np.stack([sample["x"] for sample in samples]).reshape(-1, timesteps, input_size),
+            "steps": steps,
+            "y_values": np.concatenate([s["y_values"] for s in samples]).reshape(-1, output_size),
+            "y_clean_values": np.concatenate([s["y_clean_values"] for s in samples]).reshape(-1, output_size),
+        }
+    except (KeyError, ValueError) as error:
+        raise DatasetError(f"{name}: records do not match the manifest's sizes ({error})") from None
+    return {**arrays, "row_lengths": steps.reshape(-1).astype(np.int64)}
+
+
+def _decode_npz(data: bytes, name: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            missing = set(SHARD_KEYS) - set(archive.files)
+            if missing:
+                raise DatasetError(f"{name}: missing arrays {sorted(missing)}")
+            return {key: archive[key] for key in SHARD_KEYS}
+    except DatasetError:
+        raise
+    except Exception as error:  # zip, npy header and pickle refusals all mean a corrupt file
+        raise DatasetError(f"{name}: not a readable npz shard ({type(error).__name__}: {error})") from None
+
+
+def safe_path(root: Path, name: Any, manifest: Path) -> Path:
+    """Resolves a file name from a manifest, refusing anything outside ``root``.
+
+    Args:
+        root: the dataset directory.
+        name: the name the manifest gives.
+        manifest: the manifest's path, for error messages.
+
+    Returns:
+        The file's path inside ``root``.
+
+    Raises:
+        DatasetError: the name is not a plain file name, or it resolves (through symlinks)
+            outside ``root``.
+    """
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or name in (".", ".."):
+        raise DatasetError(f"{manifest}: file name {name!r} is not a plain name inside the dataset directory")
+    path = root / name
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+        raise DatasetError(f"{manifest}: file {name!r} resolves outside the dataset directory")
+    return path
+
+
+def read_file(path: Path) -> bytes:
+    """Reads a dataset file, turning a missing or unreadable file into a DatasetError."""
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read ({error.strerror or error})") from None

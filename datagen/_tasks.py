@@ -1,0 +1,256 @@
+"""Target laws. Each maps inputs ``x`` (n, T, input_size) and ``steps`` (n, T) to the clean
+targets of every real inner step, flattened in (sample, t, k) order: (sum(steps), output_size).
+
+Notation: ``b`` sample, ``t`` outer step, ``k < steps[b, t]`` inner step, ``c`` the number of
+inner steps the sample emitted before this one (over all earlier outer steps and earlier ``k``),
+``L = longest_step``, ``D = output_size``, ``d < D`` an output channel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _gru, _rng
+from ._params import Spec
+
+TEACHER_KEYS = (
+    "a_kernel", "a_recurrent_kernel", "a_bias",
+    "b_kernel", "b_recurrent_kernel", "b_bias",
+    "head_kernel", "head_bias",
+)  # fmt: skip
+
+
+class RaggedIndex(NamedTuple):
+    """Coordinates of every real inner step, each (m,) int64 with ``m = sum(steps)``."""
+
+    b: np.ndarray
+    t: np.ndarray
+    k: np.ndarray
+    c: np.ndarray
+
+
+def ragged_index(steps: np.ndarray) -> RaggedIndex:
+    """Sample, outer step, inner step and running count of each real inner step.
+
+    Args:
+        steps: int array (n, T).
+
+    Returns:
+        A :class:`RaggedIndex` in (sample, t, k) order.
+    """
+    n, timesteps = steps.shape
+    flat = steps.reshape(-1).astype(np.int64)
+    position = np.arange(int(flat.sum()))
+    cell = np.repeat(np.arange(n * timesteps), flat)
+    cell_start = np.cumsum(flat) - flat
+    per_sample = flat.reshape(n, timesteps).sum(axis=1)
+    sample_start = np.cumsum(per_sample) - per_sample
+    b = cell // timesteps
+    return RaggedIndex(b, cell % timesteps, position - cell_start[cell], position - sample_start[b])
+
+
+def echo(x: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """``y[b, t, k] = x[b, t - k]`` for ``t - k >= 0``, zeros where ``t - k < 0``.
+
+    Needs ``output_size == input_size``. Model A must remember the last ``L`` inputs.
+    """
+    index = ragged_index(steps)
+    source = index.t - index.k
+    values = x[index.b, np.maximum(source, 0)]
+    values[source < 0] = 0.0
+    return values
+
+
+def running_parameters(output_size: int, longest_step: int) -> dict[str, np.ndarray]:
+    """Time constants and amplitudes of the ``running`` law (fixed, not random).
+
+    ``tau[d] = (L / 2) * 4^(d / (D - 1))`` (``L / 2`` when ``D = 1``), ``rho[d] = 4 tau[d]``, and
+    ``amplitude[d] = (-1)^d * 1.8 / peak`` where ``peak = 4^(-1/3) - 4^(-4/3)`` is the largest
+    value of ``exp(-u / rho) - exp(-u / tau)`` over ``u > 0``, so ``|y| <= 1.8``.
+    """
+    spread = np.arange(output_size) / max(output_size - 1, 1)
+    tau = (longest_step / 2) * 4.0**spread
+    peak = 4.0 ** (-1 / 3) - 4.0 ** (-4 / 3)
+    amplitude = np.where(np.arange(output_size) % 2 == 0, 1.0, -1.0) * 1.8 / peak
+    return {"tau": tau, "rho": 4 * tau, "amplitude": amplitude}
+
+
+def running(steps: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
+    """``y[b, t, k, d] = amplitude[d] * (exp(-(c + 1) / rho[d]) - exp(-(c + 1) / tau[d]))``.
+
+    ``c`` counts the inner steps the sample emitted before this one, across outer steps, so only
+    a model that carries B's state across outer steps can know it. A GRU cell in carry mode with
+    ``2 D`` units represents the law exactly: a unit whose gates ignore input and state, with
+    update gate ``z = exp(-1 / tau)`` and candidate ``g``, holds ``g (1 - exp(-(c + 1) / tau))``
+    after ``c + 1`` steps, and the head takes differences of two such units.
+    """
+    count = ragged_index(steps).c[:, None] + 1.0
+    slow = np.exp(-count / params["rho"])
+    fast = np.exp(-count / params["tau"])
+    return params["amplitude"] * (slow - fast)
+
+
+def bursts_parameters(input_size: int) -> dict[str, np.ndarray]:
+    """Projections of the ``bursts`` law: the first three orthonormal DCT-II rows, (3, in).
+
+    ``u[j, i] = s_j cos(pi j (i + 1/2) / in)`` with ``s_0 = sqrt(1 / in)``, ``s_j = sqrt(2 / in)``;
+    rows ``j >= in`` are zero (with one input, only the amplitude varies).
+    """
+    j = np.arange(3)[:, None]
+    i = np.arange(input_size)[None, :]
+    scale = np.where(j == 0, np.sqrt(1 / input_size), np.sqrt(2 / input_size))
+    return {"projection": np.where(j < input_size, scale * np.cos(np.pi * j * (i + 0.5) / input_size), 0.0)}
+
+
+def bursts(x: np.ndarray, steps: np.ndarray, params: dict[str, np.ndarray], output_size: int) -> np.ndarray:
+    """Damped oscillations set by each outer input.
+
+    With ``f = u @ x[b, t]`` (``u`` from :func:`bursts_parameters`):
+    ``amplitude = 1 + 0.5 tanh(2 f_0)``, ``frequency = 0.9 + 0.6 tanh(2 f_1)`` (radians per
+    inner step), ``decay = 0.3 + 0.2 tanh(2 f_2)`` (per inner step), and
+    ``y[b, t, k, d] = amplitude * exp(-decay k) * cos(frequency k + pi d / D)``.
+    """
+    index = ragged_index(steps)
+    features = np.tanh(2.0 * (x[index.b, index.t] @ params["projection"].T))
+    amplitude = 1.0 + 0.5 * features[:, 0:1]
+    frequency = 0.9 + 0.6 * features[:, 1:2]
+    decay = 0.3 + 0.2 * features[:, 2:3]
+    k = index.k[:, None].astype(np.float64)
+    phase = np.pi * np.arange(output_size) / output_size
+    return amplitude * np.exp(-decay * k) * np.cos(frequency * k + phase)
+
+
+def teacher_parameters(spec: Spec) -> dict[str, np.ndarray]:
+    """Draws the teacher's weights from the seed's truth stream (Keras weight order).
+
+    Kernels are normal with std ``1.5 / sqrt(fan_in)`` (recurrent ``1.2 / sqrt(H)``), biases
+    normal with std 0.2, the head's kernel std ``2 / sqrt(H)``: strong enough that targets vary
+    with the inputs (clean variance of order 0.1 to 1), gentle enough not to saturate.
+    """
+    rng = _rng.truth_stream(spec.seed)
+    hidden, size_in, size_out = spec.teacher_hidden, spec.input_size, spec.output_size
+    shapes = {
+        "a_kernel": ((size_in, 3 * hidden), 1.5 / np.sqrt(size_in)),
+        "a_recurrent_kernel": ((hidden, 3 * hidden), 1.2 / np.sqrt(hidden)),
+        "a_bias": ((2, 3 * hidden), 0.2),
+        "b_kernel": ((hidden, 3 * hidden), 1.5 / np.sqrt(hidden)),
+        "b_recurrent_kernel": ((hidden, 3 * hidden), 1.2 / np.sqrt(hidden)),
+        "b_bias": ((2, 3 * hidden), 0.2),
+        "head_kernel": ((hidden, size_out), 2.0 / np.sqrt(hidden)),
+        "head_bias": ((size_out,), 0.2),
+    }
+    return {key: rng.normal(0.0, scale, size=shape).astype(np.float32) for key, (shape, scale) in shapes.items()}
+
+
+def teacher(x: np.ndarray, steps: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
+    """A fixed chain: ``IR = GRU_A(x)``, GRU cell B in carry mode fed ``IR[b, t]``, linear head.
+
+    Both GRUs follow Keras (``reset_after=True``, gates z, r, h). B's state starts at zeros for
+    each sample, flows through every real inner step in order and is untouched by an outer step
+    with 0 steps; ``y = B_state @ head_kernel + head_bias``. Computed in float32, like Keras.
+    """
+    w = {key: np.asarray(value, np.float32) for key, value in weights.items()}
+    ir = _gru.gru_sequence(x.astype(np.float32), w["a_kernel"], w["a_recurrent_kernel"], w["a_bias"])
+    projected = (ir.reshape(-1, ir.shape[-1]) @ w["b_kernel"]).reshape(*ir.shape[:2], -1) + w["b_bias"][0]
+    states = _carry_states(projected, steps, w["b_recurrent_kernel"], w["b_bias"][1])
+    return states @ w["head_kernel"] + w["head_bias"]
+
+
+def _carry_states(
+    projected: np.ndarray, steps: np.ndarray, recurrent_kernel: np.ndarray, recurrent_bias: np.ndarray
+) -> np.ndarray:
+    """Runs B over all samples at once, outer step by outer step.
+
+    At each ``t`` the samples are sorted by length, longest first, so the samples still running
+    at inner step ``k`` are a prefix and each step works on a contiguous slice.
+
+    Args:
+        projected: (n, T, 3H), ``IR @ b_kernel + b_bias[0]``.
+        steps: (n, T).
+        recurrent_kernel: (H, 3H).
+        recurrent_bias: (3H,).
+
+    Returns:
+        (sum(steps), H), B's state after each real inner step in (sample, t, k) order.
+    """
+    n, timesteps = steps.shape
+    flat = steps.reshape(-1).astype(np.int64)
+    cell_start = (np.cumsum(flat) - flat).reshape(n, timesteps)
+    states = np.empty((int(flat.sum()), recurrent_kernel.shape[0]), projected.dtype)
+    state = np.zeros((n, recurrent_kernel.shape[0]), projected.dtype)
+    for t in range(timesteps):
+        order = np.argsort(-steps[:, t], kind="stable")
+        counts = steps[order, t]
+        if counts[0] == 0:
+            continue
+        trace = _inner_run(projected[order, t], state[order], counts, recurrent_kernel, recurrent_bias)
+        state[order] = trace.final
+        inner = np.arange(counts[0])[:, None]
+        real = inner < counts[None, :]
+        states[(cell_start[order, t][None, :] + inner)[real]] = trace.states[real]
+    return states
+
+
+class _Trace(NamedTuple):
+    states: np.ndarray  # (K, n, H): state after inner step k, valid where k < counts
+    final: np.ndarray  # (n, H): each sample's state after its last inner step
+
+
+def _inner_run(
+    projected: np.ndarray, state: np.ndarray, counts: np.ndarray, recurrent_kernel: np.ndarray,
+    recurrent_bias: np.ndarray,
+) -> _Trace:
+    """Runs one outer step's inner steps for samples sorted by ``counts`` (n,), descending."""
+    longest = int(counts[0])
+    running = len(counts) - np.searchsorted(counts[::-1], np.arange(longest), side="right")
+    trace = np.empty((longest, *state.shape), state.dtype)
+    for k in range(longest):
+        live = int(running[k])
+        state[:live] = _gru.gru_step(projected[:live], state[:live], recurrent_kernel, recurrent_bias)
+        trace[k, :live] = state[:live]
+    return _Trace(trace, state)
+
+
+def truth(spec: Spec) -> dict[str, np.ndarray]:
+    """The ground truth of a spec's law: weights or fixed parameters (empty for ``echo``)."""
+    if spec.task == "teacher":
+        return teacher_parameters(spec)
+    if spec.task == "running":
+        return running_parameters(spec.output_size, spec.longest_step)
+    if spec.task == "bursts":
+        return bursts_parameters(spec.input_size)
+    return {}
+
+
+def clean_targets(spec: Spec, x: np.ndarray, steps: np.ndarray, law: dict[str, np.ndarray]) -> np.ndarray:
+    """Dispatches to the spec's law.
+
+    Args:
+        spec: the dataset's parameters.
+        x: (n, T, input_size).
+        steps: (n, T).
+        law: :func:`truth` of the spec.
+
+    Returns:
+        float64 (sum(steps), output_size).
+    """
+    if spec.task == "teacher":
+        return teacher(x, steps, law)
+    if spec.task == "running":
+        return running(steps, law)
+    if spec.task == "bursts":
+        return bursts(x, steps, law, spec.output_size)
+    return echo(x, steps)
+
+
+def describe(spec: Spec) -> dict[str, Any]:
+    """The law as stored in the manifest: its docstring and, for stateful laws, the state mode."""
+    function = {"teacher": teacher, "running": running, "bursts": bursts, "echo": echo}[spec.task]
+    entry: dict[str, Any] = {"task": spec.task, "law": " ".join((function.__doc__ or "").split())}
+    if spec.task in ("teacher", "running"):
+        entry["state"] = "carry"
+    if spec.task == "teacher":
+        entry["hidden"] = {"model_a": spec.teacher_hidden, "model_b": spec.teacher_hidden}
+    return entry
