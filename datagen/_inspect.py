@@ -1,0 +1,130 @@
+"""``inspect``: a dataset's counts, length histogram, padding ratio and noise floor; one sample's plot."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._params import ParameterError
+from ._read import read
+
+_BAR = 40
+
+
+def _histogram(steps: np.ndarray, longest: int) -> list[str]:
+    """Text bars of the share of outer steps with each length (binned when ``L > 20``)."""
+    edges = np.unique(np.linspace(0, longest + 1, min(longest + 1, 20) + 1).astype(int))
+    counts = np.histogram(steps, bins=edges)[0]
+    lines = []
+    for low, high, count in zip(edges[:-1], edges[1:], counts):
+        label = f"{low}" if high - low == 1 else f"{low}-{high - 1}"
+        share = count / max(steps.size, 1)
+        bar = "#" * int(round(share / max(counts.max() / steps.size, 1e-12) * _BAR))
+        lines.append(f"  {label:>9} | {bar:<{_BAR}} {count:>10} ({share:6.1%})")
+    return lines
+
+
+def summary(directory: str | os.PathLike[str], verify: bool = False) -> str:
+    """A text report of a dataset.
+
+    Args:
+        directory: the dataset directory.
+        verify: also check every file's sha256.
+
+    Returns:
+        Lines with the counts, a histogram of ``steps``, the padding ratio
+        ``T * longest_step / mean real steps per sample`` and the noise floor.
+    """
+    data = read(directory, verify)
+    manifest, steps = data["manifest"], data["steps"]
+    params, law = manifest["params"], manifest["law"]
+    n, timesteps = steps.shape
+    per_sample = steps.sum() / n
+    padding = timesteps * params["longest_step"] / per_sample if per_sample else float("inf")
+    state = f" (state: {law['state']})" if "state" in law else ""
+    lines = [
+        f"dataset      {directory} ({params['format']}, {manifest['counts']['shards']} shards, "
+        f"generator {manifest['generator']['version']}{', verified' if verify else ''})",
+        f"task         {params['task']}{state}; lengths {params['lengths']} (longest_step "
+        f"{params['longest_step']}, zero_fraction {params['zero_fraction']}); seed {params['seed']}",
+        f"samples      {n} x T={timesteps}; input_size {params['input_size']}, output_size {params['output_size']}",
+        f"real steps   {int(steps.sum())} ({per_sample:.2f} per sample, {per_sample / timesteps:.2f} per outer step)",
+        f"padding      T * longest_step / mean real steps = {timesteps} * {params['longest_step']} / "
+        f"{per_sample:.2f} = {padding:.2f}",
+        f"noise floor  {manifest['noise_floor']:.6g} (noise {params['noise']})",
+        "lengths (share of outer steps):",
+        *_histogram(steps.ravel(), params["longest_step"]),
+    ]
+    return "\n".join(lines)
+
+
+def plot(directory: str | os.PathLike[str], path: str | os.PathLike[str], sample: int = 0) -> Path:
+    """Draws one sample's input and its ragged outputs to a PNG (matplotlib, Agg backend).
+
+    Args:
+        directory: the dataset directory.
+        path: the PNG to write.
+        sample: the sample's index.
+
+    Returns:
+        The PNG's path.
+
+    Raises:
+        ValueError: ``sample`` is outside the dataset.
+    """
+    data = read(directory)
+    n = len(data["x"])
+    if not 0 <= sample < n:
+        raise ParameterError("sample", f"`sample` must be in [0, {n - 1}]; received {sample}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, (top, bottom) = pyplot.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=[1, 1.6])
+    _draw_input(top, data["x"][sample], data["steps"][sample])
+    _draw_outputs(bottom, data, sample)
+    figure.suptitle(f"{directory}: sample {sample}, task {data['manifest']['params']['task']}")
+    figure.tight_layout()
+    target = Path(os.fspath(path))
+    figure.savefig(target, dpi=110)
+    pyplot.close(figure)
+    return target
+
+
+def _draw_input(axes: Any, x: np.ndarray, steps: np.ndarray) -> None:
+    """x[b] (T, input_size), one line per feature, with each outer step's length on top."""
+    outer = np.arange(len(x)) + 0.5
+    for feature in range(x.shape[1]):
+        axes.plot(outer, x[:, feature], marker="o", markersize=3, label=f"x[..., {feature}]")
+    for t, count in enumerate(steps):
+        axes.annotate(str(count), (t + 0.5, 1.01), xycoords=("data", "axes fraction"), ha="center", va="bottom",
+                      fontsize=8, fontweight="bold")
+    axes.set_ylabel("input x[b, t]")
+    axes.set_title("steps[b, t] written above each outer step", fontsize=9, pad=16)
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.005, 0.5))
+
+
+def _draw_outputs(axes: Any, data: dict[str, Any], sample: int) -> None:
+    """Each outer step's inner outputs, spread across its unit of the time axis."""
+    steps = data["steps"]
+    offsets = np.concatenate([[0], np.cumsum(steps.reshape(-1))])
+    first = sample * steps.shape[1]
+    colours = [f"C{channel}" for channel in range(data["y_values"].shape[1])]
+    labelled = False
+    for t, count in enumerate(steps[sample]):
+        rows = slice(offsets[first + t], offsets[first + t + 1])
+        where = t + (np.arange(count) + 0.5) / max(count, 1)
+        for channel, colour in enumerate(colours):
+            label = None if labelled else f"y[..., {channel}]"
+            axes.plot(where, data["y_clean_values"][rows, channel], color=colour, linewidth=1.2, label=label)
+            axes.plot(where, data["y_values"][rows, channel], ".", color=colour, markersize=4)
+        labelled = labelled or count > 0
+        axes.axvline(t, color="0.85", linewidth=0.8, zorder=0)
+    axes.set_xlim(0, steps.shape[1])
+    axes.set_xlabel("outer step t (inner steps k spread across each unit)")
+    axes.set_ylabel("targets y[b, t, k]: line clean, dots noisy")
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.005, 0.5))

@@ -1,0 +1,90 @@
+"""The ``datagen`` command: ``datagen make``, ``datagen inspect`` and ``datagen merge``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+from . import _api, _inspect, _make
+from ._errors import DatasetError
+from ._params import FORMATS, LENGTHS, TASKS, ParameterError
+
+_OPTION_OF = {"n_samples": "--samples", "directories": "DIRS"}
+
+
+def _run(action: Callable[[], Any]) -> Any:
+    """Runs library code, turning its errors into one-line click errors (no traceback)."""
+    try:
+        return action()
+    except ParameterError as error:
+        hint = _OPTION_OF.get(error.name, "--" + error.name.replace("_", "-"))
+        raise click.BadParameter(str(error), param_hint=f"'{hint}'") from None
+    except DatasetError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="ragged-chain", prog_name="datagen")
+def main() -> None:
+    """Make and inspect datasets of inputs with known ragged targets."""
+
+
+@main.command()
+@click.option("--task", default="teacher", show_default=True, help=f"Target law: {', '.join(TASKS)}.")
+@click.option("--samples", "n_samples", type=int, default=4096, show_default=True, help="Samples in the dataset.")
+@click.option("--timesteps", type=int, default=16, show_default=True, help="Outer steps T per sample.")
+@click.option("--input-size", type=int, default=4, show_default=True, help="Features per outer step.")
+@click.option("--output-size", type=int, default=4, show_default=True, help="Features per inner step.")
+@click.option("--longest-step", type=int, default=8, show_default=True, help="Clip L of every length.")
+@click.option("--lengths", default="uniform", show_default=True, help=f"Length law: {', '.join(LENGTHS)}.")
+@click.option("--zero-fraction", type=float, default=0.0, show_default=True, help="Share of steps set to 0, in [0, 1].")
+@click.option("--noise", type=float, default=0.05, show_default=True, help="Std of Gaussian target noise.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Root seed (>= 0).")
+@click.option("--teacher-hidden", type=int, default=8, show_default=True, help="Units of the teacher's GRUs.")
+@click.option("--out", default="demo-data", show_default=True, help="Dataset directory.")
+@click.option("--format", "file_format", default="npz", show_default=True, help=f"Shard format: {', '.join(FORMATS)}.")
+@click.option("--shard-size", type=int, default=1024, show_default=True, help="Samples per shard.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Parallel worker processes.")
+@click.option("--num-shards", type=int, default=1, show_default=True, help="Slices K of the dataset (one per machine).")
+@click.option("--shard-index", type=int, default=0, show_default=True, help="Slice i in [0, K) to make.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset.")
+@click.option("--resume", is_flag=True, help="Finish an interrupted run, re-making missing or corrupt shards.")
+def make(file_format: str, **options: Any) -> None:
+    """Generate a dataset: shards, truth files and manifest.json in --out.
+
+    The same parameters and seed give the same content for any --workers, --shard-size or
+    slicing. With --num-shards K --shard-index i, each of K jobs makes one contiguous slice of
+    the shards and its own manifest.slice-i-of-K.json; `datagen merge` then joins them.
+    """
+    manifest = _run(lambda: _api.make(**options, format=file_format, progress=True))
+    counts = manifest["counts"]
+    click.echo(f"wrote {counts['samples']} samples ({counts['real_steps']} real inner steps) in "
+               f"{counts['shards']} shard(s) to {options['out']}")  # fmt: skip
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--verify", is_flag=True, help="Check every file's sha256.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Draw one sample to this PNG.")
+@click.option("--sample", type=int, default=0, show_default=True, help="The sample --plot draws.")
+def inspect(directory: str, verify: bool, plot_path: str | None, sample: int) -> None:
+    """Print a dataset's counts, length histogram, padding ratio and noise floor."""
+    click.echo(_run(lambda: _inspect.summary(directory, verify)))
+    if plot_path is not None:
+        _run(lambda: _inspect.plot(directory, plot_path, sample))
+        click.echo(f"plot of sample {sample} written to {plot_path}")
+
+
+@main.command()
+@click.argument("directories", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", default=None, help="Merged dataset directory (default: the only DIRS given).")
+def merge(directories: tuple[str, ...], out: str | None) -> None:
+    """Join the slices made with --num-shards/--shard-index into one manifest.json.
+
+    DIRS hold the slices (one shared directory, or one per job). Every shard is verified by
+    sha256 and copied into --out when it lives elsewhere.
+    """
+    manifest = _run(lambda: _make.merge(*directories, out=out))
+    click.echo(f"merged {manifest['counts']['shards']} shards ({manifest['counts']['samples']} samples) "
+               f"into {out or directories[0]}")  # fmt: skip
