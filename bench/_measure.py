@@ -1,0 +1,240 @@
+"""Timing and peak memory of one case, and the figures that go in pytest-benchmark's `extra_info`.
+
+Peak host memory (``peak_rss_bytes``) is the resident-set peak *above the baseline taken just
+before the case builds anything* (after the interpreter and the frameworks are imported):
+
+- On Linux the kernel's peak counter ``VmHWM`` is reset per case by writing ``5`` to
+  ``/proc/self/clear_refs``; before the reset, Python's garbage is collected and glibc's free
+  heap is returned to the system (``malloc_trim``), so memory freed by earlier cases in the same
+  process does not hide this case's peak. The baseline is ``VmRSS`` right after the reset.
+  ``peak_rss_method`` is ``"vmhwm-reset"``.
+- Elsewhere the process-lifetime peak ``ru_maxrss`` is used (``"ru_maxrss"``); it is exact only
+  when the case runs alone in its process (``bench run --isolate case``).
+
+``tf.config.experimental.get_memory_info("CPU:0")`` reports zeros, so it is not used. On a GPU,
+``peak_device_bytes`` is the framework allocator's peak after a reset, minus what was in use at
+the reset; on the CPU it is ``None``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import gc
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import pytest
+
+from bench._workloads import Case, Sizes, Sweep, make_workload, real_flops
+
+FAULT_ENV = "BENCH_FAULT"
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _trim_heap() -> None:
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class HostPeak:
+    """Peak resident memory of this process above a per-case baseline (see module docs)."""
+
+    def __init__(self) -> None:
+        self.method = "ru_maxrss"
+        self.baseline = 0
+
+    def reset(self) -> None:
+        """Starts a measurement window: frees what can be freed, resets the peak counter."""
+        _trim_heap()
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            self.method = "vmhwm-reset"
+            self.baseline = (_status_kb("VmRSS") or 0) * 1024
+        except OSError:
+            self.method = "ru_maxrss"
+            self.baseline = _current_rss()
+
+    def peak_bytes(self) -> int:
+        """Peak resident bytes since `reset`, above the baseline."""
+        if self.method == "vmhwm-reset":
+            peak = (_status_kb("VmHWM") or 0) * 1024
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak *= 1 if sys.platform == "darwin" else 1024
+        return max(peak - self.baseline, 0)
+
+
+def _current_rss() -> int:
+    kb = _status_kb("VmRSS")
+    if kb is not None:
+        return kb * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class DeviceMemory(Protocol):
+    """An accelerator's allocator statistics."""
+
+    def reset(self) -> None:
+        """Resets the allocator's peak."""
+
+    def peak_bytes(self) -> int | None:
+        """Peak bytes since `reset`, above what was in use then; None without a device."""
+
+
+class NoDeviceMemory:
+    """`DeviceMemory` for cases that run on the CPU."""
+
+    def reset(self) -> None:
+        """Does nothing."""
+
+    def peak_bytes(self) -> int | None:
+        """Returns None: there is no device allocator."""
+        return None
+
+
+class Framework(Protocol):
+    """What `measure_case` needs from TensorFlow or a peer framework."""
+
+    def versions(self) -> dict[str, str]:
+        """Version strings for `extra_info`, keys like ``tensorflow_version``."""
+
+    def skip_reason(self, device: str) -> str | None:
+        """Why `device` cannot run here, or None."""
+
+    def scope(self, device: str) -> contextlib.AbstractContextManager[Any]:
+        """A context that places work on `device`."""
+
+    def device_memory(self, device: str) -> DeviceMemory:
+        """The allocator statistics of `device`."""
+
+    def matmul_figures(self, sizes: Sizes, device: str) -> dict[str, float]:
+        """Measured matmul peaks for the roofline (may be empty)."""
+
+    def build(self, case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) -> Callable[[], float]:
+        """Builds the case; the returned callable runs one forward or train step and syncs."""
+
+
+@dataclasses.dataclass
+class _Timing:
+    first_call_s: float
+    median_s: float | None
+
+
+def inject_fault(case: Case) -> None:
+    """Fails on purpose when ``BENCH_FAULT`` names this case; used by bench's own tests.
+
+    ``BENCH_FAULT`` is ``KIND:TEXT`` (comma-separated for several), where KIND is ``raise``
+    (a Python exception), ``crash`` (the process aborts) or ``hang`` (sleeps past any timeout),
+    and TEXT is a substring of the case id.
+    """
+    for spec in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
+        kind, _, text = spec.partition(":")
+        if text and text in case.id:
+            if kind == "raise":
+                raise RuntimeError(f"fault injected by {FAULT_ENV} into {case.id}")
+            if kind == "crash":
+                os.abort()
+            if kind == "hang":
+                time.sleep(10**6)
+
+
+def _time_case(benchmark: Any, run: Callable[[], float], sweep: Sweep) -> _Timing:
+    start = time.perf_counter()
+    run()
+    first = time.perf_counter() - start
+    benchmark.pedantic(run, rounds=sweep.rounds, iterations=1, warmup_rounds=sweep.warmup_rounds)
+    stats = getattr(benchmark, "stats", None)
+    median = stats.stats.median if stats is not None else None
+    return _Timing(first, median)
+
+
+def measure_case(benchmark: Any, case: Case, sweep: Sweep, framework: Framework) -> dict[str, Any]:
+    """Times one case with pytest-benchmark and stores its figures in ``benchmark.extra_info``.
+
+    Skips the case (``pytest.skip``, with the reason) when `framework` cannot run it here. The
+    first call (tracing, compiling, building variables) is timed on its own as ``trace_s``;
+    then ``benchmark.pedantic`` runs ``sweep.warmup_rounds`` untimed and ``sweep.rounds`` timed
+    rounds.
+
+    Returns:
+        The `extra_info` dict.
+    """
+    reason = framework.skip_reason(case.device)
+    if reason:
+        pytest.skip(reason)
+    inject_fault(case)
+    matmul = framework.matmul_figures(sweep.sizes, case.device)
+    workload = make_workload(sweep.sizes, case.longest_step, case.lengths, sweep.seed)
+    host, device = HostPeak(), framework.device_memory(case.device)
+    with framework.scope(case.device):
+        host.reset()
+        device.reset()
+        run = framework.build(case, sweep.sizes, workload, sweep.seed)
+        timing = _time_case(benchmark, run, sweep)
+        peaks = {"peak_rss_bytes": host.peak_bytes(), "peak_device_bytes": device.peak_bytes()}
+    info = figures(case, sweep, workload["steps"], timing.median_s, timing.first_call_s)
+    info.update(peaks, peak_rss_method=host.method, **matmul, **framework.versions())
+    benchmark.extra_info.update(info)
+    return info
+
+
+def figures(
+    case: Case, sweep: Sweep, steps: Any, median_s: float | None, first_call_s: float
+) -> dict[str, Any]:
+    """Throughput figures of one case from its median time per call.
+
+    Args:
+        case: The case.
+        sweep: Its sweep (sizes, threads).
+        steps: int array of shape (batch, T), the case's inner-step counts.
+        median_s: Median seconds per call, or None when timing was disabled.
+        first_call_s: Seconds of the first call (tracing included).
+
+    Returns:
+        ``samples_per_s``, ``real_steps_per_s``, ``padded_steps_per_s``, ``real_steps``,
+        ``padded_steps`` (batch * T * L), ``trace_s`` (first call minus the median call),
+        ``real_gflop``, ``gflop_per_s`` and the sizes.
+    """
+    sizes = sweep.sizes
+    real = int(steps.sum())
+    padded = sizes.batch * sizes.timesteps * case.longest_step
+    gflop = real_flops(sizes, steps, case.phase) / 1e9
+    rate = (lambda n: n / median_s) if median_s else (lambda n: None)
+    return {
+        "samples_per_s": rate(sizes.batch),
+        "real_steps_per_s": rate(real),
+        "padded_steps_per_s": rate(padded),
+        "real_steps": real,
+        "padded_steps": padded,
+        "trace_s": max(first_call_s - (median_s or 0.0), 0.0),
+        "real_gflop": gflop,
+        "gflop_per_s": rate(gflop),
+        "batch": sizes.batch,
+        "timesteps": sizes.timesteps,
+        "hidden": sizes.hidden,
+        "threads": sweep.threads,
+    }
+
+
+@contextlib.contextmanager
+def no_scope() -> Iterator[None]:
+    """A context that does nothing, for frameworks placed by tensor device instead."""
+    yield

@@ -1,0 +1,120 @@
+"""Rendering a run: the stdout table, a progress line per case, and the PNG plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench._workloads import PHASES
+
+MIB = 2.0**20
+_LINESTYLES = {"forward": "-", "train": "--"}
+
+
+def _num(value: Any, scale: float = 1.0, digits: int = 3) -> str:
+    if value is None or value == "":
+        return "-"
+    value = float(value) / scale
+    if value != 0 and (abs(value) >= 10**digits or abs(value) < 10 ** -(digits - 1)):
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}g}"
+
+
+def _sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["device"], row["lengths"], row["state"], row["phase"], row["strategy"], int(row["longest_step"]))
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    memory = row.get("peak_device_bytes") if row["device"] == "gpu" else row.get("peak_rss_bytes")
+    status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row.get('message') or ''}"
+    return [
+        row["strategy"], row["state"], row["phase"], str(row["longest_step"]), row["lengths"], row["device"],
+        _num(row.get("median_s"), 1e-3), _num(row.get("real_steps_per_s")), _num(row.get("samples_per_s")),
+        _num(memory, MIB), _num(row.get("trace_s")), _num(row.get("gflop_per_s")), status[:70],
+    ]
+
+
+HEADERS = [
+    "strategy", "state", "phase", "L", "lengths", "device", "median ms", "real steps/s",
+    "samples/s", "peak MiB", "trace s", "GFLOP/s", "status",
+]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width table of the rows, sorted by device, lengths, state, phase, strategy and L.
+
+    ``peak MiB`` is ``peak_rss_bytes`` on the CPU and ``peak_device_bytes`` on a GPU.
+    """
+    body = [_cells(r) for r in sorted(rows, key=_sort_key)]
+    widths = [max(len(h), *(len(line[i]) for line in body)) if body else len(h) for i, h in enumerate(HEADERS)]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(HEADERS), fmt(["-" * w for w in widths]), *map(fmt, body)])
+
+
+def progress_line(done: int, total: int, row: dict[str, Any]) -> str:
+    """One line for a case that just ended."""
+    case = f"{row['strategy']}-{row['state']}-{row['phase']}-L{row['longest_step']}"
+    if row["status"] != "ok":
+        return f"[{done}/{total}] {case}: {row['status']}: {row.get('message')}"
+    memory = row.get("peak_device_bytes") if row["device"] == "gpu" else row.get("peak_rss_bytes")
+    return (
+        f"[{done}/{total}] {case}: {_num(row.get('median_s'), 1e-3)} ms, "
+        f"{_num(row.get('real_steps_per_s'))} real steps/s, peak {_num(memory, MIB)} MiB"
+    )
+
+
+def _series(rows: list[dict[str, Any]], state: str, metric: str) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    out: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for r in rows:
+        value = r.get(metric)
+        if r["state"] != state or r["status"] != "ok" or value in (None, ""):
+            continue
+        out.setdefault((r["strategy"], r["phase"]), []).append((int(r["longest_step"]), float(value)))
+    return {key: sorted(points) for key, points in sorted(out.items())}
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Saves a PNG: real inner steps per second and peak memory against `longest_step`.
+
+    One column per state mode; one colour per strategy; solid lines are forward calls, dashed
+    lines train steps. Both axes are logarithmic.
+
+    Returns:
+        `path`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    states = sorted({r["state"] for r in rows}) or ["carry"]
+    on_gpu = any(r["device"] == "gpu" for r in rows)
+    memory_metric = "peak_device_bytes" if on_gpu else "peak_rss_bytes"
+    metrics = [("real_steps_per_s", "real inner steps / s", 1.0), (memory_metric, "peak memory (MiB)", MIB)]
+    strategies = sorted({r["strategy"] for r in rows})
+    colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(strategies)}
+    fig, axes = plt.subplots(2, len(states), figsize=(6.5 * len(states), 8.5), squeeze=False)
+    for col, state in enumerate(states):
+        for row_i, (metric, label, scale) in enumerate(metrics):
+            _panel(axes[row_i][col], _series(rows, state, metric), colours, scale)
+            axes[row_i][col].set_title(f"{state} state: {label}")
+            axes[row_i][col].set_ylabel(label)
+    handles = [plt.Line2D([], [], color=colours[s], lw=2, label=s) for s in strategies]
+    handles += [plt.Line2D([], [], color="black", ls=_LINESTYLES[p], label=p) for p in PHASES]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _panel(ax: Any, series: dict[tuple[str, str], list[tuple[int, float]]], colours: dict[str, Any], scale: float) -> None:
+    for (strategy, phase), points in series.items():
+        xs, ys = zip(*points)
+        ax.plot(xs, [y / scale for y in ys], color=colours[strategy], ls=_LINESTYLES.get(phase, ":"), marker="o", ms=3)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("longest_step L")
+    ax.grid(True, which="both", alpha=0.3)

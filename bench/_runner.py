@@ -1,0 +1,194 @@
+"""Runs a sweep's cases through pytest in child processes, one group at a time.
+
+A group is the cases of one case module on one device (or a single case with
+``isolate="case"``); one ``python -m pytest`` child runs it. The child appends a line to an events
+file when a case starts and when it ends (see ``bench/cases/conftest.py``). The parent follows
+that file and:
+
+- kills the child's process group when a case runs past ``sweep.timeout_s``, records the case
+  as a timeout, and starts a new child for the rest of the group;
+- records a case as crashed when the child dies during it (a signal such as SIGKILL from the
+  out-of-memory killer, or an abort), and goes on the same way;
+- hands each finished case to a callback at once, so results are saved as they arrive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import bench.cases
+from bench._workloads import Case, Sweep
+
+CASES_DIR = Path(bench.cases.__file__).resolve().parent
+POLL_S = 0.1
+
+
+def nodeid(case: Case) -> str:
+    """The pytest node id of `case`, relative to the case directory."""
+    return f"{case.module}::{case.function}[{case.id}]"
+
+
+def groups(sweep: Sweep, isolate: str) -> list[list[Case]]:
+    """Splits the cases into child-process groups, keeping their order within a group."""
+    if isolate == "case":
+        return [[c] for c in sweep.cases]
+    by_key: dict[tuple[str, str], list[Case]] = {}
+    for case in sweep.cases:
+        by_key.setdefault((case.module, case.device), []).append(case)
+    return list(by_key.values())
+
+
+@dataclasses.dataclass
+class _Child:
+    proc: subprocess.Popen[bytes]
+    events: Path
+    log: Path
+    offset: int = 0
+    current: str | None = None
+    started: float = 0.0
+
+
+def _pytest_command(cases: list[Case]) -> list[str]:
+    # The project's addopts disable benchmarks for the test suite; the cases need them on.
+    return [
+        sys.executable, "-m", "pytest", *[nodeid(c) for c in cases],
+        "-o", "addopts=", "-o", "python_files=test_*.py", "-p", "no:cacheprovider",
+        "--benchmark-enable", "--benchmark-disable-gc", "-q", "--no-header", "-rN",
+        f"--rootdir={CASES_DIR}",
+    ]
+
+
+def _start(cases: list[Case], sweep_file: Path, work: Path, index: int) -> _Child:
+    events, log = work / f"events-{index:03d}.jsonl", work / f"child-{index:03d}.log"
+    env = {**os.environ, "BENCH_SWEEP": str(sweep_file), "BENCH_EVENTS": str(events)}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            _pytest_command(cases), cwd=CASES_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return _Child(proc, events, log, started=time.monotonic())
+
+
+def _read_events(child: _Child) -> list[dict[str, Any]]:
+    if not child.events.exists():
+        return []
+    with open(child.events, "rb") as fh:
+        fh.seek(child.offset)
+        data = fh.read()
+    complete = data[: data.rfind(b"\n") + 1]
+    child.offset += len(complete)
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
+def _kill(child: _Child) -> None:
+    try:
+        os.killpg(child.proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    child.proc.wait()
+
+
+def _log_tail(child: _Child) -> str:
+    try:
+        lines = [ln for ln in child.log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def _death_message(child: _Child) -> str:
+    code = child.proc.returncode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        hint = " (likely out of memory)" if -code == signal.SIGKILL else ""
+        return f"child process killed by {name}{hint} during the case"
+    return f"child process exited with code {code} during the case: {_log_tail(child)}"
+
+
+def _error_record(case: Case, status: str, message: str) -> dict[str, Any]:
+    return {
+        "event": "end", "nodeid": nodeid(case), "params": dataclasses.asdict(case),
+        "status": status, "message": message, "benchmark": None,
+    }
+
+
+def _follow(child: _Child, pending: dict[str, Case], on_end: Callable[[dict[str, Any]], None], timeout_s: float) -> None:
+    """Follows one child until it exits or is killed, recording every case it ends."""
+    while True:
+        exited = child.proc.poll() is not None
+        for event in _read_events(child):
+            child.started = time.monotonic()
+            if event["event"] == "start":
+                child.current, child.started = event["nodeid"], time.monotonic()
+            elif event["nodeid"] in pending:
+                pending.pop(event["nodeid"])
+                child.current = None
+                on_end(event)
+        if exited:
+            break
+        if time.monotonic() - child.started > timeout_s:
+            # Past the cap in a case, or silent that long between cases (start-up, collection).
+            _kill(child)
+            if child.current in pending:
+                message = f"timeout: still running after {timeout_s:g} s"
+                on_end(_error_record(pending.pop(child.current), "error", message))
+            return
+        time.sleep(POLL_S)
+    if child.current in pending:
+        on_end(_error_record(pending.pop(child.current), "error", _death_message(child)))
+
+
+def _run_group(
+    cases: list[Case], sweep_file: Path, work: Path, counter: list[int],
+    on_end: Callable[[dict[str, Any]], None], timeout_s: float,
+) -> None:
+    """Runs one group, restarting a child after each crash or timeout until every case ended."""
+    pending = {nodeid(c): c for c in cases}
+    while pending:
+        before = len(pending)
+        counter[0] += 1
+        child = _start(list(pending.values()), sweep_file, work, counter[0])
+        try:
+            _follow(child, pending, on_end, timeout_s)
+        finally:
+            if child.proc.poll() is None:
+                _kill(child)
+        if len(pending) == before:
+            # The child ended without starting a case (an import or collection error).
+            reason = f"pytest exited with code {child.proc.returncode} before the case: {_log_tail(child)}"
+            for case in list(pending.values()):
+                on_end(_error_record(case, "error", reason))
+            pending.clear()
+
+
+def run_sweep(
+    sweep: Sweep, work: Path, on_end: Callable[[dict[str, Any]], None], isolate: str = "group"
+) -> None:
+    """Runs every case of `sweep` in pytest child processes.
+
+    Args:
+        sweep: The cases and their shared settings.
+        work: A directory for the sweep file, the events files and the children's logs.
+        on_end: Called in the parent with each case's end record, in the order cases end:
+            ``params``, ``status`` (``ok``, ``error`` or ``skipped``), ``message`` and
+            ``benchmark`` (the pytest-benchmark record of a measured case, else None).
+        isolate: ``"group"`` (one child per case module and device) or ``"case"`` (one child per
+            case; slower, and the only way with exact ``ru_maxrss`` peaks off Linux).
+    """
+    work = work.resolve()  # the children run in the case directory
+    work.mkdir(parents=True, exist_ok=True)
+    sweep_file = work / "sweep.json"
+    sweep_file.write_text(sweep.to_json())
+    counter = [0]
+    for group in groups(sweep, isolate):
+        _run_group(group, sweep_file, work, counter, on_end, sweep.timeout_s)

@@ -1,0 +1,236 @@
+"""TensorFlow side of the cases: chain models, the timed forward and train steps, the matmul peak.
+
+TensorFlow is imported lazily so that the CLI and the torch cases start without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.metadata
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench._workloads import Case, Sizes
+
+_CONFIGURED_THREADS: list[int] = []
+
+
+def tf_versions() -> dict[str, str]:
+    """Installed TensorFlow and Keras versions, read without importing them."""
+    out = {}
+    for key, dist in (("tensorflow_version", "tensorflow"), ("keras_version", "keras")):
+        try:
+            out[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[key] = "absent"
+    return out
+
+
+def configure_threads(threads: int) -> None:
+    """Sets TensorFlow's intra- and inter-op pools once, before its first op runs."""
+    import tensorflow as tf
+
+    if not _CONFIGURED_THREADS:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        _CONFIGURED_THREADS.append(threads)
+
+
+def gpu_count() -> int:
+    """Number of GPUs TensorFlow sees."""
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def tf_device(device: str) -> str:
+    """TensorFlow device string for ``"cpu"`` or ``"gpu"``."""
+    return "/GPU:0" if device == "gpu" else "/CPU:0"
+
+
+class TensorFlowGpuMemory:
+    """`DeviceMemory` of TensorFlow's first GPU."""
+
+    def __init__(self) -> None:
+        self._start = 0
+
+    def reset(self) -> None:
+        """Resets the allocator peak and notes the bytes in use."""
+        import tensorflow as tf
+
+        tf.config.experimental.reset_memory_stats("GPU:0")
+        self._start = tf.config.experimental.get_memory_info("GPU:0")["current"]
+
+    def peak_bytes(self) -> int | None:
+        """Peak bytes since `reset`, above those in use at the reset."""
+        import tensorflow as tf
+
+        return max(tf.config.experimental.get_memory_info("GPU:0")["peak"] - self._start, 0)
+
+
+@functools.lru_cache(maxsize=None)
+def matmul_peak_gflops(m: int, k: int, n: int, device: str = "cpu", repeats: int = 64) -> float:
+    """Measured GFLOP/s of ``(m, k) @ (k, n)`` float32 matmuls, the roofline for GRU steps.
+
+    A `tf.function` runs `repeats` independent matmuls of the same shape per call, so Python and
+    dispatch overhead are amortised; the best of 5 timed calls counts. Call
+    `configure_threads` first to measure with the sweep's thread count.
+
+    Args:
+        m: Rows (active runs or samples per step).
+        k: Shared dimension (GRU hidden units).
+        n: Columns (3 * hidden for a GRU's gates).
+        device: ``"cpu"`` or ``"gpu"``.
+        repeats: Matmuls per timed call.
+
+    Returns:
+        GFLOP/s, counting ``2 * m * k * n`` FLOPs per matmul.
+    """
+    import tensorflow as tf
+
+    with tf.device(tf_device(device)):
+        a = tf.random.stateless_normal((repeats, m, k), seed=(1, 2))
+        b = tf.random.stateless_normal((k, n), seed=(3, 4))
+
+        @tf.function
+        def many(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+            return tf.add_n([tf.reduce_sum(tf.matmul(a[i], b)) for i in range(repeats)])
+
+        many(a, b).numpy()
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            many(a, b).numpy()
+            best = min(best, time.perf_counter() - start)
+    return 2.0 * m * k * n * repeats / best / 1e9
+
+
+def build_chain(case: Case, sizes: Sizes, seed: int, *, strategy: str, compiled: bool) -> Any:
+    """A `chain.Chain` of a GRU (model A), a GRUCell (model B) and a dense head.
+
+    Returns:
+        The Chain; called on ``x`` (batch, T, input_size) and ``steps`` (batch, T) it returns a
+        RaggedTensor of shape (batch, T, None, output_size).
+    """
+    import keras
+    from chain import Chain
+
+    keras.utils.set_random_seed(seed)
+    return Chain(
+        keras.layers.GRU(sizes.hidden, return_sequences=True),
+        keras.layers.GRUCell(sizes.hidden),
+        output_size=sizes.output_size,
+        state=case.state,
+        strategy=strategy,
+        compiled=compiled,
+    )
+
+
+def _forward(net: Any, x: Any, steps: Any) -> Any:
+    import tensorflow as tf
+
+    return tf.reduce_sum(net(x, steps).flat_values)
+
+
+def _train(net: Any, optimizer: Any, x: Any, steps: Any, y_values: Any) -> Any:
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        out = net(x, steps)
+        loss = tf.reduce_mean(tf.square(out.flat_values - y_values))
+    grads = tape.gradient(loss, net.trainable_variables)
+    optimizer.apply_gradients(zip(grads, net.trainable_variables))
+    return loss
+
+
+def step_program(net: Any, workload: dict[str, Any], phase: str, *, graph: bool) -> Callable[[], float]:
+    """The timed callable of one forward call or one train step (Adam) of `net`.
+
+    Args:
+        net: A Chain.
+        workload: ``x`` (batch, T, input_size), ``steps`` (batch, T), ``y_values``
+            (sum(steps), output_size).
+        phase: ``"forward"`` or ``"train"``.
+        graph: Wrap the step in a `tf.function` with ``None`` batch, T and row dimensions;
+            otherwise it runs eagerly (an eager GradientTape for training).
+
+    Returns:
+        A callable that runs one step and returns its scalar as a Python float (which waits for
+        the device). The model and optimizer variables exist before it is first called, so its
+        first call times tracing and compiling only.
+    """
+    import keras
+    import tensorflow as tf
+
+    x, steps = tf.constant(workload["x"]), tf.constant(workload["steps"])
+    y_values = tf.constant(workload["y_values"])
+    # Variables made before tracing: a tf.function that creates them traces twice.
+    net.build(tuple(x.shape))
+    if phase == "forward":
+        fn, args = functools.partial(_forward, net), (x, steps)
+    else:
+        optimizer = keras.optimizers.Adam(1e-3)
+        optimizer.build(net.trainable_variables)
+        fn, args = functools.partial(_train, net, optimizer), (x, steps, y_values)
+    if graph:
+        signature = [
+            tf.TensorSpec((None, None, x.shape[-1]), tf.float32),
+            tf.TensorSpec((None, None), tf.int32),
+            tf.TensorSpec((None, y_values.shape[-1]), tf.float32),
+        ][: len(args)]
+        fn = tf.function(fn, input_signature=signature)
+    return lambda: float(fn(*args))
+
+
+class TensorFlowFramework:
+    """`bench._measure.Framework` for chain strategies, called from a graph or eagerly."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def versions(self) -> dict[str, str]:
+        """TensorFlow and Keras versions."""
+        return tf_versions()
+
+    def skip_reason(self, device: str) -> str | None:
+        """Why `device` cannot run: only a GPU can be missing."""
+        configure_threads(self.threads)
+        if device == "gpu" and not gpu_count():
+            return "TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty)"
+        return None
+
+    def scope(self, device: str) -> contextlib.AbstractContextManager[Any]:
+        """``tf.device`` of `device`."""
+        import tensorflow as tf
+
+        return tf.device(tf_device(device))
+
+    def device_memory(self, device: str) -> Any:
+        """GPU allocator statistics on a GPU, nothing on the CPU."""
+        from bench._measure import NoDeviceMemory
+
+        return TensorFlowGpuMemory() if device == "gpu" else NoDeviceMemory()
+
+    def matmul_figures(self, sizes: Sizes, device: str) -> dict[str, float]:
+        """Matmul peaks at the recurrent shapes: rows = batch, and rows = batch * T."""
+        k, n = sizes.hidden, 3 * sizes.hidden
+        return {
+            "matmul_batch_gflop_per_s": matmul_peak_gflops(sizes.batch, k, n, device),
+            "matmul_peak_gflop_per_s": matmul_peak_gflops(sizes.batch * sizes.timesteps, k, n, device),
+        }
+
+    def build(self, case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) -> Callable[[], float]:
+        """A chain strategy in a user `tf.function`, or called eagerly for ``eager-*``."""
+        eager = case.strategy.startswith("eager-")
+        strategy = case.strategy.removeprefix("eager-")
+        net = build_chain(case, sizes, seed, strategy=strategy, compiled=True)
+        return step_program(net, workload, case.phase, graph=not eager)
+
+
+def chain_strategies() -> tuple[str, ...]:
+    """The strategy names chain offers (``chain.STRATEGIES``)."""
+    import chain
+
+    return tuple(chain.STRATEGIES)

@@ -1,0 +1,227 @@
+"""Sweep definitions: workload sizes, length laws, the cases of a sweep, and FLOP counts.
+
+A *case* is one measured thing: one strategy, state mode, phase, `longest_step`, length law and
+device. A *sweep* is a list of cases plus the settings they share (sizes, rounds, timeouts). The
+sweep travels from `bench run` to the pytest child processes as JSON, so both sides build the
+same case list from this one module.
+
+Length laws (both numpy-only and seeded, so every strategy sees identical inputs):
+
+- ``uniform``: ``steps[b, t]`` is uniform on the integers ``0..L``.
+- ``zipf``: a heavy tail, ``steps[b, t] = min(Z - 1, L)`` with ``Z ~ Zipf(a=1.5)``; about 38% of
+  the outer steps are empty and a few are long.
+
+In both laws ``steps[0, 0]`` is set to ``L`` so that every workload reaches its nominal
+``longest_step`` (strategies that pad to the batch maximum pay for ``L``, as the sweep says).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+
+LENGTH_LAWS: tuple[str, ...] = ("uniform", "zipf")
+STATES: tuple[str, ...] = ("carry", "reset")
+PHASES: tuple[str, ...] = ("forward", "train")
+DEVICES: tuple[str, ...] = ("cpu", "gpu", "auto")
+REFERENCE = "reference"
+TORCH_STRATEGIES: tuple[str, ...] = ("torch-packed", "torch-padded")
+ZIPF_EXPONENT = 1.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Workload sizes shared by every case of a sweep.
+
+    Attributes:
+        batch: Samples per batch.
+        timesteps: Outer steps ``T``.
+        input_size: Features of ``x``.
+        hidden: Units of model A (a GRU) and model B (a GRU cell).
+        output_size: Units of the dense head on B's output.
+    """
+
+    batch: int = 64
+    timesteps: int = 32
+    input_size: int = 8
+    hidden: int = 64
+    output_size: int = 8
+
+
+DEFAULT_SIZES = Sizes()
+QUICK_SIZES = Sizes(batch=16, timesteps=8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One measured case; its fields are the pytest params of the same names."""
+
+    strategy: str
+    state: str
+    phase: str
+    longest_step: int
+    lengths: str
+    device: str
+
+    @property
+    def id(self) -> str:
+        """The pytest parametrize id, e.g. ``loop-carry-train-L8-uniform-cpu``."""
+        return (
+            f"{self.strategy}-{self.state}-{self.phase}-L{self.longest_step}"
+            f"-{self.lengths}-{self.device}"
+        )
+
+    @property
+    def module(self) -> str:
+        """The case module (in `bench/cases`) that measures this case."""
+        if self.strategy == REFERENCE:
+            return "test_reference.py"
+        if self.strategy.startswith("torch-"):
+            return "test_torch.py"
+        return "test_chain.py"
+
+    @property
+    def function(self) -> str:
+        """The test function name inside `module`."""
+        return self.module[: -len(".py")]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """Everything a pytest child needs to run its share of a sweep.
+
+    Attributes:
+        cases: The cases, in run order.
+        sizes: Workload sizes.
+        rounds: Timed rounds per case (``benchmark.pedantic(rounds=...)``).
+        warmup_rounds: Untimed rounds after the first (tracing) call.
+        seed: Seed of the inputs and the weights.
+        threads: CPU threads for TensorFlow (intra- and inter-op) and torch.
+        timeout_s: Wall-clock cap per case.
+    """
+
+    cases: tuple[Case, ...]
+    sizes: Sizes = DEFAULT_SIZES
+    rounds: int = 5
+    warmup_rounds: int = 1
+    seed: int = 0
+    threads: int = 2
+    timeout_s: float = 300.0
+
+    def to_json(self) -> str:
+        """Serialises the sweep (inverse of `from_json`)."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Sweep:
+        """Reads a sweep written by `to_json`."""
+        raw = json.loads(text)
+        raw["cases"] = tuple(Case(**c) for c in raw["cases"])
+        raw["sizes"] = Sizes(**raw["sizes"])
+        return cls(**raw)
+
+    def cases_of(self, module: str) -> list[Case]:
+        """The cases measured by one case module, e.g. ``"test_chain.py"``."""
+        return [c for c in self.cases if c.module == module]
+
+
+def build_cases(
+    strategies: list[str],
+    states: list[str],
+    phases: list[str],
+    longest_steps: list[int],
+    lengths: str,
+    device: str,
+    reference_max_step: int = 8,
+) -> list[Case]:
+    """Crosses the options into cases, dropping combinations that are not run.
+
+    `reference` runs only for ``longest_step <= reference_max_step`` (it is the slow eager loop);
+    the torch peer runs only in the carry and reset modes.
+
+    Returns:
+        Cases ordered by strategy, state, phase, then `longest_step`.
+    """
+    cases = []
+    for strategy in strategies:
+        for state in states:
+            for phase in phases:
+                for length in longest_steps:
+                    if strategy == REFERENCE and length > reference_max_step:
+                        continue
+                    if strategy in TORCH_STRATEGIES and state not in ("carry", "reset"):
+                        continue  # the peer implements the carry and reset modes only
+                    cases.append(Case(strategy, state, phase, length, lengths, device))
+    return cases
+
+
+def make_steps(
+    batch: int, timesteps: int, longest_step: int, lengths: str, rng: np.random.Generator
+) -> np.ndarray:
+    """Draws inner-step counts under one of `LENGTH_LAWS`.
+
+    Returns:
+        int32 array of shape (batch, T), values in ``[0, longest_step]``, with ``[0, 0]`` equal to
+        ``longest_step``.
+    """
+    if lengths == "uniform":
+        steps = rng.integers(0, longest_step + 1, size=(batch, timesteps))
+    elif lengths == "zipf":
+        steps = np.minimum(rng.zipf(ZIPF_EXPONENT, size=(batch, timesteps)) - 1, longest_step)
+    else:
+        raise ValueError(f"`lengths` must be one of {LENGTH_LAWS}; received {lengths!r}")
+    steps[0, 0] = longest_step
+    return steps.astype(np.int32)
+
+
+def make_workload(sizes: Sizes, longest_step: int, lengths: str, seed: int) -> dict[str, Any]:
+    """Builds one case's inputs and random targets with numpy.
+
+    Returns:
+        A dict with ``x`` float32 (batch, T, input_size), ``steps`` int32 (batch, T) and
+        ``y_values`` float32 (sum(steps), output_size) in (sample, t, k) order.
+    """
+    rng = np.random.default_rng(seed)
+    steps = make_steps(sizes.batch, sizes.timesteps, longest_step, lengths, rng)
+    x = rng.standard_normal((sizes.batch, sizes.timesteps, sizes.input_size)).astype(np.float32)
+    y_values = rng.standard_normal((int(steps.sum()), sizes.output_size)).astype(np.float32)
+    return {"x": x, "steps": steps, "y_values": y_values}
+
+
+def real_flops(sizes: Sizes, steps: np.ndarray, phase: str) -> float:
+    """FLOPs of the real work of model B and the head, as the roofline counts them.
+
+    Per real inner step: the recurrent matmul of a GRU cell, ``2 * H * 3H``, and the head,
+    ``2 * H * O``. Per non-empty ``(b, t)`` run: B's input projection once, ``2 * H * 3H`` (B's
+    input is ``IR[b, t]`` repeated, so it need not be recomputed per step). Gate element-wise
+    work and model A are not counted. A train step counts 3 times the forward FLOPs (forward,
+    plus the two matmuls of each backward product).
+
+    Args:
+        sizes: Workload sizes (``H = hidden``, ``O = output_size``; IR has ``H`` features).
+        steps: int array of shape (batch, T).
+        phase: ``"forward"`` or ``"train"``.
+
+    Returns:
+        FLOPs per call.
+    """
+    h, o = sizes.hidden, sizes.output_size
+    per_step = 2 * h * 3 * h + 2 * h * o
+    per_run = 2 * h * 3 * h
+    flops = float(steps.sum()) * per_step + float(np.count_nonzero(steps)) * per_run
+    return flops * (3.0 if phase == "train" else 1.0)
+
+
+PARAM_NAMES: tuple[str, ...] = ("strategy", "state", "phase", "longest_step", "lengths", "device")
+QUICK_LONGEST_STEPS: tuple[int, ...] = (1, 4)
+DEFAULT_LONGEST_STEPS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+
+
+def quick_sweep(chain_strategies: list[str]) -> Sweep:
+    """The ``--quick`` sweep on the CPU: L in (1, 4), `QUICK_SIZES`, 3 rounds, every strategy."""
+    strategies = [*chain_strategies, REFERENCE, *TORCH_STRATEGIES]
+    cases = build_cases(strategies, list(STATES), list(PHASES), list(QUICK_LONGEST_STEPS), "uniform", "cpu")
+    return Sweep(tuple(cases), sizes=QUICK_SIZES, rounds=3)

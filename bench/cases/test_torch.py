@@ -1,0 +1,12 @@
+"""The PyTorch peer; skipped with the reason when torch cannot be imported."""
+
+from typing import Any
+
+from bench._measure import measure_case
+from bench._peers import TorchFramework
+from bench._workloads import Case, Sweep
+
+
+def test_torch(benchmark: Any, bench_case: Case, sweep: Sweep) -> None:
+    """Times one forward call or Adam train step of the PyTorch peer."""
+    measure_case(benchmark, bench_case, sweep, TorchFramework(sweep.threads))

@@ -1,0 +1,262 @@
+"""`bench run` and `bench report`: throughput and memory of chain against its reference and peers."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bench import _report, _results, _runner, _workloads
+from bench._workloads import PHASES, REFERENCE, STATES, TORCH_STRATEGIES, Sizes, Sweep
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _positive_ints(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        numbers = [int(item) for item in _split(value)]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter(f"expected comma-separated integers >= 1; received {value!r}")
+    return sorted(set(numbers))
+
+
+def _choices(allowed: tuple[str, ...]) -> Any:
+    def check(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+        items = _split(value)
+        bad = [item for item in items if item not in allowed]
+        if bad or not items:
+            raise click.BadParameter(
+                f"expected a comma-separated subset of {', '.join(allowed)}; received {value!r}"
+            )
+        return list(dict.fromkeys(items))
+
+    return check
+
+
+def known_strategies() -> tuple[str, ...]:
+    """Every strategy name `--strategies` accepts."""
+    from bench._tf_framework import chain_strategies
+
+    chain_names = (*chain_strategies(), "auto")
+    return (*chain_names, *(f"eager-{s}" for s in chain_names), REFERENCE, *TORCH_STRATEGIES)
+
+
+def default_strategies() -> list[str]:
+    """Chain's strategies, ``eager-auto`` (a plain eager call), and ``reference``."""
+    from bench._tf_framework import chain_strategies
+
+    return [*chain_strategies(), "eager-auto", REFERENCE]
+
+
+def _strategies(value: str | None, peers: bool) -> list[str]:
+    allowed = known_strategies()
+    names = _choices(allowed)(None, None, value) if value is not None else default_strategies()  # type: ignore[arg-type]
+    names = [n for n in names if peers or n not in TORCH_STRATEGIES]
+    if peers:
+        names += [n for n in TORCH_STRATEGIES if n not in names]
+    return names
+
+
+def _device(value: str) -> str:
+    from bench._tf_framework import gpu_count
+
+    if value == "auto":
+        return "gpu" if gpu_count() else "cpu"
+    if value == "gpu" and not gpu_count():
+        raise click.BadParameter(
+            "TensorFlow sees no GPU on this machine; received 'gpu' (use cpu or auto)",
+            param_hint="'--device'",
+        )
+    return value
+
+
+@click.group()
+def main() -> None:
+    """Benchmarks of chained ragged models, saved where `pytest-benchmark compare` reads them."""
+
+
+def _options_sweep(ctx: click.Context, opts: dict[str, Any]) -> Sweep:
+    """Builds the sweep from `bench run`'s options, applying ``--quick`` to unset ones."""
+    quick = opts["quick"]
+
+    def pick(name: str, quick_value: Any) -> Any:
+        source = ctx.get_parameter_source(name)
+        explicit = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+        return opts[name] if explicit or not quick else quick_value
+
+    q = _workloads.QUICK_SIZES
+    sizes = dataclasses.replace(
+        _workloads.DEFAULT_SIZES, batch=pick("batch", q.batch), timesteps=pick("timesteps", q.timesteps)
+    )
+    longest = pick("longest_steps", list(_workloads.QUICK_LONGEST_STEPS))
+    strategies = _strategies(opts["strategies"], opts["peers"])
+    device = _device(opts["device"])
+    cases = _workloads.build_cases(
+        strategies, opts["states"], opts["phases"], longest, opts["lengths"], device,
+        reference_max_step=opts["reference_max_step"],
+    )
+    return Sweep(
+        tuple(cases), sizes=sizes, rounds=pick("rounds", 3), warmup_rounds=opts["warmup_rounds"],
+        seed=opts["seed"], threads=opts["threads"], timeout_s=opts["timeout"],
+    )
+
+
+def _check_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    if value is None:
+        return "bench_" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d_%H%M%S")
+    if not value or not all(ch.isalnum() or ch in "-_." for ch in value):
+        raise click.BadParameter(f"expected letters, digits, '-', '_' or '.'; received {value!r}")
+    return value
+
+
+def _render(rows: list[dict[str, Any]], run_dir: Path, title: str) -> Path:
+    click.echo(_report.table(rows))
+    return _report.plot(rows, run_dir / "plot.png", title)
+
+
+def _execute(sweep: Sweep, files: _results.RunFiles, isolate: str) -> None:
+    total = len(sweep.cases)
+
+    def on_end(record: dict[str, Any]) -> None:
+        files.add(record)
+        click.echo(_report.progress_line(len(files.records), total, _results.row(record)))
+
+    try:
+        _runner.run_sweep(sweep, files.run_dir / "work", on_end, isolate=isolate)
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"interrupted; the {len(files.records)} cases that ended are saved in {files.run_dir}"
+        ) from None
+
+
+
+@main.command()
+@click.option("--longest-steps", default="1,2,4,8,16,32,64", show_default=True, callback=_positive_ints,
+              help="Comma-separated longest_step values L (--quick: 1,4).")
+@click.option("--strategies", default=None,
+              help="Comma-separated strategies: chain's (loop, padded, packed, auto), eager-NAME (a chain "
+                   "strategy called eagerly, no user tf.function), reference, torch-packed, torch-padded. "
+                   "Default: chain's, eager-auto and reference.")
+@click.option("--states", default="carry,reset", show_default=True, callback=_choices(("carry", "reset", "init")),
+              help="Comma-separated state modes.")
+@click.option("--phases", default="forward,train", show_default=True, callback=_choices(PHASES),
+              help="Comma-separated phases: forward calls, train steps (Adam).")
+@click.option("--lengths", type=click.Choice(_workloads.LENGTH_LAWS), default="uniform", show_default=True,
+              help="Length law: uniform on 0..L, or zipf (heavy tail clipped to L).")
+@click.option("--device", type=click.Choice(_workloads.DEVICES), default="cpu", show_default=True,
+              help="cpu, gpu, or auto (gpu when TensorFlow sees one). gpu without a GPU exits 2.")
+@click.option("--quick", is_flag=True,
+              help="Tiny sweep (about a minute on 2 cores): L in 1,4, batch 16, T 8, 3 rounds; "
+                   "options given explicitly still win.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="bench-results", show_default=True,
+              help="Directory of the run folders (results.json, results.csv, plot.png, logs).")
+@click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=".benchmarks", show_default=True,
+              help="pytest-benchmark storage directory (pass the same to `pytest-benchmark --storage`).")
+@click.option("--save", "name", default=None, callback=_check_name,
+              help="Run name, saved as NNNN_NAME.json. Default: bench_<UTC time>.")
+@click.option("--peers/--no-peers", default=True, show_default=True,
+              help="Add the PyTorch peer cases (skipped with the reason when torch is missing).")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed rounds per case (--quick: 3).")
+@click.option("--warmup-rounds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Untimed rounds after the first (tracing) call.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+              help="Seconds a case may run before it is killed and recorded as a timeout.")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="CPU threads for TensorFlow and torch.")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, help="Batch size (--quick: 16).")
+@click.option("--timesteps", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Outer steps T (--quick: 8).")
+@click.option("--reference-max-step", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Largest L at which the slow eager reference runs.")
+@click.option("--isolate", type=click.Choice(("group", "case")), default="group", show_default=True,
+              help="One child process per case module, or per case (slower).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of inputs and weights.")
+@click.pass_context
+def run(ctx: click.Context, **opts: Any) -> None:
+    """Run a benchmark sweep and save it for `pytest-benchmark compare`.
+
+    Each case runs as a pytest-benchmark case in a child process; a case that crashes, runs out
+    of memory or passes --timeout is recorded with its reason and the sweep goes on. Results are
+    saved as each case ends.
+    """
+    sweep = _options_sweep(ctx, opts)
+    if not sweep.cases:
+        raise click.UsageError("the options select no case (reference runs only for L <= --reference-max-step)")
+    files = _results.RunFiles.create(opts["out"], opts["storage"], opts["name"], sweep)
+    click.echo(f"{len(sweep.cases)} cases; run {files.run_id}; sizes {sweep.sizes}")
+    files.save()
+    _execute(sweep, files, opts["isolate"])
+    rows = [_results.row(r) for r in files.records]
+    plot = _render(rows, files.run_dir, _title(files.run_id, sweep.sizes, rows))
+    _summary(rows, files, plot, opts["storage"])
+
+
+def _title(run_id: str, sizes: Sizes, rows: list[dict[str, Any]]) -> str:
+    lengths = ",".join(sorted({r["lengths"] for r in rows}))
+    devices = ",".join(sorted({r["device"] for r in rows}))
+    return f"{run_id}: {lengths} lengths on {devices}; batch {sizes.batch}, T {sizes.timesteps}, hidden {sizes.hidden}"
+
+
+def _summary(rows: list[dict[str, Any]], files: _results.RunFiles, plot: Path, storage: Path) -> None:
+    failed = [r for r in rows if r["status"] == "error"]
+    click.echo(f"\nresults: {files.run_dir / 'results.json'}, {files.run_dir / 'results.csv'}, {plot}")
+    click.echo(f"pytest-benchmark: {files.storage_file}")
+    click.echo(f"compare: pytest-benchmark --storage {storage} compare {files.run_id[:4]} --group-by param:longest_step")
+    if failed:
+        click.echo(f"{len(failed)} of {len(rows)} cases failed; their reasons are in the table and results.csv")
+    if rows and len(failed) == len(rows):
+        raise click.ClickException("every case failed")
+
+
+@main.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=".benchmarks", show_default=True,
+              help="pytest-benchmark storage to look RUN up in when it is a run id.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write results.json, results.csv and plot.png. Default: the run folder, or "
+                   "bench-results/RUN_ID for a pytest-benchmark file.")
+def report(run_ref: str, storage: Path, out: Path | None) -> None:
+    """Re-render the table, CSV, JSON and plot of a saved run.
+
+    RUN is a run folder written by `bench run`, its results.json, a pytest-benchmark saved-run
+    file, or a run id such as 0003 or 0003_bench_20260101_120000 looked up in --storage.
+    """
+    path = _resolve_run(run_ref, storage)
+    try:
+        run_id, records = _results.load_records(path)
+    except (ValueError, KeyError, OSError) as exc:
+        raise click.BadParameter(f"cannot read a run from {str(path)!r}: {exc}", param_hint="'RUN'") from None
+    run_dir = out or (path if path.is_dir() else path.parent if path.name == "results.json" else Path("bench-results") / run_id)
+    rows = [_results.row(r) for r in records]
+    _results.write_atomic(run_dir / "results.csv", _results.to_csv(rows))
+    if not (run_dir / "results.json").exists() or out is not None:
+        _results.write_atomic(run_dir / "results.json", json.dumps({"run_id": run_id, "records": records}, indent=2))
+    plot = _report.plot(rows, run_dir / "plot.png", f"{run_id}")
+    click.echo(_report.table(rows))
+    click.echo(f"\nresults: {run_dir / 'results.json'}, {run_dir / 'results.csv'}, {plot}")
+
+
+def _resolve_run(run_ref: str, storage: Path) -> Path:
+    path = Path(run_ref)
+    if path.exists():
+        return path
+    matches = sorted(storage.glob(f"*/{run_ref}*.json")) if storage.is_dir() else []
+    if len(matches) != 1:
+        found = "no saved run" if not matches else f"{len(matches)} saved runs"
+        raise click.BadParameter(
+            f"expected a run folder, a results or pytest-benchmark JSON file, or a run id in {storage}; "
+            f"received {run_ref!r} ({found} matches)",
+            param_hint="'RUN'",
+        )
+    return matches[0]
