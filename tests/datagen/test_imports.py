@@ -1,0 +1,36 @@
+"""Importing datagen and running `datagen make` never import TensorFlow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import datagen
+
+
+def run_python(code: str) -> str:
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_import_and_make_do_not_import_tensorflow(tmp_path):
+    out = run_python(
+        "import sys, datagen\n"
+        "from datagen.cli import main\n"
+        f"try:\n    main(['make', '--samples', '20', '--out', {str(tmp_path / 'd')!r}, '--workers', '2',"
+        " '--shard-size', '10'])\n"
+        "except SystemExit as exit:\n    assert exit.code in (0, None), exit.code\n"
+        f"datagen.read({str(tmp_path / 'd')!r})\n"
+        "datagen.generate(10, task='teacher')\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'keras')))\n"
+    )
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_public_names():
+    for name in ("generate", "make", "read", "load", "merge", "TASKS", "LENGTHS", "teacher_weights", "DatasetError"):
+        assert name in datagen.__all__ and hasattr(datagen, name)
+    assert datagen.TASKS == ("echo", "running", "bursts", "teacher")
+    assert datagen.LENGTHS == ("fixed", "uniform", "poisson", "geometric", "zipf", "input")
+    assert issubclass(datagen.DatasetError, ValueError) and issubclass(datagen.ParameterError, ValueError)
