@@ -156,6 +156,25 @@ def inject_fault(case: Case) -> None:
                 time.sleep(10**6)
 
 
+_WARMED: set[tuple[str, str]] = set()
+
+
+def _warm_process(framework: Framework, case: Case, sizes: Sizes) -> None:
+    """Runs a tiny step once per framework and phase before any case of this process measures.
+
+    Libraries initialise lazily (thread pools, kernels, autodiff machinery); without this the
+    first case of each child would carry that one-time memory and time.
+    """
+    key = (type(framework).__name__, case.phase)
+    if key in _WARMED:
+        return
+    tiny = dataclasses.replace(sizes, batch=2, timesteps=2)
+    warm_case = dataclasses.replace(case, longest_step=1)
+    with framework.scope(case.device):
+        framework.build(warm_case, tiny, make_workload(tiny, 1, case.lengths, 0), 0)()
+    _WARMED.add(key)
+
+
 def _time_case(benchmark: Any, run: Callable[[], float], sweep: Sweep) -> _Timing:
     start = time.perf_counter()
     run()
@@ -182,6 +201,7 @@ def measure_case(benchmark: Any, case: Case, sweep: Sweep, framework: Framework)
         pytest.skip(reason)
     inject_fault(case)
     matmul = framework.matmul_figures(sweep.sizes, case.device)
+    _warm_process(framework, case, sweep.sizes)
     workload = make_workload(sweep.sizes, case.longest_step, case.lengths, sweep.seed)
     host, device = HostPeak(), framework.device_memory(case.device)
     with framework.scope(case.device):
@@ -231,6 +251,7 @@ def figures(
         "timesteps": sizes.timesteps,
         "hidden": sizes.hidden,
         "threads": sweep.threads,
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 

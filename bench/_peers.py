@@ -188,7 +188,7 @@ def _torch_train(
         loss = torch.mean(torch.square(values_fn(model, x, steps, packed) - y_values))
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     return run
 

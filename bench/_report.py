@@ -111,10 +111,16 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
 
 
 def _panel(ax: Any, series: dict[tuple[str, str], list[tuple[int, float]]], colours: dict[str, Any], scale: float) -> None:
+    import matplotlib.ticker
+
     for (strategy, phase), points in series.items():
         xs, ys = zip(*points)
         ax.plot(xs, [y / scale for y in ys], color=colours[strategy], ls=_LINESTYLES.get(phase, ":"), marker="o", ms=3)
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    ticks = sorted({x for points in series.values() for x, _ in points})
+    if ticks:
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_yscale("log", nonpositive="mask")
     ax.set_xlabel("longest_step L")
     ax.grid(True, which="both", alpha=0.3)

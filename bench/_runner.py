@@ -30,6 +30,7 @@ from bench._workloads import Case, Sweep
 
 CASES_DIR = Path(bench.cases.__file__).resolve().parent
 POLL_S = 0.1
+STARTUP_S = 120.0  # a child's silence allowed before its first case and between cases
 
 
 def nodeid(case: Case) -> str:
@@ -136,8 +137,9 @@ def _follow(child: _Child, pending: dict[str, Case], on_end: Callable[[dict[str,
                 on_end(event)
         if exited:
             break
-        if time.monotonic() - child.started > timeout_s:
-            # Past the cap in a case, or silent that long between cases (start-up, collection).
+        limit = timeout_s if child.current else max(timeout_s, STARTUP_S)
+        if time.monotonic() - child.started > limit:
+            # Past the cap in a case, or silent too long between cases (start-up, collection).
             _kill(child)
             if child.current in pending:
                 message = f"timeout: still running after {timeout_s:g} s"

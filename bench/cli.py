@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,14 @@ def default_strategies() -> list[str]:
 
 def _strategies(value: str | None, peers: bool) -> list[str]:
     allowed = known_strategies()
-    names = _choices(allowed)(None, None, value) if value is not None else default_strategies()  # type: ignore[arg-type]
+    if value is None:
+        names = default_strategies()
+    else:
+        try:
+            names = _choices(allowed)(None, None, value)  # type: ignore[arg-type]
+        except click.BadParameter as exc:
+            exc.param_hint = "'--strategies'"  # validated late: the names come from chain
+            raise
     names = [n for n in names if peers or n not in TORCH_STRATEGIES]
     if peers:
         names += [n for n in TORCH_STRATEGIES if n not in names]
@@ -100,6 +108,8 @@ def _options_sweep(ctx: click.Context, opts: dict[str, Any]) -> Sweep:
     )
     longest = pick("longest_steps", list(_workloads.QUICK_LONGEST_STEPS))
     strategies = _strategies(opts["strategies"], opts["peers"])
+    if quick and opts["strategies"] is None:
+        strategies.remove("eager-auto")
     device = _device(opts["device"])
     cases = _workloads.build_cases(
         strategies, opts["states"], opts["phases"], longest, opts["lengths"], device,
@@ -156,8 +166,8 @@ def _execute(sweep: Sweep, files: _results.RunFiles, isolate: str) -> None:
 @click.option("--device", type=click.Choice(_workloads.DEVICES), default="cpu", show_default=True,
               help="cpu, gpu, or auto (gpu when TensorFlow sees one). gpu without a GPU exits 2.")
 @click.option("--quick", is_flag=True,
-              help="Tiny sweep (about a minute on 2 cores): L in 1,4, batch 16, T 8, 3 rounds; "
-                   "options given explicitly still win.")
+              help="Tiny sweep (about a minute on 2 idle cores): L in 1,4, batch 16, T 8, 3 rounds, "
+                   "no eager-auto; options given explicitly still win.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="bench-results", show_default=True,
               help="Directory of the run folders (results.json, results.csv, plot.png, logs).")
 @click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=".benchmarks", show_default=True,
@@ -195,11 +205,22 @@ def run(ctx: click.Context, **opts: Any) -> None:
         raise click.UsageError("the options select no case (reference runs only for L <= --reference-max-step)")
     files = _results.RunFiles.create(opts["out"], opts["storage"], opts["name"], sweep)
     click.echo(f"{len(sweep.cases)} cases; run {files.run_id}; sizes {sweep.sizes}")
+    _warn_if_busy(sweep.threads)
     files.save()
     _execute(sweep, files, opts["isolate"])
     rows = [_results.row(r) for r in files.records]
     plot = _render(rows, files.run_dir, _title(files.run_id, sweep.sizes, rows))
     _summary(rows, files, plot, opts["storage"])
+
+
+def _warn_if_busy(threads: int) -> None:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    free = (os.cpu_count() or 1) - load
+    if free < threads:
+        click.echo(
+            f"warning: load average {load:.1f} on {os.cpu_count()} CPUs leaves fewer than --threads "
+            f"{threads} free; timings will be noisy (recorded per case as load_avg_1m)"
+        )
 
 
 def _title(run_id: str, sizes: Sizes, rows: list[dict[str, Any]]) -> str:

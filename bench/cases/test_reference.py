@@ -2,6 +2,8 @@
 
 from typing import Any
 
+import tensorflow  # noqa: F401  (imported at collection, outside the per-case timeout)
+
 from bench._measure import measure_case
 from bench._peers import ReferenceFramework
 from bench._workloads import Case, Sweep

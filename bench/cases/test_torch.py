@@ -1,6 +1,10 @@
 """The PyTorch peer; skipped with the reason when torch cannot be imported."""
 
+import contextlib
 from typing import Any
+
+with contextlib.suppress(Exception):  # imported at collection, outside the per-case timeout
+    import torch  # noqa: F401
 
 from bench._measure import measure_case
 from bench._peers import TorchFramework

@@ -1,0 +1,67 @@
+"""Saved-run files, the table and the plot, from hand-made end records."""
+
+import json
+
+import pytest
+
+from bench import _report, _results
+from bench._workloads import Case, Sweep
+
+PARAMS = {"strategy": "packed", "state": "reset", "phase": "train", "longest_step": 4, "lengths": "uniform", "device": "cpu"}
+
+
+def _ok(longest, strategy="packed", rate=1e5):
+    params = {**PARAMS, "longest_step": longest, "strategy": strategy}
+    bench = {
+        "name": f"test_chain[{strategy}-{longest}]", "fullname": f"test_chain.py::test_chain[{strategy}-{longest}]",
+        "params": params, "param": f"{strategy}-{longest}", "group": None, "options": {},
+        "stats": {"min": 0.01, "max": 0.03, "mean": 0.02, "stddev": 0.01, "median": 0.02, "rounds": 3,
+                  "iqr": 0.0, "q1": 0.01, "q3": 0.03, "iqr_outliers": 0, "stddev_outliers": 0, "outliers": "0;0",
+                  "ld15iqr": 0.01, "hd15iqr": 0.03, "ops": 50.0, "total": 0.06, "iterations": 1},
+        "extra_info": {"real_steps_per_s": rate * longest, "peak_rss_bytes": 2**20 * longest, "trace_s": 1.0},
+    }
+    return {"event": "end", "params": params, "status": "ok", "message": None, "benchmark": bench}
+
+
+def _failed():
+    return {"event": "end", "params": {**PARAMS, "strategy": "loop"}, "status": "error",
+            "message": "timeout: still running after 5 s", "benchmark": None}
+
+
+def test_run_files_are_written_per_case_and_reload(tmp_path):
+    sweep = Sweep((Case(**PARAMS),))
+    files = _results.RunFiles.create(tmp_path / "out", tmp_path / "storage", "t", sweep)
+    assert files.run_id == "0001_t"
+    files.add(_ok(1))
+    saved = json.loads(files.storage_file.read_text())
+    assert len(saved["benchmarks"]) == 1 and "machine_info" in saved and "commit_info" in saved
+    files.add(_failed())
+    assert _results.next_run_id(tmp_path / "storage", "u") == "0002_u"
+    run_id, records = _results.load_records(files.storage_file)
+    assert run_id == "0001_t" and [r["status"] for r in records] == ["ok", "error"]
+    run_id, records = _results.load_records(files.run_dir)
+    assert len(records) == 2
+    csv_lines = (files.run_dir / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("strategy,state,phase,longest_step,lengths,device,status")
+    assert len(csv_lines) == 3 and "timeout" in csv_lines[2]
+    assert not list(files.run_dir.glob(".*tmp"))
+
+
+def test_load_records_rejects_other_json(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="neither a bench results.json nor a pytest-benchmark"):
+        _results.load_records(path)
+
+
+def test_table_lists_figures_and_failures():
+    rows = [_results.row(r) for r in (_ok(4), _failed())]
+    text = _report.table(rows)
+    assert "real steps/s" in text.splitlines()[0]
+    assert "4.00e+05" in text and "error: timeout: still running after 5 s" in text
+
+
+def test_plot_writes_a_png(tmp_path):
+    rows = [_results.row(r) for r in (_ok(1), _ok(4), _ok(1, "padded", 5e4), _ok(4, "padded", 5e4), _failed())]
+    path = _report.plot(rows, tmp_path / "plot.png", "title")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000

@@ -1,0 +1,72 @@
+"""Sweep definitions: length laws, case lists, serialisation and the FLOP count."""
+
+import numpy as np
+import pytest
+
+from bench._workloads import (
+    QUICK_SIZES,
+    Case,
+    Sizes,
+    Sweep,
+    build_cases,
+    make_steps,
+    make_workload,
+    real_flops,
+)
+
+
+@pytest.mark.parametrize("lengths", ["uniform", "zipf"])
+@pytest.mark.parametrize("longest", [1, 4, 64])
+def test_steps_stay_in_range_and_reach_longest(lengths, longest):
+    steps = make_steps(64, 32, longest, lengths, np.random.default_rng(0))
+    assert steps.dtype == np.int32 and steps.shape == (64, 32)
+    assert steps.min() >= 0 and steps.max() == longest and steps[0, 0] == longest
+
+
+def test_zipf_has_a_heavy_tail_and_many_empty_steps():
+    rng = np.random.default_rng(0)
+    uniform = make_steps(256, 32, 64, "uniform", rng)
+    zipf = make_steps(256, 32, 64, "zipf", rng)
+    assert zipf.mean() < 0.4 * uniform.mean()
+    assert 0.3 < np.mean(zipf == 0) < 0.45  # P(Z = 1) = 1 / zeta(1.5) = 0.383
+    assert np.mean(zipf >= 16) > 0.05  # the tail is not negligible
+
+
+def test_unknown_length_law_is_rejected():
+    with pytest.raises(ValueError, match="`lengths` must be one of"):
+        make_steps(2, 2, 4, "gauss", np.random.default_rng(0))
+
+
+def test_workload_is_deterministic_and_targets_match_steps():
+    a = make_workload(QUICK_SIZES, 4, "uniform", seed=3)
+    b = make_workload(QUICK_SIZES, 4, "uniform", seed=3)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert a["x"].shape == (16, 8, 8) and a["x"].dtype == np.float32
+    assert a["y_values"].shape == (a["steps"].sum(), 8)
+    assert not np.array_equal(a["x"], make_workload(QUICK_SIZES, 4, "uniform", seed=4)["x"])
+
+
+def test_build_cases_limits_reference_and_peers():
+    cases = build_cases(
+        ["packed", "reference", "torch-packed"], ["carry", "init"], ["train"], [4, 16], "zipf", "cpu",
+        reference_max_step=8,
+    )
+    ids = {c.id for c in cases}
+    assert "reference-carry-train-L4-zipf-cpu" in ids
+    assert "reference-carry-train-L16-zipf-cpu" not in ids
+    assert not any(c.strategy == "torch-packed" and c.state == "init" for c in cases)
+    assert len(cases) == 4 + 2 + 2
+    assert {c.module for c in cases} == {"test_chain.py", "test_reference.py", "test_torch.py"}
+
+
+def test_sweep_round_trips_through_json():
+    sweep = Sweep((Case("loop", "reset", "forward", 2, "uniform", "gpu"),), sizes=Sizes(batch=3), rounds=7)
+    assert Sweep.from_json(sweep.to_json()) == sweep
+
+
+def test_real_flops_by_hand():
+    sizes = Sizes(hidden=2, output_size=1)
+    steps = np.array([[3, 0], [1, 0]])
+    # 4 real steps * (2*2*6 + 2*2*1) + 2 runs * (2*2*6) = 4 * 28 + 2 * 24
+    assert real_flops(sizes, steps, "forward") == 160.0
+    assert real_flops(sizes, steps, "train") == 480.0
