@@ -41,17 +41,14 @@ def _inputs_and_steps(spec: Spec, block: int) -> tuple[np.ndarray, np.ndarray]:
 def _block(spec: Spec, block: int) -> dict[str, np.ndarray]:
     """All arrays of one block of :data:`_rng.BLOCK` samples (cached: shards may share a block)."""
     x, steps = _inputs_and_steps(spec, block)
-    clean = _tasks.clean_targets(spec, x, steps, law_truth(spec))
+    clean = _tasks.clean_targets(spec, x, steps, law_truth(spec)).astype(np.float32, copy=False)
     noisy = clean
     if spec.noise > 0:
-        draws = _rng.block_stream(spec.seed, _rng.Purpose.NOISE, block).standard_normal(clean.shape)
-        noisy = clean + spec.noise * draws
-    arrays = {
-        "x": x.astype(np.float32),
-        "steps": steps,
-        "y_values": noisy.astype(np.float32),
-        "y_clean_values": clean.astype(np.float32),
-    }
+        rng = _rng.block_stream(spec.seed, _rng.Purpose.NOISE, block)
+        noisy = rng.standard_normal(clean.shape, dtype=np.float32)
+        noisy *= np.float32(spec.noise)
+        noisy += clean
+    arrays = {"x": x.astype(np.float32), "steps": steps, "y_values": noisy, "y_clean_values": clean}
     for value in arrays.values():
         value.setflags(write=False)
     return arrays

@@ -15,31 +15,66 @@ from __future__ import annotations
 import numpy as np
 
 
-def sigmoid(values: np.ndarray) -> np.ndarray:
-    """Logistic function, computed through tanh so it never overflows."""
-    return 0.5 * (np.tanh(0.5 * values) + 1.0)
+_BLAS_SERIAL_SIZE = 200_000
+"""Products smaller than this (rows * in * out) run on one BLAS thread (OpenBLAS's threshold is
+262,144); threads only slow these thin products down, badly so on a busy machine."""
+
+
+def matmul(inputs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``inputs @ weights`` for inputs (..., in), in row chunks small enough to stay single-threaded.
+
+    Args:
+        inputs: (..., in).
+        weights: (in, out).
+
+    Returns:
+        (..., out).
+    """
+    flat = inputs.reshape(-1, inputs.shape[-1])
+    rows = max(1, _BLAS_SERIAL_SIZE // max(weights.shape[0] * weights.shape[1], 1))
+    out = np.empty((flat.shape[0], weights.shape[1]), np.result_type(inputs, weights))
+    for first in range(0, flat.shape[0], rows):
+        np.matmul(flat[first : first + rows], weights, out=out[first : first + rows])
+    return out.reshape(*inputs.shape[:-1], weights.shape[1])
 
 
 def gru_step(
-    projected: np.ndarray, state: np.ndarray, recurrent_kernel: np.ndarray, recurrent_bias: np.ndarray
+    projected: np.ndarray,
+    state: np.ndarray,
+    recurrent_kernel_t: np.ndarray,
+    recurrent_bias: np.ndarray,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One GRU step for a batch.
+    """One GRU step for a batch, in feature-major layout (the batch is the last axis).
+
+    Feature-major keeps every gate a contiguous block of rows, so each array operation runs over
+    long contiguous rows instead of many short ones: about twice as fast for small ``H``.
 
     Args:
-        projected: (batch, 3H), the input already multiplied by ``kernel`` plus ``bias[0]``.
-        state: (batch, H), the previous state.
-        recurrent_kernel: (H, 3H).
-        recurrent_bias: (3H,), ``bias[1]``.
+        projected: (3H, batch), the input times ``kernel`` plus ``bias[0]``, transposed.
+        state: (H, batch), the previous state.
+        recurrent_kernel_t: (3H, H), ``recurrent_kernel`` transposed.
+        recurrent_bias: (3H, 1), ``bias[1]`` as a column.
+        out: (H, batch), where to write the new state; must not overlap ``state``.
 
     Returns:
-        (batch, H), the new state (which is also the cell's output).
+        (H, batch), the new state (which is also the cell's output).
     """
-    hidden = state.shape[-1]
-    recurrent = state @ recurrent_kernel + recurrent_bias
-    gates = sigmoid(projected[:, : 2 * hidden] + recurrent[:, : 2 * hidden])
-    update, reset = gates[:, :hidden], gates[:, hidden:]
-    candidate = np.tanh(projected[:, 2 * hidden :] + reset * recurrent[:, 2 * hidden :])
-    return candidate + update * (state - candidate)
+    hidden = state.shape[0]
+    recurrent = recurrent_kernel_t @ state
+    recurrent += recurrent_bias
+    gates = projected[: 2 * hidden] + recurrent[: 2 * hidden]
+    gates *= 0.5
+    np.tanh(gates, out=gates)
+    gates += 1.0
+    gates *= 0.5  # sigmoid(v) = (1 + tanh(v / 2)) / 2, which cannot overflow
+    candidate = gates[hidden:] * recurrent[2 * hidden :]
+    candidate += projected[2 * hidden :]
+    np.tanh(candidate, out=candidate)
+    new = np.subtract(state, candidate, out=out)
+    new *= gates[:hidden]
+    new += candidate
+    return new
 
 
 def gru_sequence(
@@ -58,10 +93,12 @@ def gru_sequence(
     """
     batch, timesteps, _ = inputs.shape
     hidden = recurrent_kernel.shape[0]
-    projected = (inputs.reshape(batch * timesteps, -1) @ kernel).reshape(batch, timesteps, -1) + bias[0]
-    states = np.empty((batch, timesteps, hidden), projected.dtype)
-    state = np.zeros((batch, hidden), projected.dtype)
+    projected = (matmul(inputs, kernel) + bias[0]).transpose(1, 2, 0).copy()  # (T, 3H, batch)
+    recurrent_t = np.ascontiguousarray(recurrent_kernel.T)
+    recurrent_bias = bias[1][:, None]
+    states = np.empty((timesteps, hidden, batch), projected.dtype)
+    state = np.zeros((hidden, batch), projected.dtype)
     for t in range(timesteps):
-        state = gru_step(projected[:, t], state, recurrent_kernel, bias[1])
-        states[:, t] = state
-    return states
+        state = gru_step(projected[t], state, recurrent_t, recurrent_bias)
+        states[t] = state
+    return states.transpose(2, 0, 1)

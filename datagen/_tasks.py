@@ -113,7 +113,7 @@ def bursts(x: np.ndarray, steps: np.ndarray, params: dict[str, np.ndarray], outp
     ``y[b, t, k, d] = amplitude * exp(-decay k) * cos(frequency k + pi d / D)``.
     """
     index = ragged_index(steps)
-    features = np.tanh(2.0 * (x[index.b, index.t] @ params["projection"].T))
+    features = np.tanh(2.0 * _gru.matmul(x[index.b, index.t], params["projection"].T))
     amplitude = 1.0 + 0.5 * features[:, 0:1]
     frequency = 0.9 + 0.6 * features[:, 1:2]
     decay = 0.3 + 0.2 * features[:, 2:3]
@@ -153,18 +153,22 @@ def teacher(x: np.ndarray, steps: np.ndarray, weights: dict[str, np.ndarray]) ->
     """
     w = {key: np.asarray(value, np.float32) for key, value in weights.items()}
     ir = _gru.gru_sequence(x.astype(np.float32), w["a_kernel"], w["a_recurrent_kernel"], w["a_bias"])
-    projected = (ir.reshape(-1, ir.shape[-1]) @ w["b_kernel"]).reshape(*ir.shape[:2], -1) + w["b_bias"][0]
-    states = _carry_states(projected, steps, w["b_recurrent_kernel"], w["b_bias"][1])
-    return states @ w["head_kernel"] + w["head_bias"]
+    projected = _gru.matmul(ir, w["b_kernel"]) + w["b_bias"][0]
+    trace, rank = _carry_trace(projected, steps, w["b_recurrent_kernel"], w["b_bias"][1])
+    outputs = np.matmul(trace.transpose(0, 1, 3, 2), w["head_kernel"])  # (T, K, n, out)
+    index = ragged_index(steps)
+    rows = (index.t * trace.shape[1] + index.k) * steps.shape[0] + rank[index.b, index.t]
+    return outputs.reshape(-1, outputs.shape[-1])[rows] + w["head_bias"]
 
 
-def _carry_states(
+def _carry_trace(
     projected: np.ndarray, steps: np.ndarray, recurrent_kernel: np.ndarray, recurrent_bias: np.ndarray
-) -> np.ndarray:
-    """Runs B over all samples at once, outer step by outer step.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Runs B over all samples at once, outer step by outer step, in carry mode.
 
     At each ``t`` the samples are sorted by length, longest first, so the samples still running
-    at inner step ``k`` are a prefix and each step works on a contiguous slice.
+    at inner step ``k`` are a prefix and each step works on a contiguous slice. Arrays are
+    feature-major (see ``_gru.gru_step``).
 
     Args:
         projected: (n, T, 3H), ``IR @ b_kernel + b_bias[0]``.
@@ -173,44 +177,54 @@ def _carry_states(
         recurrent_bias: (3H,).
 
     Returns:
-        (sum(steps), H), B's state after each real inner step in (sample, t, k) order.
+        ``trace`` (T, K, H, n): B's state after inner step ``k`` of outer step ``t`` for the
+        sample at sorted position ``i`` (valid for real steps only; ``K = max(steps)``), and
+        ``rank`` (n, T): each sample's sorted position at each ``t``.
     """
     n, timesteps = steps.shape
-    flat = steps.reshape(-1).astype(np.int64)
-    cell_start = (np.cumsum(flat) - flat).reshape(n, timesteps)
-    states = np.empty((int(flat.sum()), recurrent_kernel.shape[0]), projected.dtype)
-    state = np.zeros((n, recurrent_kernel.shape[0]), projected.dtype)
+    order = np.argsort(-steps, axis=0, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(n)[:, None], axis=0)
+    counts = np.take_along_axis(steps, order, axis=0)
+    inputs = np.ascontiguousarray(projected.transpose(1, 2, 0))  # (T, 3H, n)
+    weights = (np.ascontiguousarray(recurrent_kernel.T), recurrent_bias[:, None])
+    trace = np.zeros((timesteps, max(int(steps.max(initial=0)), 1), recurrent_kernel.shape[0], n), projected.dtype)
+    state = np.zeros((recurrent_kernel.shape[0], n), projected.dtype)
     for t in range(timesteps):
-        order = np.argsort(-steps[:, t], kind="stable")
-        counts = steps[order, t]
-        if counts[0] == 0:
-            continue
-        trace = _inner_run(projected[order, t], state[order], counts, recurrent_kernel, recurrent_bias)
-        state[order] = trace.final
-        inner = np.arange(counts[0])[:, None]
-        real = inner < counts[None, :]
-        states[(cell_start[order, t][None, :] + inner)[real]] = trace.states[real]
-    return states
-
-
-class _Trace(NamedTuple):
-    states: np.ndarray  # (K, n, H): state after inner step k, valid where k < counts
-    final: np.ndarray  # (n, H): each sample's state after its last inner step
+        if t > 0:
+            state = state[:, rank[order[:, t], t - 1]]  # re-sort from t - 1's order to t's
+        sorted_inputs = np.take(inputs[t], order[:, t], axis=1)
+        state = _inner_run(sorted_inputs, state, counts[:, t], trace[t], weights)
+    return trace, rank
 
 
 def _inner_run(
-    projected: np.ndarray, state: np.ndarray, counts: np.ndarray, recurrent_kernel: np.ndarray,
-    recurrent_bias: np.ndarray,
-) -> _Trace:
-    """Runs one outer step's inner steps for samples sorted by ``counts`` (n,), descending."""
+    projected: np.ndarray, state: np.ndarray, counts: np.ndarray, trace: np.ndarray,
+    weights: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:  # fmt: skip
+    """One outer step's inner steps for samples sorted by ``counts`` (n,), longest first.
+
+    Args:
+        projected: (3H, n) inputs.
+        state: (H, n) states before this outer step.
+        counts: (n,) inner steps per sample, descending.
+        trace: (K, H, n), filled with the state after each inner step.
+        weights: the transposed recurrent kernel (3H, H) and the recurrent bias (3H, 1).
+
+    Returns:
+        (H, n), each sample's state after its last inner step (unchanged where ``counts == 0``).
+    """
     longest = int(counts[0])
     running = len(counts) - np.searchsorted(counts[::-1], np.arange(longest), side="right")
-    trace = np.empty((longest, *state.shape), state.dtype)
+    previous = state
     for k in range(longest):
         live = int(running[k])
-        state[:live] = _gru.gru_step(projected[:live], state[:live], recurrent_kernel, recurrent_bias)
-        trace[k, :live] = state[:live]
-    return _Trace(trace, state)
+        _gru.gru_step(projected[:, :live], previous[:, :live], *weights, out=trace[k, :, :live])
+        previous = trace[k]
+    final = state.copy()
+    ran = np.flatnonzero(counts)
+    final[:, ran] = trace[counts[ran] - 1, :, ran].T
+    return final
 
 
 def truth(spec: Spec) -> dict[str, np.ndarray]:
