@@ -58,13 +58,14 @@ class _Child:
     started: float = 0.0
 
 
-def _pytest_command(cases: list[Case]) -> list[str]:
-    # The project's addopts disable benchmarks for the test suite; the cases need them on.
+def _pytest_command(cases: list[Case], work: Path) -> list[str]:
+    # The project's addopts disable benchmarks for the test suite; the cases need them on. The
+    # parent saves the run; the child's own storage only has to stay out of the package.
     return [
         sys.executable, "-m", "pytest", *[nodeid(c) for c in cases],
         "-o", "addopts=", "-o", "python_files=test_*.py", "-p", "no:cacheprovider",
-        "--benchmark-enable", "--benchmark-disable-gc", "-q", "--no-header", "-rN",
-        f"--rootdir={CASES_DIR}",
+        "--benchmark-enable", "--benchmark-disable-gc", f"--benchmark-storage={work / 'pytest-storage'}",
+        "-q", "--no-header", "-rN", f"--rootdir={CASES_DIR}",
     ]
 
 
@@ -74,7 +75,7 @@ def _start(cases: list[Case], sweep_file: Path, work: Path, index: int) -> _Chil
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            _pytest_command(cases), cwd=CASES_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
+            _pytest_command(cases, work), cwd=CASES_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     return _Child(proc, events, log, started=time.monotonic())
