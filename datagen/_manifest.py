@@ -146,11 +146,13 @@ def load(path: Path) -> dict[str, Any]:
         DatasetError: the file is missing, too big, not JSON, or not a valid manifest.
     """
     try:
-        if path.stat().st_size > _MAX_MANIFEST_BYTES:
+        if path.is_file() and path.stat().st_size > _MAX_MANIFEST_BYTES:
             raise DatasetError(f"{path}: manifest larger than {_MAX_MANIFEST_BYTES} bytes")
-        manifest = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except OSError as error:
         raise DatasetError(f"{path}: cannot read manifest ({error.strerror or error})") from None
+    try:
+        manifest = json.loads(data)
     except (ValueError, RecursionError) as error:
         raise DatasetError(f"{path}: manifest is not valid JSON ({error})") from None
     check(manifest, path)
