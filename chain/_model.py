@@ -192,6 +192,33 @@ class Chain(keras.Model):
             return self.strategy
         return "packed"
 
+    # ------------------------------------------------------------------ serving
+
+    def export_serving(self, path: str) -> None:
+        """Writes a SavedModel with one endpoint, `serve(x, steps)`.
+
+        The endpoint takes `x` `(batch, T, input_size)` float32 and `steps` `(batch, T)` int32,
+        and returns a dict with `flat_values` `(sum(steps), output_size)` and `row_lengths`
+        `(batch, T)`: the components of the ragged output.
+
+        Args:
+            path: directory to write.
+        """
+        if not self.built:
+            raise ValueError("`export_serving` needs a built model: call it on data first")
+        signature = [
+            tf.TensorSpec([None, None, self.input_size], tf.float32, name="x"),
+            tf.TensorSpec([None, None], tf.int32, name="steps"),
+        ]
+        module = tf.Module()
+        module.weights = [v.value for v in self.weights]
+        module.serve = tf.function(self._serve, input_signature=signature)
+        tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+
+    def _serve(self, x: tf.Tensor, steps: tf.Tensor) -> dict[str, tf.Tensor]:
+        x, steps = _validate.check_inputs(x, steps, self.input_size, self.max_steps)
+        return {"flat_values": self.flat_outputs(x, steps), "row_lengths": steps}
+
     # ------------------------------------------------------------------ config
 
     def get_config(self) -> dict[str, Any]:
