@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from . import _cells, _ragged, _validate
@@ -125,6 +126,14 @@ class Chain(keras.Model):
             self.build((None, None, config["input_size"]))
 
     # ------------------------------------------------------------------ calling
+
+    def __call__(self, x: Any, steps: Any = None, **kwargs: Any) -> tf.RaggedTensor:
+        # Keras accepts only tensors as positional inputs; let `steps` be a plain list too.
+        if steps is None:
+            return super().__call__(x, **kwargs)
+        if isinstance(steps, (list, tuple, int)):
+            steps = np.asarray(steps)
+        return super().__call__(x, steps, **kwargs)
 
     def call(self, x: Any, steps: Any = None, training: bool | None = None) -> tf.RaggedTensor:
         if steps is None:

@@ -42,7 +42,7 @@ def to_padded(out: tf.RaggedTensor, longest_step: int | None = None) -> tuple[tf
     >>> mask.numpy().astype(int).tolist()
     [[[1, 0, 0], [1, 1, 1]]]
     """
-    lengths = tf.cast(out.row_lengths(axis=2), tf.int32)
+    lengths = tf.cast(out.values.row_lengths(), tf.int32)
     longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
     if longest_step is not None:
         if longest_step < 0:

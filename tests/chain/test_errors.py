@@ -1,0 +1,85 @@
+"""Bad input: ValueError eagerly, InvalidArgumentError in graph mode, naming the argument."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from chain import Chain
+
+from .conftest import make_chain
+
+X = np.zeros((2, 3, 4), "float32")
+
+
+@pytest.fixture(scope="module")
+def net():
+    return make_chain("gru", "carry", strategy="packed", max_steps=4)
+
+
+@pytest.mark.parametrize(
+    "x,steps,match",
+    [
+        (X, [[1, -1, 0], [0, 0, 0]], r"`steps` must be >= 0; received a value of -1 at \(batch=0, t=1\)"),
+        (X, [[1, 1, 0], [0, 5, 0]], r"`steps` must be in \[0, 4\] \(max_steps\); received a value of 5 at \(batch=1, t=1\)"),
+        (X, np.ones((3, 3), "int32"), r"`x` and `steps` must agree on \(batch, T\).*\(2, 3, 4\).*\(3, 3\)"),
+        (X, np.ones((2, 2), "int32"), r"`x` and `steps` must agree on \(batch, T\)"),
+        (X, np.ones(4, "int32"), r"`x` and `steps` must agree on \(batch, T\)"),
+        (X, np.ones((2, 3), "float32"), r"`steps` must hold integers; received dtype float32"),
+        (X, [[1.5, 1, 0], [0, 0, 0]], r"`steps` must hold integers; received dtype float(32|64)"),
+        (X[0], np.ones((3,), "int32"), r"`x` must have rank 3 \(batch, T, input_size\); received shape \(3, 4\)"),
+        (X, np.ones((2, 3, 1), "int32"), r"`steps` must have rank 2 \(batch, T\) or 1 \(T,\); received shape \(2, 3, 1\)"),
+        (np.zeros((2, 3, 5), "float32"), np.ones((2, 3), "int32"), r"`x` must have input_size 4"),
+    ],
+)
+def test_bad_input_raises_value_error_eagerly(net, x, steps, match):
+    with pytest.raises(ValueError, match=match):
+        net(x, steps)
+
+
+def test_missing_steps_is_named(net):
+    with pytest.raises(ValueError, match="`steps` is required"):
+        net(X)
+
+
+@pytest.mark.parametrize(
+    "steps,match",
+    [
+        ([[1, -2, 0], [0, 0, 0]], r"`steps` must be >= 0; received a value of.*-2"),
+        ([[1, 1, 0], [0, 7, 0]], r"`steps` must be in \[0, 4\] \(max_steps\); received a value of.*7"),
+        (np.ones((3, 3)), r"`x` and `steps` must agree on \(batch, T\)"),
+    ],
+)
+def test_bad_values_raise_invalid_argument_in_graph_mode(net, steps, match):
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 4]), tf.TensorSpec([None, None], tf.int32)])
+    def run(x, steps):
+        return net(x, steps).flat_values
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        run(tf.constant(X), tf.constant(steps, tf.int32))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"state": "sometimes"}, r"`state` must be one of .*; received 'sometimes'"),
+        ({"strategy": "magic"}, r"`strategy` must be one of .*; received 'magic'"),
+        ({"output_size": 0}, r"`output_size` must be a positive int or None; received 0"),
+        ({"max_steps": -1}, r"`max_steps` must be a non-negative int or None; received -1"),
+    ],
+)
+def test_bad_options_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Chain(keras.layers.GRU(3, return_sequences=True), keras.layers.GRUCell(3), **kwargs)
+
+
+def test_model_b_must_be_a_cell_or_a_model_with_states():
+    with pytest.raises(ValueError, match=r"`model_b` must be a Keras RNN cell.*received Dense"):
+        Chain(keras.layers.GRU(3, return_sequences=True), keras.layers.Dense(3))
+
+
+def test_model_b_dropout_is_refused():
+    with pytest.raises(ValueError, match=r"must not use dropout: received GRUCell with dropout=0.5"):
+        Chain(keras.layers.GRU(3, return_sequences=True), keras.layers.GRUCell(3, dropout=0.5))

@@ -1,0 +1,59 @@
+"""`to_padded` and `from_padded`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from chain import from_padded, to_padded
+
+from .conftest import make_chain
+
+
+def test_padded_round_trip_keeps_values_and_zeroes_padding(data):
+    x, steps = data
+    out = make_chain("gru", "carry")(x, steps)
+    dense, mask = to_padded(out)
+    longest = steps.max()
+    assert dense.shape == (3, 4, longest, 2) and mask.shape == (3, 4, longest)
+    np.testing.assert_array_equal(mask.numpy().sum(-1), steps)
+    assert np.all(dense.numpy()[~mask.numpy()] == 0)
+    np.testing.assert_array_equal(dense.numpy()[mask.numpy()], out.flat_values.numpy())
+    back = from_padded(dense, steps)
+    np.testing.assert_array_equal(back.flat_values.numpy(), out.flat_values.numpy())
+    assert back.shape.as_list() == [3, 4, None, 2]
+
+
+def test_to_padded_pads_to_a_given_length(data):
+    x, steps = data
+    dense, mask = to_padded(make_chain("gru", "reset")(x, steps), longest_step=9)
+    assert dense.shape[2] == 9 and not mask.numpy()[..., steps.max() :].any()
+
+
+def test_to_padded_works_in_graph_mode(data):
+    x, steps = data
+    out = make_chain("gru", "reset")(x, steps)
+    dense, _ = tf.function(lambda r: to_padded(r))(out)
+    np.testing.assert_array_equal(dense.numpy(), to_padded(out)[0].numpy())
+
+
+def test_to_padded_rejects_a_length_shorter_than_a_run(data):
+    x, steps = data
+    with pytest.raises(ValueError, match=r"`longest_step` must be at least the longest run \(3\); received 2"):
+        to_padded(make_chain("gru", "reset")(x, steps), longest_step=2)
+    with pytest.raises(ValueError, match=r"`longest_step` must be >= 0; received -1"):
+        to_padded(make_chain("gru", "reset")(x, steps), longest_step=-1)
+
+
+@pytest.mark.parametrize(
+    "dense,steps,match",
+    [
+        (np.zeros((2, 3, 4)), np.ones((2, 3)), r"`dense` must have rank 4"),
+        (np.zeros((2, 3, 4, 1)), np.ones((2, 2)), r"`steps` must have shape \(batch, T\) = \(2, 3\)"),
+        (np.zeros((2, 3, 4, 1)), np.full((2, 3), 5), r"`steps` must be in \[0, 4\] \(L\); received values in \[5, 5\]"),
+    ],
+)
+def test_from_padded_rejects_bad_input(dense, steps, match):
+    with pytest.raises(ValueError, match=match):
+        from_padded(dense, steps)
