@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import _cells, _ragged, _validate
+from . import _cells, _ragged, _train, _validate
 from ._strategies import STRATEGIES
 
 STATES = ("carry", "reset", "init")
@@ -47,6 +47,13 @@ class Chain(keras.Model):
         compiled: when called eagerly, run the strategy as a graph function (traced once for any
             batch, T and steps). False runs it op by op, the way the reference answer ran.
         fused: let the packed strategy use the fused fast path for standard Keras cells.
+        predict_lengths: add a length head, a Dense layer over `IR` `(batch, T, ir_size)` with
+            `max_steps + 1` logits, trained on `steps` with cross-entropy next to the output
+            loss; `generate(x)` then runs at its predicted lengths. Needs `max_steps`.
+        stop: `"token"` adds a stop head on B's outputs (a logit per inner step: "this is the
+            last step") and an empty head on `IR` ("no step at this t"), trained with binary
+            cross-entropy from `steps`; `generate(x)` then runs each `(b, t)` until it stops or
+            reaches `max_steps`. Needs `max_steps`. None (default) adds nothing.
 
     Call args:
         x: `(batch, T, input_size)` floats, or a tuple `(x, steps)` as `fit` passes it.
@@ -74,10 +81,13 @@ class Chain(keras.Model):
         max_steps: int | None = None,
         compiled: bool = True,
         fused: bool = True,
+        predict_lengths: bool = False,
+        stop: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         _check_options(output_size, state, strategy, max_steps)
+        _check_length_options(predict_lengths, stop, max_steps)
         _cells.check_model_b(model_b)
         self.model_a = model_a
         self.model_b = model_b
@@ -87,6 +97,15 @@ class Chain(keras.Model):
         self.max_steps = max_steps
         self.compiled = compiled
         self.fused = fused
+        self.predict_lengths = predict_lengths
+        self.stop = stop
+        self.trackers = _train.Trackers(predict_lengths, stop)
+        self.loss_tracker = self.trackers.loss
+        self.masked_mse_tracker = self.trackers.mse
+        if self.trackers.length is not None:
+            self.length_tracker = self.trackers.length
+        if self.trackers.stop is not None:
+            self.stop_tracker = self.trackers.stop
         self._generic = _cells.make_adapter(model_b, fused=False)
         self._fast = _cells.make_adapter(model_b, fused=fused)
         self._graphs = _Compiled()
@@ -116,7 +135,20 @@ class Chain(keras.Model):
         self.head = keras.layers.Dense(self.output_size, name="head") if self.output_size else None
         if self.head is not None:
             self.head.build((None, out.shape[-1]))
+        self._build_length_heads(int(ir.shape[-1]), int(out.shape[-1]))
         self.built = True
+
+    def _build_length_heads(self, ir_size: int, b_size: int) -> None:
+        self.length_head = None
+        if self.predict_lengths:
+            self.length_head = keras.layers.Dense(self.max_steps + 1, name="length_head")
+            self.length_head.build((None, None, ir_size))
+        self.stop_head = self.empty_head = None
+        if self.stop == "token":
+            self.stop_head = keras.layers.Dense(1, name="stop_head")
+            self.stop_head.build((None, b_size))
+            self.empty_head = keras.layers.Dense(1, name="empty_head")
+            self.empty_head.build((None, None, ir_size))
 
     def get_build_config(self) -> dict[str, Any]:
         return {"input_size": self.input_size}
@@ -182,6 +214,10 @@ class Chain(keras.Model):
     def b_outputs(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
         """B's outputs at every real inner step, `(sum(steps), H)` in `(b, t, k)` order."""
         ir = self.model_a(x, training=training)
+        return self.b_outputs_from_ir(ir, steps, training=training)
+
+    def b_outputs_from_ir(self, ir: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """B's outputs `(sum(steps), H)` from model A's output `ir` `(batch, T, ir_size)`."""
         ir_rows = tf.reshape(ir, [-1, ir.shape[-1]])
         name = self.resolved_strategy()
         adapter = self._fast if name == "packed" else self._generic
@@ -200,6 +236,78 @@ class Chain(keras.Model):
         if self.strategy != _AUTO:
             return self.strategy
         return "packed"
+
+    # ------------------------------------------------------------------ training
+
+    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
+        """One step of `fit` on `((x, steps), y)`, `y` RaggedTensor `(batch, T, None, D)`.
+
+        The compiled loss (default `chain.ragged_mse`) and compiled metrics see the flat values
+        of the output and of `y`, `(sum(steps), D)`: real inner steps only. The length and stop
+        heads add their cross-entropies. Logs hold `loss`, `masked_mse` and, when configured,
+        `length_accuracy` or `stop_accuracy`.
+        """
+        return _train.train_step(self, data)
+
+    def test_step(self, data: Any) -> dict[str, tf.Tensor]:
+        """One step of `evaluate` on `((x, steps), y)`; the same losses and logs as `train_step`."""
+        return _train.test_step(self, data)
+
+    def step_adapter(self) -> _cells.StepAdapter:
+        """The step adapter that runs model B under the resolved strategy."""
+        return self._fast if self.resolved_strategy() == "packed" else self._generic
+
+    def initial_states(self, ir_rows: tf.Tensor, batch: tf.Tensor, adapter) -> list[tf.Tensor]:
+        """B's states at the start of each run (see `state`), from `IR` rows `(batch * T, ir_size)`."""
+        return self._initial_states(ir_rows, batch, adapter)
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, x: Any) -> tf.RaggedTensor:
+        """Runs the chain without `steps`, at lengths the model predicts.
+
+        With `predict_lengths=True` the lengths are the length head's argmax at each `(b, t)`;
+        with `stop="token"` each `(b, t)` runs until its stop logit is positive or it reaches
+        `max_steps` (none at all where the empty head fires).
+
+        Args:
+            x: `(batch, T, input_size)` floats.
+
+        Returns:
+            RaggedTensor of shape `(batch, T, None, output_size)`, ragged_rank 2, whose row
+            lengths are the predicted `steps` `(batch, T)`, each in `[0, max_steps]`.
+
+        Raises:
+            ValueError: the model has neither a length head nor a stop head, or `x` is bad.
+        """
+        if not (self.predict_lengths or self.stop):
+            raise ValueError(
+                "`generate` needs predicted lengths: build the Chain with `predict_lengths=True` "
+                "or `stop='token'`; received predict_lengths=False, stop=None"
+            )
+        x = tf.convert_to_tensor(x)
+        x = tf.cast(x, self.compute_dtype) if x.dtype.is_floating else tf.cast(x, tf.float32)
+        if not self.built:
+            self.build(tuple(x.shape))
+        _validate.check_inputs(x, tf.zeros(tf.shape(x)[:2], tf.int32), self.input_size, None)
+        if tf.executing_eagerly() and self.compiled:
+            flat, steps = self._graph_generate()(x)
+        else:
+            flat, steps = self._generate_flat(x)
+        return _ragged.ragged_from_flat(flat, steps)
+
+    def _generate_flat(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        if self.predict_lengths:
+            return _train.generate_with_length_head(self, x)
+        return _train.generate_with_stop(self, x)
+
+    def _graph_generate(self):
+        fn = self._graphs.fns.get("generate")
+        if fn is None:
+            signature = [tf.TensorSpec([None, None, self.input_size], self.compute_dtype, name="x")]
+            fn = tf.function(self._generate_flat, input_signature=signature)
+            self._graphs.fns["generate"] = fn
+        return fn
 
     # ------------------------------------------------------------------ serving
 
@@ -241,6 +349,8 @@ class Chain(keras.Model):
             "max_steps": self.max_steps,
             "compiled": self.compiled,
             "fused": self.fused,
+            "predict_lengths": self.predict_lengths,
+            "stop": self.stop,
         }
 
     @classmethod
@@ -249,6 +359,20 @@ class Chain(keras.Model):
         for key in ("model_a", "model_b"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def _check_length_options(predict_lengths, stop, max_steps) -> None:
+    if stop not in _train.STOP_MODES:
+        raise ValueError(f"`stop` must be one of {_train.STOP_MODES}; received {stop!r}")
+    if not isinstance(predict_lengths, bool):
+        raise ValueError(f"`predict_lengths` must be True or False; received {predict_lengths!r}")
+    if predict_lengths and stop:
+        raise ValueError(
+            "use one way to predict lengths: received predict_lengths=True and stop='token'"
+        )
+    if (predict_lengths or stop) and max_steps is None:
+        which = "predict_lengths=True" if predict_lengths else "stop='token'"
+        raise ValueError(f"{which} needs `max_steps` (the largest length); received max_steps=None")
 
 
 def _check_options(output_size, state, strategy, max_steps) -> None:

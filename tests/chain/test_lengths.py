@@ -1,0 +1,202 @@
+"""Predicting lengths: the length head, the stop head, and `generate`."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from chain import Chain
+from chain._train import stop_targets
+
+from .conftest import INPUT_SIZE, make_chain
+
+MAX = 4
+
+
+def x_batch(batch=3, big_t=5, seed=1):
+    return np.random.default_rng(seed).normal(size=(batch, big_t, INPUT_SIZE)).astype("float32")
+
+
+def set_dense(layer, kernel=0.0, bias=None):
+    w, b = layer.get_weights()
+    layer.set_weights([np.full_like(w, kernel), b if bias is None else np.asarray(bias, b.dtype)])
+
+
+def length_net(constant, state="carry", **kwargs):
+    net = make_chain(state=state, strategy="packed", max_steps=MAX, predict_lengths=True, **kwargs)
+    set_dense(net.length_head, bias=np.eye(MAX + 1)[constant] * 10.0)
+    return net
+
+
+def stop_net(state="carry", empty_bias=-10.0, stop_bias=None, stop_kernel=0.0, **kwargs):
+    net = make_chain(state=state, strategy="packed", max_steps=MAX, stop="token", **kwargs)
+    set_dense(net.empty_head, bias=[empty_bias])
+    if stop_bias is not None:
+        set_dense(net.stop_head, kernel=stop_kernel, bias=[stop_bias])
+    return net
+
+
+def assert_same(out, reference):
+    np.testing.assert_array_equal(out.row_lengths(axis=2).numpy(), reference.row_lengths(axis=2).numpy())
+    np.testing.assert_allclose(out.flat_values.numpy(), reference.flat_values.numpy(), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"predict_lengths": True}, r"predict_lengths=True needs `max_steps`"),
+        ({"stop": "token"}, r"stop='token' needs `max_steps`"),
+        ({"stop": "norm", "max_steps": 3}, r"`stop` must be one of \(None, 'token'\); received 'norm'"),
+        ({"predict_lengths": 1, "max_steps": 3}, r"`predict_lengths` must be True or False; received 1"),
+        ({"predict_lengths": True, "stop": "token", "max_steps": 3}, "use one way to predict lengths"),
+    ],
+)
+def test_bad_length_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Chain(keras.layers.GRU(3, return_sequences=True), keras.layers.GRUCell(3), **kwargs)
+
+
+def test_generate_needs_a_length_or_stop_head():
+    net = make_chain(strategy="packed")
+    with pytest.raises(ValueError, match="`generate` needs predicted lengths"):
+        net.generate(x_batch())
+
+
+def test_stop_targets_mark_last_steps_and_empty_cells():
+    last, empty = stop_targets(tf.constant([[2, 0], [1, 3]]))
+    assert last.numpy().tolist() == [False, True, True, False, False, True]
+    assert empty.numpy().tolist() == [[False, True], [False, False]]
+
+
+# ----------------------------------------------------------------------------- length head
+
+
+@pytest.mark.parametrize("state", ["carry", "reset", "init"])
+@pytest.mark.parametrize("constant", [0, 2, MAX])
+def test_length_head_generate_equals_the_known_lengths_call(state, constant):
+    net = length_net(constant, state=state)
+    x = x_batch()
+    out = net.generate(x)
+    assert out.shape.as_list() == [3, 5, None, 2]
+    assert_same(out, net(x, np.full((3, 5), constant, "int32")))
+
+
+def test_length_head_follows_its_logits_per_cell():
+    net = length_net(0)
+    kernel, bias = net.length_head.get_weights()
+    kernel[:] = 0.0
+    kernel[0, 1], kernel[0, 3] = 50.0, -50.0  # IR channel 0's sign picks length 1 or 3
+    net.length_head.set_weights([kernel, np.zeros_like(bias)])
+    x = x_batch()
+    expected = np.where(net.model_a(x).numpy()[..., 0] > 0, 1, 3)
+    out = net.generate(x)
+    np.testing.assert_array_equal(out.row_lengths(axis=2).numpy().reshape(3, 5), expected)
+    assert_same(out, net(x, expected.astype("int32")))
+
+
+def test_length_head_generate_in_tf_function():
+    net = length_net(2, compiled=False)
+    x = x_batch()
+    fn = tf.function(lambda x: net.generate(x).flat_values,
+                     input_signature=[tf.TensorSpec([None, None, INPUT_SIZE])])  # fmt: skip
+    np.testing.assert_allclose(fn(x).numpy(), net(x, np.full((3, 5), 2)).flat_values.numpy(), atol=1e-5)
+    assert fn(x_batch(batch=2, big_t=7)).shape == (2 * 7 * 2, 2)
+
+
+def test_length_head_survives_keras_save_and_load(tmp_path):
+    net = length_net(3)
+    path = tmp_path / "m.keras"
+    net.save(path)
+    again = keras.models.load_model(path)
+    assert again.predict_lengths and again.max_steps == MAX
+    assert_same(again.generate(x_batch()), net.generate(x_batch()))
+
+
+def test_length_head_learns_lengths_from_the_input():
+    """Lengths set by x[..., 0]'s bin: a short fit gets most of them right."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(64, 6, INPUT_SIZE)).astype("float32")
+    steps = np.floor((x[..., 0] + 1) / 2 * (MAX + 1)).astype("int32")
+    y = tf.RaggedTensor.from_uniform_row_length(
+        tf.RaggedTensor.from_row_lengths(tf.zeros([int(steps.sum()), 2]), steps.reshape(-1)), 6
+    )
+    data = tf.data.Dataset.from_tensor_slices(((x, steps), y)).batch(16)
+    net = make_chain(strategy="packed", max_steps=MAX, predict_lengths=True)
+    net.compile(optimizer=keras.optimizers.Adam(3e-2), loss="mse")
+    history = net.fit(data.repeat(4), epochs=8, verbose=0).history
+    assert history["length_accuracy"][-1] > 0.6 > history["length_accuracy"][0]
+
+
+# ----------------------------------------------------------------------------- stop head
+
+
+@pytest.mark.parametrize("state", ["carry", "reset", "init"])
+def test_stop_after_one_step_equals_steps_of_one(state):
+    net = stop_net(state=state, stop_bias=10.0)
+    x = x_batch()
+    assert_same(net.generate(x), net(x, np.ones((3, 5), "int32")))
+
+
+@pytest.mark.parametrize("state", ["carry", "reset"])
+def test_a_stop_head_that_never_fires_stops_at_max_steps(state):
+    net = stop_net(state=state, stop_bias=-10.0)
+    x = x_batch()
+    out = net.generate(x)
+    assert out.row_lengths(axis=2).numpy().max() == MAX
+    assert_same(out, net(x, np.full((3, 5), MAX, "int32")))
+
+
+def test_the_empty_head_skips_cells():
+    net = stop_net(empty_bias=10.0, stop_bias=-10.0)
+    out = net.generate(x_batch())
+    assert out.flat_values.shape[0] == 0
+    assert out.shape.as_list() == [3, 5, None, 2]
+
+
+@pytest.mark.parametrize("state", ["carry", "reset", "init"])
+def test_stop_generation_matches_a_call_at_the_lengths_it_chose(state):
+    """With a state-dependent stop head, lengths vary; the outputs are those of the same call."""
+    net = stop_net(state=state)
+    kernel, _ = net.stop_head.get_weights()
+    net.stop_head.set_weights([np.random.default_rng(0).normal(size=kernel.shape).astype("float32") * 3,
+                               np.zeros(1, "float32")])  # fmt: skip
+    x = x_batch(batch=4, big_t=6)
+    out = net.generate(x)
+    lengths = out.row_lengths(axis=2).numpy().reshape(4, 6)
+    assert len(np.unique(lengths)) > 1
+    assert_same(out, net(x, lengths.astype("int32")))
+
+
+def test_stop_generation_in_tf_function_and_after_save(tmp_path):
+    net = stop_net(stop_bias=-0.5, stop_kernel=0.3, compiled=False)
+    x = x_batch()
+    eager = net.generate(x)
+    fn = tf.function(lambda x: net.generate(x).flat_values,
+                     input_signature=[tf.TensorSpec([None, None, INPUT_SIZE])])  # fmt: skip
+    np.testing.assert_allclose(fn(x).numpy(), eager.flat_values.numpy(), atol=1e-5)
+    path = tmp_path / "s.keras"
+    net.save(path)
+    again = keras.models.load_model(path)
+    assert again.stop == "token"
+    assert_same(again.generate(x), eager)
+
+
+def test_stop_head_trains_with_fit():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(32, 5, INPUT_SIZE)).astype("float32")
+    steps = np.full((32, 5), 2, "int32")
+    y = tf.RaggedTensor.from_uniform_row_length(
+        tf.RaggedTensor.from_row_lengths(tf.zeros([int(steps.sum()), 2]), steps.reshape(-1)), 5
+    )
+    data = tf.data.Dataset.from_tensor_slices(((x, steps), y)).batch(16)
+    net = make_chain(strategy="packed", max_steps=MAX, stop="token")
+    net.compile(optimizer=keras.optimizers.Adam(3e-2), loss="mse")
+    history = net.fit(data.repeat(4), epochs=5, verbose=0).history
+    assert history["stop_accuracy"][-1] > 0.95
+    lengths = net.generate(x).row_lengths(axis=2).numpy()
+    assert np.mean(lengths == 2) > 0.9
