@@ -6,13 +6,14 @@ import dataclasses
 import datetime
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import click
 
 from bench import _report, _results, _runner, _workloads
-from bench._workloads import PHASES, REFERENCE, STATES, TORCH_STRATEGIES, Sizes, Sweep
+from bench._workloads import PHASES, REFERENCE, TORCH_STRATEGIES, Sizes, Sweep
 
 
 def _split(value: str) -> list[str]:
@@ -91,6 +92,7 @@ def _device(value: str) -> str:
 @click.group()
 def main() -> None:
     """Benchmarks of chained ragged models, saved where `pytest-benchmark compare` reads them."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
 
 
 def _options_sweep(ctx: click.Context, opts: dict[str, Any]) -> Sweep:
@@ -141,12 +143,21 @@ def _execute(sweep: Sweep, files: _results.RunFiles, isolate: str) -> None:
         files.add(record)
         click.echo(_report.progress_line(len(files.records), total, _results.row(record)))
 
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         _runner.run_sweep(sweep, files.run_dir / "work", on_end, isolate=isolate)
     except KeyboardInterrupt:
         raise click.ClickException(
-            f"interrupted; the {len(files.records)} cases that ended are saved in {files.run_dir}"
+            f"interrupted; the {len(files.records)} cases that ended are saved in {files.run_dir} "
+            f"(render them with `bench report {files.run_dir}`)"
         ) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    # SIGTERM unwinds like Ctrl-C, so the running child is killed and saved cases stay saved.
+    raise KeyboardInterrupt
 
 
 
