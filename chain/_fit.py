@@ -255,7 +255,8 @@ def _sources(data_dir: Path, heldout: Path | None, options: FitOptions) -> dict[
 
 def fit_run(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
             options: FitOptions | None = None, *, heldout: str | os.PathLike[str] | None = None,
-            resume: bool = False, verbose: int | str = "auto") -> dict[str, Any]:  # fmt: skip
+            resume: bool = False, verbose: int | str = "auto",
+            callbacks: list[keras.callbacks.Callback] | None = None) -> dict[str, Any]:  # fmt: skip
     """Trains a Chain on a stored dataset, checkpointing every epoch, then writes its report.
 
     Args:
@@ -267,6 +268,7 @@ def fit_run(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
         resume: continue the run in `run_dir` from its last checkpoint (epoch count and
             optimizer state included).
         verbose: Keras' progress display: 0 silent, 1 progress bar, 2 one line per epoch.
+        callbacks: more Keras callbacks, run after the epoch's checkpoint is written.
 
     Returns:
         The report (also in `report.json`).
@@ -280,9 +282,7 @@ def fit_run(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     run_dir = Path(os.fspath(run_dir))
     net, state = _start(Path(os.fspath(data_dir)), run_dir, options or FitOptions(),
                         None if heldout is None else Path(os.fspath(heldout)), resume)  # fmt: skip
-    opts = FitOptions(**state["options"])
-    for epoch in range(state["epochs_done"], opts.epochs):
-        _fit_epoch(net, run_dir, state, epoch, verbose)
+    _train(net, run_dir, state, verbose, callbacks or [])
     return write_report(net, run_dir, state)
 
 
@@ -328,29 +328,79 @@ def _check_run_data(net: Chain, state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _fit_epoch(net: Chain, run_dir: Path, state: dict[str, Any], epoch: int, verbose) -> None:
-    """One epoch on its own shuffle (seeded by the epoch), then a checkpoint if all was finite."""
+def epoch_batches(directory, split: str | None, fraction: float, batch_size: int, seed: int,
+                  first: int, last: int) -> tuple[tf.data.Dataset, int]:  # fmt: skip
+    """Training batches for epochs `[first, last)`, each epoch in its own seeded order.
+
+    The order of epoch `e` depends only on `(seed, e)`, so a resumed run sees the batches the
+    uninterrupted run would have seen.
+
+    Returns:
+        `(dataset of ((x, steps), y), steps per epoch)`.
+    """
+    import datagen
+
+    data = datagen.read(directory, split=split, heldout_fraction=fraction)
+    cells = tf.RaggedTensor.from_row_lengths(data["y_values"], data["row_lengths"], validate=False)
+    y = tf.RaggedTensor.from_uniform_row_length(cells, data["steps"].shape[1], validate=False)
+    x, steps = tf.constant(data["x"]), tf.constant(data["steps"])
+    n = int(data["x"].shape[0])
+
+    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([seed, epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    def gather(index: tf.Tensor):
+        return (tf.gather(x, index), tf.gather(steps, index)), tf.gather(y, index)
+
+    epochs = tf.data.Dataset.range(first, last).flat_map(one_epoch)
+    return epochs.map(gather).prefetch(tf.data.AUTOTUNE), math.ceil(n / batch_size)
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """After each finite epoch: checkpoint, history, plot. After a NaN: stop, keep the last one."""
+
+    def __init__(self, run_dir: Path, state: dict[str, Any], guard: _NanGuard) -> None:
+        super().__init__()
+        self.run_dir, self.state, self.guard = run_dir, state, guard
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.guard.bad is not None:
+            return
+        state = self.state
+        state["history"].append(_epoch_row(epoch + 1, logs or {}, time.perf_counter() - self.started))
+        state["epochs_done"] = epoch + 1
+        save_checkpoint(self.model, self.run_dir, state)
+        write_history(self.run_dir, state["history"])
+        plot_history(self.run_dir, state["history"], state["heldout_info"]["noise_floor"])
+
+
+def _train(net: Chain, run_dir: Path, state: dict[str, Any], verbose, more: list) -> None:
+    """Runs the remaining epochs in one `fit`; raises TrainingDiverged on a non-finite loss."""
     opts = FitOptions(**state["options"])
+    first = state["epochs_done"]
+    if first >= opts.epochs:
+        return
     train_dir, train_split = _split_of(state, "train")
+    train, per_epoch = epoch_batches(train_dir, train_split, opts.heldout_fraction, opts.batch_size,
+                                     opts.seed, first, opts.epochs)  # fmt: skip
     held_dir, held_split = _split_of(state, "heldout")
-    train = _load(train_dir, opts.batch_size, train_split, opts.heldout_fraction,
-                  seed=opts.seed * 1_000_003 + epoch)  # fmt: skip
     held = _load(held_dir, 256, held_split, opts.heldout_fraction)
-    guard, started = _NanGuard(), time.perf_counter()
-    history = net.fit(train, validation_data=held, epochs=epoch + 1, initial_epoch=epoch,
-                      callbacks=[guard], verbose=verbose)  # fmt: skip
+    guard = _NanGuard()
+    callbacks = [guard, _Checkpoint(run_dir, state, guard), *more]
+    net.fit(train, validation_data=held, epochs=opts.epochs, initial_epoch=first,
+            steps_per_epoch=per_epoch, callbacks=callbacks, verbose=verbose)  # fmt: skip
     if guard.bad is not None:
         batch, loss = guard.bad
         raise TrainingDiverged(
-            f"the loss became {loss} at epoch {epoch + 1}, batch {batch + 1}: training stopped; "
-            f"the last good checkpoint (epoch {state['epochs_done']}) is kept in {run_dir}"
+            f"the loss became {loss} at epoch {state['epochs_done'] + 1}, batch {batch + 1}: "
+            f"training stopped; the last good checkpoint (epoch {state['epochs_done']}) is kept "
+            f"in {run_dir}"
         )
-    logs = {key: values[-1] for key, values in history.history.items()}
-    state["history"].append(_epoch_row(epoch + 1, logs, time.perf_counter() - started))
-    state["epochs_done"] = epoch + 1
-    save_checkpoint(net, run_dir, state)
-    write_history(run_dir, state["history"])
-    plot_history(run_dir, state["history"], state["heldout_info"]["noise_floor"])
 
 
 # ----------------------------------------------------------------------------- scoring

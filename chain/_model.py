@@ -100,6 +100,7 @@ class Chain(keras.Model):
         self.predict_lengths = predict_lengths
         self.stop = stop
         self.trackers = _train.Trackers(predict_lengths, stop)
+        self.flat_compile = _train.FlatCompile()
         self.loss_tracker = self.trackers.loss
         self.masked_mse_tracker = self.trackers.mse
         if self.trackers.length is not None:
@@ -238,6 +239,58 @@ class Chain(keras.Model):
         return "packed"
 
     # ------------------------------------------------------------------ training
+
+    def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Any = None,
+                **kwargs: Any) -> None:  # fmt: skip
+        """`keras.Model.compile`, with `loss` and `metrics` applied to flat values.
+
+        Args:
+            optimizer: as in Keras.
+            loss: a Keras loss (name, function or `keras.losses.Loss`) or `chain.ragged_mse`
+                (the default), computed on `(sum(steps), output_size)` flat values of the
+                output and target: real inner steps only.
+            metrics: Keras metrics (names, functions or `keras.metrics.Metric`s, e.g.
+                `chain.NoiseFloorRatio(noise_floor)`), fed the same flat values.
+            **kwargs: other arguments of `keras.Model.compile`.
+        """
+        super().compile(optimizer=optimizer, **kwargs)
+        self.flat_compile = _train.FlatCompile(loss, metrics)
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [*super().metrics, *self.flat_compile.metrics]
+
+    def get_compile_config(self) -> dict[str, Any]:
+        config = super().get_compile_config()
+        if config and self.flat_compile.config is not None:
+            config.update(keras.saving.serialize_keras_object(self.flat_compile.config))
+        return config
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> keras.callbacks.History:
+        """`keras.Model.fit` on `((x, steps), y)` batches; see `train_step`.
+
+        Under a `tf.distribute` strategy with several replicas, ragged targets are padded
+        (`chain.pad_targets`) so that batches can be split; each replica then uses its real
+        steps only, and the loss is normalised by the global count of real steps.
+        """
+        x = self._for_replicas(x)
+        if kwargs.get("validation_data") is not None:
+            kwargs["validation_data"] = self._for_replicas(kwargs["validation_data"])
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.evaluate` on `((x, steps), y)` batches; see `test_step`."""
+        return super().evaluate(self._for_replicas(x), *args, **kwargs)
+
+    def _for_replicas(self, data: Any) -> Any:
+        if isinstance(data, tf.data.Dataset) and self.distribute_strategy.num_replicas_in_sync > 1:
+            return _train.pad_targets(data)
+        return data
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One step of `fit` on `((x, steps), y)`, `y` RaggedTensor `(batch, T, None, D)`.

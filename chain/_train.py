@@ -28,6 +28,29 @@ def flat_values(y: Any) -> tf.Tensor:
     return tf.convert_to_tensor(y)
 
 
+def target_values(y: Any, steps: tf.Tensor) -> tf.Tensor:
+    """Flat values `(sum(steps), D)` of targets given ragged, or padded `(batch, T, L, D)`."""
+    if isinstance(y, tf.RaggedTensor):
+        return y.flat_values
+    y = tf.convert_to_tensor(y)
+    if y.shape.rank == 4:
+        return tf.boolean_mask(y, tf.sequence_mask(steps, tf.shape(y)[2]))
+    return y
+
+
+def pad_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Maps `((x, steps), y)` with ragged `y` to padded `y` `(batch, T, L, D)`, L the batch's longest.
+
+    `tf.distribute` cannot split ragged batches between replicas; padded targets plus `steps`
+    split like any tensor, and each replica's step takes back the real steps only. `Chain.fit`
+    and `Chain.evaluate` apply this by themselves under a strategy with several replicas.
+    """
+    def pad(inputs, y):
+        return inputs, y.to_tensor() if isinstance(y, tf.RaggedTensor) else y
+
+    return dataset.map(pad)
+
+
 def ragged_mse(y_true: Any, y_pred: Any) -> tf.Tensor:
     """Mean squared error over the real inner steps of two ragged outputs.
 
@@ -110,6 +133,29 @@ class Trackers:
         return [m for m in (self.loss, self.mse, self.length, self.stop) if m is not None]
 
 
+class FlatCompile:
+    """The loss and metrics given to `Chain.compile`, applied to flat values.
+
+    Kept out of Keras' own compiled loss and metrics, which expect dense outputs, and out of
+    Keras' attribute tracking (a plain object).
+    """
+
+    def __init__(self, loss: Any = None, metrics: Any = None) -> None:
+        self.loss = loss
+        self.metrics = [_metric(m) for m in (metrics or [])]
+        self.config = {"loss": loss, "metrics": metrics} if loss is not None or metrics else None
+
+
+def _metric(spec: Any) -> keras.metrics.Metric:
+    if isinstance(spec, keras.metrics.Metric):
+        return spec
+    found = keras.metrics.get(spec)
+    if isinstance(found, keras.metrics.Metric):
+        return found
+    name = spec if isinstance(spec, str) else getattr(found, "__name__", "metric")
+    return keras.metrics.MeanMetricWrapper(found, name=name)
+
+
 # ----------------------------------------------------------------------------- steps
 
 
@@ -186,10 +232,10 @@ def objective(net: Any, parts: dict[str, tf.Tensor], y: Any, steps: tf.Tensor) -
     Returns:
         Scalar. Summed over replicas, it is the global-batch objective.
     """
-    true, pred = flat_values(y), parts["flat"]
+    true, pred = target_values(y, steps), parts["flat"]
     check_output_size(true, pred)
     true = tf.cast(true, pred.dtype)
-    total = _mean_over_replicas(_row_losses(getattr(net, "loss", None), true, pred))
+    total = _mean_over_replicas(_row_losses(net.flat_compile.loss, true, pred))
     if "length_logits" in parts:
         total += _mean_over_replicas(
             keras.losses.sparse_categorical_crossentropy(
@@ -230,7 +276,7 @@ def update_trackers(net: Any, parts: dict[str, tf.Tensor], y: Any, steps: tf.Ten
                     total: tf.Tensor) -> dict[str, tf.Tensor]:  # fmt: skip
     """Updates the built-in and compiled metrics; returns the logs `fit` shows."""
     trackers: Trackers = net.trackers
-    true, pred = flat_values(y), parts["flat"]
+    true, pred = target_values(y, steps), parts["flat"]
     true = tf.cast(true, pred.dtype)
     rows = tf.cast(tf.shape(pred)[0], pred.dtype)
     # `total` is this replica's share (sum / global rows); weighted by local rows, the tracker
@@ -251,18 +297,10 @@ def update_trackers(net: Any, parts: dict[str, tf.Tensor], y: Any, steps: tf.Ten
 
 
 def _logs(net: Any, trackers: Trackers, true: tf.Tensor, pred: tf.Tensor) -> dict[str, tf.Tensor]:
-    own = trackers.all()
-    logs: dict[str, tf.Tensor] = {}
-    for metric in net.metrics:
-        if any(metric is m for m in own):
-            continue
-        if metric.name == "loss":  # Keras' own loss tracker: replaced by `trackers.loss`
-            continue
+    compiled = net.flat_compile.metrics
+    for metric in compiled:
         metric.update_state(true, pred)
-        result = metric.result()
-        logs.update(result if isinstance(result, dict) else {metric.name: result})
-    logs.update({m.name: m.result() for m in own})
-    return logs
+    return {m.name: m.result() for m in [*trackers.all(), *compiled]}
 
 
 def _ensure_built(net: Any, x: Any) -> None:
