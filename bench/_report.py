@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench._workloads import PHASES
+from bench._workloads import PHASES, Sizes
 
 MIB = 2.0**20
-_LINESTYLES = {"forward": "-", "train": "--"}
 
 
 def _num(value: Any, scale: float = 1.0, digits: int = 3) -> str:
@@ -63,21 +62,32 @@ def progress_line(done: int, total: int, row: dict[str, Any]) -> str:
     )
 
 
-def _series(rows: list[dict[str, Any]], state: str, metric: str) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    out: dict[tuple[str, str], list[tuple[int, float]]] = {}
+def title(run_id: str, rows: list[dict[str, Any]], sizes: Sizes | None = None) -> str:
+    """The plot title: run id, length law, device and, when known, the sizes."""
+    lengths = ",".join(sorted({str(r["lengths"]) for r in rows}))
+    devices = ",".join(sorted({str(r["device"]) for r in rows}))
+    text = f"{run_id}: {lengths} lengths on {devices}"
+    if sizes is not None:
+        text += f"; batch {sizes.batch}, T {sizes.timesteps}, hidden {sizes.hidden}"
+    return text
+
+
+def _series(rows: list[dict[str, Any]], state: str, phase: str, metric: str) -> dict[str, list[tuple[int, float]]]:
+    out: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
         value = r.get(metric)
-        if r["state"] != state or r["status"] != "ok" or value in (None, ""):
+        if r["state"] != state or r["phase"] != phase or r["status"] != "ok" or value in (None, ""):
             continue
-        out.setdefault((r["strategy"], r["phase"]), []).append((int(r["longest_step"]), float(value)))
+        out.setdefault(r["strategy"], []).append((int(r["longest_step"]), float(value)))
     return {key: sorted(points) for key, points in sorted(out.items())}
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     """Saves a PNG: real inner steps per second and peak memory against `longest_step`.
 
-    One column per state mode; one colour per strategy; solid lines are forward calls, dashed
-    lines train steps. Both axes are logarithmic.
+    One column per state mode and one row per metric and phase (throughput of forward calls,
+    of train steps, then peak memory of each); one colour per strategy; log-log axes. Peak memory
+    is ``peak_rss_bytes`` on the CPU and ``peak_device_bytes`` on a GPU.
 
     Returns:
         `path`.
@@ -88,34 +98,35 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     states = sorted({r["state"] for r in rows}) or ["carry"]
-    on_gpu = any(r["device"] == "gpu" for r in rows)
-    memory_metric = "peak_device_bytes" if on_gpu else "peak_rss_bytes"
-    metrics = [("real_steps_per_s", "real inner steps / s", 1.0), (memory_metric, "peak memory (MiB)", MIB)]
+    phases = [p for p in PHASES if any(r["phase"] == p for r in rows)] or ["forward"]
+    memory = "peak_device_bytes" if any(r["device"] == "gpu" for r in rows) else "peak_rss_bytes"
+    panels = [("real_steps_per_s", "real inner steps / s", 1.0, p) for p in phases]
+    panels += [(memory, "peak memory (MiB)", MIB, p) for p in phases]
     strategies = sorted({r["strategy"] for r in rows})
     colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(strategies)}
-    fig, axes = plt.subplots(2, len(states), figsize=(6.5 * len(states), 8.5), squeeze=False)
+    fig, axes = plt.subplots(len(panels), len(states), figsize=(6 * len(states), 3.4 * len(panels)), squeeze=False)
     for col, state in enumerate(states):
-        for row_i, (metric, label, scale) in enumerate(metrics):
-            _panel(axes[row_i][col], _series(rows, state, metric), colours, scale)
-            axes[row_i][col].set_title(f"{state} state: {label}")
-            axes[row_i][col].set_ylabel(label)
-    handles = [plt.Line2D([], [], color=colours[s], lw=2, label=s) for s in strategies]
-    handles += [plt.Line2D([], [], color="black", ls=_LINESTYLES[p], label=p) for p in PHASES]
+        for row_i, (metric, label, scale, phase) in enumerate(panels):
+            ax = axes[row_i][col]
+            _panel(ax, _series(rows, state, phase, metric), colours, scale)
+            ax.set_title(f"{state} state, {phase}: {label}")
+            ax.set_ylabel(label)
+    handles = [plt.Line2D([], [], color=colours[s], lw=2, marker="o", label=s) for s in strategies]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), frameon=False)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.04, 1, 0.98))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def _panel(ax: Any, series: dict[tuple[str, str], list[tuple[int, float]]], colours: dict[str, Any], scale: float) -> None:
+def _panel(ax: Any, series: dict[str, list[tuple[int, float]]], colours: dict[str, Any], scale: float) -> None:
     import matplotlib.ticker
 
-    for (strategy, phase), points in series.items():
+    for strategy, points in series.items():
         xs, ys = zip(*points)
-        ax.plot(xs, [y / scale for y in ys], color=colours[strategy], ls=_LINESTYLES.get(phase, ":"), marker="o", ms=3)
+        ax.plot(xs, [y / scale for y in ys], color=colours[strategy], marker="o", ms=3)
     ax.set_xscale("log", base=2)
     ticks = sorted({x for points in series.values() for x, _ in points})
     if ticks:

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from bench import _report, _results, _runner, _workloads
-from bench._workloads import PHASES, REFERENCE, TORCH_STRATEGIES, Sizes, Sweep
+from bench._workloads import PHASES, REFERENCE, TORCH_STRATEGIES, Sweep
 
 
 def _split(value: str) -> list[str]:
@@ -220,7 +220,7 @@ def run(ctx: click.Context, **opts: Any) -> None:
     files.save()
     _execute(sweep, files, opts["isolate"])
     rows = [_results.row(r) for r in files.records]
-    plot = _render(rows, files.run_dir, _title(files.run_id, sweep.sizes, rows))
+    plot = _render(rows, files.run_dir, _report.title(files.run_id, rows, sweep.sizes))
     _summary(rows, files, plot, opts["storage"])
 
 
@@ -232,12 +232,6 @@ def _warn_if_busy(threads: int) -> None:
             f"warning: load average {load:.1f} on {os.cpu_count()} CPUs leaves fewer than --threads "
             f"{threads} free; timings will be noisy (recorded per case as load_avg_1m)"
         )
-
-
-def _title(run_id: str, sizes: Sizes, rows: list[dict[str, Any]]) -> str:
-    lengths = ",".join(sorted({r["lengths"] for r in rows}))
-    devices = ",".join(sorted({r["device"] for r in rows}))
-    return f"{run_id}: {lengths} lengths on {devices}; batch {sizes.batch}, T {sizes.timesteps}, hidden {sizes.hidden}"
 
 
 def _summary(rows: list[dict[str, Any]], files: _results.RunFiles, plot: Path, storage: Path) -> None:
@@ -274,7 +268,7 @@ def report(run_ref: str, storage: Path, out: Path | None) -> None:
     _results.write_atomic(run_dir / "results.csv", _results.to_csv(rows))
     if not (run_dir / "results.json").exists() or out is not None:
         _results.write_atomic(run_dir / "results.json", json.dumps({"run_id": run_id, "records": records}, indent=2))
-    plot = _report.plot(rows, run_dir / "plot.png", f"{run_id}")
+    plot = _report.plot(rows, run_dir / "plot.png", _report.title(run_id, rows))
     click.echo(_report.table(rows))
     click.echo(f"\nresults: {run_dir / 'results.json'}, {run_dir / 'results.csv'}, {plot}")
 
