@@ -20,6 +20,8 @@ from typing import Any, Sequence
 import keras
 import tensorflow as tf
 
+from . import _scan
+
 StateList = list[tf.Tensor]
 
 
@@ -97,6 +99,17 @@ class _FusedAdapter(StepAdapter):
 class FusedGRU(_FusedAdapter):
     """``keras.layers.GRUCell``, either ``reset_after`` convention."""
 
+    def __init__(self, cell: keras.layers.GRUCell) -> None:
+        super().__init__(cell)
+        if not (cell.reset_after and _default_activations(cell)):
+            self.packed_scan = None
+
+    def packed_scan(self, xs: tf.Tensor, active: tf.Tensor, states: StateList) -> tf.Tensor:
+        """B's outputs over a step-major packed layout; see `chain._scan`."""
+        cell = self.model_b
+        bias = cell.bias[1] if cell.use_bias else tf.zeros([3 * cell.units], xs.dtype)
+        return _scan.gru_scan(xs, active, states[0], tf.convert_to_tensor(cell.recurrent_kernel), tf.convert_to_tensor(bias))
+
     @property
     def state_sizes(self) -> list[int]:
         return [self.model_b.units]
@@ -161,6 +174,14 @@ class FusedSimpleRNN(_FusedAdapter):
         if cell.activation is not None:
             out = cell.activation(out)
         return out, [out]
+
+
+def _default_activations(cell: keras.layers.Layer) -> bool:
+    """Whether `cell` uses tanh and (where it has one) a sigmoid recurrent activation."""
+    tanh = keras.activations.get("tanh")
+    sigmoid = keras.activations.get("sigmoid")
+    recurrent = getattr(cell, "recurrent_activation", sigmoid)
+    return cell.activation is tanh and recurrent is sigmoid
 
 
 _FUSED = {

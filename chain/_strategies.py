@@ -25,6 +25,7 @@ from typing import Callable
 
 import tensorflow as tf
 
+from . import _scan
 from ._cells import StateList, StepAdapter
 
 Strategy = Callable[..., tf.Tensor]
@@ -139,35 +140,31 @@ def run_packed(adapter, xp, steps, init_states, carry, training):
 
     Runs are sorted by length, longest first, so that at inner step ``j`` the runs still going are
     the first ``n_j``. Each step computes only those rows; the state shrinks as runs end, and
-    zero-length runs never enter. Outputs are written as they come, in ``(j, run)`` order, and put
-    into ``(b, t, k)`` order with one gather at the end.
+    zero-length runs never enter. Inputs are laid out step-major (``(j, run)`` order) before the
+    loop; outputs come back in the same order and are put into ``(b, t, k)`` order with one
+    gather. Standard cells use a scan with a hand-written backward pass (see `_scan`).
     """
     starts, lengths, pos_row = _runs(steps, carry)
     order = tf.argsort(lengths, direction="DESCENDING", stable=True)
-    lengths_sorted = tf.gather(lengths, order)
-    starts_sorted = tf.gather(starts, order)
     longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
-    active = _active_counts(lengths_sorted, longest)
+    active = _active_counts(tf.gather(lengths, order), longest)
+    positions = _step_major_positions(tf.gather(starts, order), active)
+    xs = tf.gather(xp, tf.gather(pos_row, positions))
     states = [tf.gather(s, order) for s in init_states]
-    xp_sorted = None if carry else tf.gather(xp, order)
+    scan = getattr(adapter, "packed_scan", None)
+    if scan is not None:
+        outs = scan(xs, active, states)
+    else:
+        (outs,) = _scan.forward(
+            lambda x, s: _generic_step(adapter, x, s, training),
+            xs, active, states, [adapter.output_size],
+        )
+    return tf.gather(outs, tf.math.invert_permutation(positions))
 
-    def body(j, states, out_ta, pos_ta):
-        n = active[j]
-        pos = starts_sorted[:n] + j
-        x_j = tf.gather(xp, tf.gather(pos_row, pos)) if carry else xp_sorted[:n]
-        out, states = adapter.step(x_j, [s[:n] for s in states], training)
-        return j + 1, states, out_ta.write(j, out), pos_ta.write(j, pos)
 
-    out_ta = _outputs(adapter, xp.dtype, longest)
-    pos_ta = tf.TensorArray(tf.int32, size=longest, infer_shape=False, element_shape=[None])
-    invariants = [tf.TensorShape([None, s]) for s in adapter.state_sizes]
-    _, _, out_ta, pos_ta = tf.while_loop(
-        lambda j, *_: j < longest,
-        body,
-        (0, states, out_ta, pos_ta),
-        shape_invariants=(tf.TensorShape([]), invariants, None, None),
-    )
-    return _unpack(out_ta, pos_ta, xp.dtype, adapter.output_size)
+def _generic_step(adapter, x, states, training):
+    out, states = adapter.step(x, states, training)
+    return [out], states
 
 
 def _active_counts(lengths_sorted: tf.Tensor, longest: tf.Tensor) -> tf.Tensor:
@@ -176,16 +173,14 @@ def _active_counts(lengths_sorted: tf.Tensor, longest: tf.Tensor) -> tf.Tensor:
     return tf.size(lengths_sorted) - at_most[:longest]
 
 
-def _unpack(out_ta, pos_ta, dtype, width: int) -> tf.Tensor:
-    """`(j, run)`-ordered outputs -> `(b, t, k)` order. Empty when there are no real steps."""
-    positions = _concat(pos_ta, tf.int32, [0])
-    values = _concat(out_ta, dtype, [0, width])
-    return tf.gather(values, tf.math.invert_permutation(positions))
+def _step_major_positions(starts_sorted: tf.Tensor, active: tf.Tensor) -> tf.Tensor:
+    """Flat output position of every real inner step, in `(j, run)` order.
 
-
-def _concat(ta: tf.TensorArray, dtype: tf.DType, empty_shape: list[int]) -> tf.Tensor:
-    """`ta.concat()`, or an empty tensor when `ta` has no elements."""
-    return tf.cond(ta.size() > 0, ta.concat, lambda: tf.zeros(empty_shape, dtype))
+    Entry `offset[j] + r` is `starts_sorted[r] + j`, for `r < active[j]`.
+    """
+    step = tf.repeat(tf.range(tf.size(active)), active)
+    run = tf.range(tf.size(step)) - tf.repeat(tf.cumsum(active, exclusive=True), active)
+    return tf.gather(starts_sorted, run) + step
 
 
 STRATEGIES: dict[str, Strategy] = {
