@@ -278,6 +278,8 @@ class Chain(keras.Model):
         (`chain.pad_targets`) so that batches can be split; each replica then uses its real
         steps only, and the loss is normalised by the global count of real steps.
         """
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # a dataset shuffles itself; Keras only warns
         x = self._for_replicas(x)
         if kwargs.get("validation_data") is not None:
             kwargs["validation_data"] = self._for_replicas(kwargs["validation_data"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -14,13 +14,11 @@ from ._fit import FitOptions
 _DEFAULTS = FitOptions()
 
 
-def _positive(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
-    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        if value is not None and value <= 0:
-            raise click.BadParameter(f"must be > 0; received {value}", ctx, param)
-        return value
-
-    return check
+def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Option callback: the value must be > 0."""
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"must be > 0; received {value}", ctx, param)
+    return value
 
 
 def _dataset_error() -> type[Exception]:
@@ -41,13 +39,13 @@ def main() -> None:
 @click.option("--state", type=click.Choice(["carry", "reset", "init"]), default=_DEFAULTS.state,
               show_default=True, help="Where B's state comes from.")
 @click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True,
-              callback=_positive("epochs"), help="Total epochs (also the target of --resume).")
+              callback=_positive, help="Total epochs (also the target of --resume).")
 @click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True,
-              callback=_positive("batch-size"), help="Samples per batch.")
+              callback=_positive, help="Samples per batch.")
 @click.option("--hidden", type=int, default=_DEFAULTS.hidden, show_default=True,
-              callback=_positive("hidden"), help="Units of model A (GRU) and model B (GRUCell).")
+              callback=_positive, help="Units of model A (GRU) and model B (GRUCell).")
 @click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True,
-              callback=_positive("lr"), help="Peak Adam learning rate (cosine decay to 1%).")
+              callback=_positive, help="Peak Adam learning rate (cosine decay to 1%).")
 @click.option("--strategy", type=click.Choice(["packed", "padded", "loop", "auto"]),
               default=_DEFAULTS.strategy, show_default=True, help="How B runs.")
 @click.option("--predict-lengths", is_flag=True, help="Train a length head on `steps`.")
@@ -98,7 +96,7 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @click.option("--batch-size", type=int, default=256, show_default=True,
-              callback=_positive("batch-size"), help="Samples per batch.")
+              callback=_positive, help="Samples per batch.")
 def evaluate(run_dir: Path, data_dir: Path, batch_size: int) -> None:
     """Score the last checkpoint of RUN_DIR on every sample of DATA_DIR; print JSON.
 

@@ -28,3 +28,4 @@ def test_mirrored_strategy_follows_the_single_device_trajectory(state):
     np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-4)
     for a, b in zip(one["weights"], two["weights"]):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-6)
+
