@@ -1,0 +1,70 @@
+"""Child of test_distribute's multi-worker test: one worker of a MultiWorkerMirroredStrategy.
+
+Usage: `python _multiworker_child.py RESULT_JSON`, with TF_CONFIG for a worker or without it
+for the single-process reference. Keras 3.15's `fit` cannot start under this strategy (its
+symbolic build reduces a one-replica batch across workers), so this is the custom loop of the
+README: padded targets, `experimental_distribute_dataset`, `strategy.run(net.train_step)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import chain
+
+STEPS = 3
+
+
+def dataset(global_batch: int) -> tf.data.Dataset:
+    """Batches with uneven real steps between the halves that go to different workers."""
+    rng = np.random.default_rng(0)
+    n, big_t = global_batch * STEPS, 5
+    x = rng.normal(size=(n, big_t, 4)).astype("float32")
+    steps = rng.integers(0, 4, size=(n, big_t)).astype("int32")
+    steps[: n // 2] = np.minimum(steps[: n // 2], 1)
+    values = rng.normal(size=(int(steps.sum()), 2)).astype("float32")
+    y = tf.RaggedTensor.from_uniform_row_length(
+        tf.RaggedTensor.from_row_lengths(values, steps.reshape(-1)), big_t
+    )
+    return tf.data.Dataset.from_tensor_slices(((x, steps), y)).batch(global_batch).repeat()
+
+
+def main(path: str) -> None:
+    if "TF_CONFIG" in os.environ:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        net = chain.Chain(keras.layers.GRU(6, return_sequences=True), keras.layers.GRUCell(5),
+                          output_size=2, strategy="packed")  # fmt: skip
+        net.build((None, None, 4))
+        net.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    batches = iter(strategy.experimental_distribute_dataset(
+        chain.pad_targets(dataset(8)).with_options(options)))  # fmt: skip
+
+    @tf.function
+    def step(batch):
+        strategy.run(net.train_step, args=(batch,))
+
+    losses = []
+    for _ in range(STEPS):
+        net.loss_tracker.reset_state()
+        step(next(batches))
+        losses.append(float(net.loss_tracker.result()))
+    result = {"losses": losses, "weights": [w.tolist() for w in net.get_weights()],
+              "replicas": strategy.num_replicas_in_sync}  # fmt: skip
+    with open(path, "w") as handle:
+        json.dump(result, handle)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
