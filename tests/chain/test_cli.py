@@ -171,3 +171,13 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(datasets, tmp_path)
     assert "last good checkpoint (epoch 1) is kept" in result.output
     assert (out / "model.keras").read_bytes() == good
     assert json.loads((out / "state.json").read_text())["epochs_done"] == 1
+
+
+def test_fit_with_a_stop_token_reports_length_accuracy(datasets, tmp_path):
+    out = tmp_path / "run"
+    result = run("fit", datasets["a"], "--out", out, *QUICK, "--stop-token")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert 0 <= report["length_accuracy"] <= 1
+    scores = json.loads(run("evaluate", out, datasets["b"]).output)
+    assert 0 <= scores["length_accuracy"] <= 1
