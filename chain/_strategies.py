@@ -142,7 +142,8 @@ def run_packed(adapter, xp, steps, init_states, carry, training):
     the first ``n_j``. Each step computes only those rows; the state shrinks as runs end, and
     zero-length runs never enter. Inputs are laid out step-major (``(j, run)`` order) before the
     loop; outputs come back in the same order and are put into ``(b, t, k)`` order with one
-    gather. Standard cells use a scan with a hand-written backward pass (see `_scan`).
+    gather. When training, standard cells use a scan with a hand-written backward pass (see
+    `_scan`); it keeps the gates for that pass, which inference does without.
     """
     starts, lengths, pos_row = _runs(steps, carry)
     order = tf.argsort(lengths, direction="DESCENDING", stable=True)
@@ -151,7 +152,7 @@ def run_packed(adapter, xp, steps, init_states, carry, training):
     positions = _step_major_positions(tf.gather(starts, order), active)
     xs = tf.gather(xp, tf.gather(pos_row, positions))
     states = [tf.gather(s, order) for s in init_states]
-    scan = getattr(adapter, "packed_scan", None)
+    scan = getattr(adapter, "packed_scan", None) if training else None
     if scan is not None:
         outs = scan(xs, active, states)
     else:

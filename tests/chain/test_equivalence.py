@@ -75,7 +75,9 @@ def test_every_strategy_matches_reference_eagerly(kind, state, data):
     assert want[0].shape[0] == steps.sum()
     for strategy in STRATEGIES:
         net = clone_with(base, strategy=strategy, compiled=False)
-        _assert_same(_value_and_grads(net, x, lambda x: net(x, steps).flat_values), want)
+        # training=True selects the training paths, such as the packed scans of standard cells.
+        call = lambda x: net(x, steps, training=True).flat_values  # noqa: E731
+        _assert_same(_value_and_grads(net, x, call), want)
 
 
 GRAPH_CASES = [(kind, "carry") for kind in ("lstm", "stacked", "functional", "custom")] + [
@@ -100,7 +102,9 @@ def test_compiled_eager_path_matches_reference(strategy, state, data):
     x, steps = data
     net = make_chain("gru", state, strategy=strategy, compiled=True)
     want = _value_and_grads(net, x, lambda x: reference_flat(net, x, steps))
-    _assert_same(_value_and_grads(net, x, lambda x: net(x, steps).flat_values), want)
+    for training in (False, True):
+        call = lambda x: net(x, steps, training=training).flat_values  # noqa: E731
+        _assert_same(_value_and_grads(net, x, call), want)
 
 
 CASES = {
