@@ -138,7 +138,7 @@ def _train(net: Any, optimizer: Any, x: Any, steps: Any, y_values: Any) -> Any:
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
-        out = net(x, steps)
+        out = net(x, steps, training=True)  # as `fit` calls it
         loss = tf.reduce_mean(tf.square(out.flat_values - y_values))
     grads = tape.gradient(loss, net.trainable_variables)
     optimizer.apply_gradients(zip(grads, net.trainable_variables))
