@@ -66,7 +66,7 @@ class FitOptions:
     epochs: int = 60
     batch_size: int = 32
     hidden: int = 64
-    lr: float = 3e-3
+    lr: float = 6e-3
     strategy: str = "packed"
     predict_lengths: bool = False
     stop_token: bool = False
@@ -246,7 +246,7 @@ def _epoch_row(epoch: int, logs: dict[str, Any], seconds: float) -> dict[str, An
     return row
 
 
-def _sources(data_dir: Path, heldout: Path | None, options: FitOptions) -> dict[str, Any]:
+def _sources(data_dir: Path, heldout: Path | None) -> dict[str, Any]:
     """Where training and held-out samples come from, and their splits."""
     if heldout is None:
         return {"train": (data_dir, "train"), "heldout": (data_dir, "heldout")}
@@ -298,7 +298,7 @@ def _start(data_dir: Path, run_dir: Path, options: FitOptions, heldout: Path | N
         return net, _check_run_data(net, state)
     if (run_dir / STATE_FILE).exists():
         raise ValueError(f"{run_dir}: holds a run already; pass resume=True (--resume) or another run directory")
-    sources = _sources(data_dir, heldout, options)
+    sources = _sources(data_dir, heldout)
     info = dataset_info(sources["train"][0], split=sources["train"][1],
                         heldout_fraction=options.heldout_fraction)  # fmt: skip
     steps_per_epoch = math.ceil(info["samples"] / options.batch_size)
