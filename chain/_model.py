@@ -233,7 +233,12 @@ class Chain(keras.Model):
         return adapter.zero_states(rows, ir_rows.dtype)
 
     def resolved_strategy(self) -> str:
-        """The strategy that runs: `strategy`, or the one `"auto"` picks."""
+        """The strategy that runs: `strategy`, or the one `"auto"` picks.
+
+        `"auto"` picks `"packed"`: in `bench run` on the CPU it was the fastest in carry, reset
+        and init modes, forward and train, for uniform, fixed and zipf lengths from L = 1 to 64.
+        Under `jit_compile=True`, choose `"padded"` explicitly.
+        """
         if self.strategy != _AUTO:
             return self.strategy
         return "packed"
