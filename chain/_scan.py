@@ -28,11 +28,6 @@ def _offsets(active: tf.Tensor) -> tf.Tensor:
     return tf.cumsum(active, exclusive=True)
 
 
-def _rows(t: tf.Tensor, start: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
-    """`t[start:start + n]` for a 2-D `t`."""
-    return tf.slice(t, tf.stack([start, 0]), tf.stack([n, -1]))
-
-
 def _concat(ta: tf.TensorArray, width: int, dtype: tf.DType) -> tf.Tensor:
     return tf.cond(ta.size() > 0, ta.concat, lambda: tf.zeros([0, width], dtype))
 
@@ -69,10 +64,10 @@ def forward(step_fn, xs, active, states, widths):
         Each record of every step, step-major, `(P, width)`.
     """
     size = tf.size(active)
-    inputs = tf.TensorArray(xs.dtype, size=size, infer_shape=False, element_shape=[None, xs.shape[-1]])
+    inputs = _stepwise(xs.dtype, size, xs.shape[-1])
     if not (tf.executing_eagerly() and int(size) == 0):  # eager split cannot make 0 parts
         inputs = inputs.split(xs, active)
-    tas = [tf.TensorArray(xs.dtype, size=size, infer_shape=False, element_shape=[None, w]) for w in widths]
+    tas = [_stepwise(xs.dtype, size, w) for w in widths]
 
     def body(j, states, tas):
         n = active[j]
@@ -92,42 +87,47 @@ def forward(step_fn, xs, active, states, widths):
     return [_concat(ta, w, xs.dtype) for ta, w in zip(tas, widths)]
 
 
-def _backward(step_fn, grads, active, rows, widths):
+def _stepwise(dtype: tf.DType, size: tf.Tensor, width: int) -> tf.TensorArray:
+    """A TensorArray of `size` blocks `(rows, width)`, one per step; rows may differ."""
+    return tf.TensorArray(dtype, size=size, infer_shape=False, element_shape=[None, width])
+
+
+def _backward(step_fn, arrays, active, rows, width):
     """Runs the state-gradient recurrence from the last step to the first.
 
-    `step_fn(j, rows_j, carried) -> (totals, carried)` takes the gradients carried from step
-    `j + 1` (padded to the rows of step `j`) and returns the total gradients at step `j` and those
-    carried to step `j - 1`.
+    Args:
+        step_fn: `step_fn(rows_j, carried) -> (total, carried)` takes the rows of each of `arrays`
+            for step `j` and the gradient carried from step `j + 1`, padded to the rows of step
+            `j`; it returns the total state gradient at step `j` and the one carried to `j - 1`.
+        arrays: `(P, W_i)` step-major values the recurrence reads.
+        active: `(L,)` int32.
+        rows: R, the number of initial states.
+        width: H.
 
     Returns:
-        `(totals, initial)`: the total gradients of every step, step-major, and the gradients of
-        the initial states `(rows, H)`.
+        `(totals, initial)`: the total state gradients, step-major `(P, H)`, and the gradients of
+        the initial states `(R, H)`.
     """
-    offsets = _offsets(active)
-    tas = [
-        tf.TensorArray(grads[0].dtype, size=tf.size(active), infer_shape=False, element_shape=[None, w])
-        for w in widths
-    ]
-    carried = [tf.zeros([0, w], grads[0].dtype) for w in widths]
+    size = tf.size(active)
+    dtype = arrays[0].dtype
+    # Slice bounds and paddings per step, made once: the loop body then reads them by index.
+    begins = tf.stack([_offsets(active), tf.zeros_like(active)], 1)
+    sizes = tf.stack([active, -tf.ones_like(active)], 1)
+    grow = active - tf.concat([active[1:], [0]], 0)
+    paddings = tf.pad(grow[:, None, None], [[0, 0], [0, 1], [1, 0]])
 
-    def body(j, carried, tas):
-        n = active[j]
-        padded = [_pad_rows(c, n) for c in carried]
-        totals, carried = step_fn(j, offsets[j], n, padded)
-        return j - 1, carried, [ta.write(j, t) for ta, t in zip(tas, totals)]
+    def body(j, carried, totals_ta):
+        rows_j = [tf.slice(a, begins[j], sizes[j]) for a in arrays]
+        total, carried = step_fn(rows_j, tf.pad(carried, paddings[j]))
+        return j - 1, carried, totals_ta.write(j, total)
 
-    _, carried, tas = tf.while_loop(
+    _, carried, totals_ta = tf.while_loop(
         lambda j, *_: j >= 0,
         body,
-        (tf.size(active) - 1, carried, tas),
-        shape_invariants=(
-            tf.TensorShape([]),
-            [tf.TensorShape([None, w]) for w in widths],
-            [None] * len(tas),
-        ),
+        (size - 1, tf.zeros([0, width], dtype), _stepwise(dtype, size, width)),
+        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, width]), None),
     )
-    totals = [_concat(ta, w, grads[0].dtype) for ta, w in zip(tas, widths)]
-    return totals, [_pad_rows(c, rows) for c in carried]
+    return _concat(totals_ta, width, dtype), _pad_rows(carried, rows)
 
 
 # ----------------------------------------------------------------------------- GRU
@@ -172,12 +172,13 @@ def gru_scan(xs, active, h0, kernel, bias):
         c_r = c_h * i_h * r * (1.0 - r)
         coef_inner = tf.concat([c_z, c_r, c_h * r], -1)
 
-        def back(j, start, n, carried):
-            d_h = _rows(d_hs, start, n) + carried[0]
-            d_inner = tf.tile(d_h, [1, 3]) * _rows(coef_inner, start, n)
-            return [d_h], [d_h * _rows(z, start, n) + tf.matmul(d_inner, kernel, transpose_b=True)]
+        def back(rows_j, carried):
+            d_out, z_j, coef_j = rows_j
+            d_h = d_out + carried
+            d_inner = tf.tile(d_h, [1, 3]) * coef_j
+            return d_h, d_h * z_j + tf.matmul(d_inner, kernel, transpose_b=True)
 
-        (d_h,), (d_h0,) = _backward(back, [d_hs], active, tf.shape(h0)[0], [width])
+        d_h, d_h0 = _backward(back, [d_hs, z, coef_inner], active, tf.shape(h0)[0], width)
         d_inner = tf.tile(d_h, [1, 3]) * coef_inner
         d_xs = tf.concat([d_inner[:, : 2 * width], d_h * c_h], -1)
         d_kernel = tf.matmul(h_prev, d_inner, transpose_a=True)
