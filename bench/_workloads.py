@@ -217,6 +217,7 @@ def real_flops(sizes: Sizes, steps: np.ndarray, phase: str) -> float:
 
 PARAM_NAMES: tuple[str, ...] = ("strategy", "state", "phase", "longest_step", "lengths", "device")
 QUICK_LONGEST_STEPS: tuple[int, ...] = (1, 4)
+QUICK_LEFT_OUT: tuple[str, ...] = ("eager-auto", "padded", "auto", "torch-padded")  # --quick skips these
 DEFAULT_LONGEST_STEPS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 
 
