@@ -13,26 +13,10 @@ import os
 import sys
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 import chain
-
-STEPS = 3
-
-
-def dataset(global_batch: int) -> tf.data.Dataset:
-    """Batches with uneven real steps between the halves that go to different workers."""
-    rng = np.random.default_rng(0)
-    n, big_t = global_batch * STEPS, 5
-    x = rng.normal(size=(n, big_t, 4)).astype("float32")
-    steps = rng.integers(0, 4, size=(n, big_t)).astype("int32")
-    steps[: n // 2] = np.minimum(steps[: n // 2], 1)
-    values = rng.normal(size=(int(steps.sum()), 2)).astype("float32")
-    y = tf.RaggedTensor.from_uniform_row_length(
-        tf.RaggedTensor.from_row_lengths(values, steps.reshape(-1)), big_t
-    )
-    return tf.data.Dataset.from_tensor_slices(((x, steps), y)).batch(global_batch).repeat()
+from _distribute_data import STEPS, dataset  # the child's folder is on sys.path
 
 
 def main(path: str) -> None:
