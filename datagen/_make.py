@@ -6,13 +6,11 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 
 from . import _manifest, _storage
 from ._errors import DatasetError
