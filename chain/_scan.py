@@ -32,15 +32,19 @@ def _concat(ta: tf.TensorArray, width: int, dtype: tf.DType) -> tf.Tensor:
     return tf.cond(ta.size() > 0, ta.concat, lambda: tf.zeros([0, width], dtype))
 
 
+def entries(active: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The step `j` and the run `r` of every entry of a step-major layout, each `(P,)`."""
+    step = tf.repeat(tf.range(tf.size(active)), active)
+    return step, tf.range(tf.size(step)) - tf.repeat(_offsets(active), active)
+
+
 def _previous(first: tf.Tensor, outs: tf.Tensor, active: tf.Tensor) -> tf.Tensor:
     """The state each step started from, step-major `(P, H)`.
 
     Entry `(j, r)` is `first[r]` for `j = 0`, else the output of `(j - 1, r)`.
     """
-    offsets = _offsets(active)
-    step = tf.repeat(tf.range(tf.size(active)), active)
-    run = tf.range(tf.size(step)) - tf.repeat(offsets, active)
-    earlier = tf.gather(tf.concat([[0], offsets], 0), step) + run
+    step, run = entries(active)
+    earlier = tf.gather(tf.concat([[0], _offsets(active)], 0), step) + run
     index = tf.where(step == 0, run, tf.shape(first)[0] + earlier)
     return tf.gather(tf.concat([first, outs], 0), index)
 

@@ -179,8 +179,7 @@ def _step_major_positions(starts_sorted: tf.Tensor, active: tf.Tensor) -> tf.Ten
 
     Entry `offset[j] + r` is `starts_sorted[r] + j`, for `r < active[j]`.
     """
-    step = tf.repeat(tf.range(tf.size(active)), active)
-    run = tf.range(tf.size(step)) - tf.repeat(tf.cumsum(active, exclusive=True), active)
+    step, run = _scan.entries(active)
     return tf.gather(starts_sorted, run) + step
 
 
