@@ -28,8 +28,6 @@ StateList = list[tf.Tensor]
 class StepAdapter:
     """Base adapter: identity projection, model B called as it is."""
 
-    fused = False
-
     def __init__(self, model_b: Any) -> None:
         self.model_b = model_b
 
@@ -84,8 +82,6 @@ class ModelAdapter(StepAdapter):
 
 class _FusedAdapter(StepAdapter):
     """Shared part of the fused adapters: ``project`` is ``ir @ kernel + input_bias``."""
-
-    fused = True
 
     def _input_bias(self) -> tf.Tensor | None:
         return self.model_b.bias if self.model_b.use_bias else None

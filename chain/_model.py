@@ -220,13 +220,13 @@ class Chain(keras.Model):
     def b_outputs_from_ir(self, ir: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
         """B's outputs `(sum(steps), H)` from model A's output `ir` `(batch, T, ir_size)`."""
         ir_rows = tf.reshape(ir, [-1, ir.shape[-1]])
-        name = self.resolved_strategy()
-        adapter = self._fast if name == "packed" else self._generic
-        init = self._initial_states(ir_rows, tf.shape(steps)[0], adapter)
-        run = STRATEGIES[name]
+        adapter = self.step_adapter()
+        init = self.initial_states(ir_rows, tf.shape(steps)[0], adapter)
+        run = STRATEGIES[self.resolved_strategy()]
         return run(adapter, adapter.project(ir_rows), steps, init, self.state == "carry", training)
 
-    def _initial_states(self, ir_rows: tf.Tensor, batch: tf.Tensor, adapter) -> list[tf.Tensor]:
+    def initial_states(self, ir_rows: tf.Tensor, batch: tf.Tensor, adapter) -> list[tf.Tensor]:
+        """B's states at the start of each run (see `state`), from `IR` rows `(batch * T, ir_size)`."""
         if self.state == "init":
             return [layer(ir_rows) for layer in self.init_layers]
         rows = batch if self.state == "carry" else tf.shape(ir_rows)[0]
@@ -318,10 +318,6 @@ class Chain(keras.Model):
     def step_adapter(self) -> _cells.StepAdapter:
         """The step adapter that runs model B under the resolved strategy."""
         return self._fast if self.resolved_strategy() == "packed" else self._generic
-
-    def initial_states(self, ir_rows: tf.Tensor, batch: tf.Tensor, adapter) -> list[tf.Tensor]:
-        """B's states at the start of each run (see `state`), from `IR` rows `(batch * T, ir_size)`."""
-        return self._initial_states(ir_rows, batch, adapter)
 
     # ------------------------------------------------------------------ generation
 
