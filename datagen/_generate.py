@@ -73,6 +73,8 @@ def generate_spec(spec: Spec, start: int, n_samples: int) -> dict[str, np.ndarra
         base = block * _rng.BLOCK
         first, stop = max(start - base, 0), min(start + n_samples - base, _rng.BLOCK)
         pieces.append(_take(_block(spec, block), first, stop))
+    if len(pieces) == 1:
+        return dict(pieces[0])  # read-only views of the cached block, no copy
     return {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
 
 

@@ -34,12 +34,12 @@ def shard_name(index: int, file_format: str) -> str:
     return f"shard-{index:05d}.{EXTENSIONS[file_format]}"
 
 
-def sha256(data: bytes) -> str:
+def sha256(data: bytes | memoryview) -> str:
     """Hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes | memoryview) -> None:
     """Writes ``data`` to a temporary file beside ``path``, then renames it over ``path``.
 
     Readers see either the old file or the whole new one, never a partial write.
@@ -54,19 +54,25 @@ def atomic_write(path: Path, data: bytes) -> None:
             temporary.unlink()
 
 
-def encode_npz(arrays: dict[str, np.ndarray]) -> bytes:
-    """An uncompressed ``.npz`` with fixed timestamps, so equal arrays give equal bytes."""
+def encode_npz(arrays: dict[str, np.ndarray]) -> memoryview:
+    """An uncompressed ``.npz`` with fixed timestamps, so equal arrays give equal bytes.
+
+    Returns a read-only view of the archive's buffer rather than a copy of it.
+    """
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         for key, value in arrays.items():
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
+            value = np.ascontiguousarray(value)
             with archive.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(value), allow_pickle=False)
-    return buffer.getvalue()
+                # what np.save writes, without its per-chunk copies of the data
+                np.lib.format.write_array_header_1_0(member, np.lib.format.header_data_from_array_1_0(value))
+                member.write(memoryview(value.reshape(-1)).cast("B"))
+    return buffer.getbuffer().toreadonly()
 
 
-def encode_shard(arrays: dict[str, np.ndarray], file_format: str) -> bytes:
+def encode_shard(arrays: dict[str, np.ndarray], file_format: str) -> bytes | memoryview:
     """Serialises one shard's arrays (``x``, ``steps``, ``y_values``, ``y_clean_values``)."""
     steps = arrays["steps"]
     if file_format == "npz":
