@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-
 _HALF = np.float32(0.5)
 _ONE = np.float32(1.0)
 

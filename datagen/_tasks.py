@@ -205,8 +205,9 @@ def _carry_trace(
     order = np.argsort(key, axis=0, kind="stable")  # longest first; radix sort for small keys
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(n)[:, None], axis=0)
-    counts = np.take_along_axis(steps, order, axis=0)
-    running = n - (counts[::-1, :, None] <= np.arange(longest)).sum(axis=0)  # (T, K): count > k
+    bins = longest + 1
+    histogram = np.bincount((steps + np.arange(timesteps) * bins).reshape(-1), minlength=timesteps * bins)
+    running = n - np.cumsum(histogram.reshape(timesteps, bins), axis=1)[:, :longest]  # (T, K): count > k
     starts = np.cumsum(running.reshape(-1)) - running.reshape(-1)
     state = np.zeros((weights.kernel.shape[1], n), projected.dtype)
     rows = projected.shape[1]
