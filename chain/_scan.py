@@ -15,13 +15,34 @@ weight-gradient matmul per step. The backward passes below instead:
 Each scan supports the cell's default activations only (tanh and sigmoid); adapters check that
 before choosing a scan.
 
-Shapes: ``xs`` is ``(P, G)`` with ``P = sum(active)``; ``active`` is ``(L,)`` int32,
-non-increasing; states are ``(R, H)`` with ``R >= active[0]``, sorted like the runs.
+Inputs are never laid out step-major (that would copy B's projected input once per real step):
+entry ``p`` reads row ``rows[p]`` of a small ``source`` (see :class:`Inputs`).
+
+Shapes: ``P = sum(active)`` entries; ``active`` is ``(L,)`` int32, non-increasing; states are
+``(R, H)`` with ``R >= active[0]``, sorted like the runs.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import tensorflow as tf
+
+
+class Inputs(NamedTuple):
+    """Where each entry of a step-major layout reads its input.
+
+    Attributes:
+        source: `(S, G)` input rows.
+        rows: `(P,)` int32, the row of `source` that entry `p` reads.
+        by_run: whether entry `(j, r)` reads row `r`, so that step `j` reads `source[:active[j]]`
+            (reset and init modes, where a run's input never changes). Otherwise each step
+            gathers its rows (carry mode, where a sample's input changes with `t`).
+    """
+
+    source: tf.Tensor
+    rows: tf.Tensor
+    by_run: bool
 
 
 def _offsets(active: tf.Tensor) -> tf.Tensor:
@@ -54,12 +75,12 @@ def _pad_rows(t: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
     return tf.pad(t, tf.stack([tf.stack([0, n - tf.shape(t)[0]]), [0, 0]]))
 
 
-def forward(step_fn, xs, active, states, widths):
+def forward(step_fn, inputs, active, states, widths):
     """Runs `step_fn(x_j, states_j) -> (records, states)` over the steps of a packed layout.
 
     Args:
         step_fn: one inner step on the `active[j]` rows still going.
-        xs: `(P, G)` inputs, step-major.
+        inputs: an :class:`Inputs`.
         active: `(L,)` int32.
         states: initial states `(R, s)`, sorted like the runs.
         widths: the width of each record.
@@ -68,14 +89,18 @@ def forward(step_fn, xs, active, states, widths):
         Each record of every step, step-major, `(P, width)`.
     """
     size = tf.size(active)
-    inputs = _stepwise(xs.dtype, size, xs.shape[-1])
-    if not (tf.executing_eagerly() and int(size) == 0):  # eager split cannot make 0 parts
-        inputs = inputs.split(xs, active)
-    tas = [_stepwise(xs.dtype, size, w) for w in widths]
+    dtype = inputs.source.dtype
+    rows = None
+    if not inputs.by_run:
+        rows = _stepwise(inputs.rows.dtype, size, None)
+        if not (tf.executing_eagerly() and int(size) == 0):  # eager split cannot make 0 parts
+            rows = rows.split(inputs.rows, active)
+    tas = [_stepwise(dtype, size, w) for w in widths]
 
     def body(j, states, tas):
-        n = active[j]
-        records, states = step_fn(inputs.read(j), [s[:n] for s in states])
+        rows_j = tf.stack([active[j], -1])
+        x = tf.slice(inputs.source, [0, 0], rows_j) if rows is None else tf.gather(inputs.source, rows.read(j))
+        records, states = step_fn(x, [tf.slice(s, [0, 0], rows_j) for s in states])
         return j + 1, states, [ta.write(j, r) for ta, r in zip(tas, records)]
 
     _, _, tas = tf.while_loop(
@@ -88,12 +113,13 @@ def forward(step_fn, xs, active, states, widths):
             [None] * len(tas),
         ),
     )
-    return [_concat(ta, w, xs.dtype) for ta, w in zip(tas, widths)]
+    return [_concat(ta, w, dtype) for ta, w in zip(tas, widths)]
 
 
-def _stepwise(dtype: tf.DType, size: tf.Tensor, width: int) -> tf.TensorArray:
-    """A TensorArray of `size` blocks `(rows, width)`, one per step; rows may differ."""
-    return tf.TensorArray(dtype, size=size, infer_shape=False, element_shape=[None, width])
+def _stepwise(dtype: tf.DType, size: tf.Tensor, width: int | None) -> tf.TensorArray:
+    """A TensorArray of `size` blocks `(rows, width)` (or `(rows,)`), one per step; rows may differ."""
+    shape = [None] if width is None else [None, width]
+    return tf.TensorArray(dtype, size=size, infer_shape=False, element_shape=shape)
 
 
 def _backward(step_fn, arrays, active, rows, width):
@@ -145,12 +171,11 @@ def _gru_gates(xs, h_prev, kernel, bias):
     return z, r, i_h, tf.tanh(x_h + r * i_h)
 
 
-@tf.custom_gradient
-def gru_scan(xs, active, h0, kernel, bias):
+def gru_scan(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
     """GRU (``reset_after=True``) over a step-major packed layout.
 
     Args:
-        xs: `(P, 3H)` input projections `x @ W + b_input`, step-major.
+        inputs: the input projections `x @ W + b_input` (see :class:`Inputs`), `(S, 3H)` rows.
         active: `(L,)` int32 runs still going at each step.
         h0: `(R, H)` initial states, sorted like the runs.
         kernel: `(H, 3H)` recurrent kernel; bias: `(3H,)` recurrent bias.
@@ -160,33 +185,41 @@ def gru_scan(xs, active, h0, kernel, bias):
     """
     width = h0.shape[-1]
 
-    def step(x, states):
-        z, r, i_h, hh = _gru_gates(x, states[0], kernel, bias)
-        h = z * states[0] + (1.0 - z) * hh
-        return [h, z, r, i_h, hh], [h]
+    @tf.custom_gradient
+    def scan(source, h0, kernel, bias):
+        def step(x, states):
+            z, r, i_h, hh = _gru_gates(x, states[0], kernel, bias)
+            h = z * states[0] + (1.0 - z) * hh
+            return [h, z, r, i_h, hh], [h]
 
-    # The gates are kept so that the backward pass need not recompute them.
-    hs, z, r, i_h, hh = forward(step, xs, active, [h0], [width] * 5)
+        # The gates are kept so that the backward pass need not recompute them.
+        hs, z, r, i_h, hh = forward(step, inputs._replace(source=source), active, [h0], [width] * 5)
 
-    def grad(d_hs):
-        d_hs = tf.convert_to_tensor(d_hs)  # may arrive as IndexedSlices from the final gather
-        h_prev = _previous(h0, hs, active)
-        c_h = (1.0 - z) * (1.0 - hh * hh)
-        c_z = (h_prev - hh) * z * (1.0 - z)
-        c_r = c_h * i_h * r * (1.0 - r)
-        coef_inner = tf.concat([c_z, c_r, c_h * r], -1)
+        def grad(d_hs):
+            d_hs = tf.convert_to_tensor(d_hs)  # may arrive as IndexedSlices from the final gather
+            h_prev = _previous(h0, hs, active)
+            c_h = (1.0 - z) * (1.0 - hh * hh)
+            c_z = (h_prev - hh) * z * (1.0 - z)
+            c_r = c_h * i_h * r * (1.0 - r)
+            coef_inner = tf.concat([c_z, c_r, c_h * r], -1)
 
-        def back(rows_j, carried):
-            d_out, z_j, coef_j = rows_j
-            d_h = d_out + carried
-            d_inner = tf.tile(d_h, [1, 3]) * coef_j
-            return d_h, d_h * z_j + tf.matmul(d_inner, kernel, transpose_b=True)
+            def back(rows_j, carried):
+                d_out, z_j, coef_j = rows_j
+                d_h = d_out + carried
+                d_inner = tf.tile(d_h, [1, 3]) * coef_j
+                return d_h, d_h * z_j + tf.matmul(d_inner, kernel, transpose_b=True)
 
-        d_h, d_h0 = _backward(back, [d_hs, z, coef_inner], active, tf.shape(h0)[0], width)
-        d_inner = tf.tile(d_h, [1, 3]) * coef_inner
-        d_xs = tf.concat([d_inner[:, : 2 * width], d_h * c_h], -1)
-        d_kernel = tf.matmul(h_prev, d_inner, transpose_a=True)
-        return d_xs, None, d_h0, d_kernel, tf.reduce_sum(d_inner, 0)
+            d_h, d_h0 = _backward(back, [d_hs, z, coef_inner], active, tf.shape(h0)[0], width)
+            # Over all P entries, memory matters more than op count: broadcast instead of tiling,
+            # and sum into the few source rows before assembling the input gradient.
+            rows = tf.shape(d_h)[0]
+            d_inner = tf.reshape(tf.reshape(coef_inner, [rows, 3, width]) * d_h[:, None, :], [rows, 3 * width])
+            sources = tf.shape(source)[0]
+            d_zr = tf.math.unsorted_segment_sum(d_inner, inputs.rows, sources)[:, : 2 * width]
+            d_x_h = tf.math.unsorted_segment_sum(d_h * c_h, inputs.rows, sources)  # no factor r
+            d_kernel = tf.matmul(h_prev, d_inner, transpose_a=True)
+            return tf.concat([d_zr, d_x_h], -1), d_h0, d_kernel, tf.reduce_sum(d_inner, 0)
 
-    return hs, grad
+        return hs, grad
 
+    return scan(inputs.source, h0, kernel, bias)

@@ -140,25 +140,29 @@ def run_packed(adapter, xp, steps, init_states, carry, training):
 
     Runs are sorted by length, longest first, so that at inner step ``j`` the runs still going are
     the first ``n_j``. Each step computes only those rows; the state shrinks as runs end, and
-    zero-length runs never enter. Inputs are laid out step-major (``(j, run)`` order) before the
-    loop; outputs come back in the same order and are put into ``(b, t, k)`` order with one
-    gather. When training, standard cells use a scan with a hand-written backward pass (see
+    zero-length runs never enter. Each step reads its inputs from ``xp`` (a slice in reset and init
+    modes, a gather in carry mode); outputs come back step-major (``(j, run)`` order) and are put
+    into ``(b, t, k)`` order with one gather. When training, standard cells use a scan with a hand-written backward pass (see
     `_scan`); it keeps the gates for that pass, which inference does without.
     """
     starts, lengths, pos_row = _runs(steps, carry)
     order = tf.argsort(lengths, direction="DESCENDING", stable=True)
     longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
     active = _active_counts(tf.gather(lengths, order), longest)
-    positions = _step_major_positions(tf.gather(starts, order), active)
-    xs = tf.gather(xp, tf.gather(pos_row, positions))
+    step, run = _scan.entries(active)
+    positions = tf.gather(tf.gather(starts, order), run) + step  # flat output position, step-major
+    if carry:  # a sample's input changes with t: each entry reads its (b, t) row of xp
+        inputs = _scan.Inputs(xp, tf.gather(pos_row, positions), by_run=False)
+    else:  # run r is (b, t) row order[r]; its input is the same at every step
+        inputs = _scan.Inputs(tf.gather(xp, order), run, by_run=True)
     states = [tf.gather(s, order) for s in init_states]
     scan = getattr(adapter, "packed_scan", None) if training else None
     if scan is not None:
-        outs = scan(xs, active, states)
+        outs = scan(inputs, active, states)
     else:
         (outs,) = _scan.forward(
             lambda x, s: _generic_step(adapter, x, s, training),
-            xs, active, states, [adapter.output_size],
+            inputs, active, states, [adapter.output_size],
         )
     return tf.gather(outs, tf.math.invert_permutation(positions))
 
@@ -172,15 +176,6 @@ def _active_counts(lengths_sorted: tf.Tensor, longest: tf.Tensor) -> tf.Tensor:
     """`n[j]` = number of runs longer than `j`, for `j` in `[0, longest)`."""
     at_most = tf.cumsum(tf.math.bincount(lengths_sorted, minlength=longest + 1))
     return tf.size(lengths_sorted) - at_most[:longest]
-
-
-def _step_major_positions(starts_sorted: tf.Tensor, active: tf.Tensor) -> tf.Tensor:
-    """Flat output position of every real inner step, in `(j, run)` order.
-
-    Entry `offset[j] + r` is `starts_sorted[r] + j`, for `r < active[j]`.
-    """
-    step, run = _scan.entries(active)
-    return tf.gather(starts_sorted, run) + step
 
 
 STRATEGIES: dict[str, Strategy] = {
