@@ -1,13 +1,21 @@
 """Timing and peak memory of one case, and the figures that go in pytest-benchmark's `extra_info`.
 
-Peak host memory (``peak_rss_bytes``) is the resident-set peak *above the baseline taken just
-before the case builds anything* (after the interpreter and the frameworks are imported):
+Peak host memory (``peak_rss_bytes``) is the resident-set peak *while the step runs*: from just
+after the case is built (model, variables and, for graph cases, the traced and optimised step)
+through the first call and the timed rounds, above the resident set at that point. It is what the step itself holds
+at once: activations, saved tensors, gradients. ``build_rss_bytes`` is the building and tracing
+before it, a one-time cost that does not grow with the workload (``eager-*`` cases trace, if at
+all, inside their first call). Both are measured so:
 
 - On Linux the kernel's peak counter ``VmHWM`` is reset per case by writing ``5`` to
   ``/proc/self/clear_refs``; before the reset, Python's garbage is collected and glibc's free
-  heap is returned to the system (``malloc_trim``), so memory freed by earlier cases in the same
-  process does not hide this case's peak. The baseline is ``VmRSS`` right after the reset.
-  ``peak_rss_method`` is ``"vmhwm-reset"``.
+  heap is returned to the system (``malloc_trim``). The baseline is ``VmRSS`` right after the
+  reset. ``peak_rss_method`` is ``"vmhwm-reset"``.
+- TensorFlow's CPU allocator in oneDNN builds (the default on x86) keeps freed large blocks in a
+  pool and never returns them to the system. In a child that ran earlier cases, memory those
+  cases freed is reused without raising RSS, so the peak is under-counted. ``bench run --isolate
+  case`` gives every case a fresh process, where the peak is the case's own; the matmul probe
+  (``matmul_*_gflop_per_s``) runs after the case for the same reason.
 - Elsewhere the process-lifetime peak ``ru_maxrss`` is used (``"ru_maxrss"``); it is exact only
   when the case runs alone in its process (``bench run --isolate case``).
 
@@ -175,8 +183,8 @@ def _warm_process(framework: Framework, case: Case, sizes: Sizes) -> None:
     _WARMED.add(key)
 
 
-def _time_case(benchmark: Any, run: Callable[[], float], sweep: Sweep) -> _Timing:
-    start = time.perf_counter()
+def _time_case(benchmark: Any, run: Callable[[], float], sweep: Sweep, start: float) -> _Timing:
+    """Times the first call from `start` (before the build), then the rounds."""
     run()
     first = time.perf_counter() - start
     benchmark.pedantic(run, rounds=sweep.rounds, iterations=1, warmup_rounds=sweep.warmup_rounds)
@@ -189,8 +197,8 @@ def measure_case(benchmark: Any, case: Case, sweep: Sweep, framework: Framework)
     """Times one case with pytest-benchmark and stores its figures in ``benchmark.extra_info``.
 
     Skips the case (``pytest.skip``, with the reason) when `framework` cannot run it here. The
-    first call (tracing, compiling, building variables) is timed on its own as ``trace_s``;
-    then ``benchmark.pedantic`` runs ``sweep.warmup_rounds`` untimed and ``sweep.rounds`` timed
+    build (model, variables and, for graph cases, tracing the step) and the first call are timed
+    together as ``trace_s``; then ``benchmark.pedantic`` runs ``sweep.warmup_rounds`` untimed and ``sweep.rounds`` timed
     rounds.
 
     Returns:
@@ -200,16 +208,22 @@ def measure_case(benchmark: Any, case: Case, sweep: Sweep, framework: Framework)
     if reason:
         pytest.skip(reason)
     inject_fault(case)
-    matmul = framework.matmul_figures(sweep.sizes, case.device)
     _warm_process(framework, case, sweep.sizes)
     workload = make_workload(sweep.sizes, case.longest_step, case.lengths, sweep.seed)
     host, device = HostPeak(), framework.device_memory(case.device)
     with framework.scope(case.device):
         host.reset()
-        device.reset()
+        start = time.perf_counter()
         run = framework.build(case, sweep.sizes, workload, sweep.seed)
-        timing = _time_case(benchmark, run, sweep)
-        peaks = {"peak_rss_bytes": host.peak_bytes(), "peak_device_bytes": device.peak_bytes()}
+        build_bytes = host.peak_bytes()
+        host.reset()
+        device.reset()
+        timing = _time_case(benchmark, run, sweep, start)
+        peaks = {"peak_rss_bytes": host.peak_bytes(), "peak_device_bytes": device.peak_bytes(),
+                 "build_rss_bytes": build_bytes}  # fmt: skip
+    # After the case: the matmul probe's buffers would otherwise grow the allocator's pool (oneDNN
+    # builds keep freed blocks for reuse) and hide the case's own peak.
+    matmul = framework.matmul_figures(sweep.sizes, case.device)
     info = figures(case, sweep, workload["steps"], timing.median_s, timing.first_call_s)
     info.update(peaks, peak_rss_method=host.method, **matmul, **framework.versions())
     benchmark.extra_info.update(info)

@@ -12,7 +12,7 @@ from bench.cli import main
 
 TF_FIGURES = {
     "samples_per_s", "real_steps_per_s", "padded_steps_per_s", "real_steps", "padded_steps", "trace_s",
-    "peak_rss_bytes", "real_gflop", "gflop_per_s", "matmul_batch_gflop_per_s", "matmul_peak_gflop_per_s",
+    "peak_rss_bytes", "build_rss_bytes", "real_gflop", "gflop_per_s", "matmul_batch_gflop_per_s", "matmul_peak_gflop_per_s",
     "tensorflow_version", "keras_version",
 }
 TORCH_FIGURES = (TF_FIGURES - {"matmul_batch_gflop_per_s", "matmul_peak_gflop_per_s"}) | {"torch_version"}
