@@ -100,12 +100,15 @@ class FusedGRU(_FusedAdapter):
         if not (cell.reset_after and _default_activations(cell)):
             self.packed_scan = None
 
-    def packed_scan(self, inputs: _scan.Inputs, active: tf.Tensor, states: StateList) -> tf.Tensor:
-        """B's outputs over a step-major packed layout; see `chain._scan`."""
+    def packed_scan(self, inputs: _scan.Inputs, active: tf.Tensor, states: StateList, training: bool) -> tf.Tensor:
+        """B's outputs over a step-major packed layout; see `chain._scan`.
+
+        Training keeps the gates for a hand-written backward pass; inference keeps states only.
+        """
         cell = self.model_b
-        bias = cell.bias[1] if cell.use_bias else tf.zeros([3 * cell.units], inputs.source.dtype)
-        kernel = tf.convert_to_tensor(cell.recurrent_kernel)
-        return _scan.gru_scan(inputs, active, states[0], kernel, tf.convert_to_tensor(bias))
+        bias = cell.bias[1] if cell.use_bias else tf.zeros([3 * cell.units], inputs.sources[0].dtype)
+        scan = _scan.gru_scan if training else _scan.gru_states
+        return scan(inputs, active, states[0], tf.convert_to_tensor(cell.recurrent_kernel), tf.convert_to_tensor(bias))
 
     @property
     def state_sizes(self) -> list[int]:

@@ -33,14 +33,14 @@ class Inputs(NamedTuple):
     """Where each entry of a step-major layout reads its input.
 
     Attributes:
-        source: `(S, G)` input rows.
-        rows: `(P,)` int32, the row of `source` that entry `p` reads.
+        sources: tensors of `S` input rows each (`(S, G_i)`); a step reads the same rows of each.
+        rows: `(P,)` int32, the source row that entry `p` reads.
         by_run: whether entry `(j, r)` reads row `r`, so that step `j` reads `source[:active[j]]`
             (reset and init modes, where a run's input never changes). Otherwise each step
             gathers its rows (carry mode, where a sample's input changes with `t`).
     """
 
-    source: tf.Tensor
+    sources: tuple[tf.Tensor, ...]
     rows: tf.Tensor
     by_run: bool
 
@@ -79,7 +79,8 @@ def forward(step_fn, inputs, active, states, widths):
     """Runs `step_fn(x_j, states_j) -> (records, states)` over the steps of a packed layout.
 
     Args:
-        step_fn: one inner step on the `active[j]` rows still going.
+        step_fn: one inner step on the `active[j]` rows still going; `x_j` is a list with the
+            step's rows of each of `inputs.sources`.
         inputs: an :class:`Inputs`.
         active: `(L,)` int32.
         states: initial states `(R, s)`, sorted like the runs.
@@ -89,7 +90,7 @@ def forward(step_fn, inputs, active, states, widths):
         Each record of every step, step-major, `(P, width)`.
     """
     size = tf.size(active)
-    dtype = inputs.source.dtype
+    dtype = inputs.sources[0].dtype
     rows = None
     if not inputs.by_run:
         rows = _stepwise(inputs.rows.dtype, size, None)
@@ -98,8 +99,12 @@ def forward(step_fn, inputs, active, states, widths):
     tas = [_stepwise(dtype, size, w) for w in widths]
 
     def body(j, states, tas):
-        rows_j = tf.stack([active[j], -1])
-        x = tf.slice(inputs.source, [0, 0], rows_j) if rows is None else tf.gather(inputs.source, rows.read(j))
+        rows_j = tf.stack([active[j], -1])  # leading-row slices share their input's buffer
+        if rows is None:
+            x = [tf.slice(source, [0, 0], rows_j) for source in inputs.sources]
+        else:
+            index = rows.read(j)
+            x = [tf.gather(source, index) for source in inputs.sources]
         records, states = step_fn(x, [tf.slice(s, [0, 0], rows_j) for s in states])
         return j + 1, states, [ta.write(j, r) for ta, r in zip(tas, records)]
 
@@ -163,19 +168,43 @@ def _backward(step_fn, arrays, active, rows, width):
 # ----------------------------------------------------------------------------- GRU
 
 
-def _gru_gates(xs, h_prev, kernel, bias):
-    x_z, x_r, x_h = tf.split(xs, 3, axis=-1)
-    i_z, i_r, i_h = tf.split(tf.matmul(h_prev, kernel) + bias, 3, axis=-1)
-    z = tf.sigmoid(x_z + i_z)
-    r = tf.sigmoid(x_r + i_r)
-    return z, r, i_h, tf.tanh(x_h + r * i_h)
+def _gru_parts(source, kernel, bias, width):
+    """Inputs, kernels and candidate bias of a GRU step, split by gate once, outside the loop.
+
+    Split apart from the start, no step copies a `(n, 3H)` tensor into gates; the update and reset
+    biases join their inputs here.
+    """
+    sources = tf.split(source + tf.concat([bias[: 2 * width], tf.zeros_like(bias[2 * width :])], 0), 3, -1)
+    return tuple(sources), tf.split(kernel, 3, -1), bias[2 * width :]
+
+
+def _gru_step(x, h, kernels, b_h):
+    """One step on the gates' inputs `x` (3 tensors `(n, H)`); returns `(h', z, r, i_h, hh)`."""
+    u_z, u_r, u_h = kernels
+    z = tf.sigmoid(x[0] + tf.matmul(h, u_z))
+    r = tf.sigmoid(x[1] + tf.matmul(h, u_r))
+    i_h = tf.nn.bias_add(tf.matmul(h, u_h), b_h)
+    hh = tf.tanh(x[2] + r * i_h)
+    return hh + z * (h - hh), z, r, i_h, hh
+
+
+def gru_states(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """:func:`gru_scan` without the records its backward pass needs, for inference."""
+    width = h0.shape[-1]
+    sources, kernels, b_h = _gru_parts(inputs.sources[0], kernel, bias, width)
+
+    def step(x, states):
+        new = _gru_step(x, states[0], kernels, b_h)[0]
+        return [new], [new]
+
+    return forward(step, inputs._replace(sources=sources), active, [h0], [width])[0]
 
 
 def gru_scan(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
     """GRU (``reset_after=True``) over a step-major packed layout.
 
     Args:
-        inputs: the input projections `x @ W + b_input` (see :class:`Inputs`), `(S, 3H)` rows.
+        inputs: one source, the input projections `x @ W + b_input` `(S, 3H)`; see `Inputs`.
         active: `(L,)` int32 runs still going at each step.
         h0: `(R, H)` initial states, sorted like the runs.
         kernel: `(H, 3H)` recurrent kernel; bias: `(3H,)` recurrent bias.
@@ -187,16 +216,17 @@ def gru_scan(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor
 
     @tf.custom_gradient
     def scan(source, h0, kernel, bias):
+        sources, kernels, b_h = _gru_parts(source, kernel, bias, width)
+
         def step(x, states):
-            z, r, i_h, hh = _gru_gates(x, states[0], kernel, bias)
-            h = z * states[0] + (1.0 - z) * hh
-            return [h, z, r, i_h, hh], [h]
+            records = _gru_step(x, states[0], kernels, b_h)
+            return list(records), [records[0]]
 
         # The gates are kept so that the backward pass need not recompute them.
-        hs, z, r, i_h, hh = forward(step, inputs._replace(source=source), active, [h0], [width] * 5)
+        hs, z, r, i_h, hh = forward(step, inputs._replace(sources=sources), active, [h0], [width] * 5)
 
         def grad(d_hs):
-            d_hs = tf.convert_to_tensor(d_hs)  # may arrive as IndexedSlices from the final gather
+            d_hs = tf.convert_to_tensor(d_hs)
             h_prev = _previous(h0, hs, active)
             c_h = (1.0 - z) * (1.0 - hh * hh)
             c_z = (h_prev - hh) * z * (1.0 - z)
@@ -206,20 +236,24 @@ def gru_scan(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor
             def back(rows_j, carried):
                 d_out, z_j, coef_j = rows_j
                 d_h = d_out + carried
-                d_inner = tf.tile(d_h, [1, 3]) * coef_j
+                d_inner = _gated(d_h, coef_j, width)
                 return d_h, d_h * z_j + tf.matmul(d_inner, kernel, transpose_b=True)
 
             d_h, d_h0 = _backward(back, [d_hs, z, coef_inner], active, tf.shape(h0)[0], width)
-            # Over all P entries, memory matters more than op count: broadcast instead of tiling,
-            # and sum into the few source rows before assembling the input gradient.
-            rows = tf.shape(d_h)[0]
-            d_inner = tf.reshape(tf.reshape(coef_inner, [rows, 3, width]) * d_h[:, None, :], [rows, 3 * width])
+            d_inner = _gated(d_h, coef_inner, width)
+            # Sums into the few source rows first; the bias gradient is the sum of those sums.
             sources = tf.shape(source)[0]
-            d_zr = tf.math.unsorted_segment_sum(d_inner, inputs.rows, sources)[:, : 2 * width]
+            d_all = tf.math.unsorted_segment_sum(d_inner, inputs.rows, sources)
             d_x_h = tf.math.unsorted_segment_sum(d_h * c_h, inputs.rows, sources)  # no factor r
             d_kernel = tf.matmul(h_prev, d_inner, transpose_a=True)
-            return tf.concat([d_zr, d_x_h], -1), d_h0, d_kernel, tf.reduce_sum(d_inner, 0)
+            return tf.concat([d_all[:, : 2 * width], d_x_h], -1), d_h0, d_kernel, tf.reduce_sum(d_all, 0)
 
         return hs, grad
 
-    return scan(inputs.source, h0, kernel, bias)
+    return scan(inputs.sources[0], h0, kernel, bias)
+
+
+def _gated(d_h: tf.Tensor, coef: tf.Tensor, width: int) -> tf.Tensor:
+    """`concat([d_h, d_h, d_h], -1) * coef` for `d_h` `(n, H)` and `coef` `(n, 3H)`, without the copies."""
+    rows = tf.shape(d_h)[0]
+    return tf.reshape(tf.reshape(coef, [rows, 3, width]) * d_h[:, None, :], [rows, 3 * width])

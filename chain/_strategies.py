@@ -142,8 +142,9 @@ def run_packed(adapter, xp, steps, init_states, carry, training):
     the first ``n_j``. Each step computes only those rows; the state shrinks as runs end, and
     zero-length runs never enter. Each step reads its inputs from ``xp`` (a slice in reset and init
     modes, a gather in carry mode); outputs come back step-major (``(j, run)`` order) and are put
-    into ``(b, t, k)`` order with one gather. When training, standard cells use a scan with a hand-written backward pass (see
-    `_scan`); it keeps the gates for that pass, which inference does without.
+    into ``(b, t, k)`` order with one gather. A ``GRUCell`` (default activations, ``reset_after``)
+    runs its own scan (see `_scan`): gates split once outside the loop and, when training, a
+    hand-written backward pass that keeps the gates; inference keeps states only.
     """
     starts, lengths, pos_row = _runs(steps, carry)
     order = tf.argsort(lengths, direction="DESCENDING", stable=True)
@@ -152,19 +153,32 @@ def run_packed(adapter, xp, steps, init_states, carry, training):
     step, run = _scan.entries(active)
     positions = tf.gather(tf.gather(starts, order), run) + step  # flat output position, step-major
     if carry:  # a sample's input changes with t: each entry reads its (b, t) row of xp
-        inputs = _scan.Inputs(xp, tf.gather(pos_row, positions), by_run=False)
+        inputs = _scan.Inputs((xp,), tf.gather(pos_row, positions), by_run=False)
     else:  # run r is (b, t) row order[r]; its input is the same at every step
-        inputs = _scan.Inputs(tf.gather(xp, order), run, by_run=True)
+        inputs = _scan.Inputs((tf.gather(xp, order),), run, by_run=True)
     states = [tf.gather(s, order) for s in init_states]
-    scan = getattr(adapter, "packed_scan", None) if training else None
+    scan = getattr(adapter, "packed_scan", None)
     if scan is not None:
-        outs = scan(inputs, active, states)
+        outs = scan(inputs, active, states, training)
     else:
         (outs,) = _scan.forward(
-            lambda x, s: _generic_step(adapter, x, s, training),
+            lambda x, s: _generic_step(adapter, x[0], s, training),
             inputs, active, states, [adapter.output_size],
         )
-    return tf.gather(outs, tf.math.invert_permutation(positions))
+    return _permute(outs, positions)
+
+
+@tf.custom_gradient
+def _permute(values: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+    """Row `positions[p]` of the result is `values[p]`; `positions` is a permutation.
+
+    The gradient is a dense gather, where `tf.gather`'s own would be sparse and then summed.
+    """
+
+    def grad(d_out):
+        return tf.gather(tf.convert_to_tensor(d_out), positions), None
+
+    return tf.gather(values, tf.math.invert_permutation(positions)), grad
 
 
 def _generic_step(adapter, x, states, training):
