@@ -228,32 +228,31 @@ def gru_scan(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor
         def grad(d_hs):
             d_hs = tf.convert_to_tensor(d_hs)
             h_prev = _previous(h0, hs, active)
+            # Each gate's coefficient apart, (P, H) each: never a (P, 3H) tensor, which would be
+            # the largest thing alive in the whole train step.
             c_h = (1.0 - z) * (1.0 - hh * hh)
             c_z = (h_prev - hh) * z * (1.0 - z)
             c_r = c_h * i_h * r * (1.0 - r)
-            coef_inner = tf.concat([c_z, c_r, c_h * r], -1)
+            c_hr = c_h * r
 
             def back(rows_j, carried):
-                d_out, z_j, coef_j = rows_j
+                d_out, z_j, c_z_j, c_r_j, c_hr_j = rows_j
                 d_h = d_out + carried
-                d_inner = _gated(d_h, coef_j, width)
+                d_inner = tf.concat([d_h * c_z_j, d_h * c_r_j, d_h * c_hr_j], -1)
                 return d_h, d_h * z_j + tf.matmul(d_inner, kernel, transpose_b=True)
 
-            d_h, d_h0 = _backward(back, [d_hs, z, coef_inner], active, tf.shape(h0)[0], width)
-            d_inner = _gated(d_h, coef_inner, width)
-            # Sums into the few source rows first; the bias gradient is the sum of those sums.
+            d_h, d_h0 = _backward(back, [d_hs, z, c_z, c_r, c_hr], active, tf.shape(h0)[0], width)
+            # Sum into the few source rows; the bias gradient is the sum of those sums.
             sources = tf.shape(source)[0]
-            d_all = tf.math.unsorted_segment_sum(d_inner, inputs.rows, sources)
-            d_x_h = tf.math.unsorted_segment_sum(d_h * c_h, inputs.rows, sources)  # no factor r
-            d_kernel = tf.matmul(h_prev, d_inner, transpose_a=True)
-            return tf.concat([d_all[:, : 2 * width], d_x_h], -1), d_h0, d_kernel, tf.reduce_sum(d_all, 0)
+            d_x, d_kernel, d_bias = [], [], []
+            for d_gate, c_x in ((d_h * c_z, None), (d_h * c_r, None), (d_h * c_hr, c_h)):
+                d_sum = tf.math.unsorted_segment_sum(d_gate, inputs.rows, sources)
+                d_kernel.append(tf.matmul(h_prev, d_gate, transpose_a=True))
+                d_bias.append(tf.reduce_sum(d_sum, 0))
+                # the candidate's input gradient lacks the factor r of its recurrent one
+                d_x.append(d_sum if c_x is None else tf.math.unsorted_segment_sum(d_h * c_x, inputs.rows, sources))
+            return tf.concat(d_x, -1), d_h0, tf.concat(d_kernel, -1), tf.concat(d_bias, 0)
 
         return hs, grad
 
     return scan(inputs.sources[0], h0, kernel, bias)
-
-
-def _gated(d_h: tf.Tensor, coef: tf.Tensor, width: int) -> tf.Tensor:
-    """`concat([d_h, d_h, d_h], -1) * coef` for `d_h` `(n, H)` and `coef` `(n, 3H)`, without the copies."""
-    rows = tf.shape(d_h)[0]
-    return tf.reshape(tf.reshape(coef, [rows, 3, width]) * d_h[:, None, :], [rows, 3 * width])
