@@ -19,9 +19,12 @@ all, inside their first call). Both are measured so:
 - Elsewhere the process-lifetime peak ``ru_maxrss`` is used (``"ru_maxrss"``); it is exact only
   when the case runs alone in its process (``bench run --isolate case``).
 
-``tf.config.experimental.get_memory_info("CPU:0")`` reports zeros, so it is not used. On a GPU,
-``peak_device_bytes`` is the framework allocator's peak after a reset, minus what was in use at
-the reset; on the CPU it is ``None``.
+On a GPU, ``peak_device_bytes`` is the framework allocator's peak after a reset, minus what was in
+use at the reset; on the CPU it is ``None``. With ``bench run --tensor-memory`` the children run
+with ``TF_CPU_ALLOCATOR_USE_BFC=true``, which routes every host tensor through a counting
+allocator, and ``peak_tensor_bytes`` is that allocator's peak the same way: exact tensor bytes,
+free of allocator pools and page rounding. That allocator changes timings by up to about 10%,
+so take times from runs without it.
 """
 
 from __future__ import annotations
@@ -219,8 +222,8 @@ def measure_case(benchmark: Any, case: Case, sweep: Sweep, framework: Framework)
         host.reset()
         device.reset()
         timing = _time_case(benchmark, run, sweep, start)
-        peaks = {"peak_rss_bytes": host.peak_bytes(), "peak_device_bytes": device.peak_bytes(),
-                 "build_rss_bytes": build_bytes}  # fmt: skip
+        peaks = {"peak_rss_bytes": host.peak_bytes(), "build_rss_bytes": build_bytes, "peak_device_bytes": None}
+        peaks[getattr(device, "field", "peak_device_bytes")] = device.peak_bytes()
     # After the case: the matmul probe's buffers would otherwise grow the allocator's pool (oneDNN
     # builds keep freed blocks for reuse) and hide the case's own peak.
     matmul = framework.matmul_figures(sweep.sizes, case.device)

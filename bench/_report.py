@@ -23,8 +23,16 @@ def _sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
     return (row["device"], row["lengths"], row["state"], row["phase"], row["strategy"], int(row["longest_step"]))
 
 
+def _memory(row: dict[str, Any]) -> Any:
+    """Allocator figures when there are any (GPU, ``--tensor-memory``), else the resident peak."""
+    for key in ("peak_device_bytes", "peak_tensor_bytes", "peak_rss_bytes"):
+        if row.get(key) not in (None, ""):
+            return row[key]
+    return None
+
+
 def _cells(row: dict[str, Any]) -> list[str]:
-    memory = row.get("peak_device_bytes") if row["device"] == "gpu" else row.get("peak_rss_bytes")
+    memory = _memory(row)
     status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row.get('message') or ''}"
     return [
         row["strategy"], row["state"], row["phase"], str(row["longest_step"]), row["lengths"], row["device"],
@@ -42,7 +50,8 @@ HEADERS = [
 def table(rows: list[dict[str, Any]]) -> str:
     """A fixed-width table of the rows, sorted by device, lengths, state, phase, strategy and L.
 
-    ``peak MiB`` is ``peak_rss_bytes`` on the CPU and ``peak_device_bytes`` on a GPU.
+    ``peak MiB`` is ``peak_device_bytes`` on a GPU, ``peak_tensor_bytes`` on the CPU under
+    ``--tensor-memory``, and ``peak_rss_bytes`` otherwise.
     """
     body = [_cells(r) for r in sorted(rows, key=_sort_key)]
     widths = [max(len(h), *(len(line[i]) for line in body)) if body else len(h) for i, h in enumerate(HEADERS)]
@@ -55,7 +64,7 @@ def progress_line(done: int, total: int, row: dict[str, Any]) -> str:
     case = f"{row['strategy']}-{row['state']}-{row['phase']}-L{row['longest_step']}"
     if row["status"] != "ok":
         return f"[{done}/{total}] {case}: {row['status']}: {row.get('message')}"
-    memory = row.get("peak_device_bytes") if row["device"] == "gpu" else row.get("peak_rss_bytes")
+    memory = _memory(row)
     return (
         f"[{done}/{total}] {case}: {_num(row.get('median_s'), 1e-3)} ms, "
         f"{_num(row.get('real_steps_per_s'))} real steps/s, peak {_num(memory, MIB)} MiB"
@@ -87,7 +96,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
 
     One column per state mode and one row per metric and phase (throughput of forward calls,
     of train steps, then peak memory of each); one colour per strategy; log-log axes. Peak memory
-    is ``peak_rss_bytes`` on the CPU and ``peak_device_bytes`` on a GPU.
+    is that of the table (see `table`).
 
     Returns:
         `path`.
@@ -99,7 +108,8 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
 
     states = sorted({r["state"] for r in rows}) or ["carry"]
     phases = [p for p in PHASES if any(r["phase"] == p for r in rows)] or ["forward"]
-    memory = "peak_device_bytes" if any(r["device"] == "gpu" for r in rows) else "peak_rss_bytes"
+    allocator = [k for k in ("peak_device_bytes", "peak_tensor_bytes") if any(r.get(k) not in (None, "") for r in rows)]
+    memory = allocator[0] if allocator else "peak_rss_bytes"
     panels = [("real_steps_per_s", "real inner steps / s", 1.0, p) for p in phases]
     panels += [(memory, "peak memory (MiB)", MIB, p) for p in phases]
     strategies = sorted({r["strategy"] for r in rows})

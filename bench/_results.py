@@ -31,9 +31,9 @@ from bench._workloads import PARAM_NAMES, Sweep
 STAT_COLUMNS = ("median_s", "mean_s", "min_s", "max_s", "stddev_s", "rounds")
 FIGURE_COLUMNS = (
     "samples_per_s", "real_steps_per_s", "padded_steps_per_s", "real_steps", "padded_steps",
-    "trace_s", "peak_rss_bytes", "build_rss_bytes", "peak_device_bytes", "peak_rss_method",
-    "real_gflop", "gflop_per_s", "matmul_batch_gflop_per_s", "matmul_peak_gflop_per_s", "batch", "timesteps",
-    "hidden", "threads", "load_avg_1m", "tensorflow_version", "keras_version", "torch_version",
+    "trace_s", "peak_rss_bytes", "build_rss_bytes", "peak_tensor_bytes", "peak_device_bytes",
+    "peak_rss_method", "real_gflop", "gflop_per_s", "matmul_batch_gflop_per_s", "matmul_peak_gflop_per_s",
+    "batch", "timesteps", "hidden", "threads", "load_avg_1m", "tensorflow_version", "keras_version", "torch_version",
 )
 COLUMNS = (*PARAM_NAMES, "status", "message", *STAT_COLUMNS, *FIGURE_COLUMNS)
 

@@ -69,10 +69,12 @@ def _pytest_command(cases: list[Case], work: Path) -> list[str]:
     ]
 
 
-def _start(cases: list[Case], sweep_file: Path, work: Path, index: int) -> _Child:
+def _start(cases: list[Case], sweep_file: Path, work: Path, index: int, tensor_memory: bool = False) -> _Child:
     events, log = work / f"events-{index:03d}.jsonl", work / f"child-{index:03d}.log"
     env = {**os.environ, "BENCH_SWEEP": str(sweep_file), "BENCH_EVENTS": str(events)}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if tensor_memory:
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # a counting host allocator; see bench._measure
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             _pytest_command(cases, work), cwd=CASES_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -153,16 +155,16 @@ def _follow(child: _Child, pending: dict[str, Case], on_end: Callable[[dict[str,
 
 def _run_group(
     cases: list[Case], sweep_file: Path, work: Path, counter: list[int],
-    on_end: Callable[[dict[str, Any]], None], timeout_s: float,
+    on_end: Callable[[dict[str, Any]], None], sweep: Sweep,
 ) -> None:
     """Runs one group, restarting a child after each crash or timeout until every case ended."""
     pending = {nodeid(c): c for c in cases}
     while pending:
         before = len(pending)
         counter[0] += 1
-        child = _start(list(pending.values()), sweep_file, work, counter[0])
+        child = _start(list(pending.values()), sweep_file, work, counter[0], sweep.tensor_memory)
         try:
-            _follow(child, pending, on_end, timeout_s)
+            _follow(child, pending, on_end, sweep.timeout_s)
         finally:
             if child.proc.poll() is None:
                 _kill(child)
@@ -194,4 +196,4 @@ def run_sweep(
     sweep_file.write_text(sweep.to_json())
     counter = [0]
     for group in groups(sweep, isolate):
-        _run_group(group, sweep_file, work, counter, on_end, sweep.timeout_s)
+        _run_group(group, sweep_file, work, counter, on_end, sweep)

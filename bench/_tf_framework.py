@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import importlib.metadata
 import time
 from collections.abc import Callable
@@ -50,24 +51,31 @@ def tf_device(device: str) -> str:
     return "/GPU:0" if device == "gpu" else "/CPU:0"
 
 
-class TensorFlowGpuMemory:
-    """`DeviceMemory` of TensorFlow's first GPU."""
+TENSOR_MEMORY_ENV = "TF_CPU_ALLOCATOR_USE_BFC"
+"""Set to ``true`` (``bench run --tensor-memory``), TensorFlow allocates host tensors through a
+counting allocator, so the CPU's peak tensor bytes can be read like a GPU's."""
 
-    def __init__(self) -> None:
+
+class TensorFlowAllocatorMemory:
+    """`DeviceMemory` from TensorFlow's allocator statistics of one device, e.g. ``"GPU:0"``."""
+
+    def __init__(self, device: str = "GPU:0", field: str = "peak_device_bytes") -> None:
+        self.device = device
+        self.field = field
         self._start = 0
 
     def reset(self) -> None:
         """Resets the allocator peak and notes the bytes in use."""
         import tensorflow as tf
 
-        tf.config.experimental.reset_memory_stats("GPU:0")
-        self._start = tf.config.experimental.get_memory_info("GPU:0")["current"]
+        tf.config.experimental.reset_memory_stats(self.device)
+        self._start = tf.config.experimental.get_memory_info(self.device)["current"]
 
     def peak_bytes(self) -> int | None:
         """Peak bytes since `reset`, above those in use at the reset."""
         import tensorflow as tf
 
-        return max(tf.config.experimental.get_memory_info("GPU:0")["peak"] - self._start, 0)
+        return max(tf.config.experimental.get_memory_info(self.device)["peak"] - self._start, 0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -212,10 +220,14 @@ class TensorFlowFramework:
         return tf.device(tf_device(device))
 
     def device_memory(self, device: str) -> Any:
-        """GPU allocator statistics on a GPU, nothing on the CPU."""
+        """Allocator statistics on a GPU; on the CPU only under `TENSOR_MEMORY_ENV`."""
         from bench._measure import NoDeviceMemory
 
-        return TensorFlowGpuMemory() if device == "gpu" else NoDeviceMemory()
+        if device == "gpu":
+            return TensorFlowAllocatorMemory("GPU:0")
+        if os.environ.get(TENSOR_MEMORY_ENV) == "true":
+            return TensorFlowAllocatorMemory("CPU:0", "peak_tensor_bytes")
+        return NoDeviceMemory()
 
     def matmul_figures(self, sizes: Sizes, device: str) -> dict[str, float]:
         """Matmul peaks at the recurrent shapes: rows = batch, and rows = batch * T."""

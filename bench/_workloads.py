@@ -101,6 +101,7 @@ class Sweep:
         seed: Seed of the inputs and the weights.
         threads: CPU threads for TensorFlow (intra- and inter-op) and torch.
         timeout_s: Wall-clock cap per case.
+        tensor_memory: Record ``peak_tensor_bytes`` on the CPU (see ``bench._measure``).
     """
 
     cases: tuple[Case, ...]
@@ -110,6 +111,7 @@ class Sweep:
     seed: int = 0
     threads: int = 2
     timeout_s: float = 300.0
+    tensor_memory: bool = False
 
     def to_json(self) -> str:
         """Serialises the sweep (inverse of `from_json`)."""

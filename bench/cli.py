@@ -121,6 +121,7 @@ def _options_sweep(ctx: click.Context, opts: dict[str, Any]) -> Sweep:
     return Sweep(
         tuple(cases), sizes=sizes, rounds=pick("rounds", 2), warmup_rounds=opts["warmup_rounds"],
         seed=opts["seed"], threads=opts["threads"], timeout_s=opts["timeout"],
+        tensor_memory=opts["tensor_memory"],
     )
 
 
@@ -205,6 +206,9 @@ def _interrupt(signum: int, frame: Any) -> None:
 @click.option("--isolate", type=click.Choice(("group", "case")), default="group", show_default=True,
               help="One child process per case module, or per case (slower).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of inputs and weights.")
+@click.option("--tensor-memory", is_flag=True,
+              help="Also record exact peak tensor bytes on the CPU (peak_tensor_bytes), through a counting "
+                   "allocator that shifts timings by up to ~10%: take times from runs without it.")
 @click.pass_context
 def run(ctx: click.Context, **opts: Any) -> None:
     """Run a benchmark sweep and save it for `pytest-benchmark compare`.

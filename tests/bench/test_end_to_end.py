@@ -85,3 +85,17 @@ def test_outputs_and_report_round_trip(small_run):
     after = (root / "again" / "results.csv").read_text().splitlines()
     assert sorted(before) == sorted(after)
     assert (root / "again" / "plot.png").exists()
+
+
+def test_tensor_memory_records_the_allocator_peak(tmp_path):
+    """`--tensor-memory` counts host tensors exactly: more inner steps hold more bytes."""
+    result = _invoke(
+        "run", "--quick", "--longest-steps", "1,16", "--strategies", "padded", "--states", "reset",
+        "--phases", "forward", "--no-peers", "--tensor-memory",
+        "--out", str(tmp_path / "out"), "--storage", str(tmp_path / "storage"), "--save", "tm",
+    )
+    assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "out" / "0001_tm" / "results.json").read_text())["records"]
+    peaks = {r["params"]["longest_step"]: r["benchmark"]["extra_info"]["peak_tensor_bytes"] for r in records}
+    assert 0 < peaks[1] < peaks[16], peaks
+    assert all(r["benchmark"]["extra_info"]["peak_device_bytes"] is None for r in records)
