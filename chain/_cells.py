@@ -100,15 +100,18 @@ class FusedGRU(_FusedAdapter):
         if not (cell.reset_after and _default_activations(cell)):
             self.packed_scan = None
 
-    def packed_scan(self, inputs: _scan.Inputs, active: tf.Tensor, states: StateList, training: bool) -> tf.Tensor:
-        """B's outputs over a step-major packed layout; see `chain._scan`.
+    def packed_scan(self, inputs: _scan.Inputs, active: tf.Tensor, states: StateList, training: bool,
+                    emit=None) -> tf.Tensor:  # fmt: skip
+        """B's outputs over a step-major packed layout (`emit` of them in inference); see `chain._scan`.
 
         Training keeps the gates for a hand-written backward pass; inference keeps states only.
         """
         cell = self.model_b
         bias = cell.bias[1] if cell.use_bias else tf.zeros([3 * cell.units], inputs.sources[0].dtype)
-        scan = _scan.gru_scan if training else _scan.gru_states
-        return scan(inputs, active, states[0], tf.convert_to_tensor(cell.recurrent_kernel), tf.convert_to_tensor(bias))
+        kernel, bias = tf.convert_to_tensor(cell.recurrent_kernel), tf.convert_to_tensor(bias)
+        if training:
+            return _scan.gru_scan(inputs, active, states[0], kernel, bias)
+        return _scan.gru_states(inputs, active, states[0], kernel, bias, emit)
 
     @property
     def state_sizes(self) -> list[int]:

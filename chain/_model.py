@@ -209,21 +209,24 @@ class Chain(keras.Model):
             `(sum(steps), output_size)`: the flat values of the ragged output, ordered by sample,
             then t, then k.
         """
-        flat = self.b_outputs(x, steps, training=training)
-        return flat if self.head is None else self.head(flat)
+        ir = self.model_a(x, training=training)
+        return self.b_outputs_from_ir(ir, steps, training=training, head=self.head)
 
     def b_outputs(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
         """B's outputs at every real inner step, `(sum(steps), H)` in `(b, t, k)` order."""
         ir = self.model_a(x, training=training)
         return self.b_outputs_from_ir(ir, steps, training=training)
 
-    def b_outputs_from_ir(self, ir: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """B's outputs `(sum(steps), H)` from model A's output `ir` `(batch, T, ir_size)`."""
+    def b_outputs_from_ir(self, ir: tf.Tensor, steps: tf.Tensor, training: bool = False, head=None) -> tf.Tensor:
+        """B's outputs `(sum(steps), H)` from model A's output `ir` `(batch, T, ir_size)`.
+
+        With `head` (a row-wise layer), `head` of them; the strategy may apply it step by step.
+        """
         ir_rows = tf.reshape(ir, [-1, ir.shape[-1]])
         adapter = self.step_adapter()
         init = self.initial_states(ir_rows, tf.shape(steps)[0], adapter)
         run = STRATEGIES[self.resolved_strategy()]
-        return run(adapter, adapter.project(ir_rows), steps, init, self.state == "carry", training)
+        return run(adapter, adapter.project(ir_rows), steps, init, self.state == "carry", training, head)
 
     def initial_states(self, ir_rows: tf.Tensor, batch: tf.Tensor, adapter) -> list[tf.Tensor]:
         """B's states at the start of each run (see `state`), from `IR` rows `(batch * T, ir_size)`."""

@@ -188,16 +188,21 @@ def _gru_step(x, h, kernels, b_h):
     return hh + z * (h - hh), z, r, i_h, hh
 
 
-def gru_states(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
-    """:func:`gru_scan` without the records its backward pass needs, for inference."""
+def gru_states(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor,
+               emit=None) -> tf.Tensor:  # fmt: skip
+    """:func:`gru_scan` without the records its backward pass needs, for inference.
+
+    With `emit` (a Dense layer), returns `emit` of each state instead, `(P, emit.units)`.
+    """
     width = h0.shape[-1]
     sources, kernels, b_h = _gru_parts(inputs.sources[0], kernel, bias, width)
 
     def step(x, states):
         new = _gru_step(x, states[0], kernels, b_h)[0]
-        return [new], [new]
+        return [new if emit is None else emit(new)], [new]
 
-    return forward(step, inputs._replace(sources=sources), active, [h0], [width])[0]
+    out_width = width if emit is None else emit.units
+    return forward(step, inputs._replace(sources=sources), active, [h0], [out_width])[0]
 
 
 def gru_scan(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:

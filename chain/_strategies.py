@@ -10,8 +10,10 @@ Every strategy has one contract::
   the start of each sample. Otherwise each is ``(batch * T, s)``: the state at the start of each
   ``(b, t)`` run.
 - ``carry``: whether B's state flows across outer steps.
-- Returns ``flat``: ``(sum(steps), H)``, B's output at every real inner step, ordered by sample,
-  then ``t``, then ``k``. These are the flat values of the ragged result.
+- ``head``: optional, a row-wise map (a Dense head) applied to B's outputs. ``packed`` applies it
+  inside its loop when not training, so that B's outputs are never all held at once.
+- Returns ``flat``: ``(sum(steps), H)``, B's output at every real inner step (``head`` of it when
+  given), ordered by sample, then ``t``, then ``k``. These are the flat values of the ragged result.
 
 A *run* is a stretch of inner steps that B executes with one evolving state: each ``(b, t)`` in
 reset and init modes, each whole sample in carry mode. Runs are described by their start
@@ -52,7 +54,7 @@ def _masked_update(valid: tf.Tensor, new: StateList, old: StateList) -> StateLis
 # ----------------------------------------------------------------------------- loop (reference)
 
 
-def run_loop(adapter, xp, steps, init_states, carry, training):
+def run_loop(adapter, xp, steps, init_states, carry, training, head=None):
     """Nested loops, one B call per inner step, every ``(b, t)`` padded to the longest run.
 
     This is the reference answer's algorithm, generalised to per-sample lengths (padded inner
@@ -84,7 +86,11 @@ def run_loop(adapter, xp, steps, init_states, carry, training):
     _, _, out_ta = tf.while_loop(lambda t, *_: t < big_t, outer, (0, states, out_ta))
     dense = tf.reshape(out_ta.stack(), [big_t, longest, batch, adapter.output_size])
     dense = tf.transpose(dense, [2, 0, 1, 3])
-    return tf.boolean_mask(dense, tf.sequence_mask(steps, longest))
+    return _apply(head, tf.boolean_mask(dense, tf.sequence_mask(steps, longest)))
+
+
+def _apply(head, flat: tf.Tensor) -> tf.Tensor:
+    return flat if head is None else head(flat)
 
 
 def _outputs(adapter: StepAdapter, dtype: tf.DType, size) -> tf.TensorArray:
@@ -97,7 +103,7 @@ def _outputs(adapter: StepAdapter, dtype: tf.DType, size) -> tf.TensorArray:
 # ----------------------------------------------------------------------------- padded
 
 
-def run_padded(adapter, xp, steps, init_states, carry, training):
+def run_padded(adapter, xp, steps, init_states, carry, training, head=None):
     """One vectorised masked scan over all runs, each padded to the longest run.
 
     Reset and init modes scan all ``batch * T`` runs at once for ``max(steps)`` steps. Carry mode
@@ -122,7 +128,7 @@ def run_padded(adapter, xp, steps, init_states, carry, training):
     _, _, out_ta = tf.while_loop(lambda j, *_: j < longest, body, (0, list(init_states), out_ta))
     stacked = tf.reshape(out_ta.stack(), [longest, tf.size(lengths), adapter.output_size])
     dense = tf.transpose(stacked, [1, 0, 2])
-    return tf.boolean_mask(dense, tf.sequence_mask(lengths, longest))
+    return _apply(head, tf.boolean_mask(dense, tf.sequence_mask(lengths, longest)))
 
 
 def _with_sentinel(xp: tf.Tensor, pos_row: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -135,14 +141,15 @@ def _with_sentinel(xp: tf.Tensor, pos_row: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
 # ----------------------------------------------------------------------------- packed
 
 
-def run_packed(adapter, xp, steps, init_states, carry, training):
+def run_packed(adapter, xp, steps, init_states, carry, training, head=None):
     """Cost proportional to real inner steps.
 
     Runs are sorted by length, longest first, so that at inner step ``j`` the runs still going are
     the first ``n_j``. Each step computes only those rows; the state shrinks as runs end, and
     zero-length runs never enter. Each step reads its inputs from ``xp`` (a slice in reset and init
     modes, a gather in carry mode); outputs come back step-major (``(j, run)`` order) and are put
-    into ``(b, t, k)`` order with one gather. A ``GRUCell`` (default activations, ``reset_after``)
+    into ``(b, t, k)`` order with one gather; outside training, ``head`` maps each step's outputs
+    as they come, so only the head's (narrower) outputs are kept. A ``GRUCell`` (default activations, ``reset_after``)
     runs its own scan (see `_scan`): gates split once outside the loop and, when training, a
     hand-written backward pass that keeps the gates; inference keeps states only.
     """
@@ -157,15 +164,15 @@ def run_packed(adapter, xp, steps, init_states, carry, training):
     else:  # run r is (b, t) row order[r]; its input is the same at every step
         inputs = _scan.Inputs((tf.gather(xp, order),), run, by_run=True)
     states = [tf.gather(s, order) for s in init_states]
+    emit = head if head is not None and not training else None  # training keeps B's outputs anyway
     scan = getattr(adapter, "packed_scan", None)
     if scan is not None:
-        outs = scan(inputs, active, states, training)
+        outs = scan(inputs, active, states, training, emit)
     else:
-        (outs,) = _scan.forward(
-            lambda x, s: _generic_step(adapter, x[0], s, training),
-            inputs, active, states, [adapter.output_size],
-        )
-    return _permute(outs, positions)
+        step = lambda x, s: _generic_step(adapter, x[0], s, training, emit)  # noqa: E731
+        width = adapter.output_size if emit is None else head.units
+        (outs,) = _scan.forward(step, inputs, active, states, [width])
+    return _apply(None if emit is not None else head, _permute(outs, positions))
 
 
 @tf.custom_gradient
@@ -181,9 +188,9 @@ def _permute(values: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
     return tf.gather(values, tf.math.invert_permutation(positions)), grad
 
 
-def _generic_step(adapter, x, states, training):
+def _generic_step(adapter, x, states, training, emit):
     out, states = adapter.step(x, states, training)
-    return [out], states
+    return [out if emit is None else emit(out)], states
 
 
 def _active_counts(lengths_sorted: tf.Tensor, longest: tf.Tensor) -> tf.Tensor:

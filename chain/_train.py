@@ -344,8 +344,7 @@ def generate_with_length_head(net: Any, x: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     """
     ir = net.model_a(x, training=False)
     steps = tf.argmax(net.length_head(ir), axis=-1, output_type=tf.int32)
-    flat = net.b_outputs_from_ir(ir, steps, training=False)
-    return (flat if net.head is None else net.head(flat)), steps
+    return net.b_outputs_from_ir(ir, steps, training=False, head=net.head), steps
 
 
 def generate_with_stop(net: Any, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
