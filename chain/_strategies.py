@@ -169,9 +169,10 @@ def run_packed(adapter, xp, steps, init_states, carry, training, head=None):
     if scan is not None:
         outs = scan(inputs, active, states, training, emit)
     else:
-        step = lambda x, s: _generic_step(adapter, x[0], s, training, emit)  # noqa: E731
         width = adapter.output_size if emit is None else head.units
-        (outs,) = _scan.forward(step, inputs, active, states, [width])
+        (outs,) = _scan.forward(
+            lambda x, s: _generic_step(adapter, x[0], s, training, emit), inputs, active, states, [width]
+        )
     return _apply(None if emit is not None else head, _permute(outs, positions))
 
 
