@@ -16,8 +16,9 @@ all, inside their first call). Both are measured so:
   cases freed is reused without raising RSS, so the peak is under-counted. ``bench run --isolate
   case`` gives every case a fresh process, where the peak is the case's own; the matmul probe
   (``matmul_*_gflop_per_s``) runs after the case for the same reason.
-- Elsewhere the process-lifetime peak ``ru_maxrss`` is used (``"ru_maxrss"``); it is exact only
-  when the case runs alone in its process (``bench run --isolate case``).
+- Elsewhere the process-lifetime peak ``ru_maxrss`` is used (``"ru_maxrss"``). It cannot be reset,
+  so it includes the build's peak, and it is the case's own only when the case runs alone in its
+  process (``bench run --isolate case``).
 
 On a GPU, ``peak_device_bytes`` is the framework allocator's peak after a reset, minus what was in
 use at the reset; on the CPU it is ``None``. With ``bench run --tensor-memory`` the children run

@@ -23,16 +23,20 @@ def _sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
     return (row["device"], row["lengths"], row["state"], row["phase"], row["strategy"], int(row["longest_step"]))
 
 
-def _memory(row: dict[str, Any]) -> Any:
-    """Allocator figures when there are any (GPU, ``--tensor-memory``), else the resident peak."""
-    for key in ("peak_device_bytes", "peak_tensor_bytes", "peak_rss_bytes"):
-        if row.get(key) not in (None, ""):
-            return row[key]
-    return None
+MEMORY_LABELS = {"peak_device_bytes": "device", "peak_tensor_bytes": "tensors", "peak_rss_bytes": "RSS"}
 
 
-def _cells(row: dict[str, Any]) -> list[str]:
-    memory = _memory(row)
+def memory_key(rows: list[dict[str, Any]]) -> str:
+    """The one memory figure a table or plot shows for all its rows: allocator figures when any
+    row has them (a GPU, ``--tensor-memory``; rows without them show none), else the RSS peak."""
+    for key in ("peak_device_bytes", "peak_tensor_bytes"):
+        if any(r.get(key) not in (None, "") for r in rows):
+            return key
+    return "peak_rss_bytes"
+
+
+def _cells(row: dict[str, Any], memory_field: str) -> list[str]:
+    memory = row.get(memory_field)
     status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row.get('message') or ''}"
     return [
         row["strategy"], row["state"], row["phase"], str(row["longest_step"]), row["lengths"], row["device"],
@@ -43,20 +47,21 @@ def _cells(row: dict[str, Any]) -> list[str]:
 
 HEADERS = [
     "strategy", "state", "phase", "L", "lengths", "device", "median ms", "real steps/s",
-    "samples/s", "peak MiB", "trace s", "GFLOP/s", "status",
+    "samples/s", "peak MiB ({})", "trace s", "GFLOP/s", "status",
 ]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """A fixed-width table of the rows, sorted by device, lengths, state, phase, strategy and L.
 
-    ``peak MiB`` is ``peak_device_bytes`` on a GPU, ``peak_tensor_bytes`` on the CPU under
-    ``--tensor-memory``, and ``peak_rss_bytes`` otherwise.
+    ``peak MiB`` is one figure for all rows (see `memory_key`), named in its header.
     """
-    body = [_cells(r) for r in sorted(rows, key=_sort_key)]
-    widths = [max(len(h), *(len(line[i]) for line in body)) if body else len(h) for i, h in enumerate(HEADERS)]
+    key = memory_key(rows)
+    headers = [h.format(MEMORY_LABELS[key]) for h in HEADERS]
+    body = [_cells(r, key) for r in sorted(rows, key=_sort_key)]
+    widths = [max(len(h), *(len(line[i]) for line in body)) if body else len(h) for i, h in enumerate(headers)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt(HEADERS), fmt(["-" * w for w in widths]), *map(fmt, body)])
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, body)])
 
 
 def progress_line(done: int, total: int, row: dict[str, Any]) -> str:
@@ -64,10 +69,11 @@ def progress_line(done: int, total: int, row: dict[str, Any]) -> str:
     case = f"{row['strategy']}-{row['state']}-{row['phase']}-L{row['longest_step']}"
     if row["status"] != "ok":
         return f"[{done}/{total}] {case}: {row['status']}: {row.get('message')}"
-    memory = _memory(row)
+    key = memory_key([row])
+    memory = row.get(key)
     return (
         f"[{done}/{total}] {case}: {_num(row.get('median_s'), 1e-3)} ms, "
-        f"{_num(row.get('real_steps_per_s'))} real steps/s, peak {_num(memory, MIB)} MiB"
+        f"{_num(row.get('real_steps_per_s'))} real steps/s, peak {_num(memory, MIB)} MiB ({MEMORY_LABELS[key]})"
     )
 
 
@@ -108,10 +114,9 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
 
     states = sorted({r["state"] for r in rows}) or ["carry"]
     phases = [p for p in PHASES if any(r["phase"] == p for r in rows)] or ["forward"]
-    allocator = [k for k in ("peak_device_bytes", "peak_tensor_bytes") if any(r.get(k) not in (None, "") for r in rows)]
-    memory = allocator[0] if allocator else "peak_rss_bytes"
+    memory = memory_key(rows)
     panels = [("real_steps_per_s", "real inner steps / s", 1.0, p) for p in phases]
-    panels += [(memory, "peak memory (MiB)", MIB, p) for p in phases]
+    panels += [(memory, f"peak memory (MiB, {MEMORY_LABELS[memory]})", MIB, p) for p in phases]
     strategies = sorted({r["strategy"] for r in rows})
     colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(strategies)}
     fig, axes = plt.subplots(len(panels), len(states), figsize=(6 * len(states), 3.4 * len(panels)), squeeze=False)

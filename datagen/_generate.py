@@ -133,7 +133,8 @@ def generate(
                 zero_fraction, noise, seed, teacher_hidden)  # fmt: skip
     n_samples = validate_count("n_samples", n_samples, 1)
     start = validate_count("start", start, 0)
-    data: dict[str, Any] = generate_spec(spec, start, n_samples)
+    # writable arrays of the caller's own, never views of the cached blocks
+    data: dict[str, Any] = {key: np.array(value) for key, value in generate_spec(spec, start, n_samples).items()}
     if return_truth:
         data["truth"] = {key: np.array(value) for key, value in law_truth(spec).items()}
     return data

@@ -65,3 +65,16 @@ def test_plot_writes_a_png(tmp_path):
     rows = [_results.row(r) for r in (_ok(1), _ok(4), _ok(1, "padded", 5e4), _ok(4, "padded", 5e4), _failed())]
     path = _report.plot(rows, tmp_path / "plot.png", "title")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_table_shows_one_memory_figure_for_all_rows():
+    """Exact tensor bytes, where some rows have them, are never mixed with RSS peaks of others."""
+    tensors = _ok(4)
+    tensors["benchmark"]["extra_info"]["peak_tensor_bytes"] = 3 * 2**20
+    rss_only = _ok(4, "torch-packed")  # peers have no tensor figure
+    rows = [_results.row(r) for r in (tensors, rss_only)]
+    header, _, *lines = _report.table(rows).splitlines()
+    assert "peak MiB (tensors)" in header
+    memory = {line.split()[0]: line.split()[9] for line in lines}
+    assert memory == {"packed": "3", "torch-packed": "-"}
+    assert "peak MiB (RSS)" in _report.table([_results.row(_ok(4))]).splitlines()[0]

@@ -111,3 +111,11 @@ def test_invalid_arguments_raise_a_value_error_naming_them(kwargs, match):
     with pytest.raises(ValueError, match=match) as caught:
         datagen.generate(arguments.pop("n_samples"), **arguments)
     assert isinstance(caught.value, datagen.ParameterError)
+
+
+def test_generate_returns_arrays_the_caller_may_change():
+    data = datagen.generate(4, task="echo")
+    for value in (data["x"], data["steps"], data["y_values"], data["y_clean_values"]):
+        assert value.flags.writeable and value.flags.owndata
+    data["x"] += 1.0
+    assert not np.array_equal(data["x"], datagen.generate(4, task="echo")["x"])
