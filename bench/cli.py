@@ -179,7 +179,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 @click.option("--device", type=click.Choice(_workloads.DEVICES), default="cpu", show_default=True,
               help="cpu, gpu, or auto (gpu when TensorFlow sees one). gpu without a GPU exits 2.")
 @click.option("--quick", is_flag=True,
-              help="Tiny sweep (under a minute on 2 idle cores): L in 1,4, batch 16, T 8, 2 rounds, "
+              help="Tiny sweep (about 75 s on 2 cores): L in 1,4, batch 16, T 8, 2 rounds, "
                    "strategies loop, packed, reference and torch-packed; options given explicitly "
                    "still win.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="bench-results", show_default=True,
