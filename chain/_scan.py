@@ -1,22 +1,19 @@
-"""Packed scans of standard cells with a hand-written backward pass.
+"""Packed scans: B over runs sorted longest first, standard cells with a hand-written backward pass.
 
-The packed strategy lays B's inputs out in *step-major* order: all runs' inputs for inner step 0,
-then for step 1, and so on, with runs sorted longest first so that step ``j`` involves only the
-first ``active[j]`` runs. A scan here takes that layout and returns B's outputs in the same
-order.
+Runs are sorted longest first, so that inner step ``j`` involves only the first ``active[j]``
+runs. Outputs come back in *step-major* order: all runs' outputs for step 0, then step 1, and so
+on. Inputs are never laid out that way (that would copy B's projected input once per real step):
+entry ``p`` reads row ``rows[p]`` of a small ``source`` (see :class:`Inputs`).
 
 Autodiff through a ``tf.while_loop`` stores every intermediate of every iteration and adds a
-weight-gradient matmul per step. The backward passes below instead:
+weight-gradient matmul per step. The GRU backward pass below instead:
 
-- recompute the gates for all steps at once from the saved states (a few large matmuls);
-- run only the truly sequential part, the state gradient, in the loop: one small matmul a step;
-- form the weight gradients with one large matmul after the loop.
+- keeps the gates of the forward pass and forms the gates' coefficients for all steps at once;
+- runs only the truly sequential part, the state gradient, in the loop: one small matmul a step;
+- forms the weight gradients with one large matmul per gate after the loop.
 
 Each scan supports the cell's default activations only (tanh and sigmoid); adapters check that
 before choosing a scan.
-
-Inputs are never laid out step-major (that would copy B's projected input once per real step):
-entry ``p`` reads row ``rows[p]`` of a small ``source`` (see :class:`Inputs`).
 
 Shapes: ``P = sum(active)`` entries; ``active`` is ``(L,)`` int32, non-increasing; states are
 ``(R, H)`` with ``R >= active[0]``, sorted like the runs.
@@ -248,14 +245,14 @@ def gru_scan(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor
 
             d_h, d_h0 = _backward(back, [d_hs, z, c_z, c_r, c_hr], active, tf.shape(h0)[0], width)
             # Sum into the few source rows; the bias gradient is the sum of those sums.
-            sources = tf.shape(source)[0]
+            n_sources = tf.shape(source)[0]
             d_x, d_kernel, d_bias = [], [], []
             for d_gate, c_x in ((d_h * c_z, None), (d_h * c_r, None), (d_h * c_hr, c_h)):
-                d_sum = tf.math.unsorted_segment_sum(d_gate, inputs.rows, sources)
+                d_sum = tf.math.unsorted_segment_sum(d_gate, inputs.rows, n_sources)
                 d_kernel.append(tf.matmul(h_prev, d_gate, transpose_a=True))
                 d_bias.append(tf.reduce_sum(d_sum, 0))
                 # the candidate's input gradient lacks the factor r of its recurrent one
-                d_x.append(d_sum if c_x is None else tf.math.unsorted_segment_sum(d_h * c_x, inputs.rows, sources))
+                d_x.append(d_sum if c_x is None else tf.math.unsorted_segment_sum(d_h * c_x, inputs.rows, n_sources))
             return tf.concat(d_x, -1), d_h0, tf.concat(d_kernel, -1), tf.concat(d_bias, 0)
 
         return hs, grad

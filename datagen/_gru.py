@@ -68,19 +68,23 @@ def project(inputs: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndar
         (..., 3H, batch), with the update and reset rows halved.
     """
     projected = np.matmul(np.ascontiguousarray(kernel.T), inputs)
-    projected += np.broadcast_to(bias[:, None], projected.shape[-2:]).copy()  # faster than broadcasting a column
+    projected += _spelled_out(bias[:, None], projected.shape[-1])
     hidden = projected.shape[-2] // 3
     projected[..., : 2 * hidden, :] *= _HALF
     return projected
 
 
-def full_bias(weights: Recurrence, batch: int) -> np.ndarray:
-    """The halved recurrent bias spelled out as a C-contiguous (3H, batch) array.
+def _spelled_out(column: np.ndarray, batch: int) -> np.ndarray:
+    """A (rows, 1) column repeated into a C-contiguous (rows, batch) array.
 
-    :func:`gru_step` then adds two contiguous arrays rather than broadcasting a column, which
-    numpy does about 2.5 times slower.
+    Adding it is about 2.5 times faster than letting numpy broadcast the column.
     """
-    return np.ascontiguousarray(np.broadcast_to(weights.bias, (weights.bias.shape[0], batch)))
+    return np.ascontiguousarray(np.broadcast_to(column, (column.shape[0], batch)))
+
+
+def full_bias(weights: Recurrence, batch: int) -> np.ndarray:
+    """The halved recurrent bias spelled out as a (3H, batch) array, for :func:`gru_step`."""
+    return _spelled_out(weights.bias, batch)
 
 
 def gru_step(

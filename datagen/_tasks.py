@@ -243,13 +243,13 @@ def _inner_run(
     """
     final = state.copy()
     previous = state
+    rows = inputs.shape[0] // 2
     for k, live in enumerate(running.tolist()):
         if live == 0:
             break
         if live < inputs.shape[1]:
             inputs = np.ascontiguousarray(inputs[:, :live])
             previous = np.ascontiguousarray(previous[:, :live])
-        rows = inputs.shape[0] // 2
         previous = _gru.gru_step(inputs[:rows], inputs[rows:], previous, kernel)
         trace.append(previous)
         ended = int(running[k + 1]) if k + 1 < len(running) else 0
