@@ -56,17 +56,6 @@ def entries(active: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return step, tf.range(tf.size(step)) - tf.repeat(_offsets(active), active)
 
 
-def _previous(first: tf.Tensor, outs: tf.Tensor, active: tf.Tensor) -> tf.Tensor:
-    """The state each step started from, step-major `(P, H)`.
-
-    Entry `(j, r)` is `first[r]` for `j = 0`, else the output of `(j - 1, r)`.
-    """
-    step, run = entries(active)
-    earlier = tf.gather(tf.concat([[0], _offsets(active)], 0), step) + run
-    index = tf.where(step == 0, run, tf.shape(first)[0] + earlier)
-    return tf.gather(tf.concat([first, outs], 0), index)
-
-
 def _pad_rows(t: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
     """Pads `t` `(m, H)` with zero rows to `(n, H)`, `n >= m`."""
     return tf.pad(t, tf.stack([tf.stack([0, n - tf.shape(t)[0]]), [0, 0]]))
@@ -86,13 +75,17 @@ def forward(step_fn, inputs, active, states, widths):
     Returns:
         Each record of every step, step-major, `(P, width)`.
     """
+    tas = _records(step_fn, inputs, active, states, widths)
+    return [_concat(ta, w, inputs.sources[0].dtype) for ta, w in zip(tas, widths)]
+
+
+def _records(step_fn, inputs, active, states, widths):
+    """:func:`forward`, with each record left as a TensorArray of one block per step."""
     size = tf.size(active)
     dtype = inputs.sources[0].dtype
     rows = None
     if not inputs.by_run:
-        rows = _stepwise(inputs.rows.dtype, size, None)
-        if not (tf.executing_eagerly() and int(size) == 0):  # eager split cannot make 0 parts
-            rows = rows.split(inputs.rows, active)
+        rows = _split(inputs.rows, active)
     tas = [_stepwise(dtype, size, w) for w in widths]
 
     def body(j, states, tas):
@@ -115,51 +108,21 @@ def forward(step_fn, inputs, active, states, widths):
             [None] * len(tas),
         ),
     )
-    return [_concat(ta, w, dtype) for ta, w in zip(tas, widths)]
+    return tas
+
+
+def _split(values: tf.Tensor, counts: tf.Tensor) -> tf.TensorArray:
+    """`values` `(sum(counts),)` as a TensorArray of `counts[j]` values per step."""
+    ta = _stepwise(values.dtype, tf.size(counts), None)
+    if tf.executing_eagerly() and int(tf.size(counts)) == 0:  # eager split cannot make 0 parts
+        return ta
+    return ta.split(values, counts)
 
 
 def _stepwise(dtype: tf.DType, size: tf.Tensor, width: int | None) -> tf.TensorArray:
     """A TensorArray of `size` blocks `(rows, width)` (or `(rows,)`), one per step; rows may differ."""
     shape = [None] if width is None else [None, width]
     return tf.TensorArray(dtype, size=size, infer_shape=False, element_shape=shape)
-
-
-def _backward(step_fn, arrays, active, rows, width):
-    """Runs the state-gradient recurrence from the last step to the first.
-
-    Args:
-        step_fn: `step_fn(rows_j, carried) -> (total, carried)` takes the rows of each of `arrays`
-            for step `j` and the gradient carried from step `j + 1`, padded to the rows of step
-            `j`; it returns the total state gradient at step `j` and the one carried to `j - 1`.
-        arrays: `(P, W_i)` step-major values the recurrence reads.
-        active: `(L,)` int32.
-        rows: R, the number of initial states.
-        width: H.
-
-    Returns:
-        `(totals, initial)`: the total state gradients, step-major `(P, H)`, and the gradients of
-        the initial states `(R, H)`.
-    """
-    size = tf.size(active)
-    dtype = arrays[0].dtype
-    # Slice bounds and paddings per step, made once: the loop body then reads them by index.
-    begins = tf.stack([_offsets(active), tf.zeros_like(active)], 1)
-    sizes = tf.stack([active, -tf.ones_like(active)], 1)
-    grow = active - tf.concat([active[1:], [0]], 0)
-    paddings = tf.pad(grow[:, None, None], [[0, 0], [0, 1], [1, 0]])
-
-    def body(j, carried, totals_ta):
-        rows_j = [tf.slice(a, begins[j], sizes[j]) for a in arrays]
-        total, carried = step_fn(rows_j, tf.pad(carried, paddings[j]))
-        return j - 1, carried, totals_ta.write(j, total)
-
-    _, carried, totals_ta = tf.while_loop(
-        lambda j, *_: j >= 0,
-        body,
-        (size - 1, tf.zeros([0, width], dtype), _stepwise(dtype, size, width)),
-        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, width]), None),
-    )
-    return _concat(totals_ta, width, dtype), _pad_rows(carried, rows)
 
 
 # ----------------------------------------------------------------------------- GRU
@@ -221,40 +184,131 @@ def gru_scan(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor
         sources, kernels, b_h = _gru_parts(source, kernel, bias, width)
 
         def step(x, states):
-            records = _gru_step(x, states[0], kernels, b_h)
-            return list(records), [records[0]]
+            new, z, coefficients = _gru_train_step(x, states[0], kernels, b_h)
+            return [new, z, coefficients], [new]
 
-        # The gates are kept so that the backward pass need not recompute them.
-        hs, z, r, i_h, hh = forward(step, inputs._replace(sources=sources), active, [h0], [width] * 5)
+        # The update gate and the gates' coefficients stay one block per step, as the backward
+        # pass reads them; only the states are joined, as they are the output.
+        hs, z, coefficients = _records(step, inputs._replace(sources=sources), active, [h0], [width, width, 4 * width])
+        hs = _concat(hs, width, source.dtype)
 
         def grad(d_hs):
-            d_hs = tf.convert_to_tensor(d_hs)
-            h_prev = _previous(h0, hs, active)
-            # Each gate's coefficient apart, (P, H) each: never a (P, 3H) tensor, which would be
-            # the largest thing alive in the whole train step.
-            c_h = (1.0 - z) * (1.0 - hh * hh)
-            c_z = (h_prev - hh) * z * (1.0 - z)
-            c_r = c_h * i_h * r * (1.0 - r)
-            c_hr = c_h * r
-
-            def back(rows_j, carried):
-                d_out, z_j, c_z_j, c_r_j, c_hr_j = rows_j
-                d_h = d_out + carried
-                d_inner = tf.concat([d_h * c_z_j, d_h * c_r_j, d_h * c_hr_j], -1)
-                return d_h, d_h * z_j + tf.matmul(d_inner, kernel, transpose_b=True)
-
-            d_h, d_h0 = _backward(back, [d_hs, z, c_z, c_r, c_hr], active, tf.shape(h0)[0], width)
-            # Sum into the few source rows; the bias gradient is the sum of those sums.
-            n_sources = tf.shape(source)[0]
-            d_x, d_kernel, d_bias = [], [], []
-            for d_gate, c_x in ((d_h * c_z, None), (d_h * c_r, None), (d_h * c_hr, c_h)):
-                d_sum = tf.math.unsorted_segment_sum(d_gate, inputs.rows, n_sources)
-                d_kernel.append(tf.matmul(h_prev, d_gate, transpose_a=True))
-                d_bias.append(tf.reduce_sum(d_sum, 0))
-                # the candidate's input gradient lacks the factor r of its recurrent one
-                d_x.append(d_sum if c_x is None else tf.math.unsorted_segment_sum(d_h * c_x, inputs.rows, n_sources))
-            return tf.concat(d_x, -1), d_h0, tf.concat(d_kernel, -1), tf.concat(d_bias, 0)
+            records = _GruRecords(tf.convert_to_tensor(d_hs), hs, h0, z, coefficients)
+            d_source, d_h0, d_kernel = _gru_backward(records, inputs, active, kernel, tf.shape(source)[0])
+            # The columns of `d_source` are the gradients of [z, r, r * i_h, h~]. The first three
+            # are those of the recurrent matmul's outputs; the candidate's input gradient is h~'s.
+            d_bias = tf.reduce_sum(d_source[:, : 3 * width], 0)
+            d_x = tf.concat([d_source[:, : 2 * width], d_source[:, 3 * width :]], -1)
+            return d_x, d_h0, d_kernel[:, : 3 * width], d_bias
 
         return hs, grad
 
     return scan(inputs.sources[0], h0, kernel, bias)
+
+
+def _gru_train_step(x, h, kernels, b_h):
+    """:func:`_gru_step`, also returning `z` and the gates' coefficients `(n, 4H)`.
+
+    A state gradient `g` at the step's output becomes `g * coefficients`, the gradients of the
+    pre-activations `[z, r, r * i_h, h~]` (`i_h = h @ U_h + b_h`), all in one product.
+    """
+    u_z, u_r, u_h = kernels
+    z = tf.sigmoid(x[0] + tf.matmul(h, u_z))
+    r = tf.sigmoid(x[1] + tf.matmul(h, u_r))
+    i_h = tf.nn.bias_add(tf.matmul(h, u_h), b_h)
+    hh = tf.tanh(x[2] + r * i_h)
+    diff = h - hh
+    kept = 1.0 - z
+    c_h = kept * (1.0 - hh * hh)
+    c_hr = c_h * r
+    coefficients = tf.concat([diff * (z * kept), c_hr * i_h * (1.0 - r), c_hr, c_h], -1)
+    return hh + z * diff, z, coefficients
+
+
+class _GruRecords(NamedTuple):
+    d_hs: tf.Tensor  # (P, H) gradient at each output, step-major
+    hs: tf.Tensor  # (P, H) the outputs
+    h0: tf.Tensor  # (R, H)
+    z: tf.TensorArray  # (active[j], H) per step
+    coefficients: tf.TensorArray  # (active[j], 4H) per step
+
+
+def _gru_backward(records: _GruRecords, inputs: Inputs, active: tf.Tensor, kernel: tf.Tensor, n_sources):
+    """The GRU's backward pass, one loop from the last step to the first.
+
+    Per step, one product forms the gates' gradients `g` `(n, 4H)`, and one matmul each carries the
+    state gradient back and adds to the kernel's gradient. `g` is summed per run as the loop goes,
+    so nothing of `P` rows is made. In carry mode, where a sample's input row changes between its
+    runs, each run's sum is taken where the run starts and that row's sum starts again from zero.
+
+    Returns:
+        `(d_source (S, 4H), d_h0 (R, H), d_kernel (H, 4H))`, columns as `g`'s.
+    """
+    width = records.hs.shape[-1]
+    dtype = records.hs.dtype
+    size = tf.size(active)
+    offsets = _offsets(active)
+    grow = active - tf.concat([active[1:], [0]], 0)  # rows that join, going backward
+    paddings = tf.pad(grow[:, None, None], [[0, 0], [0, 1], [1, 0]])
+    # [U_z; U_r; U_h; 0]: carries all four columns of g back at once, the last adding nothing
+    kernel_t = tf.concat([tf.transpose(kernel), tf.zeros([width, width], dtype)], 0)
+    runs = None if inputs.by_run else _RunStarts(inputs.rows, active, dtype)
+
+    def back(j, h_prev, carried, sums, d_kernel):
+        n = active[j]
+        d_h = tf.slice(records.d_hs, tf.stack([offsets[j], 0]), tf.stack([n, -1])) + tf.pad(carried, paddings[j])
+        coefficients = tf.reshape(records.coefficients.read(j), tf.stack([n, 4, width]))
+        g = tf.reshape(d_h[:, None, :] * coefficients, tf.stack([n, 4 * width]))
+        carried = d_h * records.z.read(j) + tf.matmul(g, kernel_t)
+        d_kernel = d_kernel + tf.matmul(h_prev, g, transpose_a=True)
+        return carried, tf.pad(sums, paddings[j]) + g, d_kernel
+
+    def body(j, carried, sums, d_kernel, ended):
+        h_prev = tf.slice(records.hs, tf.stack([offsets[j - 1], 0]), tf.stack([active[j], -1]))
+        carried, sums, d_kernel = back(j, h_prev, carried, sums, d_kernel)
+        if runs is not None:
+            ended = ended.write(j - 1, tf.gather(sums, runs.starts.read(j - 1)))
+            sums = sums * runs.keep.read(j - 1)[:, None]
+        return j - 1, carried, sums, d_kernel, ended
+
+    _, carried, sums, d_kernel, ended = tf.while_loop(
+        lambda j, *_: j > 0,
+        body,
+        (size - 1, tf.zeros([0, width], dtype), tf.zeros([0, 4 * width], dtype),
+         tf.zeros([width, 4 * width], dtype), _stepwise(dtype, tf.maximum(size - 1, 0), 4 * width)),
+        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, width]), tf.TensorShape([None, 4 * width]),
+                          tf.TensorShape([width, 4 * width]), None),
+    )  # fmt: skip
+
+    def first():  # step 0 starts from h0
+        h_prev = tf.slice(records.h0, [0, 0], tf.stack([active[0], -1]))
+        return back(0, h_prev, carried, sums, d_kernel)
+
+    carried, sums, d_kernel = tf.cond(size > 0, first, lambda: (carried, sums, d_kernel))
+    d_h0 = _pad_rows(carried, tf.shape(records.h0)[0])
+    if runs is None:  # run r reads source row r
+        return _pad_rows(sums, n_sources), d_h0, d_kernel
+    # every run's sum, in the order of its first entry (step-major); step 0's are what is left
+    ended = tf.concat([sums, _concat(ended, 4 * width, dtype)], 0)
+    return tf.math.unsorted_segment_sum(ended, runs.rows, n_sources), d_h0, d_kernel
+
+
+class _RunStarts:
+    """Where runs of source rows start in a carry-mode packed layout.
+
+    A run is a sample's entries that read one source row. Entry `(j, r)` starts one if `j = 0` or
+    `(j - 1, r)` read another row. For steps `j >= 1`: `starts.read(j - 1)` holds the rows `r`
+    within step `j` that start a run, and `keep.read(j - 1)` is 0 for them, 1 for the others.
+    `rows` is the source row of each run, ordered by first entry, step-major.
+    """
+
+    def __init__(self, rows: tf.Tensor, active: tf.Tensor, dtype: tf.DType):
+        step, run = entries(active)
+        first = tf.reduce_sum(active[:1])  # the entries of step 0, which all start runs
+        earlier = tf.gather(tf.concat([[0], _offsets(active)], 0), tf.maximum(step - 1, 0)) + run
+        start = tf.logical_or(step == 0, tf.gather(rows, earlier) != rows)
+        self.rows = tf.boolean_mask(rows, start)
+        later = start[first:]
+        counts = tf.math.unsorted_segment_sum(tf.cast(later, tf.int32), step[first:] - 1, tf.size(active[1:]))
+        self.starts = _split(tf.boolean_mask(run[first:], later), counts)
+        self.keep = _split(tf.cast(tf.logical_not(later), dtype), active[1:])

@@ -148,8 +148,8 @@ def run_packed(adapter, xp, steps, init_states, carry, training, head=None):
     the first ``n_j``. Each step computes only those rows; the state shrinks as runs end, and
     zero-length runs never enter. Each step reads its inputs from ``xp`` (a slice in reset and init
     modes, a gather in carry mode); outputs come back step-major (``(j, run)`` order) and are put
-    into ``(b, t, k)`` order with one gather. Outside training, ``head`` maps each step's outputs
-    as they come, so only the head's (narrower) outputs are kept. A ``GRUCell`` (default
+    into ``(b, t, k)`` order with one gather, after ``head``. Outside training, ``head`` maps each
+    step's outputs as they come, so only the head's (narrower) outputs are kept. A ``GRUCell`` (default
     activations, ``reset_after``) runs its own scan (see `_scan`): gates split once outside the
     loop and, when training, a hand-written backward pass that keeps the gates.
     """
@@ -173,8 +173,9 @@ def run_packed(adapter, xp, steps, init_states, carry, training, head=None):
         (outs,) = _scan.forward(
             lambda x, s: _generic_step(adapter, x[0], s, training, emit), inputs, active, states, [width]
         )
-    flat = _permute(outs, positions)
-    return flat if emit is not None else _apply(head, flat)
+    if emit is None:  # the head is row-wise: the permutation then moves its narrower rows
+        outs = _apply(head, outs)
+    return _permute(outs, positions)
 
 
 @tf.custom_gradient
