@@ -6,11 +6,14 @@ on. Inputs are never laid out that way (that would copy B's projected input once
 entry ``p`` reads row ``rows[p]`` of a small ``source`` (see :class:`Inputs`).
 
 Autodiff through a ``tf.while_loop`` stores every intermediate of every iteration and adds a
-weight-gradient matmul per step. The GRU backward pass below instead:
+weight-gradient matmul per step. The GRU backward pass below instead runs one loop from the last
+step to the first, and per step:
 
-- keeps the gates of the forward pass and forms the gates' coefficients for all steps at once;
-- runs only the truly sequential part, the state gradient, in the loop: one small matmul a step;
-- forms the weight gradients with one large matmul per gate after the loop.
+- forms the gates' gradients from what the forward pass kept: the gates' coefficients (reset and
+  init modes), or just ``z``, ``r`` and the candidate (carry mode, whose narrow steps cost the same
+  either way, so it keeps less);
+- carries the state gradient back and adds to the kernel's gradient, one matmul each;
+- sums the gates' gradients per run as it goes, so no array of ``P`` rows is made.
 
 Each scan supports the cell's default activations only (tanh and sigmoid); adapters check that
 before choosing a scan.
@@ -183,18 +186,23 @@ def gru_scan(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor
     def scan(source, h0, kernel, bias):
         sources, kernels, b_h = _gru_parts(source, kernel, bias, width)
 
-        def step(x, states):
-            new, z, coefficients = _gru_train_step(x, states[0], kernels, b_h)
-            return [new, z, coefficients], [new]
+        # Carry mode's steps are narrow (a row per sample), so they cost about the same with fewer
+        # records kept: the backward pass then forms the gates' coefficients itself.
+        lean = not inputs.by_run
 
-        # The update gate and the gates' coefficients stay one block per step, as the backward
-        # pass reads them; only the states are joined, as they are the output.
-        hs, z, coefficients = _records(step, inputs._replace(sources=sources), active, [h0], [width, width, 4 * width])
+        def step(x, states):
+            new, z, r, i_h, hh = _gru_step(x, states[0], kernels, b_h)
+            return [new, z, *_gate_records(states[0], z, r, i_h, hh, lean)], [new]
+
+        # Gates stay one block per step, as the backward pass reads them; only the states are
+        # joined, as they are the output.
+        widths = [width, width] + ([width, width] if lean else [4 * width])
+        hs, z, *gates = _records(step, inputs._replace(sources=sources), active, [h0], widths)
         hs = _concat(hs, width, source.dtype)
 
         def grad(d_hs):
-            records = _GruRecords(tf.convert_to_tensor(d_hs), hs, h0, z, coefficients)
-            d_source, d_h0, d_kernel = _gru_backward(records, inputs, active, kernel, tf.shape(source)[0])
+            records = _GruRecords(tf.convert_to_tensor(d_hs), hs, h0, z, tuple(gates))
+            d_source, d_h0, d_kernel = _gru_backward(records, inputs, active, kernel, bias[2 * width :], tf.shape(source)[0])
             # The columns of `d_source` are the gradients of [z, r, r * i_h, h~]. The first three
             # are those of the recurrent matmul's outputs; the candidate's input gradient is h~'s.
             d_bias = tf.reduce_sum(d_source[:, : 3 * width], 0)
@@ -206,34 +214,44 @@ def gru_scan(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor
     return scan(inputs.sources[0], h0, kernel, bias)
 
 
-def _gru_train_step(x, h, kernels, b_h):
-    """:func:`_gru_step`, also returning `z` and the gates' coefficients `(n, 4H)`.
-
-    A state gradient `g` at the step's output becomes `g * coefficients`, the gradients of the
-    pre-activations `[z, r, r * i_h, h~]` (`i_h = h @ U_h + b_h`), all in one product.
-    """
-    u_z, u_r, u_h = kernels
-    z = tf.sigmoid(x[0] + tf.matmul(h, u_z))
-    r = tf.sigmoid(x[1] + tf.matmul(h, u_r))
-    i_h = tf.nn.bias_add(tf.matmul(h, u_h), b_h)
-    hh = tf.tanh(x[2] + r * i_h)
-    diff = h - hh
-    kept = 1.0 - z
-    c_h = kept * (1.0 - hh * hh)
-    c_hr = c_h * r
-    coefficients = tf.concat([diff * (z * kept), c_hr * i_h * (1.0 - r), c_hr, c_h], -1)
-    return hh + z * diff, z, coefficients
-
-
 class _GruRecords(NamedTuple):
     d_hs: tf.Tensor  # (P, H) gradient at each output, step-major
     hs: tf.Tensor  # (P, H) the outputs
     h0: tf.Tensor  # (R, H)
-    z: tf.TensorArray  # (active[j], H) per step
-    coefficients: tf.TensorArray  # (active[j], 4H) per step
+    z: tf.TensorArray  # the update gate, (active[j], H) per step
+    gates: tuple[tf.TensorArray, ...]  # what `_gate_records` kept, per step
 
 
-def _gru_backward(records: _GruRecords, inputs: Inputs, active: tf.Tensor, kernel: tf.Tensor, n_sources):
+def _gate_records(h, z, r, i_h, hh, lean: bool) -> list[tf.Tensor]:
+    """What the backward pass keeps of a step besides the state and `z`.
+
+    Lean: `r` and the candidate `h~`; the backward pass recomputes `i_h = h @ U_h + b_h`. Else the
+    gates' coefficients `(n, 4H)`: a state gradient `g` at the step's output becomes `g *
+    coefficients`, the gradients of `[z, r, r * i_h, h~]` before their activations.
+    """
+    if lean:
+        return [r, hh]
+    kept = 1.0 - z
+    c_h = kept * (1.0 - hh * hh)
+    c_hr = c_h * r
+    return [tf.concat([(h - hh) * (z * kept), c_hr * i_h * (1.0 - r), c_hr, c_h], -1)]
+
+
+def _gate_gradients(d_h, h_prev, z, gates, u_h, b_h) -> tf.Tensor:
+    """The gradients `(n, 4H)` of `[z, r, r * i_h, h~]` before their activations, from `gates`."""
+    width = u_h.shape[0]
+    if len(gates) == 1:
+        shape = tf.stack([tf.shape(d_h)[0], 4, width])
+        return tf.reshape(d_h[:, None, :] * tf.reshape(gates[0], shape), [-1, 4 * width])
+    r, hh = gates
+    i_h = tf.nn.bias_add(tf.matmul(h_prev, u_h), b_h)
+    kept = 1.0 - z
+    d_hh = d_h * kept * (1.0 - hh * hh)
+    d_hr = d_hh * r
+    return tf.concat([d_h * (h_prev - hh) * (z * kept), d_hr * i_h * (1.0 - r), d_hr, d_hh], -1)
+
+
+def _gru_backward(records: _GruRecords, inputs: Inputs, active: tf.Tensor, kernel: tf.Tensor, b_h, n_sources):
     """The GRU's backward pass, one loop from the last step to the first.
 
     Per step, one product forms the gates' gradients `g` `(n, 4H)`, and one matmul each carries the
@@ -254,12 +272,13 @@ def _gru_backward(records: _GruRecords, inputs: Inputs, active: tf.Tensor, kerne
     kernel_t = tf.concat([tf.transpose(kernel), tf.zeros([width, width], dtype)], 0)
     runs = None if inputs.by_run else _RunStarts(inputs.rows, active, dtype)
 
+    u_h = kernel[:, 2 * width :]
+
     def back(j, h_prev, carried, sums, d_kernel):
-        n = active[j]
-        d_h = tf.slice(records.d_hs, tf.stack([offsets[j], 0]), tf.stack([n, -1])) + tf.pad(carried, paddings[j])
-        coefficients = tf.reshape(records.coefficients.read(j), tf.stack([n, 4, width]))
-        g = tf.reshape(d_h[:, None, :] * coefficients, tf.stack([n, 4 * width]))
-        carried = d_h * records.z.read(j) + tf.matmul(g, kernel_t)
+        d_h = tf.slice(records.d_hs, tf.stack([offsets[j], 0]), tf.stack([active[j], -1])) + tf.pad(carried, paddings[j])
+        z = records.z.read(j)
+        g = _gate_gradients(d_h, h_prev, z, [ta.read(j) for ta in records.gates], u_h, b_h)
+        carried = d_h * z + tf.matmul(g, kernel_t)
         d_kernel = d_kernel + tf.matmul(h_prev, g, transpose_a=True)
         return carried, tf.pad(sums, paddings[j]) + g, d_kernel
 
