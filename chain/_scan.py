@@ -202,9 +202,11 @@ def gru_scan(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor
 
         def grad(d_hs):
             records = _GruRecords(tf.convert_to_tensor(d_hs), hs, h0, z, tuple(gates))
-            d_source, d_h0, d_kernel = _gru_backward(records, inputs, active, kernel, bias[2 * width :], tf.shape(source)[0])
-            # The columns of `d_source` are the gradients of [z, r, r * i_h, h~]. The first three
-            # are those of the recurrent matmul's outputs; the candidate's input gradient is h~'s.
+            d_source, d_h0, d_kernel = _gru_backward(
+                records, inputs, active, kernel, bias[2 * width :], tf.shape(source)[0]
+            )
+            # The columns of `d_source`: see `_gate_gradients`. The first three are those of the
+            # recurrent matmul's outputs (and biases); the candidate's input gets the fourth.
             d_bias = tf.reduce_sum(d_source[:, : 3 * width], 0)
             d_x = tf.concat([d_source[:, : 2 * width], d_source[:, 3 * width :]], -1)
             return d_x, d_h0, d_kernel[:, : 3 * width], d_bias
@@ -227,7 +229,7 @@ def _gate_records(h, z, r, i_h, hh, lean: bool) -> list[tf.Tensor]:
 
     Lean: `r` and the candidate `h~`; the backward pass recomputes `i_h = h @ U_h + b_h`. Else the
     gates' coefficients `(n, 4H)`: a state gradient `g` at the step's output becomes `g *
-    coefficients`, the gradients of `[z, r, r * i_h, h~]` before their activations.
+    coefficients`, the four columns of :func:`_gate_gradients`.
     """
     if lean:
         return [r, hh]
@@ -238,7 +240,8 @@ def _gate_records(h, z, r, i_h, hh, lean: bool) -> list[tf.Tensor]:
 
 
 def _gate_gradients(d_h, h_prev, z, gates, u_h, b_h) -> tf.Tensor:
-    """The gradients `(n, 4H)` of `[z, r, r * i_h, h~]` before their activations, from `gates`."""
+    """The gradients `(n, 4H)` of the pre-activations of `z` and `r`, of `i_h`, and of the
+    pre-activation of `h~`, from the state gradient `d_h` and what `_gate_records` kept."""
     width = u_h.shape[0]
     if len(gates) == 1:
         shape = tf.stack([tf.shape(d_h)[0], 4, width])
@@ -254,8 +257,9 @@ def _gate_gradients(d_h, h_prev, z, gates, u_h, b_h) -> tf.Tensor:
 def _gru_backward(records: _GruRecords, inputs: Inputs, active: tf.Tensor, kernel: tf.Tensor, b_h, n_sources):
     """The GRU's backward pass, one loop from the last step to the first.
 
-    Per step, one product forms the gates' gradients `g` `(n, 4H)`, and one matmul each carries the
-    state gradient back and adds to the kernel's gradient. `g` is summed per run as the loop goes,
+    Per step, the gates' gradients `g` `(n, 4H)` come from the step's records (one product, or in
+    carry mode a few and one small matmul), and one matmul each carries the state gradient back and
+    adds to the kernel's gradient. `g` is summed per run as the loop goes,
     so nothing of `P` rows is made. In carry mode, where a sample's input row changes between its
     runs, each run's sum is taken where the run starts and that row's sum starts again from zero.
 
@@ -275,7 +279,8 @@ def _gru_backward(records: _GruRecords, inputs: Inputs, active: tf.Tensor, kerne
     u_h = kernel[:, 2 * width :]
 
     def back(j, h_prev, carried, sums, d_kernel):
-        d_h = tf.slice(records.d_hs, tf.stack([offsets[j], 0]), tf.stack([active[j], -1])) + tf.pad(carried, paddings[j])
+        d_out = tf.slice(records.d_hs, tf.stack([offsets[j], 0]), tf.stack([active[j], -1]))
+        d_h = d_out + tf.pad(carried, paddings[j])
         z = records.z.read(j)
         g = _gate_gradients(d_h, h_prev, z, [ta.read(j) for ta in records.gates], u_h, b_h)
         carried = d_h * z + tf.matmul(g, kernel_t)
@@ -324,7 +329,7 @@ class _RunStarts:
     def __init__(self, rows: tf.Tensor, active: tf.Tensor, dtype: tf.DType):
         step, run = entries(active)
         first = tf.reduce_sum(active[:1])  # the entries of step 0, which all start runs
-        earlier = tf.gather(tf.concat([[0], _offsets(active)], 0), tf.maximum(step - 1, 0)) + run
+        earlier = tf.gather(_offsets(active), tf.maximum(step - 1, 0)) + run  # entry (j - 1, r)
         start = tf.logical_or(step == 0, tf.gather(rows, earlier) != rows)
         self.rows = tf.boolean_mask(rows, start)
         later = start[first:]
