@@ -259,9 +259,9 @@ def _gru_backward(records: _GruRecords, inputs: Inputs, active: tf.Tensor, kerne
 
     Per step, the gates' gradients `g` `(n, 4H)` come from the step's records (one product, or in
     carry mode a few and one small matmul), and one matmul each carries the state gradient back and
-    adds to the kernel's gradient. `g` is summed per run as the loop goes,
-    so nothing of `P` rows is made. In carry mode, where a sample's input row changes between its
-    runs, each run's sum is taken where the run starts and that row's sum starts again from zero.
+    adds to the kernel's gradient. `g` is summed per run as the loop goes, so nothing of `P` rows
+    is made. In carry mode, where a sample's input row changes between its runs, each run's sum is
+    taken where the run starts and that row's sum starts again from zero.
 
     Returns:
         `(d_source (S, 4H), d_h0 (R, H), d_kernel (H, 4H))`, columns as `g`'s.

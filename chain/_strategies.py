@@ -149,9 +149,9 @@ def run_packed(adapter, xp, steps, init_states, carry, training, head=None):
     zero-length runs never enter. Each step reads its inputs from ``xp`` (a slice in reset and init
     modes, a gather in carry mode); outputs come back step-major (``(j, run)`` order) and are put
     into ``(b, t, k)`` order with one gather, after ``head``. Outside training, ``head`` maps each
-    step's outputs as they come, so only the head's (narrower) outputs are kept. A ``GRUCell`` (default
-    activations, ``reset_after``) runs its own scan (see `_scan`): gates split once outside the
-    loop and, when training, a hand-written backward pass that keeps the gates.
+    step's outputs as they come, so only the head's (narrower) outputs are kept. A ``GRUCell``
+    (default activations, ``reset_after``) runs its own scan (see `_scan`): gates split once
+    outside the loop and, when training, a hand-written backward pass in one loop.
     """
     starts, lengths, pos_row = _runs(steps, carry)
     order = tf.argsort(lengths, direction="DESCENDING", stable=True)
