@@ -18,7 +18,6 @@ import datetime
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
 from pytest_benchmark.utils import get_commit_info, get_machine_id
 
 from bench._workloads import PARAM_NAMES, Sweep
+from datagen._atomic import atomic_write
 
 STAT_COLUMNS = ("median_s", "mean_s", "min_s", "max_s", "stddev_s", "rounds")
 FIGURE_COLUMNS = (
@@ -39,17 +39,9 @@ COLUMNS = (*PARAM_NAMES, "status", "message", *STAT_COLUMNS, *FIGURE_COLUMNS)
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and a rename."""
+    """Writes `text` to `path` through a temporary file and a rename, making its directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)
 
 
 def next_run_id(storage: Path, name: str) -> str:

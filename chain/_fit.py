@@ -158,9 +158,9 @@ def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int)
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from datagen._atomic import atomic_write
+
+    atomic_write(path, text)
 
 
 def save_checkpoint(net: Chain, run_dir: Path, state: dict[str, Any]) -> None:

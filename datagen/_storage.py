@@ -14,7 +14,6 @@ import hashlib
 import io
 import os
 import re
-import secrets
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import _tfrecord
+from ._atomic import atomic_write as atomic_write
 from ._errors import DatasetError
 
 SHARD_KEYS = ("x", "steps", "y_values", "y_clean_values", "row_lengths")
@@ -37,21 +37,6 @@ def shard_name(index: int, file_format: str) -> str:
 def sha256(data: bytes | memoryview) -> str:
     """Hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write(path: Path, data: bytes | memoryview) -> None:
-    """Writes ``data`` to a temporary file beside ``path``, then renames it over ``path``.
-
-    Readers see either the old file or the whole new one, never a partial write.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 def encode_npz(arrays: dict[str, np.ndarray]) -> memoryview:
