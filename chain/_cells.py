@@ -1,4 +1,4 @@
-"""Adapters that give every kind of model B one step interface.
+"""Adapters that give every kind of model B one step interface, and the choice of fast path.
 
 Every strategy drives model B through two calls:
 
@@ -7,26 +7,30 @@ Every strategy drives model B through two calls:
 - ``step(xp, states, training)`` runs one inner step on projected inputs ``(n, P)`` and a flat list
   of state tensors ``[(n, s_0), (n, s_1), ...]``, returning ``(output (n, H), new_states)``.
 
-The generic adapters project with the identity and call model B as it is. The fused adapters for
-``GRUCell``, ``LSTMCell`` and ``SimpleRNNCell`` move the input matmul into ``project``: B's input
-is ``IR[b, t]`` repeated, so its projection is the same at every inner step and only the
-recurrent part needs to run inside the loop.
+The generic adapters project with the identity and call model B as it is. A :class:`FastAdapter`
+runs a standard cell's kernel (``chain._kernels``): B's input is ``IR[b, t]`` repeated, so its
+projection is the same at every inner step and only the recurrent part runs inside the loop, and
+the packed strategy differentiates it with the kernel's hand-written backward step.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from . import _scan
+from ._kernels import kernel_for
 
 StateList = list[tf.Tensor]
 
 
 class StepAdapter:
     """Base adapter: identity projection, model B called as it is."""
+
+    kernel: Any = None
+    output_size: int | None = None
 
     def __init__(self, model_b: Any) -> None:
         self.model_b = model_b
@@ -80,122 +84,73 @@ class ModelAdapter(StepAdapter):
         return outs[0], list(outs[1:])
 
 
-class _FusedAdapter(StepAdapter):
-    """Shared part of the fused adapters: ``project`` is ``ir @ kernel + input_bias``."""
+class FastAdapter(StepAdapter):
+    """A standard cell's kernel: projection outside the loop, hand-written backward step."""
 
-    def _input_bias(self) -> tf.Tensor | None:
-        return self.model_b.bias if self.model_b.use_bias else None
+    def __init__(self, model_b: Any, kernel: Any) -> None:
+        super().__init__(model_b)
+        self.kernel = kernel
+        self.output_size = kernel.width
+
+    @property
+    def state_sizes(self) -> list[int]:
+        return list(self.kernel.state_sizes)
 
     def project(self, ir):
-        xp = tf.matmul(ir, self.model_b.kernel)
-        bias = self._input_bias()
-        return xp if bias is None else xp + bias
-
-
-class FusedGRU(_FusedAdapter):
-    """``keras.layers.GRUCell``, either ``reset_after`` convention."""
-
-    def __init__(self, cell: keras.layers.GRUCell) -> None:
-        super().__init__(cell)
-        if not (cell.reset_after and _default_activations(cell)):
-            self.packed_scan = None
-
-    def packed_scan(self, inputs: _scan.Inputs, active: tf.Tensor, states: StateList, training: bool,
-                    emit=None) -> tf.Tensor:  # fmt: skip
-        """B's outputs over a step-major packed layout (`emit` of them in inference); see `chain._scan`.
-
-        Training keeps the gates for a hand-written backward pass; inference keeps states only.
-        """
-        cell = self.model_b
-        bias = cell.bias[1] if cell.use_bias else tf.zeros([3 * cell.units], inputs.sources[0].dtype)
-        kernel, bias = tf.convert_to_tensor(cell.recurrent_kernel), tf.convert_to_tensor(bias)
-        if training:
-            return _scan.gru_scan(inputs, active, states[0], kernel, bias)
-        return _scan.gru_states(inputs, active, states[0], kernel, bias, emit)
-
-    @property
-    def state_sizes(self) -> list[int]:
-        return [self.model_b.units]
-
-    def _input_bias(self):
-        cell = self.model_b
-        if not cell.use_bias:
-            return None
-        return cell.bias[0] if cell.reset_after else cell.bias
+        return self.kernel.project(ir)
 
     def step(self, xp, states, training):
-        cell, (h,) = self.model_b, states
-        units = cell.units
-        x_z, x_r, x_h = tf.split(xp, 3, axis=-1)
-        if cell.reset_after:
-            inner = tf.matmul(h, cell.recurrent_kernel)
-            if cell.use_bias:
-                inner = inner + cell.bias[1]
-            r_z, r_r, r_h = tf.split(inner, 3, axis=-1)
-        else:
-            r_z, r_r = tf.split(tf.matmul(h, cell.recurrent_kernel[:, : 2 * units]), 2, axis=-1)
-        z = cell.recurrent_activation(x_z + r_z)
-        r = cell.recurrent_activation(x_r + r_r)
-        if cell.reset_after:
-            r_h = r * r_h
-        else:
-            r_h = tf.matmul(r * h, cell.recurrent_kernel[:, 2 * units :])
-        hh = cell.activation(x_h + r_h)
-        h = z * h + (1.0 - z) * hh
-        return h, [h]
+        out, new, _ = self.kernel.forward(xp, list(states), self.kernel.params(xp.dtype))
+        return out, new
 
 
-class FusedLSTM(_FusedAdapter):
-    """``keras.layers.LSTMCell``: gates in the order i, f, c, o."""
+class FastPath(NamedTuple):
+    """Which path the packed strategy runs for a model B, and why.
 
-    @property
-    def state_sizes(self) -> list[int]:
-        return [self.model_b.units, self.model_b.units]
+    Attributes:
+        fused: whether the fast path (a kernel with a hand-written backward step) runs.
+        reason: the cell that runs fast, or why model B has no fast path.
+    """
 
-    def step(self, xp, states, training):
-        cell, (h, c) = self.model_b, states
-        z = xp + tf.matmul(h, cell.recurrent_kernel)
-        z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
-        i = cell.recurrent_activation(z_i)
-        f = cell.recurrent_activation(z_f)
-        c = f * c + i * cell.activation(z_c)
-        o = cell.recurrent_activation(z_o)
-        h = o * cell.activation(c)
-        return h, [h, c]
-
-
-class FusedSimpleRNN(_FusedAdapter):
-    """``keras.layers.SimpleRNNCell``."""
-
-    @property
-    def state_sizes(self) -> list[int]:
-        return [self.model_b.units]
-
-    def step(self, xp, states, training):
-        cell, (h,) = self.model_b, states
-        out = xp + tf.matmul(h, cell.recurrent_kernel)
-        if cell.activation is not None:
-            out = cell.activation(out)
-        return out, [out]
-
-
-def _default_activations(cell: keras.layers.Layer) -> bool:
-    """Whether `cell` uses tanh and (where it has one) a sigmoid recurrent activation."""
-    tanh = keras.activations.get("tanh")
-    sigmoid = keras.activations.get("sigmoid")
-    recurrent = getattr(cell, "recurrent_activation", sigmoid)
-    return cell.activation is tanh and recurrent is sigmoid
-
-
-_FUSED = {
-    keras.layers.GRUCell: FusedGRU,
-    keras.layers.LSTMCell: FusedLSTM,
-    keras.layers.SimpleRNNCell: FusedSimpleRNN,
-}
+    fused: bool
+    reason: str
 
 
 def _cells_of(model_b: Any) -> Sequence[Any]:
     return list(getattr(model_b, "cells", [])) + [model_b]
+
+
+def wrapped_cell(model_b: Any) -> Any:
+    """The one cell a functional model B wraps, `Model([x, *states], [out, *new_states])`, or None.
+
+    Only the structure is read here; :func:`check_wrapper` confirms the model computes the cell.
+    """
+    if not isinstance(model_b, keras.Model) or hasattr(model_b, "state_size"):
+        return None
+    layers = [layer for layer in model_b.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if len(layers) != 1 or not hasattr(layers[0], "state_size"):
+        return None
+    cell = layers[0]
+    n_states = len(tf.nest.flatten(cell.state_size))
+    if len(model_b.inputs) != 1 + n_states or len(model_b.outputs) != 1 + n_states:
+        return None
+    return cell
+
+
+def check_wrapper(model_b: keras.Model, cell: Any, rows: int) -> bool:
+    """Whether `model_b([x, *s])` equals `cell(x, s)` on random inputs of `rows` rows."""
+    rng = np.random.default_rng(0)
+    width = int(model_b.inputs[0].shape[-1])
+    sizes = [int(t.shape[-1]) for t in model_b.inputs[1:]]
+    x = tf.constant(rng.normal(size=(rows, width)), model_b.inputs[0].dtype)
+    states = [tf.constant(rng.normal(size=(rows, s)), x.dtype) for s in sizes]
+    got = model_b([x, *states])
+    structure = cell.state_size if isinstance(cell.state_size, (list, tuple)) else [cell.state_size]
+    out, new = cell(x, tf.nest.pack_sequence_as(structure, states))
+    want = [out, *tf.nest.flatten(new)]
+    return len(got) == len(want) and all(
+        g.shape == w.shape and np.allclose(g.numpy(), w.numpy(), atol=1e-6) for g, w in zip(got, want)
+    )
 
 
 def check_model_b(model_b: Any) -> None:
@@ -213,6 +168,13 @@ def check_model_b(model_b: Any) -> None:
                 "as `model_b([inputs, *states])`; received "
                 f"{type(model_b).__name__}"
             )
+        outputs = getattr(model_b, "outputs", None)
+        if outputs is not None and len(outputs) != len(inputs):
+            raise ValueError(
+                "a model B must return `[outputs, *new_states]`, one new state per state input: "
+                f"received a model with {len(inputs)} inputs and {len(outputs)} output(s). Return "
+                "the new states too, e.g. `keras.Model([x, h], [out, new_h])`"
+            )
     for cell in _cells_of(model_b):
         for name in ("dropout", "recurrent_dropout"):
             rate = getattr(cell, name, 0.0) or 0.0
@@ -223,15 +185,34 @@ def check_model_b(model_b: Any) -> None:
                 )
 
 
-def make_adapter(model_b: Any, fused: bool = False) -> StepAdapter:
-    """Returns the step adapter for `model_b`.
-
-    Args:
-        model_b: a Keras RNN cell or a Keras model `[inputs, *states] -> [outputs, *states]`.
-        fused: use the fused adapter when `model_b` is exactly a standard Keras cell.
-    """
-    if fused and type(model_b) in _FUSED:
-        return _FUSED[type(model_b)](model_b)
+def generic_adapter(model_b: Any) -> StepAdapter:
+    """The adapter that calls `model_b` as it is."""
     if hasattr(model_b, "state_size"):
         return CellAdapter(model_b)
     return ModelAdapter(model_b)
+
+
+def fast_adapter(model_b: Any, fused: Any) -> tuple[StepAdapter, FastPath]:
+    """The adapter the packed strategy runs for `model_b` under `fused`, and why.
+
+    Args:
+        model_b: a Keras RNN cell or a Keras model `[inputs, *states] -> [outputs, *states]`.
+        fused: `"auto"` (the fast path where there is one), True (the fast path or a ValueError),
+            or False (model B called as it is).
+
+    Raises:
+        ValueError: `fused=True` and `model_b` has no fast path; the message names the cell.
+    """
+    if fused is False:
+        return generic_adapter(model_b), FastPath(False, "fused=False: model B is called as it is")
+    cell = model_b if hasattr(model_b, "state_size") else wrapped_cell(model_b)
+    kernel, reason = (None, f"{type(model_b).__name__} is not a cell or a model around one cell")
+    if cell is not None:
+        kernel, reason = kernel_for(cell)
+        if kernel is not None and cell is not model_b:
+            reason = f"a functional model around one {reason}"
+    if kernel is None:
+        if fused is True:
+            raise ValueError(f"fused=True, but model B has no fast path: {reason}")
+        return generic_adapter(model_b), FastPath(False, f"generic path: {reason}")
+    return FastAdapter(model_b, kernel), FastPath(True, f"fast path: {reason}")

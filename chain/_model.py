@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import _cells, _ragged, _train, _validate
+from . import _cells, _model_a, _ragged, _train, _validate
 from ._strategies import STRATEGIES
 
 STATES = ("carry", "reset", "init")
@@ -80,14 +80,19 @@ class Chain(keras.Model):
         strategy: str = _AUTO,
         max_steps: int | None = None,
         compiled: bool = True,
-        fused: bool = True,
+        fused: bool | str = _AUTO,
         predict_lengths: bool = False,
         stop: str | None = None,
+        stateful: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         _check_options(output_size, state, strategy, max_steps)
         _check_length_options(predict_lengths, stop, max_steps)
+        if fused not in (True, False, _AUTO):
+            raise ValueError(f"`fused` must be 'auto', True or False; received {fused!r}")
+        if not isinstance(stateful, bool):
+            raise ValueError(f"`stateful` must be True or False; received {stateful!r}")
         _cells.check_model_b(model_b)
         self.model_a = model_a
         self.model_b = model_b
@@ -99,6 +104,7 @@ class Chain(keras.Model):
         self.fused = fused
         self.predict_lengths = predict_lengths
         self.stop = stop
+        self.stateful = stateful
         self.trackers = _train.Trackers(predict_lengths, stop)
         self.flat_compile = _train.FlatCompile()
         self.loss_tracker = self.trackers.loss
@@ -107,37 +113,78 @@ class Chain(keras.Model):
             self.length_tracker = self.trackers.length
         if self.trackers.stop is not None:
             self.stop_tracker = self.trackers.stop
-        self._generic = _cells.make_adapter(model_b, fused=False)
-        self._fast = _cells.make_adapter(model_b, fused=fused)
+        self._generic = _cells.generic_adapter(model_b)
+        self._fast, self._fast_path = _cells.fast_adapter(model_b, fused)
+        self._a = _model_a.ModelAState(model_a)
         self._graphs = _Compiled()
         self.input_size: int | None = None
 
     # ------------------------------------------------------------------ building
 
     def build(self, input_shape: Any) -> None:
-        """Creates every weight from the shape of `x` `(batch, T, input_size)`."""
+        """Creates every weight from the shape of `x` `(batch, T, input_size)`.
+
+        Model A and model B are only called on symbolic tensors of the shapes the call gives (or
+        model A declares), never on made-up numbers.
+
+        Raises:
+            ValueError: `x`'s shape conflicts with model A's declared input, model A does not
+                return `(batch, T, ir_size)`, or model B does not return `[outputs, *states]`.
+        """
         if input_shape and isinstance(input_shape[0], (list, tuple, tf.TensorShape)):
             input_shape = input_shape[0]
-        self.input_size = int(input_shape[-1])
-        ir = self.model_a(tf.zeros([1, 1, self.input_size]))
-        ir_rows = tf.reshape(ir, [1, -1])
-        zeros = self._generic.zero_states(1, ir.dtype)
-        if not getattr(self.model_b, "built", True):
-            self.model_b.build((None, ir_rows.shape[-1]))
-        out, _ = self._generic.step(ir_rows, zeros, False)
+        shape = _model_a_shape(self.model_a, tuple(tf.TensorShape(input_shape).as_list()))
+        self.input_size = int(shape[-1])
+        ir = self._a.symbolic(shape)
+        if len(ir.shape) != 3:
+            raise ValueError(
+                "model A must return IR of shape (batch, T, ir_size), one vector per outer step; "
+                f"received an output of shape {tuple(ir.shape)} for x of shape {shape}. For a "
+                "Keras recurrent layer, set `return_sequences=True`"
+            )
+        ir_size = int(ir.shape[-1])
+        b_size = self._build_b(shape[0], ir_size)
         for adapter in (self._generic, self._fast):
-            adapter.output_size = int(out.shape[-1])
+            adapter.output_size = b_size
         self.init_layers = [
             keras.layers.Dense(s, activation="tanh", name=f"init_{i}")
             for i, s in enumerate(self._generic.state_sizes)
         ] if self.state == "init" else []
         for layer in self.init_layers:
-            layer.build((None, ir_rows.shape[-1]))
+            layer.build((None, ir_size))
         self.head = keras.layers.Dense(self.output_size, name="head") if self.output_size else None
         if self.head is not None:
-            self.head.build((None, out.shape[-1]))
-        self._build_length_heads(int(ir.shape[-1]), int(out.shape[-1]))
+            self.head.build((None, b_size))
+        self._build_length_heads(ir_size, b_size)
+        self._state_vars = _StateVariables(self, shape[0]) if self.stateful else None
         self.built = True
+
+    def _build_b(self, batch, ir_size: int) -> int:
+        """Builds model B on symbolic `(batch, ir_size)` inputs; returns the width of its output."""
+        sizes = self._generic.state_sizes
+        x = keras.KerasTensor((batch, ir_size))
+        states = [keras.KerasTensor((batch, s)) for s in sizes]
+        try:
+            if isinstance(self._generic, _cells.ModelAdapter):
+                outs = self.model_b([x, *states])
+                if not isinstance(outs, (list, tuple)):
+                    raise TypeError("a single output")
+                out, new = outs[0], list(outs[1:])
+            else:
+                out, new = self._generic.step(x, states, False)
+        except TypeError as error:
+            raise ValueError(
+                "model B must return `[outputs, *new_states]` with one new state per state input "
+                f"({len(sizes)} of sizes {sizes}); calling it on IR rows of size {ir_size} failed: "
+                f"{error}. A functional model B is `keras.Model([x, *states], [out, *new_states])`"
+            ) from None
+        got = [int(t.shape[-1]) for t in new]
+        if got != sizes or len(out.shape) != 2:
+            raise ValueError(
+                "model B must return `[outputs (batch, H), *new_states]` with new states of sizes "
+                f"{sizes}; received outputs of shape {tuple(out.shape)} and new states of sizes {got}"
+            )
+        return int(out.shape[-1])
 
     def _build_length_heads(self, ir_size: int, b_size: int) -> None:
         self.length_head = None
@@ -152,11 +199,12 @@ class Chain(keras.Model):
             self.empty_head.build((None, None, ir_size))
 
     def get_build_config(self) -> dict[str, Any]:
-        return {"input_size": self.input_size}
+        batch = self._state_vars.batch if getattr(self, "_state_vars", None) is not None else None
+        return {"input_size": self.input_size, "batch": batch}
 
     def build_from_config(self, config: dict[str, Any]) -> None:
         if config and config.get("input_size") is not None:
-            self.build((None, None, config["input_size"]))
+            self.build((config.get("batch"), None, config["input_size"]))
 
     # ------------------------------------------------------------------ calling
 
@@ -168,7 +216,9 @@ class Chain(keras.Model):
             steps = np.asarray(steps)
         return super().__call__(x, steps, **kwargs)
 
-    def call(self, x: Any, steps: Any = None, training: bool | None = None) -> tf.RaggedTensor:
+    def call(self, x: Any, steps: Any = None, training: bool | None = None, initial_state: Any = None,
+             return_state: bool = False) -> Any:  # fmt: skip
+        """Runs the chain; see the class docstring for the arguments and what it returns."""
         if steps is None:
             if not isinstance(x, (tuple, list)) or len(x) != 2:
                 raise ValueError(
@@ -176,64 +226,146 @@ class Chain(keras.Model):
                 )
             x, steps = x
         x, steps = _validate.check_inputs(x, steps, self.input_size, self.max_steps)
-        training = bool(training)
-        if tf.executing_eagerly() and self.compiled:
-            flat = self._graph_forward(training)(tf.cast(x, self.compute_dtype), steps)
-        else:
-            flat = self.flat_outputs(x, steps, training=training)
-        return _ragged.ragged_from_flat(flat, steps)
+        flat, states = self.run_flat(x, steps, bool(training), initial_state=initial_state,
+                                     return_state=return_state)  # fmt: skip
+        out = _ragged.ragged_from_flat(flat, steps)
+        return (out, states) if return_state else out
 
-    def _graph_forward(self, training: bool):
-        fn = self._graphs.fns.get(training)
+    def run_flat(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False, initial_state: Any = None,
+                 differentiable: bool = True, head: bool = True,
+                 return_state: bool = False) -> tuple[tf.Tensor, dict[str, list]]:  # fmt: skip
+        """Runs the chain on validated inputs, states in and out; the stateful chain keeps them.
+
+        Args:
+            x: `(batch, T, input_size)`; steps: `(batch, T)` int32 in `[0, max_steps]`.
+            training: passed to model A and model B.
+            initial_state: see the class docstring.
+            differentiable: False where no gradient is taken (faster, less memory for `packed`).
+            head: apply the head (False returns B's outputs).
+            return_state: compute the final states (always done when `stateful`).
+
+        Returns:
+            `(flat, states)`: flat `(sum(steps), output_size)` in `(b, t, k)` order, and the
+            final states `{"model_a": [...], "model_b": [...]}`, without gradient (empty lists
+            unless `return_state` or `stateful`).
+        """
+        a_in, b_in = self._states_in(initial_state, x)
+        final = bool(return_state or self.stateful)
+        if x.shape[1] == 0:  # no outer step: nothing runs, and the states pass through
+            flat = tf.zeros([0, self.output_size or self._generic.output_size], self.compute_dtype)
+            return flat, self._unchanged(a_in, b_in, x)
+        if tf.executing_eagerly() and self.compiled:
+            fn = self._graph_forward(training, differentiable, a_in is not None, head, final)
+            if b_in is None:
+                b_in = self._unchanged(None, None, x)["model_b"]
+            flat, a_out, b_out = fn(tf.cast(x, self.compute_dtype), steps, a_in or [], b_in)
+        else:
+            flat, a_out, b_out = self._forward(x, steps, a_in, b_in, training, differentiable, final, head)
+        if self.stateful:
+            self._state_vars.assign(a_out, b_out)
+        return flat, {"model_a": list(a_out), "model_b": list(b_out)}
+
+    def _unchanged(self, a_in, b_in, x) -> dict[str, list]:
+        batch = tf.shape(x)[0]
+        zeros = lambda sizes: [tf.zeros(tf.stack([batch, s]), self.compute_dtype) for s in sizes]  # noqa: E731
+        a = list(a_in) if a_in is not None else zeros(self._a.state_sizes)
+        b = list(b_in) if b_in is not None else zeros(self._b_state_sizes())
+        return {"model_a": a, "model_b": b}
+
+    def _graph_forward(self, training: bool, differentiable: bool, has_a: bool, head: bool, final: bool):
+        key = (training, differentiable, has_a, head, final)
+        fn = self._graphs.fns.get(key)
         if fn is None:
+            dtype = self.compute_dtype
             signature = [
-                tf.TensorSpec([None, None, self.input_size], self.compute_dtype, name="x"),
+                tf.TensorSpec([None, None, self.input_size], dtype, name="x"),
                 tf.TensorSpec([None, None], tf.int32, name="steps"),
+                [tf.TensorSpec([None, s], dtype) for s in self._a.state_sizes] if has_a else [],
+                [tf.TensorSpec([None, s], dtype) for s in self._b_state_sizes()],
             ]
-            fn = tf.function(
-                lambda x, steps: self.flat_outputs(x, steps, training=training),
-                input_signature=signature,
-            )
-            self._graphs.fns[training] = fn
+
+            def run(x, steps, a_in, b_in):
+                return self._forward(x, steps, a_in if has_a else None, b_in or None, training,
+                                     differentiable, final, head)  # fmt: skip
+
+            fn = tf.function(run, input_signature=signature)
+            self._graphs.fns[key] = fn
         return fn
 
+    def _b_state_sizes(self) -> list[int]:
+        return self.step_adapter().state_sizes if self.state == "carry" else []
+
+    def _forward(self, x, steps, a_in, b_in, training, differentiable, final, head):
+        ir, a_out = self._a.call(x, a_in, training)
+        result = self.b_outputs_from_ir(
+            ir, steps, training=training, head=self.head if head else None, initial_state=b_in,
+            final=final, differentiable=differentiable,
+        )  # fmt: skip
+        if not final:
+            return result, [], []
+        flat, b_out = result
+        return flat, [tf.stop_gradient(s) for s in a_out], b_out
+
     def flat_outputs(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """Runs the chain on validated inputs, without the checks of `call`.
+        """The flat values `(sum(steps), output_size)` of the output, in `(b, t, k)` order.
 
         Args:
             x: `(batch, T, input_size)`.
             steps: `(batch, T)` int32, values in `[0, max_steps]`.
             training: passed to model A and model B.
-
-        Returns:
-            `(sum(steps), output_size)`: the flat values of the ragged output, ordered by sample,
-            then t, then k.
         """
-        ir = self.model_a(x, training=training)
-        return self.b_outputs_from_ir(ir, steps, training=training, head=self.head)
+        return self.run_flat(x, steps, training)[0]
 
-    def b_outputs(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """B's outputs at every real inner step, `(sum(steps), H)` in `(b, t, k)` order."""
-        ir = self.model_a(x, training=training)
-        return self.b_outputs_from_ir(ir, steps, training=training)
-
-    def b_outputs_from_ir(self, ir: tf.Tensor, steps: tf.Tensor, training: bool = False, head=None) -> tf.Tensor:
+    def b_outputs_from_ir(self, ir: tf.Tensor, steps: tf.Tensor, training: bool = False, head=None,
+                          initial_state=None, final: bool = False, differentiable: bool = True):  # fmt: skip
         """B's outputs `(sum(steps), H)` from model A's output `ir` `(batch, T, ir_size)`.
 
         With `head` (a row-wise layer), `head` of them; the strategy may apply it step by step.
+        With `final`, returns `(flat, final_states)`, B's carried states `(batch, s)` at the end
+        (carry mode; `[]` otherwise), from `initial_state` (zeros by default).
         """
         ir_rows = tf.reshape(ir, [-1, ir.shape[-1]])
         adapter = self.step_adapter()
-        init = self.initial_states(ir_rows, tf.shape(steps)[0], adapter)
+        init = self.initial_states(ir_rows, tf.shape(steps)[0], adapter, initial_state)
         run = STRATEGIES[self.resolved_strategy()]
-        return run(adapter, adapter.project(ir_rows), steps, init, self.state == "carry", training, head)
+        flat, finals = run(adapter, adapter.project(ir_rows), steps, init, self.state == "carry", training,
+                           head, final=final, differentiable=differentiable)  # fmt: skip
+        return (flat, finals) if final else flat
 
-    def initial_states(self, ir_rows: tf.Tensor, batch: tf.Tensor, adapter) -> list[tf.Tensor]:
+    def initial_states(self, ir_rows: tf.Tensor, batch: tf.Tensor, adapter, initial_state=None) -> list[tf.Tensor]:
         """B's states at the start of each run (see `state`), from `IR` rows `(batch * T, ir_size)`."""
         if self.state == "init":
             return [layer(ir_rows) for layer in self.init_layers]
+        if self.state == "carry" and initial_state is not None:
+            return [tf.cast(s, ir_rows.dtype) for s in initial_state]
         rows = batch if self.state == "carry" else tf.shape(ir_rows)[0]
         return adapter.zero_states(rows, ir_rows.dtype)
+
+    def _states_in(self, initial_state: Any, x: tf.Tensor) -> tuple[list | None, list | None]:
+        """`(model A's, model B's)` starting states: given, kept (stateful) or None (defaults)."""
+        if not self.built:
+            self.build(tuple(x.shape))
+        a_in, b_in = _validate.check_initial_state(
+            initial_state, x, self._a.state_sizes, self._b_state_sizes(), self.state, self.compute_dtype
+        )
+        if self.stateful:
+            self._state_vars.check_batch(x)
+            a_kept, b_kept = self._state_vars.values()
+            a_in = a_kept if a_in is None and self._a.state_sizes else a_in
+            b_in = b_kept if b_in is None and self.state == "carry" else b_in
+        return a_in, b_in
+
+    def reset_states(self) -> None:
+        """Sets the kept states of a `stateful=True` chain to zeros, like a Keras RNN layer's.
+
+        Also resets every Keras layer inside model A that has `stateful=True` itself.
+        """
+        if getattr(self, "_state_vars", None) is not None:
+            self._state_vars.reset()
+        for layer in _model_a.stateful_layers(self.model_a):
+            layer.reset_state()
+
+    reset_state = reset_states
 
     def resolved_strategy(self) -> str:
         """The strategy that runs: `strategy`, or the one `"auto"` picks.
@@ -245,6 +377,21 @@ class Chain(keras.Model):
         if self.strategy != _AUTO:
             return self.strategy
         return "packed"
+
+    @property
+    def fast_path(self) -> _cells.FastPath:
+        """Whether model B runs on a fast path (a kernel with a hand-written backward step), and why.
+
+        It applies to the `packed` strategy; `loop` and `padded` call model B as it is.
+
+        >>> import keras
+        >>> net = Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.LSTMCell(4))
+        >>> net.fast_path
+        FastPath(fused=True, reason='fast path: LSTMCell')
+        """
+        if self.resolved_strategy() != "packed":
+            return _cells.FastPath(False, f"strategy {self.resolved_strategy()!r} calls model B as it is")
+        return self._fast_path
 
     # ------------------------------------------------------------------ training
 
@@ -393,7 +540,8 @@ class Chain(keras.Model):
 
     def _serve(self, x: tf.Tensor, steps: tf.Tensor) -> dict[str, tf.Tensor]:
         x, steps = _validate.check_inputs(x, steps, self.input_size, self.max_steps)
-        return {"flat_values": self.flat_outputs(x, steps), "row_lengths": steps}
+        flat = self.run_flat(x, steps, differentiable=False)[0]
+        return {"flat_values": flat, "row_lengths": steps}
 
     # ------------------------------------------------------------------ config
 
@@ -410,6 +558,7 @@ class Chain(keras.Model):
             "fused": self.fused,
             "predict_lengths": self.predict_lengths,
             "stop": self.stop,
+            "stateful": self.stateful,
         }
 
     @classmethod
@@ -444,3 +593,65 @@ def _check_options(output_size, state, strategy, max_steps) -> None:
         raise ValueError(f"`output_size` must be a positive int or None; received {output_size!r}")
     if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 0):
         raise ValueError(f"`max_steps` must be a non-negative int or None; received {max_steps!r}")
+
+
+def _model_a_shape(model_a: Any, shape: tuple) -> tuple:
+    """`x`'s shape, with the sizes that a functional model A declares filled in.
+
+    Raises:
+        ValueError: a size of `x` differs from the one model A declares.
+    """
+    declared = _model_a.declared_input_shape(model_a)
+    if declared is None:
+        return shape
+    if len(declared) != len(shape) or any(
+        d is not None and s is not None and d != s for d, s in zip(declared[1:], shape[1:])
+    ):
+        raise ValueError(
+            f"`x` has shape {shape} but model A declares its input as {declared}: pass x of that "
+            "shape, or build model A with `keras.Input(shape=(None, input_size))` for any T"
+        )
+    return tuple(s if s is not None else d for s, d in zip(shape, declared))
+
+
+class _StateVariables:
+    """The states a `stateful=True` chain keeps between calls (kept out of Keras tracking).
+
+    Model A's state (where it has one, see `chain._model_a`) and, in carry mode, model B's, each
+    `(batch, s)`; `batch` is fixed by the first call, as in a stateful Keras RNN layer.
+    """
+
+    def __init__(self, net: Chain, batch: int | None) -> None:
+        if batch is None:
+            raise ValueError(
+                "`stateful=True` needs a fixed batch size: call the chain on a batch of known size "
+                "first, or build model A with `keras.Input(batch_shape=(batch, T, input_size))`; "
+                "received a batch of unknown size"
+            )
+        self.batch = int(batch)
+        dtype = net.compute_dtype
+        with tf.init_scope():
+            self.a = [tf.Variable(tf.zeros([self.batch, s], dtype), trainable=False) for s in net._a.state_sizes]
+            self.b = [tf.Variable(tf.zeros([self.batch, s], dtype), trainable=False) for s in net._b_state_sizes()]
+
+    def check_batch(self, x: tf.Tensor) -> None:
+        batch = x.shape[0]
+        if batch is not None and batch != self.batch:
+            raise ValueError(
+                f"a stateful chain keeps states for a batch of {self.batch}; received x of shape "
+                f"{tuple(x.shape)}. Keep the batch size fixed (drop the remainder), or use "
+                "`initial_state`/`return_state` instead of `stateful=True`"
+            )
+
+    def values(self) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
+        return [tf.convert_to_tensor(v) for v in self.a], [tf.convert_to_tensor(v) for v in self.b]
+
+    def assign(self, a_out, b_out) -> None:
+        for v, s in zip(self.a, a_out):
+            v.assign(tf.cast(s, v.dtype))
+        for v, s in zip(self.b, b_out):
+            v.assign(tf.cast(s, v.dtype))
+
+    def reset(self) -> None:
+        for v in [*self.a, *self.b]:
+            v.assign(tf.zeros_like(v))

@@ -1,4 +1,4 @@
-"""Packed scans: B over runs sorted longest first, standard cells with a hand-written backward pass.
+"""Packed scans: B over runs sorted longest first, with a hand-written backward pass per cell.
 
 Runs are sorted longest first, so that inner step ``j`` involves only the first ``active[j]``
 runs. Outputs come back in *step-major* order: all runs' outputs for step 0, then step 1, and so
@@ -6,27 +6,28 @@ on. Inputs are never laid out that way (that would copy B's projected input once
 entry ``p`` reads row ``rows[p]`` of a small ``source`` (see :class:`Inputs`).
 
 Autodiff through a ``tf.while_loop`` stores every intermediate of every iteration and adds a
-weight-gradient matmul per step. The GRU backward pass below instead runs one loop from the last
-step to the first, and per step:
+weight-gradient matmul per step. :func:`scan` instead takes a *kernel* (see ``chain._kernels``):
+one cell's forward step, which also returns the few tensors its backward step needs, and that
+backward step. One loop runs the steps forward and one runs them back, and per step the backward
+loop:
 
-- forms the gates' gradients from what the forward pass kept: the gates' coefficients (reset and
-  init modes), or just ``z``, ``r`` and the candidate (carry mode, whose narrow steps cost the same
-  either way, so it keeps less);
-- carries the state gradient back and adds to the kernel's gradient, one matmul each;
-- sums the gates' gradients per run as it goes, so no array of ``P`` rows is made.
-
-Each scan supports the cell's default activations only (tanh and sigmoid); adapters check that
-before choosing a scan.
+- gets the gradients of the step's input, previous states and weights from the kernel;
+- carries the state gradient to the step before;
+- sums the input gradient per run as it goes, so no array of input gradients per entry is made.
 
 Shapes: ``P = sum(active)`` entries; ``active`` is ``(L,)`` int32, non-increasing; states are
-``(R, H)`` with ``R >= active[0]``, sorted like the runs.
+``(R, s)`` with ``R >= active[0]``, sorted like the runs.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import tensorflow as tf
+
+from ._kernels import Step
+from ._plan import entries as entries
+from ._plan import offsets as _offsets
 
 
 class Inputs(NamedTuple):
@@ -45,18 +46,8 @@ class Inputs(NamedTuple):
     by_run: bool
 
 
-def _offsets(active: tf.Tensor) -> tf.Tensor:
-    return tf.cumsum(active, exclusive=True)
-
-
 def _concat(ta: tf.TensorArray, width: int, dtype: tf.DType) -> tf.Tensor:
     return tf.cond(ta.size() > 0, ta.concat, lambda: tf.zeros([0, width], dtype))
-
-
-def entries(active: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """The step `j` and the run `r` of every entry of a step-major layout, each `(P,)`."""
-    step = tf.repeat(tf.range(tf.size(active)), active)
-    return step, tf.range(tf.size(step)) - tf.repeat(_offsets(active), active)
 
 
 def _pad_rows(t: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
@@ -64,54 +55,16 @@ def _pad_rows(t: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
     return tf.pad(t, tf.stack([tf.stack([0, n - tf.shape(t)[0]]), [0, 0]]))
 
 
-def forward(step_fn, inputs, active, states, widths):
-    """Runs `step_fn(x_j, states_j) -> (records, states)` over the steps of a packed layout.
-
-    Args:
-        step_fn: one inner step on the `active[j]` rows still going; `x_j` is a list with the
-            step's rows of each of `inputs.sources`.
-        inputs: an :class:`Inputs`.
-        active: `(L,)` int32.
-        states: initial states `(R, s)`, sorted like the runs.
-        widths: the width of each record.
-
-    Returns:
-        Each record of every step, step-major, `(P, width)`.
-    """
-    tas = _records(step_fn, inputs, active, states, widths)
-    return [_concat(ta, w, inputs.sources[0].dtype) for ta, w in zip(tas, widths)]
+def _rows(t: tf.Tensor, start, n) -> tf.Tensor:
+    """Rows `[start, start + n)` of `t` (a slice that shares its buffer), width kept static."""
+    out = tf.slice(t, tf.stack([start, 0]), tf.stack([n, -1]))
+    out.set_shape([None, t.shape[-1]])
+    return out
 
 
-def _records(step_fn, inputs, active, states, widths):
-    """:func:`forward`, with each record left as a TensorArray of one block per step."""
-    size = tf.size(active)
-    dtype = inputs.sources[0].dtype
-    rows = None
-    if not inputs.by_run:
-        rows = _split(inputs.rows, active)
-    tas = [_stepwise(dtype, size, w) for w in widths]
-
-    def body(j, states, tas):
-        rows_j = tf.stack([active[j], -1])  # leading-row slices share their input's buffer
-        if rows is None:
-            x = [tf.slice(source, [0, 0], rows_j) for source in inputs.sources]
-        else:
-            index = rows.read(j)
-            x = [tf.gather(source, index) for source in inputs.sources]
-        records, states = step_fn(x, [tf.slice(s, [0, 0], rows_j) for s in states])
-        return j + 1, states, [ta.write(j, r) for ta, r in zip(tas, records)]
-
-    _, _, tas = tf.while_loop(
-        lambda j, *_: j < size,
-        body,
-        (0, list(states), tas),
-        shape_invariants=(
-            tf.TensorShape([]),
-            [tf.TensorShape([None, s.shape[-1]]) for s in states],
-            [None] * len(tas),
-        ),
-    )
-    return tas
+def _lead(t: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
+    """The first `n` rows of `t`."""
+    return _rows(t, 0, n)
 
 
 def _split(values: tf.Tensor, counts: tf.Tensor) -> tf.TensorArray:
@@ -128,193 +81,240 @@ def _stepwise(dtype: tf.DType, size: tf.Tensor, width: int | None) -> tf.TensorA
     return tf.TensorArray(dtype, size=size, infer_shape=False, element_shape=shape)
 
 
-# ----------------------------------------------------------------------------- GRU
+class _Reader:
+    """Reads step `j`'s input rows of every source."""
+
+    def __init__(self, inputs: Inputs, active: tf.Tensor):
+        self.inputs = inputs
+        self.active = active
+        self.rows = None if inputs.by_run else _split(inputs.rows, active)
+
+    def read(self, j) -> list[tf.Tensor]:
+        if self.rows is None:
+            return [_lead(source, self.active[j]) for source in self.inputs.sources]
+        index = self.rows.read(j)
+        return [tf.gather(source, index) for source in self.inputs.sources]
 
 
-def _gru_parts(source, kernel, bias, width):
-    """Inputs, kernels and candidate bias of a GRU step, split by gate once, outside the loop.
-
-    Split apart from the start, no step copies a `(n, 3H)` tensor into gates; the update and reset
-    biases join their inputs here.
-    """
-    sources = tf.split(source + tf.concat([bias[: 2 * width], tf.zeros_like(bias[2 * width :])], 0), 3, -1)
-    return tuple(sources), tf.split(kernel, 3, -1), bias[2 * width :]
+# ----------------------------------------------------------------------------- forward only
 
 
-def _gru_step(x, h, kernels, b_h):
-    """One step on the gates' inputs `x` (3 tensors `(n, H)`); returns `(h', z, r, i_h, hh)`."""
-    u_z, u_r, u_h = kernels
-    z = tf.sigmoid(x[0] + tf.matmul(h, u_z))
-    r = tf.sigmoid(x[1] + tf.matmul(h, u_r))
-    i_h = tf.nn.bias_add(tf.matmul(h, u_h), b_h)
-    hh = tf.tanh(x[2] + r * i_h)
-    return hh + z * (h - hh), z, r, i_h, hh
-
-
-def gru_states(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor,
-               emit=None) -> tf.Tensor:  # fmt: skip
-    """:func:`gru_scan` without the records its backward pass needs, for inference.
-
-    With `emit` (a Dense layer), returns `emit` of each state instead, `(P, emit.units)`.
-    """
-    width = h0.shape[-1]
-    sources, kernels, b_h = _gru_parts(inputs.sources[0], kernel, bias, width)
-
-    def step(x, states):
-        new = _gru_step(x, states[0], kernels, b_h)[0]
-        return [new if emit is None else emit(new)], [new]
-
-    out_width = width if emit is None else emit.units
-    return forward(step, inputs._replace(sources=sources), active, [h0], [out_width])[0]
-
-
-def gru_scan(inputs: Inputs, active: tf.Tensor, h0: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
-    """GRU (``reset_after=True``) over a step-major packed layout.
+def forward(step_fn, inputs, active, states, widths, final: bool = False):
+    """Runs `step_fn(x_j, states_j) -> (records, states)` over the steps of a packed layout.
 
     Args:
-        inputs: one source, the input projections `x @ W + b_input` `(S, 3H)`; see `Inputs`.
-        active: `(L,)` int32 runs still going at each step.
-        h0: `(R, H)` initial states, sorted like the runs.
-        kernel: `(H, 3H)` recurrent kernel; bias: `(3H,)` recurrent bias.
+        step_fn: one inner step on the `active[j]` rows still going; `x_j` is a list with the
+            step's rows of each of `inputs.sources`.
+        inputs: an :class:`Inputs`.
+        active: `(L,)` int32.
+        states: initial states `(R, s)`, sorted like the runs.
+        widths: the width of each record.
+        final: also return each run's last state.
 
     Returns:
-        `(P, H)`: the state after every step, step-major.
+        Each record of every step, step-major, `(P, width)`; with `final`, `(records, finals)`
+        where `finals` are the states `(R, s)` after each run's last step (sorted like the runs;
+        a run with no step keeps its initial state).
     """
-    width = h0.shape[-1]
+    dtype = inputs.sources[0].dtype
+    tas, ended = _records_only(step_fn, _Reader(inputs, active), active, states, widths, final)
+    outs = [_concat(ta, w, dtype) for ta, w in zip(tas, widths)]
+    if not final:
+        return outs
+    return outs, [_finals(ta, s, active) for ta, s in zip(ended, states)]
+
+
+def _finals(ended: tf.TensorArray, initial: tf.Tensor, active: tf.Tensor) -> tf.Tensor:
+    """Each run's last state from the blocks of runs that ended at each step.
+
+    Step `j`'s block holds rows `[active[j + 1], active[j])`, so the blocks from the last step to
+    the first hold rows `0, 1, ...` in order; runs with no step follow with their initial state.
+    """
+    size = tf.size(active)
+    width = initial.shape[-1]
+    done = tf.cond(
+        size > 0,
+        lambda: _reverse_concat(ended, size, width, initial.dtype),
+        lambda: tf.zeros([0, width], initial.dtype),
+    )
+    return tf.concat([done, initial[tf.shape(done)[0]:]], 0)
+
+
+def _reverse_concat(ta: tf.TensorArray, size, width: int, dtype) -> tf.Tensor:
+    out = tf.TensorArray(dtype, size=size, infer_shape=False, element_shape=[None, width])
+    _, out = tf.while_loop(
+        lambda j, _: j < size, lambda j, o: (j + 1, o.write(j, ta.read(size - 1 - j))), (0, out)
+    )
+    return out.concat()
+
+
+# ----------------------------------------------------------------------------- with a backward pass
+
+
+def scan(kernel: Any, inputs: Inputs, active: tf.Tensor, states: list[tf.Tensor], params: list[tf.Tensor],
+         final: bool = False):  # fmt: skip
+    """B's outputs over a step-major packed layout, differentiable through `kernel`'s backward step.
+
+    Args:
+        kernel: a cell's fast path (see ``chain._kernels``).
+        inputs: one source, B's projected inputs `(S, G)`; see :class:`Inputs`.
+        active: `(L,)` int32 runs still going at each step.
+        states: initial states `(R, s)`, sorted like the runs.
+        params: the tensors of the weights that the steps use (already in the compute dtype).
+        final: also return each run's last state (without gradient: a window edge).
+
+    Returns:
+        `outs` `(P, H)` step-major, or `(outs, finals)` with `final`.
+    """
+    n_states = len(states)
 
     @tf.custom_gradient
-    def scan(source, h0, kernel, bias):
-        sources, kernels, b_h = _gru_parts(source, kernel, bias, width)
+    def run(source, *args):
+        h0, weights = list(args[:n_states]), list(args[n_states:])
+        fwd = _Forward(kernel, inputs._replace(sources=(source,)), active, h0, weights, final)
 
-        # Carry mode's steps are narrow (a row per sample), so they cost about the same with fewer
-        # records kept: the backward pass then forms the gates' coefficients itself.
-        lean = not inputs.by_run
+        def grad(d_outs, *d_finals):
+            del d_finals  # final states are a window edge: no gradient crosses it
+            d_source, d_h0, d_weights = _backward(kernel, fwd, tf.convert_to_tensor(d_outs), tf.shape(source)[0])
+            return (d_source, *d_h0, *d_weights)
+
+        return (fwd.outs, *fwd.finals), grad
+
+    results = run(inputs.sources[0], *states, *params)
+    outs, finals = results[0], [tf.stop_gradient(f) for f in results[1:]]
+    return (outs, finals) if final else outs
+
+
+class _Forward:
+    """The forward loop of :func:`scan` and what its backward loop reads.
+
+    Attributes:
+        outs: `(P, H)` every step's output, step-major.
+        states: a TensorArray per state (unless the output is the only state), one block per step.
+        records: a TensorArray per kernel record, one block per step.
+    """
+
+    def __init__(self, kernel, inputs: Inputs, active, h0, weights, final: bool):
+        self.kernel, self.inputs, self.active, self.h0, self.weights = kernel, inputs, active, h0, weights
+        dtype = inputs.sources[0].dtype
+        self.reader = _Reader(inputs, active)
+        widths = [kernel.width, *kernel.state_sizes[1 if kernel.out_is_state else 0:], *kernel.record_widths]
 
         def step(x, states):
-            new, z, r, i_h, hh = _gru_step(x, states[0], kernels, b_h)
-            return [new, z, *_gate_records(states[0], z, r, i_h, hh, lean)], [new]
+            out, new, records = kernel.forward(x[0], states, weights)
+            kept = new[1:] if kernel.out_is_state else new
+            return [out, *kept, *records], new
 
-        # Gates stay one block per step, as the backward pass reads them; only the states are
-        # joined, as they are the output.
-        widths = [width, width] + ([width, width] if lean else [4 * width])
-        hs, z, *gates = _records(step, inputs._replace(sources=sources), active, [h0], widths)
-        hs = _concat(hs, width, source.dtype)
-
-        def grad(d_hs):
-            records = _GruRecords(tf.convert_to_tensor(d_hs), hs, h0, z, tuple(gates))
-            d_source, d_h0, d_kernel = _gru_backward(
-                records, inputs, active, kernel, bias[2 * width :], tf.shape(source)[0]
-            )
-            # The columns of `d_source`: see `_gate_gradients`. The first three are those of the
-            # recurrent matmul's outputs (and biases); the candidate's input gets the fourth.
-            d_bias = tf.reduce_sum(d_source[:, : 3 * width], 0)
-            d_x = tf.concat([d_source[:, : 2 * width], d_source[:, 3 * width :]], -1)
-            return d_x, d_h0, d_kernel[:, : 3 * width], d_bias
-
-        return hs, grad
-
-    return scan(inputs.sources[0], h0, kernel, bias)
+        blocks, ended = _records_only(step, self.reader, active, h0, widths, final)
+        self.outs = _concat(blocks[0], kernel.width, dtype)
+        n_kept = len(kernel.state_sizes) - (1 if kernel.out_is_state else 0)
+        self.state_tas = ([blocks[0]] if kernel.out_is_state else []) + blocks[1 : 1 + n_kept]
+        self.record_tas = blocks[1 + n_kept :]
+        self.finals = [_finals(ta, s, active) for ta, s in zip(ended, h0)] if final else []
 
 
-class _GruRecords(NamedTuple):
-    d_hs: tf.Tensor  # (P, H) gradient at each output, step-major
-    hs: tf.Tensor  # (P, H) the outputs
-    h0: tf.Tensor  # (R, H)
-    z: tf.TensorArray  # the update gate, (active[j], H) per step
-    gates: tuple[tf.TensorArray, ...]  # what `_gate_records` kept, per step
-
-
-def _gate_records(h, z, r, i_h, hh, lean: bool) -> list[tf.Tensor]:
-    """What the backward pass keeps of a step besides the state and `z`.
-
-    Lean: `r` and the candidate `h~`; the backward pass recomputes `i_h = h @ U_h + b_h`. Else the
-    gates' coefficients `(n, 4H)`: a state gradient `g` at the step's output becomes `g *
-    coefficients`, the four columns of :func:`_gate_gradients`.
-    """
-    if lean:
-        return [r, hh]
-    kept = 1.0 - z
-    c_h = kept * (1.0 - hh * hh)
-    c_hr = c_h * r
-    return [tf.concat([(h - hh) * (z * kept), c_hr * i_h * (1.0 - r), c_hr, c_h], -1)]
-
-
-def _gate_gradients(d_h, h_prev, z, gates, u_h, b_h) -> tf.Tensor:
-    """The gradients `(n, 4H)` of the pre-activations of `z` and `r`, of `i_h`, and of the
-    pre-activation of `h~`, from the state gradient `d_h` and what `_gate_records` kept."""
-    width = u_h.shape[0]
-    if len(gates) == 1:
-        shape = tf.stack([tf.shape(d_h)[0], 4, width])
-        return tf.reshape(d_h[:, None, :] * tf.reshape(gates[0], shape), [-1, 4 * width])
-    r, hh = gates
-    i_h = tf.nn.bias_add(tf.matmul(h_prev, u_h), b_h)
-    kept = 1.0 - z
-    d_hh = d_h * kept * (1.0 - hh * hh)
-    d_hr = d_hh * r
-    return tf.concat([d_h * (h_prev - hh) * (z * kept), d_hr * i_h * (1.0 - r), d_hr, d_hh], -1)
-
-
-def _gru_backward(records: _GruRecords, inputs: Inputs, active: tf.Tensor, kernel: tf.Tensor, b_h, n_sources):
-    """The GRU's backward pass, one loop from the last step to the first.
-
-    Per step, the gates' gradients `g` `(n, 4H)` come from the step's records (one product, or in
-    carry mode a few and one small matmul), and one matmul each carries the state gradient back and
-    adds to the kernel's gradient. `g` is summed per run as the loop goes, so nothing of `P` rows
-    is made. In carry mode, where a sample's input row changes between its runs, each run's sum is
-    taken where the run starts and that row's sum starts again from zero.
+def _records_only(step_fn, reader, active, states, widths, final):
+    """The forward loop, leaving every record as a TensorArray of one block per step.
 
     Returns:
-        `(d_source (S, 4H), d_h0 (R, H), d_kernel (H, 4H))`, columns as `g`'s.
+        `(tas, ended)`: a TensorArray per record, and with `final` one per state holding, at step
+        `j`, the rows of the runs that end there.
     """
-    width = records.hs.shape[-1]
-    dtype = records.hs.dtype
     size = tf.size(active)
-    offsets = _offsets(active)
+    dtype = reader.inputs.sources[0].dtype
+    tas = [_stepwise(dtype, size, w) for w in widths]
+    ended = [_stepwise(s.dtype, size, s.shape[-1]) for s in states] if final else []
+    after = tf.concat([active[1:], [0]], 0)
+
+    def body(j, states, tas, ended):
+        records, new = step_fn(reader.read(j), [_lead(s, active[j]) for s in states])
+        ended = [ta.write(j, s[after[j]:]) for ta, s in zip(ended, new)]
+        return j + 1, new, [ta.write(j, r) for ta, r in zip(tas, records)], ended
+
+    _, _, tas, ended = tf.while_loop(
+        lambda j, *_: j < size,
+        body,
+        (0, list(states), tas, ended),
+        shape_invariants=(
+            tf.TensorShape([]),
+            [tf.TensorShape([None, s.shape[-1]]) for s in states],
+            [None] * len(tas),
+            [None] * len(ended),
+        ),
+    )
+    return tas, ended
+
+
+def _backward(kernel, fwd: _Forward, d_outs: tf.Tensor, n_sources):
+    """The backward loop of :func:`scan`, from the last step to the first.
+
+    Returns:
+        `(d_source (S, G), d_h0 [(R, s)], d_weights)`.
+    """
+    active, inputs = fwd.active, fwd.inputs
+    dtype = d_outs.dtype
+    size = tf.size(active)
+    offs = _offsets(active)
     grow = active - tf.concat([active[1:], [0]], 0)  # rows that join, going backward
     paddings = tf.pad(grow[:, None, None], [[0, 0], [0, 1], [1, 0]])
-    # [U_z; U_r; U_h; 0]: carries all four columns of g back at once, the last adding nothing
-    kernel_t = tf.concat([tf.transpose(kernel), tf.zeros([width, width], dtype)], 0)
+    width_x = inputs.sources[0].shape[-1]
+    sizes = kernel.state_sizes
     runs = None if inputs.by_run else _RunStarts(inputs.rows, active, dtype)
+    acc_dtype = tf.float32 if dtype in (tf.bfloat16, tf.float16) else dtype
 
-    u_h = kernel[:, 2 * width :]
+    def back(j, prev, carried, sums, d_weights):
+        n = active[j]
+        d_out = _rows(d_outs, offs[j], n)
+        d_new = [tf.pad(c, paddings[j]) for c in carried]
+        if kernel.out_is_state:
+            d_new[0] = d_new[0] + d_out
+            d_out = None
+        out = _rows(fwd.outs, offs[j], n)
+        records = [ta.read(j) for ta in fwd.record_tas]
+        d_x, d_prev, d_w = kernel.backward(Step(prev, out, records, fwd.weights), d_out, d_new)
+        d_weights = [a + tf.cast(g, acc_dtype) for a, g in zip(d_weights, d_w)]
+        return d_prev, tf.pad(sums, paddings[j]) + d_x, d_weights
 
-    def back(j, h_prev, carried, sums, d_kernel):
-        d_out = tf.slice(records.d_hs, tf.stack([offsets[j], 0]), tf.stack([active[j], -1]))
-        d_h = d_out + tf.pad(carried, paddings[j])
-        z = records.z.read(j)
-        g = _gate_gradients(d_h, h_prev, z, [ta.read(j) for ta in records.gates], u_h, b_h)
-        carried = d_h * z + tf.matmul(g, kernel_t)
-        d_kernel = d_kernel + tf.matmul(h_prev, g, transpose_a=True)
-        return carried, tf.pad(sums, paddings[j]) + g, d_kernel
-
-    def body(j, carried, sums, d_kernel, ended):
-        h_prev = tf.slice(records.hs, tf.stack([offsets[j - 1], 0]), tf.stack([active[j], -1]))
-        carried, sums, d_kernel = back(j, h_prev, carried, sums, d_kernel)
+    def body(j, carried, sums, d_weights, ended):
+        prev = [_lead(ta.read(j - 1), active[j]) for ta in fwd.state_tas]
+        carried, sums, d_weights = back(j, prev, carried, sums, d_weights)
         if runs is not None:
             ended = ended.write(j - 1, tf.gather(sums, runs.starts.read(j - 1)))
             sums = sums * runs.keep.read(j - 1)[:, None]
-        return j - 1, carried, sums, d_kernel, ended
+        return j - 1, carried, sums, d_weights, ended
 
-    _, carried, sums, d_kernel, ended = tf.while_loop(
+    start = (
+        size - 1,
+        [tf.zeros([0, s], dtype) for s in sizes],
+        tf.zeros([0, width_x], dtype),
+        [tf.zeros(w.shape, acc_dtype) for w in fwd.weights],
+        _stepwise(dtype, tf.maximum(size - 1, 0), width_x),
+    )
+    _, carried, sums, d_weights, ended = tf.while_loop(
         lambda j, *_: j > 0,
         body,
-        (size - 1, tf.zeros([0, width], dtype), tf.zeros([0, 4 * width], dtype),
-         tf.zeros([width, 4 * width], dtype), _stepwise(dtype, tf.maximum(size - 1, 0), 4 * width)),
-        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, width]), tf.TensorShape([None, 4 * width]),
-                          tf.TensorShape([width, 4 * width]), None),
-    )  # fmt: skip
+        start,
+        shape_invariants=(
+            tf.TensorShape([]),
+            [tf.TensorShape([None, s]) for s in sizes],
+            tf.TensorShape([None, width_x]),
+            [w.shape for w in fwd.weights],
+            None,
+        ),
+    )
 
     def first():  # step 0 starts from h0
-        h_prev = tf.slice(records.h0, [0, 0], tf.stack([active[0], -1]))
-        return back(0, h_prev, carried, sums, d_kernel)
+        prev = [_lead(h, active[0]) for h in fwd.h0]
+        return back(0, prev, carried, sums, d_weights)
 
-    carried, sums, d_kernel = tf.cond(size > 0, first, lambda: (carried, sums, d_kernel))
-    d_h0 = _pad_rows(carried, tf.shape(records.h0)[0])
+    carried, sums, d_weights = tf.cond(size > 0, first, lambda: (carried, sums, d_weights))
+    d_h0 = [_pad_rows(c, tf.shape(h)[0]) for c, h in zip(carried, fwd.h0)]
+    d_weights = [tf.cast(g, w.dtype) for g, w in zip(d_weights, fwd.weights)]
     if runs is None:  # run r reads source row r
-        return _pad_rows(sums, n_sources), d_h0, d_kernel
+        return _pad_rows(sums, n_sources), d_h0, d_weights
     # every run's sum, in the order of its first entry (step-major); step 0's are what is left
-    ended = tf.concat([sums, _concat(ended, 4 * width, dtype)], 0)
-    return tf.math.unsorted_segment_sum(ended, runs.rows, n_sources), d_h0, d_kernel
+    ended = tf.concat([sums, _concat(ended, width_x, dtype)], 0)
+    return tf.math.unsorted_segment_sum(ended, runs.rows, n_sources), d_h0, d_weights
 
 
 class _RunStarts:

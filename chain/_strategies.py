@@ -2,7 +2,8 @@
 
 Every strategy has one contract::
 
-    run(adapter, xp, steps, init_states, carry, training) -> flat
+    run(adapter, xp, steps, init_states, carry, training, head=None, final=False,
+        differentiable=True) -> (flat, finals)
 
 - ``xp``: ``(batch * T, P)``, B's projected input for every ``(b, t)``, rows in ``(b, t)`` order.
 - ``steps``: ``(batch, T)`` int32, the number of inner steps of each ``(b, t)``.
@@ -10,15 +11,17 @@ Every strategy has one contract::
   the start of each sample. Otherwise each is ``(batch * T, s)``: the state at the start of each
   ``(b, t)`` run.
 - ``carry``: whether B's state flows across outer steps.
-- ``head``: optional, a row-wise map (a Dense head) applied to B's outputs. ``packed`` applies it
-  inside its loop when not training, so that B's outputs are never all held at once.
+- ``head``: optional, a row-wise map (a Dense head) applied to B's outputs.
+- ``final``: in carry mode, also return each sample's state after its last real step.
+- ``differentiable``: False where no gradient will be taken (predict, evaluate, generate,
+  serving); ``packed`` then keeps no records for a backward pass and applies ``head`` to each
+  step's outputs as they come. It never depends on ``training``, which only reaches model B.
 - Returns ``flat``: ``(sum(steps), H)``, B's output at every real inner step (``head`` of it when
-  given), ordered by sample, then ``t``, then ``k``. These are the flat values of the ragged result.
+  given), ordered by sample, then ``t``, then ``k``: the flat values of the ragged result; and
+  ``finals``: with ``final`` in carry mode, the states ``(batch, s)`` after each sample's last
+  real step (its initial state where it has none), else ``[]``.
 
-A *run* is a stretch of inner steps that B executes with one evolving state: each ``(b, t)`` in
-reset and init modes, each whole sample in carry mode. Runs are described by their start
-position in the flat output and their length; ``pos_row[p]`` is the ``(b, t)`` row whose input
-feeds flat position ``p``.
+The runs of a batch are described once by a :class:`chain._plan.RunPlan`.
 """
 
 from __future__ import annotations
@@ -29,51 +32,61 @@ import tensorflow as tf
 
 from . import _scan
 from ._cells import StateList, StepAdapter
+from ._plan import make_plan, runs
 
-Strategy = Callable[..., tf.Tensor]
-
-
-def _runs(steps: tf.Tensor, carry: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Describes the runs of a batch.
-
-    Returns:
-        `(starts (R,), lengths (R,), pos_row (sum(steps),))`, where R is batch in carry mode and
-        batch * T otherwise.
-    """
-    flat_steps = tf.reshape(steps, [-1])
-    pos_row = tf.repeat(tf.range(tf.size(flat_steps)), flat_steps)
-    lengths = tf.reduce_sum(steps, axis=1) if carry else flat_steps
-    starts = tf.cumsum(lengths, exclusive=True)
-    return starts, lengths, pos_row
+Strategy = Callable[..., tuple[tf.Tensor, StateList]]
 
 
 def _masked_update(valid: tf.Tensor, new: StateList, old: StateList) -> StateList:
     return [tf.where(valid[:, None], n, o) for n, o in zip(new, old)]
 
 
+def _apply(head, flat: tf.Tensor) -> tf.Tensor:
+    return flat if head is None else head(flat)
+
+
+def _blocks(adapter: StepAdapter, dtype: tf.DType, size) -> tf.TensorArray:
+    """A TensorArray of `size` output blocks `(rows, H)`; rows may differ between blocks."""
+    return tf.TensorArray(dtype, size=size, infer_shape=False, element_shape=[None, adapter.output_size])
+
+
+def _stack(ta: tf.TensorArray, rows, width: int, dtype: tf.DType) -> tf.Tensor:
+    """The blocks `(rows, width)` of `ta` stacked, `(size, rows, width)`, also when it has none."""
+    return tf.cond(ta.size() > 0, ta.stack, lambda: tf.zeros(tf.stack([0, rows, width]), dtype))
+
+
+def _longest(lengths: tf.Tensor, axis=None) -> tf.Tensor:
+    """The largest of `lengths` (0 when empty), along `axis` if given."""
+    if axis is None:
+        return tf.reduce_max(tf.concat([tf.reshape(lengths, [-1]), [0]], 0))
+    return tf.reduce_max(tf.concat([lengths, tf.zeros_like(lengths[:1])], 0), axis=0)
+
+
 # ----------------------------------------------------------------------------- loop (reference)
 
 
-def run_loop(adapter, xp, steps, init_states, carry, training, head=None):
-    """Nested loops, one B call per inner step, every ``(b, t)`` padded to the longest run.
+def run_loop(adapter, xp, steps, init_states, carry, training, head=None, final=False, differentiable=True):
+    """Nested loops, one B call per inner step: the reference answer's algorithm.
 
-    This is the reference answer's algorithm, generalised to per-sample lengths (padded inner
-    steps leave the state untouched) and to every state mode.
+    An outer loop walks `t`; at each `t` an inner loop runs as many steps as the longest run *at
+    that t*, `max_b steps[b, t]`, calling B on the whole batch (samples with fewer steps keep
+    their state). This generalises the reference answer to per-sample lengths and every state
+    mode, and costs what it does: `sum_t max_b steps[b, t]` sequential steps.
     """
+    del differentiable
     batch, big_t = tf.shape(steps)[0], tf.shape(steps)[1]
-    longest = tf.reduce_max(tf.concat([tf.reshape(steps, [-1]), [0]], 0))
-    xp_bt = tf.reshape(xp, [batch, big_t, xp.shape[-1]])
-    starts = [] if carry else [tf.reshape(s, [batch, big_t, s.shape[-1]]) for s in init_states]
-    out_ta = _outputs(adapter, xp.dtype, big_t * longest)
+    longest_t = _longest(steps, axis=0)  # (T,)
+    block_start = tf.cumsum(longest_t, exclusive=True)
+    xp_bt = tf.reshape(xp, tf.stack([batch, big_t, xp.shape[-1]]))
+    starts = [] if carry else [tf.reshape(s, tf.stack([batch, big_t, s.shape[-1]])) for s in init_states]
 
     def inner(t, states, out_ta):
         def body(k, states, out_ta):
             valid = k < steps[:, t]
             out, new = adapter.step(xp_bt[:, t], states, training)
-            out_ta = out_ta.write(t * longest + k, tf.where(valid[:, None], out, 0.0))
-            return k + 1, _masked_update(valid, new, states), out_ta
+            return k + 1, _masked_update(valid, new, states), out_ta.write(block_start[t] + k, out)
 
-        _, states, out_ta = tf.while_loop(lambda k, *_: k < longest, body, (0, states, out_ta))
+        _, states, out_ta = tf.while_loop(lambda k, *_: k < longest_t[t], body, (0, states, out_ta))
         return states, out_ta
 
     def outer(t, states, out_ta):
@@ -83,35 +96,32 @@ def run_loop(adapter, xp, steps, init_states, carry, training, head=None):
         return t + 1, states, out_ta
 
     states = list(init_states) if carry else adapter.zero_states(batch, xp.dtype)
-    _, _, out_ta = tf.while_loop(lambda t, *_: t < big_t, outer, (0, states, out_ta))
-    dense = tf.reshape(out_ta.stack(), [big_t, longest, batch, adapter.output_size])
-    dense = tf.transpose(dense, [2, 0, 1, 3])
-    return _apply(head, tf.boolean_mask(dense, tf.sequence_mask(steps, longest)))
-
-
-def _apply(head, flat: tf.Tensor) -> tf.Tensor:
-    return flat if head is None else head(flat)
-
-
-def _outputs(adapter: StepAdapter, dtype: tf.DType, size) -> tf.TensorArray:
-    """A TensorArray of `size` output blocks `(rows, H)`; rows may differ between blocks."""
-    return tf.TensorArray(
-        dtype, size=size, infer_shape=False, element_shape=[None, adapter.output_size]
-    )
+    total = tf.reduce_sum(longest_t)
+    out_ta = _blocks(adapter, xp.dtype, total)
+    _, states, out_ta = tf.while_loop(lambda t, *_: t < big_t, outer, (0, states, out_ta))
+    dense = tf.transpose(_stack(out_ta, batch, adapter.output_size, xp.dtype), [1, 0, 2])  # (batch, total, H)
+    # block q holds step k = q - block_start[t] of the t whose blocks contain q
+    q = tf.range(total)
+    t_of = tf.reduce_sum(tf.cast(q[:, None] >= (block_start + longest_t)[None, :], tf.int32), 1)
+    k_of = q - tf.gather(block_start, t_of)
+    mask = k_of[None, :] < tf.gather(steps, t_of, axis=1)  # (batch, total), in (b, t, k) order
+    return _apply(head, tf.boolean_mask(dense, mask)), (states if carry and final else [])
 
 
 # ----------------------------------------------------------------------------- padded
 
 
-def run_padded(adapter, xp, steps, init_states, carry, training, head=None):
+def run_padded(adapter, xp, steps, init_states, carry, training, head=None, final=False, differentiable=True):
     """One vectorised masked scan over all runs, each padded to the longest run.
 
     Reset and init modes scan all ``batch * T`` runs at once for ``max(steps)`` steps. Carry mode
     repeats ``IR[b, t]`` ``steps[b, t]`` times into one sequence per sample and scans those.
     """
-    starts, lengths, pos_row = _runs(steps, carry)
-    longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
-    xp_ext, pos_ext = _with_sentinel(xp, pos_row)
+    del differentiable
+    starts, lengths, pos_row = runs(steps, carry)
+    longest = _longest(lengths)
+    xp_ext = tf.concat([xp, tf.zeros_like(xp[:1])], 0)  # one zero row: clamped gathers stay in bounds
+    pos_ext = tf.concat([pos_row, [tf.shape(xp)[0]]], 0)
     last = tf.size(pos_row)
 
     def body(j, states, out_ta):
@@ -121,61 +131,60 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None):
         else:
             x_j = xp
         out, new = adapter.step(x_j, states, training)
-        out_ta = out_ta.write(j, tf.where(valid[:, None], out, 0.0))
-        return j + 1, _masked_update(valid, new, states), out_ta
+        return j + 1, _masked_update(valid, new, states), out_ta.write(j, out)
 
-    out_ta = _outputs(adapter, xp.dtype, longest)
-    _, _, out_ta = tf.while_loop(lambda j, *_: j < longest, body, (0, list(init_states), out_ta))
-    stacked = tf.reshape(out_ta.stack(), [longest, tf.size(lengths), adapter.output_size])
-    dense = tf.transpose(stacked, [1, 0, 2])
-    return _apply(head, tf.boolean_mask(dense, tf.sequence_mask(lengths, longest)))
-
-
-def _with_sentinel(xp: tf.Tensor, pos_row: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Appends one zero row so that clamped gathers past the end stay in bounds."""
-    xp_ext = tf.concat([xp, tf.zeros_like(xp[:1])], 0)
-    pos_ext = tf.concat([pos_row, [tf.shape(xp)[0]]], 0)
-    return xp_ext, pos_ext
+    out_ta = _blocks(adapter, xp.dtype, longest)
+    _, states, out_ta = tf.while_loop(lambda j, *_: j < longest, body, (0, list(init_states), out_ta))
+    dense = tf.transpose(_stack(out_ta, tf.size(lengths), adapter.output_size, xp.dtype), [1, 0, 2])
+    flat = tf.boolean_mask(dense, tf.sequence_mask(lengths, longest))
+    return _apply(head, flat), (states if carry and final else [])
 
 
 # ----------------------------------------------------------------------------- packed
 
 
-def run_packed(adapter, xp, steps, init_states, carry, training, head=None):
+def run_packed(adapter, xp, steps, init_states, carry, training, head=None, final=False, differentiable=True):
     """Cost proportional to real inner steps.
 
     Runs are sorted by length, longest first, so that at inner step ``j`` the runs still going are
     the first ``n_j``. Each step computes only those rows; the state shrinks as runs end, and
     zero-length runs never enter. Each step reads its inputs from ``xp`` (a slice in reset and init
     modes, a gather in carry mode); outputs come back step-major (``(j, run)`` order) and are put
-    into ``(b, t, k)`` order with one gather, after ``head``. Outside training, ``head`` maps each
-    step's outputs as they come, so only the head's (narrower) outputs are kept. A ``GRUCell``
-    (default activations, ``reset_after``) runs its own scan (see `_scan`): gates split once
-    outside the loop and, when training, a hand-written backward pass in one loop.
+    into ``(b, t, k)`` order with one gather, after ``head``. A model B with a fast path (a
+    kernel, see ``chain._kernels``) is differentiated by the kernel's hand-written backward
+    step; others by autodiff. Where no gradient is taken, ``head`` maps each step's outputs as
+    they come, so only the head's (narrower) outputs are kept.
     """
-    starts, lengths, pos_row = _runs(steps, carry)
-    order = tf.argsort(lengths, direction="DESCENDING", stable=True)
-    longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
-    active = _active_counts(tf.gather(lengths, order), longest)
-    step, run = _scan.entries(active)
-    positions = tf.gather(tf.gather(starts, order), run) + step  # flat output position, step-major
+    plan = make_plan(steps, carry)
     if carry:  # a sample's input changes with t: each entry reads its (b, t) row of xp
-        inputs = _scan.Inputs((xp,), tf.gather(pos_row, positions), by_run=False)
+        inputs = _scan.Inputs((xp,), tf.gather(plan.pos_row, plan.positions), by_run=False)
     else:  # run r is (b, t) row order[r]; its input is the same at every step
-        inputs = _scan.Inputs((tf.gather(xp, order),), run, by_run=True)
-    states = [tf.gather(s, order) for s in init_states]
-    emit = head if head is not None and not training else None  # training keeps B's outputs anyway
-    scan = getattr(adapter, "packed_scan", None)
-    if scan is not None:
-        outs = scan(inputs, active, states, training, emit)
+        inputs = _scan.Inputs((tf.gather(xp, plan.order),), plan.run, by_run=True)
+    states = [tf.gather(s, plan.order) for s in init_states]
+    final = final and carry
+    kernel = adapter.kernel
+    emit = head if head is not None and not differentiable else None
+    if kernel is not None and differentiable:
+        result = _scan.scan(kernel, inputs, plan.active, states, kernel.params(xp.dtype), final=final)
     else:
         width = adapter.output_size if emit is None else head.units
-        (outs,) = _scan.forward(
-            lambda x, s: _generic_step(adapter, x[0], s, training, emit), inputs, active, states, [width]
-        )
+        step = _step_of(adapter, training, emit)
+        result = _scan.forward(step, inputs, plan.active, states, [width], final=final)
+    outs, finals = result if final else (result, [])
+    if isinstance(outs, list):
+        (outs,) = outs
     if emit is None:  # the head is row-wise: the permutation then moves its narrower rows
         outs = _apply(head, outs)
-    return _permute(outs, positions)
+    finals = [tf.gather(f, tf.math.invert_permutation(plan.order)) for f in finals]
+    return _permute(outs, plan.positions), finals
+
+
+def _step_of(adapter, training, emit):
+    def step(x, states):
+        out, states = adapter.step(x[0], states, training)
+        return [out if emit is None else emit(out)], states
+
+    return step
 
 
 @tf.custom_gradient
@@ -189,17 +198,6 @@ def _permute(values: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
         return tf.gather(tf.convert_to_tensor(d_out), positions), None
 
     return tf.gather(values, tf.math.invert_permutation(positions)), grad
-
-
-def _generic_step(adapter, x, states, training, emit):
-    out, states = adapter.step(x, states, training)
-    return [out if emit is None else emit(out)], states
-
-
-def _active_counts(lengths_sorted: tf.Tensor, longest: tf.Tensor) -> tf.Tensor:
-    """`n[j]` = number of runs longer than `j`, for `j` in `[0, longest)`."""
-    at_most = tf.cumsum(tf.math.bincount(lengths_sorted, minlength=longest + 1))
-    return tf.size(lengths_sorted) - at_most[:longest]
 
 
 STRATEGIES: dict[str, Strategy] = {

@@ -13,6 +13,9 @@ import tensorflow as tf
 def check_inputs(x, steps, input_size: int | None, max_steps: int | None):
     """Converts and validates the inputs of a call.
 
+    A rank-1 `steps` is always `(T,)`, shared by every sample (the reference answer's
+    `steps_at_t`), also when batch == T: per-sample lengths need the `(batch, T)` form.
+
     Args:
         x: `(batch, T, input_size)` floats.
         steps: `(batch, T)` or `(T,)` integers in `[0, max_steps]`.
@@ -23,7 +26,8 @@ def check_inputs(x, steps, input_size: int | None, max_steps: int | None):
         `(x, steps)` as tensors, `steps` int32 of shape `(batch, T)`.
 
     Raises:
-        ValueError: a bad rank, dtype, size, or (eagerly) value.
+        ValueError: a bad rank, dtype, size, or (eagerly) value; values are checked in the
+            dtype they came in, before any cast.
     """
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
@@ -32,21 +36,35 @@ def check_inputs(x, steps, input_size: int | None, max_steps: int | None):
     _check_static(x, steps, input_size)
     if steps.shape.rank == 1:
         steps = tf.broadcast_to(steps[None, :], tf.stack([tf.shape(x)[0], tf.shape(steps)[0]]))
+    cap = _INT32_MAX if max_steps is None else max_steps
     if tf.executing_eagerly():
-        _check_values_eagerly(x, steps, max_steps)
-        return x, steps
-    return x, _with_graph_asserts(x, steps, max_steps)
+        _check_values_eagerly(x, steps, max_steps, cap)
+        return x, tf.cast(steps, tf.int32)
+    return x, _with_graph_asserts(x, steps, max_steps, cap)
+
+
+_INT32_MAX = 2**31 - 1
 
 
 def _to_int_tensor(steps) -> tf.Tensor:
     if isinstance(steps, tf.Tensor) or isinstance(steps, tf.Variable):
+        steps = tf.convert_to_tensor(steps)
         dtype = steps.dtype
     else:
         steps = np.asarray(steps)
         dtype = tf.as_dtype(steps.dtype) if steps.dtype != object else None
     if dtype is None or not dtype.is_integer:
         raise ValueError(f"`steps` must hold integers; received dtype {getattr(dtype, 'name', dtype)}")
+    if dtype.is_unsigned or dtype.size > 4:
+        return tf.cast(steps, tf.int64) if dtype != tf.uint64 else _uint64(steps)
     return tf.cast(steps, tf.int32)
+
+
+def _uint64(steps) -> tf.Tensor:
+    values = np.asarray(steps)
+    if values.size and values.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"`steps` must be in [0, {_INT32_MAX}]; received a value of {values.max()}")
+    return tf.constant(values.astype(np.int64))
 
 
 def _check_static(x: tf.Tensor, steps: tf.Tensor, input_size: int | None) -> None:
@@ -77,7 +95,7 @@ def _mismatch(x_shape, steps_shape) -> str:
     )
 
 
-def _check_values_eagerly(x: tf.Tensor, steps: tf.Tensor, max_steps: int | None) -> None:
+def _check_values_eagerly(x: tf.Tensor, steps: tf.Tensor, max_steps: int | None, cap: int) -> None:
     if tuple(steps.shape) != tuple(x.shape[:2]):
         raise ValueError(_mismatch(x.shape, steps.shape))
     values = steps.numpy()
@@ -90,14 +108,15 @@ def _check_values_eagerly(x: tf.Tensor, steps: tf.Tensor, max_steps: int | None)
             f"(batch={low[0]}, t={low[1]})"
         )
     high = np.unravel_index(np.argmax(values), values.shape)
-    if max_steps is not None and values[high] > max_steps:
+    if values[high] > cap:
+        bound = f"[0, {max_steps}] (max_steps)" if max_steps is not None else f"[0, {cap}] (int32)"
         raise ValueError(
-            f"`steps` must be in [0, {max_steps}] (max_steps); received a value of "
+            f"`steps` must be in {bound}; received a value of "
             f"{values[high]} at (batch={high[0]}, t={high[1]})"
         )
 
 
-def _with_graph_asserts(x: tf.Tensor, steps: tf.Tensor, max_steps: int | None) -> tf.Tensor:
+def _with_graph_asserts(x: tf.Tensor, steps: tf.Tensor, max_steps: int | None, cap: int) -> tf.Tensor:
     checks = [
         tf.debugging.assert_equal(
             tf.shape(x)[:2],
@@ -109,15 +128,78 @@ def _with_graph_asserts(x: tf.Tensor, steps: tf.Tensor, max_steps: int | None) -
             ["`steps` must be >= 0; received a value of", tf.reduce_min(steps)],
         ),
     ]
-    if max_steps is not None:
+    if max_steps is not None or steps.dtype != tf.int32:
+        bound = f"[0, {max_steps}] (max_steps)" if max_steps is not None else f"[0, {cap}] (int32)"
         checks.append(
             tf.debugging.Assert(
-                tf.reduce_all(steps <= max_steps),
-                [
-                    f"`steps` must be in [0, {max_steps}] (max_steps); received a value of",
-                    tf.reduce_max(steps),
-                ],
+                tf.reduce_all(steps <= tf.cast(cap, steps.dtype)),
+                [f"`steps` must be in {bound}; received a value of", tf.reduce_max(steps)],
             )
         )
     with tf.control_dependencies(checks):
-        return tf.identity(steps)
+        return tf.identity(tf.cast(steps, tf.int32))  # identity: a no-op cast drops the checks
+
+
+def check_initial_state(initial_state, x: tf.Tensor, a_sizes: list[int], b_sizes: list[int], state: str,
+                        dtype) -> tuple[list | None, list | None]:  # fmt: skip
+    """Validates `initial_state`: `{"model_a": [...], "model_b": [...]}`, or a list for model B.
+
+    Either key may be left out (that model starts from its default). An empty list stands for a
+    model with no state, so the `states` that `return_state=True` gave can always be passed back.
+
+    Returns:
+        `(model A's states or None, model B's states or None)`, each `(batch, s)` in `dtype`.
+
+    Raises:
+        ValueError: an unknown key, a wrong count, shape or dtype, or B's state outside carry mode.
+    """
+    if initial_state is None:
+        return None, None
+    if isinstance(initial_state, (list, tuple)):
+        initial_state = {"model_b": initial_state}
+    if not isinstance(initial_state, dict):
+        raise ValueError(
+            "`initial_state` must be a dict {'model_a': [...], 'model_b': [...]} or a list of model "
+            f"B's states; received {type(initial_state).__name__}"
+        )
+    unknown = sorted(set(initial_state) - {"model_a", "model_b"})
+    if unknown:
+        raise ValueError(f"`initial_state` keys must be 'model_a' and 'model_b'; received {unknown}")
+    a = _states(initial_state.get("model_a"), "model_a", a_sizes, x, dtype, None)
+    why = None if state == "carry" else f"model B's state starts anew at each run in state={state!r}"
+    b = _states(initial_state.get("model_b"), "model_b", b_sizes, x, dtype, why)
+    return a, b
+
+
+def _states(given, key: str, sizes: list[int], x: tf.Tensor, dtype, why: str | None):
+    if given is None:
+        return None
+    if not isinstance(given, (list, tuple)):
+        given = [given]
+    if not given and not sizes:
+        return None
+    if why is not None:
+        raise ValueError(f"`initial_state['{key}']` is only taken in carry mode: {why}; received {len(given)} tensor(s)")
+    if not sizes:
+        raise ValueError(
+            f"`initial_state['{key}']`: this model A has no state the chain can carry (see "
+            f"docs/semantics.md); received {len(given)} tensor(s)"
+        )
+    if len(given) != len(sizes):
+        raise ValueError(
+            f"`initial_state['{key}']` must hold {len(sizes)} tensor(s) of sizes {sizes}; received {len(given)}"
+        )
+    out = []
+    for i, (state, size) in enumerate(zip(given, sizes)):
+        state = tf.convert_to_tensor(state)
+        if not state.dtype.is_floating:
+            raise ValueError(f"`initial_state['{key}'][{i}]` must hold floats; received dtype {state.dtype.name}")
+        shape = tuple(state.shape)
+        batch = x.shape[0]
+        if len(shape) != 2 or shape[1] != size or (None not in (batch, shape[0]) and shape[0] != batch):
+            raise ValueError(
+                f"`initial_state['{key}'][{i}]` must have shape (batch, {size}) = ({batch}, {size}); "
+                f"received shape {shape}"
+            )
+        out.append(tf.cast(state, dtype))
+    return out

@@ -1,0 +1,349 @@
+"""Fast paths of the standard Keras cells: each cell's step and its hand-written backward step.
+
+A *kernel* is what :func:`chain._scan.scan` needs of a cell:
+
+- ``project(ir)``: B's input projection, ``ir @ W + b`` `(n, G)`. B's input is ``IR[b, t]``
+  repeated, so it is computed once per ``(b, t)``, outside the inner loop.
+- ``params()``: the tensors of the weights used inside the loop, in the compute dtype.
+- ``forward(x, states, params) -> (out, new_states, records)``: one inner step on projected
+  inputs `x` `(n, G)`; ``records`` are what ``backward`` needs besides `x` and the states.
+- ``backward(step, d_out, d_new) -> (d_x, d_states, d_params)``: the gradients of the step's
+  input, previous states and weights, given those of its output (None when ``out_is_state``:
+  then it is already in ``d_new[0]``) and of its new states; ``step`` is a :class:`Step`.
+
+Kernels exist for ``GRUCell`` (both ``reset_after`` conventions), ``LSTMCell``,
+``SimpleRNNCell`` (tanh, relu, sigmoid and linear), each with or without bias and with the default
+activations, and for ``StackedRNNCells`` of these. :func:`kernel_for` says which, or why not.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+_TANH = keras.activations.get("tanh")
+_SIGMOID = keras.activations.get("sigmoid")
+_RELU = keras.activations.get("relu")
+_LINEAR = keras.activations.get("linear")
+
+
+def _cast(variable, dtype) -> tf.Tensor:
+    return tf.cast(tf.convert_to_tensor(variable), dtype)
+
+
+class Step(NamedTuple):
+    """What the backward pass knows of one forward step."""
+
+    states: list[tf.Tensor]  # the states before the step, `(n, s)` each
+    out: tf.Tensor  # the step's output `(n, H)`
+    records: list[tf.Tensor]  # what `forward` returned as records
+    params: list[tf.Tensor]
+
+
+class _CellKernel:
+    """Shared parts: the cell, its input projection and its output width."""
+
+    out_is_state = True
+
+    def __init__(self, cell: keras.layers.Layer) -> None:
+        self.cell = cell
+        self.units = int(cell.units)
+        self.width = self.units
+
+    def _input_bias(self):
+        return self.cell.bias if self.cell.use_bias else None
+
+    def project(self, ir: tf.Tensor) -> tf.Tensor:
+        xp = tf.matmul(ir, _cast(self.cell.kernel, ir.dtype))
+        bias = self._input_bias()
+        return xp if bias is None else xp + _cast(bias, ir.dtype)
+
+
+class GRUKernel(_CellKernel):
+    """``GRUCell`` with ``reset_after=True`` (Keras' default): gates z, r, h.
+
+    Params: the recurrent kernel `(H, 3H)` and, with bias, the recurrent bias `(3H,)`.
+    """
+
+    def __init__(self, cell):
+        super().__init__(cell)
+        self.state_sizes = [self.units]
+        self.record_widths = [self.units] * 4
+        self.n_params = 1 + int(cell.use_bias)
+
+    def _input_bias(self):
+        return self.cell.bias[0] if self.cell.use_bias else None
+
+    def params(self, dtype):
+        cell = self.cell
+        weights = [_cast(cell.recurrent_kernel, dtype)]
+        return weights + ([_cast(cell.bias[1], dtype)] if cell.use_bias else [])
+
+    def forward(self, x, states, params):
+        (h,) = states
+        inner = tf.matmul(h, params[0])
+        if len(params) > 1:
+            inner = inner + params[1]
+        x_z, x_r, x_h = tf.split(x, 3, axis=-1)
+        r_z, r_r, i_h = tf.split(inner, 3, axis=-1)
+        z = tf.sigmoid(x_z + r_z)
+        r = tf.sigmoid(x_r + r_r)
+        hh = tf.tanh(x_h + r * i_h)
+        new = hh + z * (h - hh)
+        return new, [new], [z, r, i_h, hh]
+
+    def backward(self, step, d_out, d_new):
+        (h,), (d_h,), params = step.states, d_new, step.params
+        z, r, i_h, hh = step.records
+        d_az = d_h * (h - hh) * z * (1.0 - z)
+        d_ah = d_h * (1.0 - z) * (1.0 - hh * hh)
+        d_ar = d_ah * i_h * r * (1.0 - r)
+        g = tf.concat([d_az, d_ar, d_ah * r], -1)  # the recurrent matmul's outputs
+        d_prev = d_h * z + tf.matmul(g, params[0], transpose_b=True)
+        d_params = [tf.matmul(h, g, transpose_a=True)]
+        if len(params) > 1:
+            d_params.append(tf.reduce_sum(g, 0))
+        return tf.concat([d_az, d_ar, d_ah], -1), [d_prev], d_params
+
+
+class GRUv1Kernel(_CellKernel):
+    """``GRUCell`` with ``reset_after=False``: the reset gate applies before the matmul.
+
+    Params: the recurrent kernel's z and r columns `(H, 2H)` and its h columns `(H, H)`.
+    """
+
+    def __init__(self, cell):
+        super().__init__(cell)
+        self.state_sizes = [self.units]
+        self.record_widths = [self.units] * 3
+        self.n_params = 2
+
+    def params(self, dtype):
+        kernel = _cast(self.cell.recurrent_kernel, dtype)
+        return [kernel[:, : 2 * self.units], kernel[:, 2 * self.units :]]
+
+    def forward(self, x, states, params):
+        (h,) = states
+        u_zr, u_h = params
+        x_z, x_r, x_h = tf.split(x, 3, axis=-1)
+        r_z, r_r = tf.split(tf.matmul(h, u_zr), 2, axis=-1)
+        z = tf.sigmoid(x_z + r_z)
+        r = tf.sigmoid(x_r + r_r)
+        hh = tf.tanh(x_h + tf.matmul(r * h, u_h))
+        new = hh + z * (h - hh)
+        return new, [new], [z, r, hh]
+
+    def backward(self, step, d_out, d_new):
+        (h,), (d_h,) = step.states, d_new
+        z, r, hh = step.records
+        u_zr, u_h = step.params
+        d_az = d_h * (h - hh) * z * (1.0 - z)
+        d_ah = d_h * (1.0 - z) * (1.0 - hh * hh)
+        d_rh = tf.matmul(d_ah, u_h, transpose_b=True)
+        d_ar = d_rh * h * r * (1.0 - r)
+        g = tf.concat([d_az, d_ar], -1)
+        d_prev = d_h * z + d_rh * r + tf.matmul(g, u_zr, transpose_b=True)
+        d_params = [tf.matmul(h, g, transpose_a=True), tf.matmul(r * h, d_ah, transpose_a=True)]
+        return tf.concat([d_az, d_ar, d_ah], -1), [d_prev], d_params
+
+
+class LSTMKernel(_CellKernel):
+    """``LSTMCell``: gates i, f, c, o; states `[h, c]`. Params: the recurrent kernel `(H, 4H)`."""
+
+    def __init__(self, cell):
+        super().__init__(cell)
+        self.state_sizes = [self.units, self.units]
+        self.record_widths = [self.units] * 5
+        self.n_params = 1
+
+    def params(self, dtype):
+        return [_cast(self.cell.recurrent_kernel, dtype)]
+
+    def forward(self, x, states, params):
+        h, c = states
+        z = x + tf.matmul(h, params[0])
+        z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
+        i, f, o = tf.sigmoid(z_i), tf.sigmoid(z_f), tf.sigmoid(z_o)
+        g = tf.tanh(z_c)
+        c_new = f * c + i * g
+        t_c = tf.tanh(c_new)
+        h_new = o * t_c
+        return h_new, [h_new, c_new], [i, f, g, o, t_c]
+
+    def backward(self, step, d_out, d_new):
+        (h, c), params = step.states, step.params
+        d_h, d_c = d_new
+        i, f, g, o, t_c = step.records
+        d_c = d_c + d_h * o * (1.0 - t_c * t_c)
+        dz = tf.concat(
+            [d_c * g * i * (1.0 - i), d_c * c * f * (1.0 - f), d_c * i * (1.0 - g * g),
+             d_h * t_c * o * (1.0 - o)], -1,
+        )  # fmt: skip
+        d_prev = [tf.matmul(dz, params[0], transpose_b=True), d_c * f]
+        return dz, d_prev, [tf.matmul(h, dz, transpose_a=True)]
+
+
+def _derivative_from_output(activation):
+    """`f'` as a function of `f`'s output, for the activations where that is exact."""
+    if activation is _TANH:
+        return lambda y: 1.0 - y * y
+    if activation is _SIGMOID:
+        return lambda y: y * (1.0 - y)
+    if activation is _RELU:
+        return lambda y: tf.cast(y > 0, y.dtype)
+    if activation is _LINEAR or activation is None:
+        return None  # the identity: f' = 1
+    raise ValueError(f"no fast path for activation {activation!r}")
+
+
+class SimpleRNNKernel(_CellKernel):
+    """``SimpleRNNCell`` with tanh, relu, sigmoid or linear activation. Params: `(H, H)`."""
+
+    record_widths: list[int] = []
+    n_params = 1
+
+    def __init__(self, cell):
+        super().__init__(cell)
+        self.state_sizes = [self.units]
+        self.activation = cell.activation if cell.activation is not None else _LINEAR
+        self.derivative = _derivative_from_output(self.activation)
+
+    def params(self, dtype):
+        return [_cast(self.cell.recurrent_kernel, dtype)]
+
+    def forward(self, x, states, params):
+        new = x + tf.matmul(states[0], params[0])
+        if self.activation is not _LINEAR:
+            new = self.activation(new)
+        return new, [new], []
+
+    def backward(self, step, d_out, d_new):
+        d_pre = d_new[0] if self.derivative is None else d_new[0] * self.derivative(step.out)
+        d_prev = tf.matmul(d_pre, step.params[0], transpose_b=True)
+        return d_pre, [d_prev], [tf.matmul(step.states[0], d_pre, transpose_a=True)]
+
+
+class StackKernel:
+    """``StackedRNNCells`` of cells that have kernels, run together at every step.
+
+    Layer `l > 0` projects the output of layer `l - 1` inside the loop. Params: each layer's, and
+    for `l > 0` its input kernel and bias first. Records: each layer's, and the output of every
+    layer but the last (the input of the next).
+    """
+
+    out_is_state = False
+
+    def __init__(self, cell: keras.layers.StackedRNNCells, layers: list) -> None:
+        self.cell, self.layers = cell, layers
+        self.width = layers[-1].width
+        self.state_sizes = [s for k in layers for s in k.state_sizes]
+        self.record_widths = [w for k in layers for w in k.record_widths]
+        self.record_widths += [k.width for k in layers[:-1]]
+        self._param_sizes = [k.n_params + (0 if i == 0 else 1 + int(k.cell.use_bias)) for i, k in enumerate(layers)]
+        self.n_params = sum(self._param_sizes)
+
+    def project(self, ir):
+        return self.layers[0].project(ir)
+
+    def params(self, dtype):
+        out = []
+        for i, k in enumerate(self.layers):
+            if i > 0:
+                out += [_cast(k.cell.kernel, dtype)] + ([_cast(k._input_bias(), dtype)] if k.cell.use_bias else [])
+            out += k.params(dtype)
+        return out
+
+    def _split(self, values, sizes):
+        parts, i = [], 0
+        for n in sizes:
+            parts.append(list(values[i : i + n]))
+            i += n
+        return parts
+
+    def _param_parts(self, params):
+        return self._split(params, self._param_sizes)
+
+    def forward(self, x, states, params):
+        per_states = self._split(states, [len(k.state_sizes) for k in self.layers])
+        per_params = self._param_parts(params)
+        new_all, records, outs = [], [], []
+        for i, k in enumerate(self.layers):
+            p = per_params[i]
+            if i > 0:
+                x = tf.matmul(out, p[0]) + (p[1] if k.cell.use_bias else 0.0)
+                p = p[1 + int(k.cell.use_bias):]
+            out, new, rec = k.forward(x, per_states[i], p)
+            new_all += new
+            records += rec
+            outs.append(out)
+        return out, new_all, records + outs[:-1]
+
+    def backward(self, step, d_out, d_new):
+        layers = self.layers
+        per_states = self._split(step.states, [len(k.state_sizes) for k in layers])
+        per_d_new = self._split(d_new, [len(k.state_sizes) for k in layers])
+        per_params = self._param_parts(step.params)
+        n_rec = [len(k.record_widths) for k in layers]
+        per_records = self._split(step.records[: sum(n_rec)], n_rec)
+        outs = list(step.records[sum(n_rec):]) + [step.out]
+        d_params, d_states = [None] * len(layers), [None] * len(layers)
+        d_above = d_out
+        for i in range(len(layers) - 1, -1, -1):
+            k, p = layers[i], per_params[i]
+            has_bias = i > 0 and k.cell.use_bias
+            own = p[1 + int(has_bias):] if i > 0 else p
+            d_n = list(per_d_new[i])
+            d_n[0] = d_n[0] + d_above
+            d_x, d_prev, d_p = k.backward(Step(per_states[i], outs[i], per_records[i], own), None, d_n)
+            d_states[i] = d_prev
+            if i == 0:
+                d_params[i] = d_p
+                break
+            d_above = tf.matmul(d_x, p[0], transpose_b=True)
+            extra = [tf.matmul(outs[i - 1], d_x, transpose_a=True)]
+            if has_bias:
+                extra.append(tf.reduce_sum(d_x, 0))
+            d_params[i] = extra + d_p
+        return d_x, [d for ds in d_states for d in ds], [g for gs in d_params for g in gs]
+
+
+def _default_activations(cell) -> bool:
+    recurrent = getattr(cell, "recurrent_activation", _SIGMOID)
+    return cell.activation is _TANH and recurrent is _SIGMOID
+
+
+def kernel_for(cell) -> tuple[object | None, str]:
+    """The kernel of a standard Keras cell, or None and the reason there is none.
+
+    Returns:
+        `(kernel, reason)`: `reason` says which fast path runs, or why `cell` has none.
+    """
+    kind = type(cell)
+    name = kind.__name__
+    if kind is keras.layers.StackedRNNCells:
+        layers = []
+        for inner in cell.cells:
+            k, why = kernel_for(inner)
+            if k is None:
+                return None, f"StackedRNNCells: {why}"
+            layers.append(k)
+        return StackKernel(cell, layers), f"StackedRNNCells of {', '.join(type(c).__name__ for c in cell.cells)}"
+    if kind not in (keras.layers.GRUCell, keras.layers.LSTMCell, keras.layers.SimpleRNNCell):
+        return None, f"{name} is not a standard Keras cell (GRUCell, LSTMCell, SimpleRNNCell, StackedRNNCells)"
+    for attr in ("dropout", "recurrent_dropout"):
+        if (getattr(cell, attr, 0.0) or 0.0) > 0:
+            return None, f"{name} uses {attr}"
+    if kind is keras.layers.SimpleRNNCell:
+        try:
+            return SimpleRNNKernel(cell), f"SimpleRNNCell ({getattr(cell.activation, '__name__', cell.activation)})"
+        except ValueError as error:
+            return None, f"SimpleRNNCell: {error}"
+    if not _default_activations(cell):
+        return None, f"{name} with non-default activations (the fast path needs tanh and sigmoid)"
+    if kind is keras.layers.LSTMCell:
+        return LSTMKernel(cell), "LSTMCell"
+    if cell.reset_after:
+        return GRUKernel(cell), "GRUCell (reset_after=True)"
+    return GRUv1Kernel(cell), "GRUCell (reset_after=False)"
