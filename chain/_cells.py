@@ -210,7 +210,12 @@ def fast_adapter(model_b: Any, fused: Any) -> tuple[StepAdapter, FastPath]:
     if cell is not None:
         kernel, reason = kernel_for(cell)
         if kernel is not None and cell is not model_b:
-            reason = f"a functional model around one {reason}"
+            rows = model_b.inputs[0].shape[0] or 2
+            if check_wrapper(model_b, cell, rows):
+                reason = f"a functional model around one {reason}"
+            else:
+                kernel = None
+                reason = f"the functional model around one {type(cell).__name__} computes more than the cell"
     if kernel is None:
         if fused is True:
             raise ValueError(f"fused=True, but model B has no fast path: {reason}")

@@ -304,7 +304,7 @@ class Chain(keras.Model):
         if not final:
             return result, [], []
         flat, b_out = result
-        return flat, [tf.stop_gradient(s) for s in a_out], b_out
+        return flat, [tf.stop_gradient(s) for s in a_out], [tf.stop_gradient(s) for s in b_out]
 
     def flat_outputs(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
         """The flat values `(sum(steps), output_size)` of the output, in `(b, t, k)` order.

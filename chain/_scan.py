@@ -327,10 +327,11 @@ class _RunStarts:
     """
 
     def __init__(self, rows: tf.Tensor, active: tf.Tensor, dtype: tf.DType):
+        rows = tf.reshape(rows, [-1])
         step, run = entries(active)
         first = tf.reduce_sum(active[:1])  # the entries of step 0, which all start runs
         earlier = tf.gather(_offsets(active), tf.maximum(step - 1, 0)) + run  # entry (j - 1, r)
-        start = tf.logical_or(step == 0, tf.gather(rows, earlier) != rows)
+        start = tf.reshape(tf.logical_or(step == 0, tf.gather(rows, earlier) != rows), [-1])
         self.rows = tf.boolean_mask(rows, start)
         later = start[first:]
         counts = tf.math.unsorted_segment_sum(tf.cast(later, tf.int32), step[first:] - 1, tf.size(active[1:]))

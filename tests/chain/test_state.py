@@ -1,0 +1,293 @@
+"""State across calls: the question's own fixed-shape models, windows, streaming, stateful chains, TBPTT."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from chain import STRATEGIES, Chain
+
+ATOL = 1e-5
+
+
+# ----------------------------------------------------------------------------- the question's own example
+
+
+def _question_models(units=4):
+    """The question's models, built the usual Keras way with `batch_shape`."""
+    a_in = keras.Input(batch_shape=(2, 3, units))
+    model_a = keras.Model(a_in, keras.layers.SimpleRNN(units, return_sequences=True)(a_in))
+    ipt = keras.Input(batch_shape=(2, units))
+    sipt = keras.Input(batch_shape=(2, units))
+    out, state = keras.layers.SimpleRNNCell(units)(ipt, [sipt])
+    model_b = keras.Model([ipt, sipt], [out, state[0]])
+    return model_a, model_b
+
+
+def _question_nested_loops(model_a, model_b, x, steps_at_t):
+    """A transcription of the question's answer: outer loop over t, inner loop over steps[t],
+    B's state carried through both, each Out[t] padded to the longest step."""
+    ir = model_a(x)
+    state = tf.zeros([x.shape[0], model_b.inputs[1].shape[-1]])
+    longest = max(steps_at_t)
+    outs = []
+    for t, n in enumerate(steps_at_t):
+        rows = []
+        for _ in range(n):
+            out, state = model_b([ir[:, t], state])
+            rows.append(out)
+        rows += [tf.zeros_like(state)] * (longest - n)
+        outs.append(tf.stack(rows, 1) if rows else tf.zeros([x.shape[0], 0, state.shape[-1]]))
+    return tf.stack(outs, 1), np.array(steps_at_t)  # (batch, T, longest, units)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("graph", [False, True])
+def test_the_questions_own_example(strategy, graph):
+    keras.utils.set_random_seed(0)
+    model_a, model_b = _question_models()
+    net = Chain(model_a, model_b, strategy=strategy)
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 3, 4)), tf.float32)
+    steps_at_t = [3, 4, 2]
+
+    def ours(x):
+        return net(x, steps_at_t).flat_values
+
+    run = tf.function(ours) if graph else ours
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        got = run(x)
+        dense, steps = _question_nested_loops(model_a, model_b, x, steps_at_t)
+        want = tf.boolean_mask(dense, tf.sequence_mask(np.broadcast_to(steps, (2, 3)), 4))
+        got_loss, want_loss = tf.reduce_sum(got * tf.sin(got)), tf.reduce_sum(want * tf.sin(want))
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=ATOL)
+    sources = [x, *model_a.trainable_weights, *model_b.trainable_weights]
+    for g, w in zip(tape.gradient(got_loss, sources), tape.gradient(want_loss, sources)):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-6, atol=ATOL)
+
+
+def test_a_shape_that_conflicts_with_model_as_declared_input_is_refused():
+    model_a, model_b = _question_models()
+    net = Chain(model_a, model_b)
+    with pytest.raises(ValueError, match=r"`x` has shape \(2, 5, 4\) but model A declares its input as \(2, 3, 4\)"):
+        net(np.zeros((2, 5, 4), "float32"), [1] * 5)
+
+
+def test_model_a_without_return_sequences_is_named():
+    net = Chain(keras.layers.GRU(4), keras.layers.GRUCell(4))
+    with pytest.raises(ValueError, match=r"model A must return IR of shape \(batch, T, ir_size\).*return_sequences=True"):
+        net(np.zeros((2, 3, 4), "float32"), [1, 1, 1])
+
+
+def test_model_b_that_returns_only_its_output_is_named():
+    ipt, h = keras.Input((4,)), keras.Input((4,))
+    out = keras.layers.Dense(4)(keras.layers.Concatenate()([ipt, h]))
+    with pytest.raises(ValueError, match=r"model B must return `\[outputs, \*new_states\]`.*2 inputs and 1 output"):
+        Chain(keras.layers.GRU(4, return_sequences=True), keras.Model([ipt, h], out))
+
+
+# ----------------------------------------------------------------------------- windows and streaming
+
+
+def _functional_b(units=5, ir=6):
+    ipt, s = keras.Input((ir,)), keras.Input((units,))
+    h = keras.layers.Dense(units, activation="tanh")(keras.layers.Concatenate()([ipt, s]))
+    return keras.Model([ipt, s], [keras.layers.Dense(3)(h), h])
+
+
+B_WINDOW_KINDS = {
+    "gru": lambda: keras.layers.GRUCell(5),
+    "lstm": lambda: keras.layers.LSTMCell(5),
+    "functional": _functional_b,
+}
+
+
+def _net(kind, strategy, **kwargs):
+    keras.utils.set_random_seed(0)
+    return Chain(keras.layers.LSTM(6, return_sequences=True), B_WINDOW_KINDS[kind](), output_size=2,
+                 strategy=strategy, **kwargs)  # fmt: skip
+
+
+def _data(batch=3, big_t=12, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, big_t, 4)).astype("float32")
+    steps = rng.integers(0, 4, size=(batch, big_t)).astype("int32")
+    steps[1, 4:8] = 0  # a window with no step at all for one sample
+    return x, steps
+
+
+def _joined(parts) -> np.ndarray:
+    return tf.concat(parts, axis=1).flat_values.numpy()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("kind", B_WINDOW_KINDS)
+def test_three_windows_with_state_carried_equal_one_call(kind, strategy):
+    net = _net(kind, strategy)
+    x, steps = _data()
+    whole = net(x, steps).flat_values.numpy()
+    state, parts = None, []
+    for w in range(3):
+        out, state = net(x[:, 4 * w : 4 * w + 4], steps[:, 4 * w : 4 * w + 4], initial_state=state, return_state=True)
+        parts.append(out)
+    np.testing.assert_allclose(_joined(parts), whole, atol=ATOL)
+    assert [len(state["model_a"]), len(state["model_b"])] == [2, len(net.step_adapter().state_sizes)]
+    # without the state, windows differ: the state really crosses
+    alone = [net(x[:, 4 * w : 4 * w + 4], steps[:, 4 * w : 4 * w + 4]) for w in range(3)]
+    assert np.abs(_joined(alone) - whole).max() > 1e-3
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_stateful_chain_keeps_state_across_calls_and_resets(strategy):
+    plain = _net("lstm", strategy)
+    x, steps = _data()
+    whole = plain(x, steps).flat_values.numpy()
+    net = Chain(plain.model_a, plain.model_b, output_size=2, strategy=strategy, stateful=True)
+    net(x[:, :1], steps[:, :1])
+    net.set_weights(plain.get_weights())
+    net.reset_states()
+    windows = [net(x[:, 4 * w : 4 * w + 4], steps[:, 4 * w : 4 * w + 4]) for w in range(3)]
+    np.testing.assert_allclose(_joined(windows), whole, atol=ATOL)
+    net.reset_states()
+    streamed = [net(x[:, t : t + 1], steps[:, t : t + 1]) for t in range(12)]  # streaming: T = 1
+    np.testing.assert_allclose(_joined(streamed), whole, atol=ATOL)
+    with pytest.raises(ValueError, match=r"keeps states for a batch of 3; received x of shape \(2, 4, 4\)"):
+        net(x[:2, :4], steps[:2, :4])
+
+
+def test_stateful_model_a_of_its_own_works_and_resets():
+    keras.utils.set_random_seed(0)
+    a_in = keras.Input(batch_shape=(3, None, 4))
+    model_a = keras.Model(a_in, keras.layers.GRU(6, return_sequences=True, stateful=True)(a_in))
+    net = Chain(model_a, keras.layers.GRUCell(5), output_size=2, stateful=True)
+    x, steps = _data()
+    first = [net(x[:, 4 * w : 4 * w + 4], steps[:, 4 * w : 4 * w + 4]) for w in range(3)]
+    net.reset_states()
+    again = [net(x[:, 4 * w : 4 * w + 4], steps[:, 4 * w : 4 * w + 4]) for w in range(3)]
+    np.testing.assert_allclose(_joined(again), _joined(first), atol=ATOL)
+    net.reset_states()
+    plain = Chain(model_a, net.model_b, output_size=2)
+    plain(x[:, :1], steps[:, :1])
+    plain.set_weights(net.get_weights())
+    model_a.layers[-1].reset_state()
+    np.testing.assert_allclose(plain(x, steps).flat_values.numpy(), _joined(first), atol=ATOL)
+
+
+def test_stateful_chain_saves_and_loads(tmp_path):
+    net = _net("gru", "packed", stateful=True)
+    x, steps = _data()
+    net(x[:, :4], steps[:, :4])
+    net.reset_states()
+    want = [net(x[:, 4 * w : 4 * w + 4], steps[:, 4 * w : 4 * w + 4]) for w in range(3)]
+    net.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.stateful
+    got = [loaded(x[:, 4 * w : 4 * w + 4], steps[:, 4 * w : 4 * w + 4]) for w in range(3)]
+    np.testing.assert_allclose(_joined(got), _joined(want), atol=ATOL)
+
+
+# ----------------------------------------------------------------------------- truncated BPTT
+
+
+def _stop_gradient_reference(net, x, steps, window):
+    """The whole sequence in one pass of windows, `tf.stop_gradient` on both states at each edge."""
+    state, parts = None, []
+    for start in range(0, x.shape[1], window):
+        if state is not None:
+            state = tf.nest.map_structure(tf.stop_gradient, state)
+        out, state = net(x[:, start : start + window], steps[:, start : start + window],
+                         initial_state=state, return_state=True)  # fmt: skip
+        parts.append(out)
+    return tf.concat(parts, axis=1).flat_values
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("kind", B_WINDOW_KINDS)
+def test_gradients_stop_at_window_edges(kind, strategy):
+    net = _net(kind, strategy)
+    x, steps = _data()
+    x = tf.constant(x)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        state, parts = None, []
+        for w in range(3):
+            out, state = net(x[:, 4 * w : 4 * w + 4], steps[:, 4 * w : 4 * w + 4], initial_state=state,
+                             return_state=True)  # fmt: skip
+            parts.append(out)
+        got = tf.concat(parts, axis=1).flat_values
+        want = _stop_gradient_reference(net, x, steps, 4)
+        last = tf.reduce_sum(parts[-1].flat_values)  # the last window alone
+        got_loss, want_loss = tf.reduce_sum(got * tf.sin(got)), tf.reduce_sum(want * tf.sin(want))
+    sources = [x, *net.trainable_weights]
+    for g, w in zip(tape.gradient(got_loss, sources), tape.gradient(want_loss, sources)):
+        if w is None:
+            assert g is None
+            continue
+        np.testing.assert_allclose(tf.convert_to_tensor(g).numpy(), tf.convert_to_tensor(w).numpy(), atol=ATOL)
+    d_x = tape.gradient(last, x).numpy()
+    assert np.all(d_x[:, :8] == 0) and np.abs(d_x[:, 8:]).max() > 0  # nothing reaches earlier windows
+
+
+def test_stateful_training_steps_truncate_at_the_window_edge():
+    net = _net("gru", "packed", stateful=True)
+    x, steps = _data()
+    net(x[:, :4], steps[:, :4])
+    xt = tf.constant(x[:, 4:8])
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss = tf.reduce_sum(net(xt, steps[:, 4:8], training=True).flat_values)
+    grads = tape.gradient(loss, [xt, *net.trainable_weights])
+    assert grads[0] is not None and np.abs(grads[0].numpy()).max() > 0
+    assert all(g is not None for g in grads[1:])
+
+
+# ----------------------------------------------------------------------------- bad state
+
+
+@pytest.fixture
+def carry_net():
+    net = _net("lstm", "packed")
+    net(*[a[:, :2] for a in _data()])
+    return net
+
+
+@pytest.mark.parametrize(
+    "state,match",
+    [
+        ({"model_b": [np.zeros((3, 5), "float32")]}, r"`initial_state\['model_b'\]` must hold 2 tensor\(s\) of sizes \[5, 5\]; received 1"),
+        ({"model_b": [np.zeros((3, 4), "float32")] * 2}, r"`initial_state\['model_b'\]\[0\]` must have shape \(batch, 5\) = \(3, 5\); received shape \(3, 4\)"),
+        ({"model_b": [np.zeros((2, 5), "float32")] * 2}, r"must have shape \(batch, 5\) = \(3, 5\); received shape \(2, 5\)"),
+        ({"model_b": [np.zeros((3, 5), "int32")] * 2}, r"`initial_state\['model_b'\]\[0\]` must hold floats; received dtype int32"),
+        ({"model_c": []}, r"`initial_state` keys must be 'model_a' and 'model_b'; received \['model_c'\]"),
+        ("zeros", r"`initial_state` must be a dict .*; received str"),
+    ],
+)
+def test_bad_initial_state_is_named(carry_net, state, match):
+    x, steps = _data()
+    with pytest.raises(ValueError, match=match):
+        carry_net(x, steps, initial_state=state)
+
+
+def test_initial_state_for_b_in_reset_mode_is_refused():
+    net = _net("gru", "packed", state="reset")
+    x, steps = _data()
+    with pytest.raises(ValueError, match=r"`initial_state\['model_b'\]` is only taken in carry mode.*state='reset'"):
+        net(x, steps, initial_state={"model_b": [np.zeros((3, 5), "float32")]})
+    out, state = net(x, steps, return_state=True)  # what return_state gives can be passed back
+    assert state["model_b"] == []
+    net(x, steps, initial_state=state)
+
+
+def test_stateful_needs_a_known_batch():
+    net = _net("gru", "packed", stateful=True)
+    with pytest.raises(ValueError, match=r"`stateful=True` needs a fixed batch size.*received a batch of unknown size"):
+        net.build((None, None, 4))
+
+
+def test_state_of_a_model_a_with_none_is_refused():
+    net = Chain(keras.layers.Dense(6), keras.layers.GRUCell(5))
+    x, steps = _data()
+    with pytest.raises(ValueError, match=r"this model A has no state the chain can carry.*received 1 tensor"):
+        net(x, steps, initial_state={"model_a": [np.zeros((3, 6), "float32")]})
