@@ -83,3 +83,37 @@ def test_model_b_must_be_a_cell_or_a_model_with_states():
 def test_model_b_dropout_is_refused():
     with pytest.raises(ValueError, match=r"must not use dropout: received GRUCell with dropout=0.5"):
         Chain(keras.layers.GRU(3, return_sequences=True), keras.layers.GRUCell(3, dropout=0.5))
+
+
+# ----------------------------------------------------------------------------- steps at the edges of int types
+
+
+@pytest.mark.parametrize("value", [2**32, 2**32 + 1, 2**31, 2**40])
+def test_int64_steps_are_checked_before_any_cast(net, value):
+    steps = np.zeros((2, 3), np.int64)
+    steps[1, 2] = value
+    with pytest.raises(ValueError, match=rf"`steps` must be in \[0, 4\] \(max_steps\); received a value of {value} at \(batch=1, t=2\)"):
+        net(np.zeros((2, 3, 4), "float32"), steps)
+
+
+def test_int64_steps_without_max_steps_must_fit_int32():
+    open_net = Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.GRUCell(4))
+    steps = np.zeros((1, 2), np.int64)
+    steps[0, 1] = 2**32
+    with pytest.raises(ValueError, match=r"`steps` must be in \[0, 2147483647\] \(int32\); received a value of 4294967296"):
+        open_net(np.zeros((1, 2, 4), "float32"), steps)
+
+
+def test_int64_steps_in_graph_mode_are_checked_before_the_cast(net):
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 4]), tf.TensorSpec([None, None], tf.int64)])
+    def run(x, steps):
+        return net(x, steps).flat_values
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"must be in \[0, 4\] \(max_steps\).*4294967296"):
+        run(tf.zeros([1, 2, 4]), tf.constant([[0, 2**32]], tf.int64))
+
+
+def test_rank_one_steps_are_always_shared_by_the_batch_even_when_batch_equals_t(net):
+    x = np.random.default_rng(0).normal(size=(3, 3, 4)).astype("float32")
+    shared = net(x, np.array([0, 1, 2])).row_lengths(axis=2).numpy()
+    np.testing.assert_array_equal(shared, [0, 1, 2] * 3)
