@@ -3,6 +3,10 @@
 >>> from chain import Chain
 """
 
+from ._backend import check_backend as _check_backend
+
+_check_backend()
+
 from ._model import STATES as STATES
 from ._model import Chain as Chain
 from ._ragged import from_padded as from_padded

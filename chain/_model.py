@@ -100,7 +100,8 @@ class Chain(keras.Model):
         self.state = state
         self.strategy = strategy
         self.max_steps = max_steps
-        self.compiled = compiled
+        # Not `self.compiled`: Keras uses that name for "compile() was called".
+        self.graph_calls = compiled
         self.fused = fused
         self.predict_lengths = predict_lengths
         self.stop = stop
@@ -254,7 +255,7 @@ class Chain(keras.Model):
         if x.shape[1] == 0:  # no outer step: nothing runs, and the states pass through
             flat = tf.zeros([0, self.output_size or self._generic.output_size], self.compute_dtype)
             return flat, self._unchanged(a_in, b_in, x)
-        if tf.executing_eagerly() and self.compiled:
+        if tf.executing_eagerly() and self.graph_calls:
             fn = self._graph_forward(training, differentiable, a_in is not None, head, final)
             if b_in is None:
                 b_in = self._unchanged(None, None, x)["model_b"]
@@ -296,15 +297,29 @@ class Chain(keras.Model):
         return self.step_adapter().state_sizes if self.state == "carry" else []
 
     def _forward(self, x, steps, a_in, b_in, training, differentiable, final, head):
+        return self._parts(x, steps, a_in, b_in, training, differentiable, final, head)[1:]
+
+    def _parts(self, x, steps, a_in, b_in, training, differentiable, final, head):
+        """`(ir, flat, a_out, b_out)`; the final states without gradient, `[]` unless `final`."""
         ir, a_out = self._a.call(x, a_in, training)
         result = self.b_outputs_from_ir(
             ir, steps, training=training, head=self.head if head else None, initial_state=b_in,
             final=final, differentiable=differentiable,
         )  # fmt: skip
         if not final:
-            return result, [], []
+            return ir, result, [], []
         flat, b_out = result
-        return flat, [tf.stop_gradient(s) for s in a_out], [tf.stop_gradient(s) for s in b_out]
+        return ir, flat, [tf.stop_gradient(s) for s in a_out], [tf.stop_gradient(s) for s in b_out]
+
+    def forward_parts(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False,
+                      differentiable: bool = True) -> tuple[tf.Tensor, tf.Tensor]:  # fmt: skip
+        """`(IR (batch, T, ir_size), B's outputs (sum(steps), H))` before the head, for the train
+        and test steps; a stateful chain starts from and keeps its states, as in `call`."""
+        a_in, b_in = self._states_in(None, x)
+        ir, flat, a_out, b_out = self._parts(x, steps, a_in, b_in, training, differentiable, self.stateful, False)
+        if self.stateful:
+            self._state_vars.assign(a_out, b_out)
+        return ir, flat
 
     def flat_outputs(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
         """The flat values `(sum(steps), output_size)` of the output, in `(b, t, k)` order.
@@ -401,19 +416,43 @@ class Chain(keras.Model):
 
         Args:
             optimizer: as in Keras.
-            loss: a Keras loss (name, function or `keras.losses.Loss`) or `chain.ragged_mse`
-                (the default), computed on `(sum(steps), output_size)` flat values of the
-                output and target: real inner steps only.
+            loss: a Keras loss (name, function or `keras.losses.Loss`, whose `reduction` is
+                honoured) or `chain.ragged_mse` (the default), computed on `(sum(steps),
+                output_size)` flat values of the output and target: real inner steps only.
             metrics: Keras metrics (names, functions or `keras.metrics.Metric`s, e.g.
-                `chain.NoiseFloorRatio(noise_floor)`), fed the same flat values.
-            **kwargs: other arguments of `keras.Model.compile`.
+                `chain.NoiseFloorRatio(noise_floor)`), fed the same flat values, unweighted.
+            **kwargs: other arguments of `keras.Model.compile`. `weighted_metrics` are fed
+                the sample weights; `loss_weights` is one number that scales the output loss.
+                `jit_compile` defaults to False: gradients of the dynamic loops do not compile
+                under XLA, so Keras' "auto" (XLA on a GPU) would fail in `fit`.
+
+        Raises:
+            ValueError: `jit_compile=True` with the `packed` strategy, or `loss_weights` that is
+                not one number.
         """
+        weighted = kwargs.pop("weighted_metrics", None)
+        loss_weights = _one_loss_weight(kwargs.pop("loss_weights", None))
+        jit = kwargs.get("jit_compile", "auto")
+        if jit == "auto":
+            kwargs["jit_compile"] = False
+        elif jit and self.resolved_strategy() == "packed":
+            raise ValueError(
+                "`jit_compile=True` cannot compile the 'packed' strategy"
+                + (" (strategy='auto' resolves to 'packed')" if self.strategy == _AUTO else "")
+                + ": its shapes depend on the values of `steps`. Build the Chain with "
+                "strategy='padded' or 'loop' for XLA inference, or compile with jit_compile=False"
+            )
         super().compile(optimizer=optimizer, **kwargs)
-        self.flat_compile = _train.FlatCompile(loss, metrics)
+        self.flat_compile = _train.FlatCompile(loss, metrics, weighted, loss_weights)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
-        return [*super().metrics, *self.flat_compile.metrics]
+        # Keras' own loss tracker stays empty (the train step updates `loss_tracker`); left
+        # in, `evaluate` would list "loss" twice.
+        ours = self.trackers.all()
+        names = {m.name for m in ours}
+        keras_own = [m for m in super().metrics if m.name not in names or any(m is o for o in ours)]
+        return [*keras_own, *self.flat_compile.all_metrics()]
 
     def get_compile_config(self) -> dict[str, Any]:
         config = super().get_compile_config()
@@ -427,12 +466,34 @@ class Chain(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> keras.callbacks.History:
-        """`keras.Model.fit` on `((x, steps), y)` batches; see `train_step`.
+        """`keras.Model.fit` on `((x, steps), y[, sample_weight])` batches; see `train_step`.
+
+        `x` is a dataset of such batches, or inputs `(x, steps)` with `y` beside them (numpy
+        arrays, `y` ragged or padded `(batch, T, L, D)`), which also allows `validation_split`
+        and `sample_weight`: `(batch,)` per sample or `(batch, T)` per outer step.
 
         Under a `tf.distribute` strategy with several replicas, ragged targets are padded
         (`chain.pad_targets`) so that batches can be split; each replica then uses its real
         steps only, and the loss is normalised by the global count of real steps.
+
+        Raises:
+            ValueError: `class_weight` is given, or the model was compiled with
+                `jit_compile=True`.
         """
+        if kwargs.get("class_weight") is not None:
+            raise ValueError(
+                "`class_weight` does not apply to a Chain: its targets are ragged real-valued "
+                "sequences, not class labels. Weight samples or outer steps with "
+                "`sample_weight` of shape (batch,) or (batch, T) instead; received class_weight="
+                f"{kwargs['class_weight']!r}"
+            )
+        if self.compiled and self.jit_compile:
+            raise ValueError(
+                "`fit` cannot run under `jit_compile=True`: gradients of the dynamic loops over "
+                "T and the inner steps do not compile under XLA, whatever the strategy. Compile "
+                "with jit_compile=False to train; jit_compile=True serves `evaluate` and "
+                "`predict` with strategy='padded' or 'loop'"
+            )
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a dataset shuffles itself; Keras only warns
         x = self._for_replicas(x)
@@ -441,8 +502,18 @@ class Chain(keras.Model):
         return super().fit(x, *args, **kwargs)
 
     def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
-        """`keras.Model.evaluate` on `((x, steps), y)` batches; see `test_step`."""
+        """`keras.Model.evaluate` on `((x, steps), y[, sample_weight])` batches; see `test_step`."""
         return super().evaluate(self._for_replicas(x), *args, **kwargs)
+
+    def predict(self, x: Any = None, *args: Any, **kwargs: Any) -> tf.RaggedTensor:
+        """`keras.Model.predict` on `(x, steps)`, or a dataset of `(x, steps)` or `((x, steps), y)`.
+
+        Returns:
+            RaggedTensor of shape `(n, T, None, output_size)`; T is `None` only when the
+            batches had different T.
+        """
+        out = super().predict(x, *args, **kwargs)
+        return _train.uniform_t(out) if isinstance(out, tf.RaggedTensor) else out
 
     def _for_replicas(self, data: Any) -> Any:
         if isinstance(data, tf.data.Dataset) and self.distribute_strategy.num_replicas_in_sync > 1:
@@ -450,18 +521,23 @@ class Chain(keras.Model):
         return data
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        """One step of `fit` on `((x, steps), y)`, `y` RaggedTensor `(batch, T, None, D)`.
+        """One step of `fit` on `((x, steps), y[, sample_weight])`, `y` `(batch, T, None, D)`.
 
         The compiled loss (default `chain.ragged_mse`) and compiled metrics see the flat values
-        of the output and of `y`, `(sum(steps), D)`: real inner steps only. The length and stop
-        heads add their cross-entropies. Logs hold `loss`, `masked_mse` and, when configured,
-        `length_accuracy` or `stop_accuracy`.
+        of the output and of `y`, `(sum(steps), D)`: real inner steps only. `sample_weight`,
+        `(batch,)` or `(batch, T)`, weighs every real inner step of its sample or outer step.
+        The length and stop heads add their cross-entropies. Logs hold `loss`, `masked_mse`
+        (unweighted) and, when configured, `length_accuracy` or `stop_accuracy`.
         """
         return _train.train_step(self, data)
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One step of `evaluate` on `((x, steps), y)`; the same losses and logs as `train_step`."""
         return _train.test_step(self, data)
+
+    def predict_step(self, data: Any) -> tf.RaggedTensor:
+        """One step of `predict`: the ragged output of `(x, steps)`, `y` ignored if present."""
+        return _train.predict_step(self, data)
 
     def step_adapter(self) -> _cells.StepAdapter:
         """The step adapter that runs model B under the resolved strategy."""
@@ -496,7 +572,7 @@ class Chain(keras.Model):
         if not self.built:
             self.build(tuple(x.shape))
         _validate.check_inputs(x, tf.zeros(tf.shape(x)[:2], tf.int32), self.input_size, None)
-        if tf.executing_eagerly() and self.compiled:
+        if tf.executing_eagerly() and self.graph_calls:
             flat, steps = self._graph_generate()(x)
         else:
             flat, steps = self._generate_flat(x)
@@ -554,7 +630,7 @@ class Chain(keras.Model):
             "state": self.state,
             "strategy": self.strategy,
             "max_steps": self.max_steps,
-            "compiled": self.compiled,
+            "compiled": self.graph_calls,
             "fused": self.fused,
             "predict_lengths": self.predict_lengths,
             "stop": self.stop,
@@ -567,6 +643,15 @@ class Chain(keras.Model):
         for key in ("model_a", "model_b"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def _one_loss_weight(loss_weights: Any) -> float | None:
+    if loss_weights is None or isinstance(loss_weights, (int, float)):
+        return loss_weights
+    raise ValueError(
+        "`loss_weights` must be one number (a Chain has one output loss) or None; "
+        f"received {loss_weights!r}"
+    )
 
 
 def _check_length_options(predict_lengths, stop, max_steps) -> None:

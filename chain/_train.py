@@ -1,12 +1,9 @@
-"""Training on ragged targets: the loss, metrics, the train and test steps, and generation.
+"""The train, test and predict steps of `Chain` on ragged targets, and what `compile` holds.
 
-Every loss and metric compares the flat values of the ragged output with the flat values of the
-ragged target, `(sum(steps), output_size)` each: real inner steps only, never padding.
-
-Under `tf.distribute`, each replica divides its loss *sum* by the number of real steps in the
-*global* batch, and the optimizer sums gradients over replicas. The gradient is then that of the
-global mean, whatever the split of real steps between replicas, so one device and many give the
-same trajectory.
+The loss and metrics see the flat values of the output and of the target, `(sum(steps), D)`:
+real inner steps only (`chain._losses`). Sample weights, `(batch,)` per sample or `(batch, T)`
+per outer step, reach every real inner step of their sample or step. Under `tf.distribute` each
+replica returns its share of the global objective (see `chain._losses`).
 """
 
 from __future__ import annotations
@@ -16,26 +13,15 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from . import _ragged, _validate
+from . import _validate
+from ._generate import generate_with_length_head as generate_with_length_head
+from ._generate import generate_with_stop as generate_with_stop
+from ._losses import FlatLoss, check_output_size, global_count, replica_mean, sample_weights, target_values
+from ._losses import NoiseFloorRatio as NoiseFloorRatio
+from ._losses import flat_values as flat_values
+from ._losses import ragged_mse as ragged_mse
 
 STOP_MODES = (None, "token")
-
-
-def flat_values(y: Any) -> tf.Tensor:
-    """The flat values of a ragged `(batch, T, None, D)` tensor; a dense tensor is returned as is."""
-    if isinstance(y, tf.RaggedTensor):
-        return y.flat_values
-    return tf.convert_to_tensor(y)
-
-
-def target_values(y: Any, steps: tf.Tensor) -> tf.Tensor:
-    """Flat values `(sum(steps), D)` of targets given ragged, or padded `(batch, T, L, D)`."""
-    if isinstance(y, tf.RaggedTensor):
-        return y.flat_values
-    y = tf.convert_to_tensor(y)
-    if y.shape.rank == 4:
-        return tf.boolean_mask(y, tf.sequence_mask(steps, tf.shape(y)[2]))
-    return y
 
 
 def pad_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -43,81 +29,13 @@ def pad_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
     `tf.distribute` cannot split ragged batches between replicas; padded targets plus `steps`
     split like any tensor, and each replica's step takes back the real steps only. `Chain.fit`
-    and `Chain.evaluate` apply this by themselves under a strategy with several replicas.
+    and `Chain.evaluate` apply this by themselves under a strategy with several replicas. A
+    third element (sample weights) passes through.
     """
-    def pad(inputs, y):
-        return inputs, y.to_tensor() if isinstance(y, tf.RaggedTensor) else y
+    def pad(inputs, y, *weights):
+        return (inputs, y.to_tensor() if isinstance(y, tf.RaggedTensor) else y, *weights)
 
     return dataset.map(pad)
-
-
-def ragged_mse(y_true: Any, y_pred: Any) -> tf.Tensor:
-    """Mean squared error over the real inner steps of two ragged outputs.
-
-    Args:
-        y_true: RaggedTensor of shape `(batch, T, None, D)`, or its flat values `(N, D)`.
-        y_pred: the same structure as `y_true` (same row lengths), e.g. `net(x, steps)`.
-
-    Returns:
-        Scalar: the mean of `(y_true - y_pred)^2` over every real inner step and channel.
-
-    Raises:
-        ValueError: the last dimensions (output sizes) differ.
-
-    >>> import tensorflow as tf
-    >>> y = tf.ragged.constant([[[[1.0], [3.0]], []]], ragged_rank=2)
-    >>> float(ragged_mse(y, y * 0))
-    5.0
-    """
-    true, pred = flat_values(y_true), flat_values(y_pred)
-    check_output_size(true, pred)
-    true = tf.cast(true, pred.dtype)
-    return tf.reduce_mean(tf.square(true - pred))
-
-
-def check_output_size(true: tf.Tensor, pred: tf.Tensor) -> None:
-    """Raises a ValueError naming both sizes when the targets' and outputs' widths differ."""
-    have, want = true.shape[-1], pred.shape[-1]
-    if have is not None and want is not None and have != want:
-        raise ValueError(
-            f"the dataset's output_size is {have} but the model's output_size is {want}: "
-            "build the model with output_size equal to the targets' last dimension"
-        )
-
-
-@keras.saving.register_keras_serializable(package="chain")
-class NoiseFloorRatio(keras.metrics.Mean):
-    """Masked MSE divided by a dataset's noise floor (`noise^2`): 1.0 is a perfect fit.
-
-    Fed flat values by `Chain`'s train and test steps, so it counts real inner steps only.
-
-    Args:
-        noise_floor: the MSE of the true law against the noisy targets, e.g. the
-            `noise_floor` entry of a datagen manifest.
-        name: the metric's name in logs.
-
-    >>> m = NoiseFloorRatio(0.5)
-    >>> m.update_state([[1.0, 1.0]], [[0.0, 0.0]])
-    >>> float(m.result())
-    2.0
-    """
-
-    def __init__(self, noise_floor: float, name: str = "mse_over_noise_floor", **kwargs: Any):
-        super().__init__(name=name, **kwargs)
-        if not noise_floor > 0:
-            raise ValueError(f"`noise_floor` must be > 0; received {noise_floor!r}")
-        self.noise_floor = float(noise_floor)
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        true, pred = flat_values(y_true), flat_values(y_pred)
-        errors = tf.reduce_mean(tf.square(tf.cast(true, pred.dtype) - pred), axis=-1)
-        return super().update_state(errors, sample_weight=sample_weight)
-
-    def result(self):
-        return super().result() / self.noise_floor
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "noise_floor": self.noise_floor}
 
 
 class Trackers:
@@ -137,34 +55,49 @@ class FlatCompile:
     """The loss and metrics given to `Chain.compile`, applied to flat values.
 
     Kept out of Keras' own compiled loss and metrics, which expect dense outputs, and out of
-    Keras' attribute tracking (a plain object).
+    Keras' attribute tracking (a plain object). `metrics` ignore sample weights and
+    `weighted_metrics` use them, as in Keras.
     """
 
-    def __init__(self, loss: Any = None, metrics: Any = None) -> None:
-        self.loss = loss
+    def __init__(self, loss: Any = None, metrics: Any = None, weighted_metrics: Any = None,
+                 loss_weights: float | None = None) -> None:  # fmt: skip
+        self.loss = FlatLoss(loss)
         self.metrics = [_metric(m) for m in (metrics or [])]
-        self.config = {"loss": loss, "metrics": metrics} if loss is not None or metrics else None
+        taken = {m.name for m in self.metrics}
+        self.weighted_metrics = [_metric(m, taken) for m in (weighted_metrics or [])]
+        self.loss_weight = 1.0 if loss_weights is None else float(loss_weights)
+        given = {"loss": loss, "metrics": metrics, "weighted_metrics": weighted_metrics,
+                 "loss_weights": loss_weights}  # fmt: skip
+        self.config = {k: v for k, v in given.items() if v is not None and v != []} or None
+
+    def all_metrics(self) -> list[keras.metrics.Metric]:
+        return [*self.metrics, *self.weighted_metrics]
 
 
-def _metric(spec: Any) -> keras.metrics.Metric:
+def _metric(spec: Any, taken: set[str] = frozenset()) -> keras.metrics.Metric:
+    """A metric from its spec; named `weighted_<name>` when `<name>` is `taken` (as in Keras)."""
     if isinstance(spec, keras.metrics.Metric):
         return spec
     found = keras.metrics.get(spec)
     if isinstance(found, keras.metrics.Metric):
+        if found.name not in taken:
+            return found
+        found = type(found).from_config({**found.get_config(), "name": f"weighted_{found.name}"})
         return found
     name = spec if isinstance(spec, str) else getattr(found, "__name__", "metric")
-    return keras.metrics.MeanMetricWrapper(found, name=name)
+    return keras.metrics.MeanMetricWrapper(found, name=f"weighted_{name}" if name in taken else name)
 
 
-# ----------------------------------------------------------------------------- steps
+# ----------------------------------------------------------------------------- data
 
 
-def unpack(data: Any) -> tuple[tf.Tensor, tf.Tensor, Any]:
-    """`((x, steps), y)` -> `(x, steps, y)`, with a clear error for other layouts."""
-    if not isinstance(data, (tuple, list)) or len(data) < 2:
+def unpack(data: Any) -> tuple[tf.Tensor, tf.Tensor, Any, Any]:
+    """`((x, steps), y)` or `((x, steps), y, sample_weight)` -> `(x, steps, y, sample_weight)`."""
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
         raise ValueError(
-            "Chain.fit/evaluate expect a dataset of ((x, steps), y) as `datagen.load` gives; "
-            f"received an element of type {type(data).__name__}"
+            "Chain.fit/evaluate expect a dataset of ((x, steps), y) as `datagen.load` gives, or "
+            f"((x, steps), y, sample_weight); received an element of type {type(data).__name__}"
+            + (f" with {len(data)} parts" if isinstance(data, (tuple, list)) else "")
         )
     inputs, y = data[0], data[1]
     if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
@@ -172,7 +105,22 @@ def unpack(data: Any) -> tuple[tf.Tensor, tf.Tensor, Any]:
             "Chain.fit/evaluate expect inputs (x, steps); received "
             f"{type(inputs).__name__} {getattr(inputs, 'shape', '')}"
         )
-    return inputs[0], inputs[1], y
+    return inputs[0], inputs[1], y, data[2] if len(data) == 3 else None
+
+
+def predict_inputs(data: Any) -> tuple[Any, Any]:
+    """`(x, steps)` from a predict batch: `(x, steps)`, `((x, steps),)` or `((x, steps), y[, w])`."""
+    if isinstance(data, (tuple, list)) and data and isinstance(data[0], (tuple, list)):
+        data = data[0]
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(
+            "Chain.predict expects inputs (x, steps), or a dataset of (x, steps) or "
+            f"((x, steps), y); received {type(data).__name__} {getattr(data, 'shape', '')}"
+        )
+    return data[0], data[1]
+
+
+# ----------------------------------------------------------------------------- steps
 
 
 def forward(net: Any, x: tf.Tensor, steps: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
@@ -182,8 +130,7 @@ def forward(net: Any, x: tf.Tensor, steps: tf.Tensor, training: bool) -> dict[st
         A dict with `flat` `(N, output_size)`, and when configured `length_logits`
         `(batch, T, max_steps + 1)`, `stop_logits` `(N,)` and `empty_logits` `(batch, T)`.
     """
-    ir = net.model_a(x, training=training)
-    b_flat = net.b_outputs_from_ir(ir, steps, training=training)
+    ir, b_flat = net.forward_parts(x, steps, training=training, differentiable=training)
     parts = {"flat": b_flat if net.head is None else net.head(b_flat)}
     if net.predict_lengths:
         parts["length_logits"] = net.length_head(ir)
@@ -193,66 +140,41 @@ def forward(net: Any, x: tf.Tensor, steps: tf.Tensor, training: bool) -> dict[st
     return parts
 
 
-def _global_count(n: tf.Tensor) -> tf.Tensor:
-    """`n` summed over the replicas in sync (itself without a distribution strategy)."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return n
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, n)
-
-
-def _row_losses(loss: Any, true: tf.Tensor, pred: tf.Tensor) -> tf.Tensor:
-    """Per-row losses `(N,)` of the compiled loss, or `(N,)` filled with its mean."""
-    if loss is None:
-        loss = ragged_mse
-    if isinstance(loss, str):
-        loss = keras.losses.get(loss)
-    values = loss.call(true, pred) if isinstance(loss, keras.losses.Loss) else loss(true, pred)
-    values = tf.cast(values, pred.dtype)
-    if values.shape.rank == 0:
-        return tf.fill(tf.shape(pred)[:1], values)
-    return tf.reshape(values, [tf.shape(pred)[0], -1])[:, 0] if values.shape.rank > 1 else values
-
-
-def _mean_over_replicas(values: tf.Tensor) -> tf.Tensor:
-    """This replica's share of the global mean of `values`: sum / global count."""
-    count = _global_count(tf.cast(tf.size(values), values.dtype))
-    return tf.math.divide_no_nan(tf.reduce_sum(values), count)
-
-
-def objective(net: Any, parts: dict[str, tf.Tensor], y: Any, steps: tf.Tensor) -> tf.Tensor:
-    """The loss to differentiate on one replica: output loss plus the length or stop heads'.
+def objective(net: Any, parts: dict[str, tf.Tensor], y: Any, steps: tf.Tensor,
+              weights: tuple[Any, Any] = (None, None)) -> tf.Tensor:  # fmt: skip
+    """The float32 loss to differentiate on one replica: output loss plus the heads' losses.
 
     Args:
         net: the Chain.
         parts: `forward`'s dict.
-        y: RaggedTensor `(batch, T, None, output_size)`.
+        y: RaggedTensor `(batch, T, None, output_size)`, or padded `(batch, T, L, output_size)`.
         steps: `(batch, T)` int32.
+        weights: `sample_weights`' `(outer (batch, T), inner (N,))`, or `(None, None)`.
 
     Returns:
-        Scalar. Summed over replicas, it is the global-batch objective.
+        Scalar float32. Summed over replicas, it is the global-batch objective.
     """
+    outer, inner = weights
     true, pred = target_values(y, steps), parts["flat"]
     check_output_size(true, pred)
-    true = tf.cast(true, pred.dtype)
-    total = _mean_over_replicas(_row_losses(net.flat_compile.loss, true, pred))
+    compiled: FlatCompile = net.flat_compile
+    total = compiled.loss_weight * compiled.loss(true, pred, inner)
     if "length_logits" in parts:
-        total += _mean_over_replicas(
-            keras.losses.sparse_categorical_crossentropy(
-                steps, parts["length_logits"], from_logits=True
-            )
-        )
+        logits = tf.cast(parts["length_logits"], tf.float32)
+        total += replica_mean(keras.losses.sparse_categorical_crossentropy(
+            steps, logits, from_logits=True), outer)  # fmt: skip
     if "stop_logits" in parts:
         stop_labels, empty_labels = stop_targets(steps)
-        total += _mean_over_replicas(_bce(stop_labels, parts["stop_logits"]))
-        total += _mean_over_replicas(_bce(empty_labels, parts["empty_logits"]))
+        total += replica_mean(_bce(stop_labels, parts["stop_logits"]), inner)
+        total += replica_mean(_bce(empty_labels, parts["empty_logits"]), outer)
     if net.losses:
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        total += tf.add_n(net.losses) / replicas
+        total += tf.add_n([tf.cast(v, tf.float32) for v in net.losses]) / replicas
     return total
 
 
 def _bce(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    logits = tf.cast(logits, tf.float32)
     return tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(labels, logits.dtype), logits)
 
 
@@ -273,34 +195,33 @@ def stop_targets(steps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 def update_trackers(net: Any, parts: dict[str, tf.Tensor], y: Any, steps: tf.Tensor,
-                    total: tf.Tensor) -> dict[str, tf.Tensor]:  # fmt: skip
-    """Updates the built-in and compiled metrics; returns the logs `fit` shows."""
+                    total: tf.Tensor, inner: tf.Tensor | None = None) -> dict[str, tf.Tensor]:  # fmt: skip
+    """Updates the built-in and compiled metrics; returns the logs `fit` shows.
+
+    `masked_mse` and compiled `metrics` are unweighted; `weighted_metrics` get `inner` `(N,)`.
+    """
     trackers: Trackers = net.trackers
-    true, pred = target_values(y, steps), parts["flat"]
-    true = tf.cast(true, pred.dtype)
-    rows = tf.cast(tf.shape(pred)[0], pred.dtype)
-    # `total` is this replica's share (sum / global rows); weighted by local rows, the tracker
-    # sums to the global objective weighted by the batch's real steps.
-    local_mean = total * _global_count(rows) / tf.maximum(rows, 1.0)
-    trackers.loss.update_state(local_mean, sample_weight=rows)
-    errors = tf.reduce_mean(tf.square(true - pred), axis=-1)
-    trackers.mse.update_state(errors)
+    true = tf.cast(target_values(y, steps), tf.float32)
+    pred = tf.cast(parts["flat"], tf.float32)
+    rows = tf.cast(tf.shape(pred)[0], tf.float32)
+    # `total` is this replica's share of the batch objective; weighted by local rows, the
+    # tracker sums to the global objective weighted by the batch's real steps.
+    trackers.loss.update_state(total * global_count(rows) / tf.maximum(rows, 1.0), sample_weight=rows)
+    trackers.mse.update_state(tf.reduce_mean(tf.square(true - pred), axis=-1))
     if trackers.length is not None:
         guess = tf.argmax(parts["length_logits"], axis=-1, output_type=tf.int32)
-        trackers.length.update_state(tf.cast(tf.equal(guess, steps), pred.dtype))
+        trackers.length.update_state(tf.cast(tf.equal(guess, steps), tf.float32))
     if trackers.stop is not None:
         last, empty = stop_targets(steps)
         hits = tf.concat([tf.equal(parts["stop_logits"] > 0, last),
                           tf.reshape(tf.equal(parts["empty_logits"] > 0, empty), [-1])], 0)  # fmt: skip
-        trackers.stop.update_state(tf.cast(hits, pred.dtype))
-    return _logs(net, trackers, true, pred)
-
-
-def _logs(net: Any, trackers: Trackers, true: tf.Tensor, pred: tf.Tensor) -> dict[str, tf.Tensor]:
-    compiled = net.flat_compile.metrics
-    for metric in compiled:
+        trackers.stop.update_state(tf.cast(hits, tf.float32))
+    compiled: FlatCompile = net.flat_compile
+    for metric in compiled.metrics:
         metric.update_state(true, pred)
-    return {m.name: m.result() for m in [*trackers.all(), *compiled]}
+    for metric in compiled.weighted_metrics:
+        metric.update_state(true, pred, sample_weight=inner)
+    return {m.name: m.result() for m in [*trackers.all(), *compiled.all_metrics()]}
 
 
 def _ensure_built(net: Any, x: Any) -> None:
@@ -309,130 +230,53 @@ def _ensure_built(net: Any, x: Any) -> None:
         net.build(tuple(x.shape))
 
 
-def train_step(net: Any, data: Any) -> dict[str, tf.Tensor]:
-    """One optimisation step on `((x, steps), y)`; see `Chain.train_step`."""
-    x, steps, y = unpack(data)
+def _prepare(net: Any, data: Any) -> tuple[tf.Tensor, tf.Tensor, Any, tuple[Any, Any]]:
+    x, steps, y, sample_weight = unpack(data)
     _ensure_built(net, x)
     x, steps = _validate.check_inputs(x, steps, net.input_size, net.max_steps)
+    return x, steps, y, sample_weights(sample_weight, steps)
+
+
+def train_step(net: Any, data: Any) -> dict[str, tf.Tensor]:
+    """One optimisation step on `((x, steps), y[, sample_weight])`; see `Chain.train_step`."""
+    x, steps, y, weights = _prepare(net, data)
     with tf.GradientTape() as tape:
         parts = forward(net, x, steps, training=True)
-        total = objective(net, parts, y, steps)
+        total = objective(net, parts, y, steps, weights)
+        scaled = net.optimizer.scale_loss(total)  # a no-op unless a LossScaleOptimizer
     variables = net.trainable_variables
-    gradients = tape.gradient(total, variables)
+    gradients = tape.gradient(scaled, variables)
     net.optimizer.apply_gradients(zip(gradients, variables))
-    return update_trackers(net, parts, y, steps, total)
+    return update_trackers(net, parts, y, steps, total, weights[1])
 
 
 def test_step(net: Any, data: Any) -> dict[str, tf.Tensor]:
-    """One evaluation step on `((x, steps), y)`; see `Chain.test_step`."""
-    x, steps, y = unpack(data)
-    _ensure_built(net, x)
-    x, steps = _validate.check_inputs(x, steps, net.input_size, net.max_steps)
+    """One evaluation step on `((x, steps), y[, sample_weight])`; see `Chain.test_step`."""
+    x, steps, y, weights = _prepare(net, data)
     parts = forward(net, x, steps, training=False)
-    total = objective(net, parts, y, steps)
-    return update_trackers(net, parts, y, steps, total)
+    total = objective(net, parts, y, steps, weights)
+    return update_trackers(net, parts, y, steps, total, weights[1])
 
 
-# ----------------------------------------------------------------------------- generation
+def predict_step(net: Any, data: Any) -> tf.RaggedTensor:
+    """The ragged output `(batch, T, None, output_size)` of one predict batch."""
+    x, steps = predict_inputs(data)
+    return net(x, steps, training=False)
 
 
-def generate_with_length_head(net: Any, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Outputs at the lengths the length head predicts.
+def uniform_t(out: tf.RaggedTensor) -> tf.RaggedTensor:
+    """`out` `(n, None, None, D)` as `(n, T, None, D)` when every row has the same T.
 
-    Returns:
-        `(flat (N, output_size), steps (batch, T) int32)`.
+    Keras' `predict` joins batches with `tf.concat`, which forgets that T is uniform.
+
+    >>> import tensorflow as tf
+    >>> out = tf.concat([tf.ragged.constant([[[[1.0]], []]], ragged_rank=2)] * 2, axis=0)
+    >>> uniform_t(out).shape.as_list()
+    [2, 2, None, 1]
     """
-    ir = net.model_a(x, training=False)
-    steps = tf.argmax(net.length_head(ir), axis=-1, output_type=tf.int32)
-    return net.b_outputs_from_ir(ir, steps, training=False, head=net.head), steps
-
-
-def generate_with_stop(net: Any, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Runs B at every `(b, t)` until its stop logit fires or `max_steps` is reached.
-
-    In carry mode one loop walks `t` and, inside it, the inner steps of every sample, with a
-    finished flag per sample; B's state only moves for samples still running. In reset and init
-    modes all `(b, t)` runs go at once.
-
-    Returns:
-        `(flat (N, output_size), steps (batch, T) int32)`.
-    """
-    ir = net.model_a(x, training=False)
-    batch, big_t = tf.shape(ir)[0], tf.shape(ir)[1]
-    ir_rows = tf.reshape(ir, [-1, ir.shape[-1]])
-    adapter = net.step_adapter()
-    xp = adapter.project(ir_rows)
-    empty = net.empty_head(ir)[..., 0] > 0
-    if net.state == "carry":
-        dense, steps = _carry_stop_loop(net, adapter, xp, empty, batch, big_t)
-    else:
-        init = net.initial_states(ir_rows, batch, adapter)
-        dense, lengths, _ = _stop_run(net, adapter, xp, init, tf.reshape(empty, [-1]))
-        dense = tf.reshape(dense, [batch, big_t, net.max_steps, adapter.output_size])
-        steps = tf.reshape(lengths, [batch, big_t])
-    flat = tf.boolean_mask(dense, tf.sequence_mask(steps, net.max_steps))
-    return (flat if net.head is None else net.head(flat)), steps
-
-
-def _carry_stop_loop(net, adapter, xp, empty, batch, big_t):
-    """Carry mode: B's state flows through the real steps of each sample, t by t."""
-    xp_bt = tf.reshape(xp, [batch, big_t, xp.shape[-1]])
-    blocks = tf.TensorArray(xp.dtype, size=big_t, element_shape=[None, net.max_steps, None])
-    lengths = tf.TensorArray(tf.int32, size=big_t, element_shape=[None])
-
-    def outer(t, states, blocks, lengths):
-        dense, n, states = _stop_run(net, adapter, xp_bt[:, t], states, empty[:, t])
-        return t + 1, states, blocks.write(t, dense), lengths.write(t, n)
-
-    states = adapter.zero_states(batch, xp.dtype)
-    invariants = [tf.TensorShape([None, s]) for s in adapter.state_sizes]
-    _, _, blocks, lengths = tf.while_loop(
-        lambda t, *_: t < big_t, outer, (0, states, blocks, lengths),
-        shape_invariants=(tf.TensorShape([]), invariants, None, None),
-    )  # fmt: skip
-    dense = tf.transpose(blocks.stack(), [1, 0, 2, 3])
-    return dense, tf.transpose(lengths.stack())
-
-
-def _stop_run(net, adapter, xp, states, done):
-    """Inner steps of `rows` runs with per-row finished flags.
-
-    Args:
-        xp: `(rows, P)` projected inputs; states: list of `(rows, s)`; done: `(rows,)` bool,
-            True for runs that emit nothing.
-
-    Returns:
-        `(dense (rows, max_steps, H) zero-padded, lengths (rows,) int32, final states)`.
-    """
-    cap = net.max_steps
-    lengths = tf.zeros(tf.shape(done), tf.int32)
-    done = done | (cap == 0)
-    outs = tf.TensorArray(xp.dtype, size=cap, element_shape=[None, adapter.output_size])
-
-    def body(k, states, done, lengths, outs):
-        out, new = adapter.step(xp, states, False)
-        active = ~done
-        states = [tf.where(active[:, None], n, o) for n, o in zip(new, states)]
-        lengths += tf.cast(active, tf.int32)
-        stop = net.stop_head(out)[:, 0] > 0
-        done = done | (active & stop) | (lengths >= cap)
-        return k + 1, states, done, lengths, outs.write(k, tf.where(active[:, None], out, 0.0))
-
-    def running(k, states, done, *_):
-        return (k < cap) & tf.reduce_any(~done)
-
-    k, states, done, lengths, outs = tf.while_loop(running, body, (0, states, done, lengths, outs))
-    outs = _fill(outs, k, cap, tf.shape(xp)[0], adapter.output_size, xp.dtype)
-    return tf.transpose(outs.stack(), [1, 0, 2]), lengths, states
-
-
-def _fill(outs: tf.TensorArray, k, cap: int, rows, width: int, dtype) -> tf.TensorArray:
-    """Writes zero blocks into the slots `[k, cap)` that an early exit left empty."""
-    zeros = tf.zeros(tf.stack([rows, width]), dtype)
-    _, outs = tf.while_loop(lambda j, _: j < cap, lambda j, ta: (j + 1, ta.write(j, zeros)), (k, outs))
-    return outs
-
-
-def ragged_generation(flat: tf.Tensor, steps: tf.Tensor) -> tf.RaggedTensor:
-    """`(flat, steps)` -> RaggedTensor `(batch, T, None, output_size)`."""
-    return _ragged.ragged_from_flat(flat, steps)
+    if out.ragged_rank < 2 or out.uniform_row_length is not None:
+        return out
+    lengths = out.row_lengths()
+    if out.nrows() == 0 or not bool(tf.reduce_all(lengths == lengths[0])):
+        return out
+    return tf.RaggedTensor.from_uniform_row_length(out.values, int(lengths[0]), nrows=out.nrows())

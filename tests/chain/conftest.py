@@ -70,7 +70,7 @@ def clone_with(net: Chain, **changes) -> Chain:
         "output_size": net.output_size,
         "state": net.state,
         "strategy": net.strategy,
-        "compiled": net.compiled,
+        "compiled": net.graph_calls,
         "max_steps": net.max_steps,
         **changes,
     }
