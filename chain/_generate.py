@@ -7,18 +7,20 @@ from typing import Any
 import tensorflow as tf
 
 
-def generate_with_length_head(net: Any, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Outputs at the lengths the length head predicts.
+def generate_with_length_head(net: Any, x: tf.Tensor, a_in=None, b_in=None):
+    """Outputs at the lengths the length head predicts, from states `a_in`, `b_in` (None: zeros).
 
     Returns:
-        `(flat (N, output_size), steps (batch, T) int32)`.
+        `(flat (N, output_size), steps (batch, T) int32, model A's and B's final states)`.
     """
-    ir = net.model_a(x, training=False)
+    ir, a_out = net._a.call(x, a_in, False)
     steps = tf.argmax(net.length_head(ir), axis=-1, output_type=tf.int32)
-    return net.b_outputs_from_ir(ir, steps, training=False, head=net.head), steps
+    flat, b_out = net.b_outputs_from_ir(ir, steps, training=False, head=net.head, initial_state=b_in,
+                                        final=True, differentiable=False)  # fmt: skip
+    return flat, steps, a_out, b_out
 
 
-def generate_with_stop(net: Any, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def generate_with_stop(net: Any, x: tf.Tensor, a_in=None, b_in=None):
     """Runs B at every `(b, t)` until its stop logit fires or `max_steps` is reached.
 
     In carry mode one loop walks `t` and, inside it, the inner steps of every sample, with a
@@ -26,26 +28,28 @@ def generate_with_stop(net: Any, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     modes all `(b, t)` runs go at once.
 
     Returns:
-        `(flat (N, output_size), steps (batch, T) int32)`.
+        `(flat (N, output_size), steps (batch, T) int32, model A's and B's final states)`.
     """
-    ir = net.model_a(x, training=False)
+    ir, a_out = net._a.call(x, a_in, False)
     batch, big_t = tf.shape(ir)[0], tf.shape(ir)[1]
     ir_rows = tf.reshape(ir, [-1, ir.shape[-1]])
     adapter = net.step_adapter()
     xp = adapter.project(ir_rows)
     empty = net.empty_head(ir)[..., 0] > 0
+    b_out = []
     if net.state == "carry":
-        dense, steps = _carry_stop_loop(net, adapter, xp, empty, batch, big_t)
+        b_in = b_in if b_in is not None else adapter.zero_states(batch, xp.dtype)
+        dense, steps, b_out = _carry_stop_loop(net, adapter, xp, empty, batch, big_t, b_in)
     else:
         init = net.initial_states(ir_rows, batch, adapter)
         dense, lengths, _ = _stop_run(net, adapter, xp, init, tf.reshape(empty, [-1]))
         dense = tf.reshape(dense, [batch, big_t, net.max_steps, adapter.output_size])
         steps = tf.reshape(lengths, [batch, big_t])
     flat = tf.boolean_mask(dense, tf.sequence_mask(steps, net.max_steps))
-    return (flat if net.head is None else net.head(flat)), steps
+    return (flat if net.head is None else net.head(flat)), steps, a_out, b_out
 
 
-def _carry_stop_loop(net, adapter, xp, empty, batch, big_t):
+def _carry_stop_loop(net, adapter, xp, empty, batch, big_t, states):
     """Carry mode: B's state flows through the real steps of each sample, t by t."""
     xp_bt = tf.reshape(xp, [batch, big_t, xp.shape[-1]])
     blocks = tf.TensorArray(xp.dtype, size=big_t, element_shape=[None, net.max_steps, None])
@@ -55,14 +59,13 @@ def _carry_stop_loop(net, adapter, xp, empty, batch, big_t):
         dense, n, states = _stop_run(net, adapter, xp_bt[:, t], states, empty[:, t])
         return t + 1, states, blocks.write(t, dense), lengths.write(t, n)
 
-    states = adapter.zero_states(batch, xp.dtype)
     invariants = [tf.TensorShape([None, s]) for s in adapter.state_sizes]
-    _, _, blocks, lengths = tf.while_loop(
+    _, states, blocks, lengths = tf.while_loop(
         lambda t, *_: t < big_t, outer, (0, states, blocks, lengths),
         shape_invariants=(tf.TensorShape([]), invariants, None, None),
     )  # fmt: skip
     dense = tf.transpose(blocks.stack(), [1, 0, 2, 3])
-    return dense, tf.transpose(lengths.stack())
+    return dense, tf.transpose(lengths.stack()), states
 
 
 def _stop_run(net, adapter, xp, states, done):

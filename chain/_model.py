@@ -545,22 +545,28 @@ class Chain(keras.Model):
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, x: Any) -> tf.RaggedTensor:
+    def generate(self, x: Any, initial_state: Any = None, return_state: bool = False) -> Any:
         """Runs the chain without `steps`, at lengths the model predicts.
 
         With `predict_lengths=True` the lengths are the length head's argmax at each `(b, t)`;
         with `stop="token"` each `(b, t)` runs until its stop logit is positive or it reaches
-        `max_steps` (none at all where the empty head fires).
+        `max_steps` (none at all where the empty head fires). States go in and out as in a call
+        (and a stateful chain keeps them), so a sequence can be generated one outer step at a
+        time: the windows give what one call on the whole sequence gives.
 
         Args:
             x: `(batch, T, input_size)` floats.
+            initial_state: as in a call, `{"model_a": [...], "model_b": [...]}`.
+            return_state: also return the final states.
 
         Returns:
             RaggedTensor of shape `(batch, T, None, output_size)`, ragged_rank 2, whose row
-            lengths are the predicted `steps` `(batch, T)`, each in `[0, max_steps]`.
+            lengths are the predicted `steps` `(batch, T)`, each in `[0, max_steps]`; with
+            `return_state`, `(output, states)`.
 
         Raises:
-            ValueError: the model has neither a length head nor a stop head, or `x` is bad.
+            ValueError: the model has neither a length head nor a stop head, or `x` or
+                `initial_state` is bad.
         """
         if not (self.predict_lengths or self.stop):
             raise ValueError(
@@ -572,23 +578,37 @@ class Chain(keras.Model):
         if not self.built:
             self.build(tuple(x.shape))
         _validate.check_inputs(x, tf.zeros(tf.shape(x)[:2], tf.int32), self.input_size, None)
+        a_in, b_in = self._states_in(initial_state, x)
+        if self.state == "carry" and b_in is None:
+            b_in = self._unchanged(None, None, x)["model_b"]
         if tf.executing_eagerly() and self.graph_calls:
-            flat, steps = self._graph_generate()(x)
+            flat, steps, a_out, b_out = self._graph_generate(a_in is not None)(x, a_in or [], b_in or [])
         else:
-            flat, steps = self._generate_flat(x)
-        return _ragged.ragged_from_flat(flat, steps)
+            flat, steps, a_out, b_out = self._generate_flat(x, a_in, b_in)
+        a_out, b_out = [tf.stop_gradient(s) for s in a_out], [tf.stop_gradient(s) for s in b_out]
+        if self.stateful:
+            self._state_vars.assign(a_out, b_out)
+        out = _ragged.ragged_from_flat(flat, steps)
+        return (out, {"model_a": list(a_out), "model_b": list(b_out)}) if return_state else out
 
-    def _generate_flat(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _generate_flat(self, x: tf.Tensor, a_in=None, b_in=None):
         if self.predict_lengths:
-            return _train.generate_with_length_head(self, x)
-        return _train.generate_with_stop(self, x)
+            return _train.generate_with_length_head(self, x, a_in, b_in or None)
+        return _train.generate_with_stop(self, x, a_in, b_in or None)
 
-    def _graph_generate(self):
-        fn = self._graphs.fns.get("generate")
+    def _graph_generate(self, has_a: bool):
+        key = ("generate", has_a)
+        fn = self._graphs.fns.get(key)
         if fn is None:
-            signature = [tf.TensorSpec([None, None, self.input_size], self.compute_dtype, name="x")]
-            fn = tf.function(self._generate_flat, input_signature=signature)
-            self._graphs.fns["generate"] = fn
+            dtype = self.compute_dtype
+            signature = [
+                tf.TensorSpec([None, None, self.input_size], dtype, name="x"),
+                [tf.TensorSpec([None, s], dtype) for s in self._a.state_sizes] if has_a else [],
+                [tf.TensorSpec([None, s], dtype) for s in self._b_state_sizes()],
+            ]
+            fn = tf.function(lambda x, a, b: self._generate_flat(x, a if has_a else None, b),
+                             input_signature=signature)  # fmt: skip
+            self._graphs.fns[key] = fn
         return fn
 
     # ------------------------------------------------------------------ serving

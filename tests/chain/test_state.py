@@ -291,3 +291,21 @@ def test_state_of_a_model_a_with_none_is_refused():
     x, steps = _data()
     with pytest.raises(ValueError, match=r"this model A has no state the chain can carry.*received 1 tensor"):
         net(x, steps, initial_state={"model_a": [np.zeros((3, 6), "float32")]})
+
+
+# ----------------------------------------------------------------------------- streaming generation
+
+
+@pytest.mark.parametrize("lengths", [dict(predict_lengths=True), dict(stop="token")], ids=["length-head", "stop-token"])
+def test_generation_streams_one_outer_step_at_a_time(lengths):
+    net = _net("lstm", "packed", max_steps=3, **lengths)
+    x, _ = _data()
+    whole = net.generate(x)
+    state, parts = None, []
+    for t in range(x.shape[1]):
+        out, state = net.generate(x[:, t : t + 1], initial_state=state, return_state=True)
+        parts.append(out)
+    streamed = tf.concat(parts, axis=1)
+    np.testing.assert_array_equal(streamed.row_lengths(axis=2).numpy(), whole.row_lengths(axis=2).numpy())
+    assert int(tf.reduce_sum(whole.row_lengths(axis=2))) > 0
+    np.testing.assert_allclose(streamed.flat_values.numpy(), whole.flat_values.numpy(), atol=ATOL)
