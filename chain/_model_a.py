@@ -1,9 +1,10 @@
 """Model A's state: which kinds of model A carry a state from one call to the next, and how.
 
 - A Keras recurrent layer (``keras.layers.GRU``, ``LSTM``, ``SimpleRNN`` or ``RNN(cell)``, with
-  ``return_sequences=True``): its state is its cell's, ``(batch, s)`` per state tensor. The chain
-  passes it as ``initial_state`` and reads the final state by running the layer with
-  ``return_state`` for the call.
+  ``return_sequences=True``), or a functional or Sequential model made of exactly one such layer
+  (``Model(inp, GRU(..., return_sequences=True)(inp))``): its state is its cell's, ``(batch, s)``
+  per state tensor. The chain passes it as ``initial_state`` and reads the final state by running
+  the layer with ``return_state`` for the call.
 - A functional "slice" model ``Model([x, *states], [ir, *new_states])``: its state is its state
   inputs, the same convention as a model B.
 - Anything else has no state the chain can see. Keras layers inside it with ``stateful=True``
@@ -28,9 +29,10 @@ class ModelAState:
 
     def __init__(self, model_a: Any) -> None:
         self.model_a = model_a
-        if isinstance(model_a, keras.layers.RNN):
+        self.rnn = _recurrent_layer(model_a)
+        if self.rnn is not None:
             self.kind = "rnn"
-            size = model_a.cell.state_size
+            size = self.rnn.cell.state_size
             self.state_sizes = [int(s) for s in tf.nest.flatten(size)]
         elif isinstance(model_a, keras.Model) and len(getattr(model_a, "inputs", None) or []) > 1:
             self.kind = "slice"
@@ -52,7 +54,7 @@ class ModelAState:
         return self._rnn(x, states, training)
 
     def _rnn(self, x, states, training):
-        layer = self.model_a
+        layer = self.rnn
         kwargs = {} if states is None else {"initial_state": list(states)}
         returns = layer.return_state
         layer.return_state = True  # for this call only: the chain needs the final state
@@ -90,3 +92,14 @@ def stateful_layers(layer: Any) -> list:
         if inner is not layer:
             found += stateful_layers(inner)
     return found
+
+
+def _recurrent_layer(model_a: Any):
+    """The Keras recurrent layer that model A is, or that a model of just that layer wraps."""
+    if isinstance(model_a, keras.layers.RNN):
+        return model_a
+    if isinstance(model_a, keras.Model) and len(getattr(model_a, "inputs", None) or [None]) == 1:
+        layers = [layer for layer in model_a.layers if not isinstance(layer, keras.layers.InputLayer)]
+        if len(layers) == 1 and isinstance(layers[0], keras.layers.RNN):
+            return layers[0]
+    return None
