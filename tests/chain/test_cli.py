@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import datagen
 from chain import FitOptions, fit_run
-from chain.cli import main
+from chain_app.cli import main
 
 SMALL = {"n_samples": 48, "timesteps": 4, "longest_step": 3, "shard_size": 24}
 QUICK = ["--epochs", "2", "--hidden", "8", "--batch-size", "16"]
@@ -92,8 +92,8 @@ def test_evaluate_scores_a_run_on_another_dataset(datasets, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--epochs", "0"], "Invalid value for '--epochs': must be > 0; received 0"),
-        (["--hidden", "-3"], "Invalid value for '--hidden': must be > 0; received -3"),
+        (["--epochs", "0"], "Invalid value for '--epochs': must be an integer in [1, 2147483647]; received 0"),
+        (["--hidden", "-3"], "Invalid value for '--hidden': must be an integer in [1, 8192]; received -3"),
         (["--state", "sideways"], "Invalid value for '--state'"),
         (["--predict-lengths", "--stop-token"], "use one of --predict-lengths and --stop-token"),
     ],
@@ -166,7 +166,7 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(datasets, tmp_path)
         np.savez(handle, **arrays)
     result = run("fit", poisoned, "--out", out, *QUICK, "--epochs", "3", "--resume")
     assert result.exit_code == 1
-    assert "the loss became nan at epoch 2" in result.output
+    assert "the loss became nan at batch 1 (epoch 2)" in result.output
     assert "last good checkpoint (epoch 1) is kept" in result.output
     assert (out / "model.keras").read_bytes() == good
     assert json.loads((out / "state.json").read_text())["epochs_done"] == 1
