@@ -49,6 +49,7 @@ def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int)
     floor = info["noise_floor"]
     net.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss="mse",
                 metrics=[chain.NoiseFloorRatio(floor)] if floor > 0 else [])  # fmt: skip
+    net.optimizer.build(net.trainable_variables)  # so that the epoch-0 checkpoint holds its slots
     return net
 
 
