@@ -325,14 +325,13 @@ def test_fit_logs_scalars_per_epoch_to_tensorboard(finished):
     assert ("epoch_learning_rate", 1) in train
 
 
-def test_fit_without_tensorboard_says_which_package(datasets, tmp_path, monkeypatch):
+def test_fit_without_tensorboard_says_which_package(datasets, copy_of, tmp_path, monkeypatch):
     import chain_app.fit
 
     monkeypatch.setattr(chain_app.fit, "tensorboard_available", lambda: False)
-    result = CliRunner().invoke(main, ["fit", str(datasets["a"]), "--out", str(tmp_path / "run"),
-                                                       *QUICK, "--epochs", "1"])  # fmt: skip
+    result = CliRunner().invoke(main, ["fit", str(datasets["a"]), "--out", str(copy_of), *QUICK, "--resume"])
     assert result.exit_code == 0, result.output
     assert "no TensorBoard logs, the tensorboard package is missing (pip install tensorboard)" in result.stderr
-    assert not (tmp_path / "run" / "tensorboard").exists()
     with pytest.raises(ModuleNotFoundError, match="tensorboard=True needs the tensorboard package"):
         fit_run(datasets["a"], tmp_path / "other", FitOptions(epochs=1), tensorboard=True)
+    assert not (tmp_path / "other").exists()

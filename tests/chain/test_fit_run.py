@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
 
 import chain
@@ -36,10 +38,11 @@ def datasets(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(datasets, tmp_path_factory):
-    """An uninterrupted 3-epoch run."""
-    out = tmp_path_factory.mktemp("reference") / "run"
-    return fit_run(datasets["a"], out, FitOptions(epochs=3, **OPTIONS), verbose=0), out
+def finished(datasets, tmp_path_factory):
+    """A finished 2-epoch run."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    fit_run(datasets["a"], out, FitOptions(epochs=2, **OPTIONS), verbose=0)
+    return out
 
 
 def test_check_sizes_names_both_sizes():
@@ -139,10 +142,10 @@ def test_load_run_without_a_checkpoint(tmp_path):
 
 
 @pytest.fixture
-def damaged(reference, tmp_path):
-    """A copy of the reference run, and a function that rewrites fields of its state.json."""
+def damaged(finished, tmp_path):
+    """A copy of the finished run, and a function that rewrites fields of its state.json."""
     copy = tmp_path / "run"
-    shutil.copytree(reference[1], copy)
+    shutil.copytree(finished, copy)
 
     def change(**fields):
         state = json.loads((copy / "state.json").read_text())
@@ -158,8 +161,8 @@ def damaged(reference, tmp_path):
     [
         ({"epochs_done": "3"}, "`epochs_done` must be an integer >= 0; received '3'"),
         ({"epochs_done": -1}, "`epochs_done` must be an integer >= 0; received -1"),
-        ({"epochs_done": 2}, "`history` must be a list of 2 rows, one per epoch done"),
-        ({"history": "none"}, "`history` must be a list of 3 rows"),
+        ({"epochs_done": 1}, "`history` must be a list of 1 rows, one per epoch done"),
+        ({"history": "none"}, "`history` must be a list of 2 rows"),
         ({"options": [1]}, r"`options` must be an object; received \[1\]"),
         ({"options": {"lr": "fast"}}, "state.json: `lr` must be a finite number > 0"),
         ({"options": {"window": 3}}, r"`options` has unknown keys \['window'\]"),
@@ -190,18 +193,18 @@ def test_a_garbage_model_is_named_as_such_not_as_missing(damaged):
     assert "File not found" not in str(caught.value)
 
 
-def test_a_replaced_model_does_not_match_its_state(damaged, tmp_path, datasets):
-    other = tmp_path / "other"
-    fit_run(datasets["a"], other, FitOptions(epochs=1, **OPTIONS), verbose=0)
+def test_a_replaced_model_does_not_match_its_state(damaged, tmp_path):
     run = damaged()
-    shutil.copy(other / "model.keras", run / "model.keras")
-    with pytest.raises(ValueError, match=r"model.keras: does not match state.json \(epoch 3, sha256 "):
+    net, _ = load_run(run)
+    net.save(tmp_path / "other.keras")  # the same weights, saved again: another file
+    shutil.copy(tmp_path / "other.keras", run / "model.keras")
+    with pytest.raises(ValueError, match=r"model.keras: does not match state.json \(epoch 2, sha256 "):
         load_run(run)
 
 
 def test_an_old_run_directory_without_a_checksum_still_loads(damaged):
     net, state = load_run(damaged(model_sha256=None))
-    assert state["epochs_done"] == 3 and net.built
+    assert state["epochs_done"] == 2 and net.built
 
 
 def test_a_truncated_archive_gives_keras_reason(damaged):
@@ -226,11 +229,40 @@ class Crash(BaseException):
     pass
 
 
-def _resume_to_three(datasets, run):
-    return fit_run(datasets["a"], run, FitOptions(epochs=3, **OPTIONS), resume=True, verbose=0)
+class Recorder(keras.callbacks.Callback):
+    """`weights[e]`: the weights after epoch e, for the epochs whose checkpoint was written,
+    then the weights after the last batch run."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights, self.latest = [], None
+
+    def on_train_begin(self, logs=None):
+        self.weights.append(self.model.get_weights())
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.latest = self.model.get_weights()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
 
 
-def test_a_crash_while_writing_the_state_keeps_a_matching_pair(datasets, reference, tmp_path, monkeypatch):
+def _crashing_run(datasets, run):
+    recorder = Recorder()
+    with pytest.raises(Crash):
+        fit_run(datasets["a"], run, FitOptions(epochs=3, **OPTIONS), verbose=0, callbacks=[recorder])
+    assert len(recorder.weights) == 2  # epochs 0 and 1; the crash came in epoch 2's checkpoint
+    return [*recorder.weights, recorder.latest]
+
+
+def _assert_pair_of_epoch(run, epoch, weights):
+    net, state = load_run(run)
+    assert state["epochs_done"] == epoch
+    for loaded, saved in zip(net.get_weights(), weights[epoch], strict=True):
+        np.testing.assert_array_equal(loaded, saved)
+
+
+def test_a_crash_while_writing_the_state_keeps_a_matching_pair(datasets, tmp_path, monkeypatch):
     real = _atomic.atomic_write
 
     def crash_at_epoch_2(path, data):
@@ -239,16 +271,12 @@ def test_a_crash_while_writing_the_state_keeps_a_matching_pair(datasets, referen
         return real(path, data)
 
     monkeypatch.setattr(_atomic, "atomic_write", crash_at_epoch_2)
-    run = tmp_path / "run"
-    with pytest.raises(Crash):
-        fit_run(datasets["a"], run, FitOptions(epochs=3, **OPTIONS), verbose=0)
+    weights = _crashing_run(datasets, tmp_path / "run")
     monkeypatch.setattr(_atomic, "atomic_write", real)
-    assert json.loads((run / "state.json").read_text())["epochs_done"] == 1
-    report = _resume_to_three(datasets, run)
-    assert report["heldout_mse"] == pytest.approx(reference[0]["heldout_mse"], rel=1e-5)
+    _assert_pair_of_epoch(tmp_path / "run", 1, weights)
 
 
-def test_a_crash_between_state_and_rename_is_finished_on_load(datasets, reference, tmp_path, monkeypatch):
+def test_a_crash_between_state_and_rename_is_finished_on_load(datasets, tmp_path, monkeypatch):
     real, calls = runs._commit_model, []
 
     def crash_on_third(run_dir):
@@ -258,15 +286,11 @@ def test_a_crash_between_state_and_rename_is_finished_on_load(datasets, referenc
         real(run_dir)
 
     monkeypatch.setattr(runs, "_commit_model", crash_on_third)
-    run = tmp_path / "run"
-    with pytest.raises(Crash):
-        fit_run(datasets["a"], run, FitOptions(epochs=3, **OPTIONS), verbose=0)
+    weights = _crashing_run(datasets, tmp_path / "run")
     monkeypatch.setattr(runs, "_commit_model", real)
-    assert (run / "model.next.keras").is_file()
-    net, state = load_run(run)
-    assert state["epochs_done"] == 2 and not (run / "model.next.keras").exists()
-    report = _resume_to_three(datasets, run)
-    assert report["heldout_mse"] == pytest.approx(reference[0]["heldout_mse"], rel=1e-5)
+    assert (tmp_path / "run" / "model.next.keras").is_file()
+    _assert_pair_of_epoch(tmp_path / "run", 2, weights)  # the load finished the rename
+    assert not (tmp_path / "run" / "model.next.keras").exists()
 
 
 # ----------------------------------------------------------------------------- reads
@@ -289,11 +313,13 @@ def test_a_run_reads_each_source_once(datasets, tmp_path, decodes):
     fit_run(datasets["a"], tmp_path / "split", FitOptions(epochs=2, **OPTIONS), verbose=0)
     assert len(decodes) == 2 * 2  # training and held-out splits, 2 shards each
     decodes.clear()
-    fit_run(datasets["a"], tmp_path / "apart", FitOptions(epochs=1, **OPTIONS), heldout=datasets["b"], verbose=0)
-    assert sorted(decodes) == sorted(str(p) for d in ("a", "b") for p in datasets[d].glob("shard-*"))
-    decodes.clear()
     fit_run(datasets["a"], tmp_path / "split", FitOptions(epochs=2), resume=True, verbose=0)
     assert len(decodes) == 2  # nothing left to train: the held-out split only
     decodes.clear()
     chain.evaluate_run(tmp_path / "split", datasets["b"])
-    assert len(decodes) == 2
+    assert sorted(decodes) == sorted(str(p) for p in datasets["b"].glob("shard-*"))
+
+
+def test_a_run_with_a_separate_heldout_set_reads_each_once(datasets, tmp_path, decodes):
+    fit_run(datasets["a"], tmp_path / "apart", FitOptions(epochs=1, **OPTIONS), heldout=datasets["b"], verbose=0)
+    assert sorted(decodes) == sorted(str(p) for d in ("a", "b") for p in datasets[d].glob("shard-*"))
