@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import data, runs
+from .options import INT32_MAX, check_int
 
 NO_RATIO = "the noise floor is 0 (a dataset made with noise 0), so the ratio is undefined"
 
@@ -81,8 +82,6 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
         ValueError: `batch_size` is invalid, the dataset does not fit the model, or the
             checkpoint is damaged.
     """
-    from .options import INT32_MAX, check_int
-
     batch_size = check_int("batch_size", batch_size, 1, INT32_MAX)
     info = data.describe(Path(os.fspath(data_dir)), None, 0.1)
     net, state = runs.load_run(Path(os.fspath(run_dir)))

@@ -24,6 +24,7 @@ before TensorFlow starts.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -127,8 +128,6 @@ def prepare(run_dir: Path, *, overwrite: bool) -> None:
 
 def new_state(options: FitOptions, data_dir: Path, heldout: Path | None) -> dict[str, Any]:
     """The state of a run before its first epoch."""
-    import dataclasses
-
     return {"options": dataclasses.asdict(options), "data_dir": str(data_dir),
             "heldout": None if heldout is None else str(heldout), "epochs_done": 0, "history": []}  # fmt: skip
 
