@@ -7,6 +7,7 @@ its two sources once; everything else it needs comes from the manifests (`datage
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import os
@@ -173,7 +174,7 @@ def fit_run(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     """
     run_dir, data_dir = Path(os.fspath(run_dir)), Path(os.fspath(data_dir))
     heldout = None if heldout is None else Path(os.fspath(heldout))
-    options = FitOptions() if options is None else options
+    options = FitOptions() if options is None else FitOptions(**dataclasses.asdict(options))  # re-checked
     if tensorboard and not tensorboard_available():
         raise ModuleNotFoundError("tensorboard=True needs the tensorboard package: pip install tensorboard")
     runs.check_target(run_dir, resume=resume, overwrite=overwrite)

@@ -84,6 +84,14 @@ def test_fit_options_name_the_bad_field(field, value, message):
     assert caught.value.name == field
 
 
+def test_options_changed_after_construction_are_checked_again(tmp_path):
+    options = FitOptions()
+    options.lr = math.nan
+    with pytest.raises(ValueError, match="`lr` must be a finite number > 0"):
+        fit_run(tmp_path / "data", tmp_path / "run", options)
+    assert not (tmp_path / "run").exists()
+
+
 def test_fit_options_refuse_both_length_heads():
     with pytest.raises(ValueError, match="use one of `predict_lengths` and `stop_token`, not both"):
         FitOptions(predict_lengths=True, stop_token=True)
