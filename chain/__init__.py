@@ -15,12 +15,31 @@ from ._strategies import STRATEGIES as _STRATEGY_FUNCTIONS
 from ._train import NoiseFloorRatio as NoiseFloorRatio
 from ._train import pad_targets as pad_targets
 from ._train import ragged_mse as ragged_mse
-from ._fit import FitOptions as FitOptions
-from ._fit import TrainingDiverged as TrainingDiverged
-from ._fit import evaluate_run as evaluate_run
-from ._fit import fit_run as fit_run
 
 STRATEGIES: tuple[str, ...] = tuple(_STRATEGY_FUNCTIONS)
+
+# The application layer (run directories, the `chain` command) lives in `chain_app`, which
+# depends on this library; these names reach it on first use only, so `import chain` does not
+# import it, nor datagen.
+_APPLICATION = {
+    "FitOptions": "chain_app.options",
+    "TrainingDiverged": "chain_app.options",
+    "fit_run": "chain_app.fit",
+    "evaluate_run": "chain_app.report",
+}
+
+
+def __getattr__(name: str):
+    if name in _APPLICATION:
+        import importlib
+
+        return getattr(importlib.import_module(_APPLICATION[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_APPLICATION])
+
 
 __all__ = ["Chain", "STATES", "STRATEGIES", "from_padded", "to_padded"]
 __all__ += ["FitOptions", "NoiseFloorRatio", "TrainingDiverged", "evaluate_run", "fit_run", "pad_targets", "ragged_mse"]

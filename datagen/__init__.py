@@ -10,6 +10,7 @@ from ._api import make as make
 from ._api import teacher_weights as teacher_weights
 from ._errors import DatasetError as DatasetError
 from ._generate import generate as generate
+from ._info import info as info
 from ._make import merge as merge
 from ._params import FORMATS as FORMATS
 from ._params import GENERATOR_VERSION as GENERATOR_VERSION
@@ -30,6 +31,7 @@ __all__ = [
     "ParameterError",
     "TASKS",
     "generate",
+    "info",
     "load",
     "make",
     "merge",

@@ -9,11 +9,13 @@ import shutil
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from click.testing import CliRunner
 
 import datagen
 from chain import FitOptions, fit_run
-from chain.cli import main
+from chain_app.cli import main
+from chain_app.runs import load_run
 
 SMALL = {"n_samples": 48, "timesteps": 4, "longest_step": 3, "shard_size": 24}
 QUICK = ["--epochs", "2", "--hidden", "8", "--batch-size", "16"]
@@ -92,9 +94,17 @@ def test_evaluate_scores_a_run_on_another_dataset(datasets, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--epochs", "0"], "Invalid value for '--epochs': must be > 0; received 0"),
-        (["--hidden", "-3"], "Invalid value for '--hidden': must be > 0; received -3"),
+        (["--epochs", "0"], "Invalid value for '--epochs': must be an integer in [1, 2147483647]; received 0"),
+        (["--hidden", "-3"], "Invalid value for '--hidden': must be an integer in [1, 8192]; received -3"),
         (["--state", "sideways"], "Invalid value for '--state'"),
+        (["--lr", "nan"], "Invalid value for '--lr': must be a finite number > 0 (at most 3.403e+38, float32's largest); received nan"),
+        (["--lr", "inf"], "Invalid value for '--lr': must be a finite number > 0 (at most 3.403e+38, float32's largest); received inf"),
+        (["--lr", "-1e-3"], "Invalid value for '--lr': must be a finite number > 0"),
+        (["--seed", "-1"], "Invalid value for '--seed': must be an integer in [0, 2147483647]; received -1"),
+        (["--seed", str(2**31)], "Invalid value for '--seed': must be an integer in [0, 2147483647]; received 2147483648"),
+        (["--batch-size", str(2**31)], "Invalid value for '--batch-size': must be an integer in [1, 2147483647]"),
+        (["--hidden", "100000"], "Invalid value for '--hidden': must be an integer in [1, 8192]; received 100000"),
+        (["--resume", "--overwrite"], "use one of --resume and --overwrite, not both"),
         (["--predict-lengths", "--stop-token"], "use one of --predict-lengths and --stop-token"),
     ],
 )
@@ -102,7 +112,9 @@ def test_fit_bad_options_exit_2_with_one_line(datasets, tmp_path, args, message)
     result = run("fit", datasets["a"], "--out", tmp_path / "run", *args)
     assert result.exit_code == 2
     assert message in result.output
-    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()  # usage, hint, blank, then one line of error
+    assert len(lines) == 4 and lines[-1].startswith("Error: ") and message in lines[-1]
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_without_a_run_exits_2(datasets, tmp_path):
@@ -115,7 +127,8 @@ def test_fit_into_an_existing_run_exits_2(datasets, tmp_path):
     out = tmp_path / "run"
     assert run("fit", datasets["a"], "--out", out, *QUICK, "--epochs", "1").exit_code == 0
     result = run("fit", datasets["a"], "--out", out, *QUICK)
-    assert result.exit_code == 2 and "holds a run already; pass --resume" in result.output
+    assert result.exit_code == 2
+    assert "holds a run already; pass --resume to continue it, --overwrite to replace it, or another --out" in result.output
 
 
 def test_a_missing_dataset_exits_1(tmp_path):
@@ -166,7 +179,7 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(datasets, tmp_path)
         np.savez(handle, **arrays)
     result = run("fit", poisoned, "--out", out, *QUICK, "--epochs", "3", "--resume")
     assert result.exit_code == 1
-    assert "the loss became nan at epoch 2" in result.output
+    assert "the loss became nan at batch 1 (epoch 2)" in result.output
     assert "last good checkpoint (epoch 1) is kept" in result.output
     assert (out / "model.keras").read_bytes() == good
     assert json.loads((out / "state.json").read_text())["epochs_done"] == 1
@@ -180,3 +193,145 @@ def test_fit_with_a_stop_token_reports_length_accuracy(datasets, tmp_path):
     assert 0 <= report["length_accuracy"] <= 1
     scores = json.loads(run("evaluate", out, datasets["b"]).output)
     assert 0 <= scores["length_accuracy"] <= 1
+
+
+# ----------------------------------------------------------------------------- run directories
+
+
+@pytest.fixture(scope="module")
+def finished(datasets, tmp_path_factory):
+    """A 2-epoch run to copy and damage."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert run("fit", datasets["a"], "--out", out, *QUICK).exit_code == 0
+    return out
+
+
+@pytest.fixture
+def copy_of(finished, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(finished, copy)
+    return copy
+
+
+def test_overwrite_replaces_only_the_runs_own_files(datasets, copy_of):
+    (copy_of / "notes.txt").write_text("mine")
+    (copy_of / ".report.json.123-abcd.tmp").write_text("left by a crash")
+    before = json.loads((copy_of / "state.json").read_text())
+    result = run("fit", datasets["a"], "--out", copy_of, *QUICK, "--epochs", "1", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert (copy_of / "notes.txt").read_text() == "mine"
+    assert not list(copy_of.glob(".*"))
+    state = json.loads((copy_of / "state.json").read_text())
+    assert state["epochs_done"] == 1 and before["epochs_done"] == 2
+    events = sorted(p.parent.name for p in (copy_of / "tensorboard").glob("*/events.*"))
+    assert events == ["train", "validation"]  # the old run's logs went with it
+
+
+def test_a_non_empty_directory_needs_overwrite(datasets, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = run("fit", datasets["a"], "--out", tmp_path, *QUICK)
+    assert result.exit_code == 2
+    assert "is not empty; pass --overwrite to write a run into it" in result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_out_pointing_at_a_file_exits_2(datasets, tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = run("fit", datasets["a"], "--out", tmp_path / "file", *QUICK)
+    assert result.exit_code == 2 and "Invalid value for '--out'" in result.output and "is a file" in result.output
+    result = run("fit", datasets["a"], "--out", tmp_path / "file" / "run", *QUICK)
+    assert result.exit_code == 2 and "file is a file, not a directory; pass another --out" in result.output
+    result = run("evaluate", tmp_path / "file", datasets["a"])
+    assert result.exit_code == 2 and "is a file" in result.output
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("{}", "not a run state, missing `options`, `data_dir`, `epochs_done`, `history`"),
+        ('{"epochs_done": "two"}', "`epochs_done` must be an integer >= 0; received 'two'"),
+        ("not json", "state.json: unreadable run state (JSONDecodeError"),
+    ],
+)
+def test_a_damaged_state_exits_1_with_one_line(datasets, copy_of, damage, message):
+    state = json.loads((copy_of / "state.json").read_text())
+    text = json.dumps({**state, **json.loads(damage)}) if damage.startswith('{"') else damage
+    (copy_of / "state.json").write_text(text)
+    for args in (["fit", datasets["a"], "--out", copy_of, *QUICK, "--resume"], ["evaluate", copy_of, datasets["a"]]):
+        result = run(*args)
+        assert result.exit_code == 1, result.output
+        assert message in result.output and result.output.count("\n") == 1
+
+
+def test_a_garbage_model_is_not_reported_missing(datasets, copy_of):
+    (copy_of / "model.keras").write_bytes(b"garbage")
+    result = run("evaluate", copy_of, datasets["a"])
+    assert result.exit_code == 1
+    assert "model.keras: does not match state.json (epoch 2" in result.output
+    assert "File not found" not in result.output
+
+
+def test_a_diverging_learning_rate_keeps_a_finite_checkpoint(datasets, tmp_path):
+    out = tmp_path / "run"
+    # one batch per epoch: its loss is finite, the weights after it are not usable
+    result = run("fit", datasets["a"], "--out", out, "--hidden", "8", "--batch-size", "64", "--epochs", "2",
+                 "--lr", "1e38")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "became nan (epoch 1): training stopped; the last good checkpoint (epoch 0) is kept" in result.output
+    net, state = load_run(out)
+    assert state["epochs_done"] == 0 and state["history"] == []
+    assert all(np.isfinite(w).all() for w in net.get_weights())
+    assert not (out / "report.json").exists()
+
+
+@pytest.fixture(scope="module")
+def noiseless(tmp_path_factory):
+    out = tmp_path_factory.mktemp("noiseless") / "data"
+    datagen.make(out, task="teacher", **SMALL, noise=0.0)
+    return out
+
+
+def test_a_noise_free_dataset_reports_the_mse_without_a_ratio(noiseless, finished, tmp_path):
+    result = run("evaluate", finished, noiseless)
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert scores["noise_floor"] == 0.0 and scores["mse"] > 0 and "mse_over_noise_floor" not in scores
+    assert "the noise floor is 0" in scores["mse_over_noise_floor_omitted"]
+    result = run("fit", noiseless, "--out", tmp_path / "run", *QUICK, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert "heldout_mse_over_noise_floor" not in report and report["heldout_mse_over_noise_floor_omitted"]
+
+
+def _scalars(directory):
+    values = {}
+    for path in directory.glob("events.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                values[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    return values
+
+
+def test_fit_logs_scalars_per_epoch_to_tensorboard(finished):
+    history = list(csv.DictReader(open(finished / "history.csv")))
+    train = _scalars(finished / "tensorboard" / "train")
+    held = _scalars(finished / "tensorboard" / "validation")
+    floor = json.loads((finished / "report.json").read_text())["noise_floor"]
+    for step, row in enumerate(history):
+        assert train[("epoch_masked_mse", step)] == pytest.approx(float(row["masked_mse"]))
+        assert held[("epoch_masked_mse", step)] == pytest.approx(float(row["val_masked_mse"]))
+        assert held[("epoch_mse_over_noise_floor", step)] == pytest.approx(float(row["val_masked_mse"]) / floor)
+    assert ("epoch_learning_rate", 1) in train
+
+
+def test_fit_without_tensorboard_says_which_package(datasets, copy_of, tmp_path, monkeypatch):
+    import chain_app.fit
+
+    monkeypatch.setattr(chain_app.fit, "tensorboard_available", lambda: False)
+    result = CliRunner().invoke(main, ["fit", str(datasets["a"]), "--out", str(copy_of), *QUICK, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "no TensorBoard logs, the tensorboard package is missing (pip install tensorboard)" in result.stderr
+    with pytest.raises(ModuleNotFoundError, match="tensorboard=True needs the tensorboard package"):
+        fit_run(datasets["a"], tmp_path / "other", FitOptions(epochs=1), tensorboard=True)
+    assert not (tmp_path / "other").exists()

@@ -1,0 +1,13 @@
+"""chain_app: the `chain` command and its run directories, built on the `chain` library.
+
+The library (`chain`: the model, its strategies and its training step) never imports this
+package; `chain.fit_run`, `chain.evaluate_run`, `chain.FitOptions` and `chain.TrainingDiverged`
+reach it lazily.
+
+- `options`: `FitOptions` and the checks of every option (no TensorFlow);
+- `runs`: the run directory, its checkpoint pair, history, plot and report files (no TensorFlow);
+- `data`: a run's datasets, facts from `datagen.info`, samples read once per source;
+- `fit`: `fit_run`, the model it builds and its callbacks;
+- `report`: scores, `report.json` and `evaluate_run`;
+- `cli`: `chain fit` and `chain evaluate`.
+"""

@@ -1,0 +1,5 @@
+"""`python -m chain_app`: the `chain` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,151 @@
+"""`chain fit` and `chain evaluate`: a thin click layer over `chain.fit_run` and `chain.evaluate_run`.
+
+Options are checked, and the run directory too, before TensorFlow is imported: `--help` and bad
+input answer at once, and bad input writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .options import CHECKS, STATES, STRATEGIES, FitOptions, OptionError
+
+_DEFAULTS = FitOptions()
+
+
+def _checked(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Option callback running `FitOptions`' own check of field `name` (exit 2 naming the option)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            return CHECKS[name](value)
+        except OptionError as error:
+            raise click.BadParameter(error.detail, ctx, param) from None
+
+    return callback
+
+
+def _runtime_errors() -> tuple[type[Exception], ...]:
+    import datagen
+
+    from .options import TrainingDiverged
+
+    return datagen.DatasetError, ValueError, FileNotFoundError, TrainingDiverged, OSError, MemoryError
+
+
+def _one_line(error: Exception) -> click.ClickException:
+    if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.strerror:
+        return click.ClickException(f"{error.filename or ''}: {error.strerror}".lstrip(": "))
+    return click.ClickException(str(error).splitlines()[0] if str(error) else type(error).__name__)
+
+
+def _check_out(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    from . import runs
+
+    try:
+        runs.check_target(run_dir, resume=resume, overwrite=overwrite, names=runs.CLI_NAMES)
+    except runs.RunDirError as error:
+        raise click.BadParameter(str(error), param_hint="'--out'") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def main() -> None:
+    """Train and score chained models on datagen datasets."""
+
+
+@main.command("fit")
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), default="chain-run",
+              show_default=True, help="Run directory: checkpoints, history, plot, TensorBoard logs, report.")
+@click.option("--state", type=click.Choice(STATES), default=_DEFAULTS.state, show_default=True,
+              help="Where B's state comes from.")
+@click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True, callback=_checked("epochs"),
+              help="Total epochs (also the target of --resume).")
+@click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True,
+              callback=_checked("batch_size"), help="Samples per batch.")
+@click.option("--hidden", type=int, default=_DEFAULTS.hidden, show_default=True, callback=_checked("hidden"),
+              help="Units of model A (GRU) and model B (GRUCell), at most 8192.")
+@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, callback=_checked("lr"),
+              help="Peak Adam learning rate, finite and > 0 (cosine decay to 1%).")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=_DEFAULTS.strategy, show_default=True,
+              help="How B runs.")
+@click.option("--predict-lengths", is_flag=True, help="Train a length head on `steps`.")
+@click.option("--stop-token", is_flag=True, help="Train a stop head on B's outputs instead.")
+@click.option("--heldout", type=click.Path(path_type=Path), default=None,
+              help="A separate held-out dataset; default: the last 10% of DATA_DIR by index.")
+@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True, callback=_checked("seed"),
+              help="Seeds weights and per-epoch shuffles, in [0, 2**31 - 1].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace the run in --out (only a run's own files are removed).")
+def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overwrite: bool, **options: Any) -> None:
+    """Fit a Chain to the dataset in DATA_DIR and write the run to --out.
+
+    Model A is a GRU, model B a GRUCell, both of --hidden units, with a Dense head; Adam with a
+    cosine-decayed learning rate. Held-out data is --heldout, or else the deterministic split of
+    `datagen.read(..., split="heldout")`: the last 10% of DATA_DIR's samples by index.
+
+    The run directory holds model.keras (the last good checkpoint, with optimizer state) and
+    state.json, written as a pair every epoch whose losses and weights are finite; history.csv,
+    loss.png, tensorboard/ (scalars per epoch, held-out noise-floor ratio included) and
+    report.json (heldout_mse, noise_floor, heldout_mse_over_noise_floor and, with predicted
+    lengths, length_accuracy). A non-empty --out needs --resume, which continues the run up to
+    --epochs with its stored options, or --overwrite.
+    """
+    if options["predict_lengths"] and options["stop_token"]:
+        raise click.UsageError("use one of --predict-lengths and --stop-token, not both")
+    if resume and overwrite:
+        raise click.UsageError("use one of --resume and --overwrite, not both")
+    _check_out(run_dir, resume, overwrite)
+    from .fit import fit_run, tensorboard_available
+
+    logs = tensorboard_available()
+    if not logs:
+        click.echo("chain fit: no TensorBoard logs, the tensorboard package is missing "
+                   "(pip install tensorboard)", err=True)  # fmt: skip
+    verbose = 1 if sys.stdout.isatty() else 2
+    try:
+        report = fit_run(data_dir, run_dir, FitOptions(**options), heldout=heldout, resume=resume,
+                         overwrite=overwrite, verbose=verbose, tensorboard=logs)  # fmt: skip
+    except _runtime_errors() as error:
+        raise _one_line(error) from None
+    click.echo(json.dumps(_summary(report), indent=1))
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    keys = ("heldout_mse", "noise_floor", "heldout_mse_over_noise_floor", "heldout_mse_over_noise_floor_omitted",
+            "length_accuracy", "epochs", "train_seconds")  # fmt: skip
+    return {key: report[key] for key in keys if key in report}
+
+
+@main.command("evaluate")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--batch-size", type=int, default=256, show_default=True, callback=_checked("batch_size"),
+              help="Samples per batch.")
+def evaluate(run_dir: Path, data_dir: Path, batch_size: int) -> None:
+    """Score the last checkpoint of RUN_DIR on every sample of DATA_DIR; print JSON.
+
+    Prints mse (over real inner steps), noise_floor, mse_over_noise_floor (left out, with the
+    reason, when the noise floor is 0), samples and, for a model that predicts lengths,
+    length_accuracy.
+    """
+    from . import runs
+
+    if not any((run_dir / name).is_file() for name in (runs.MODEL_FILE, runs.NEXT_MODEL_FILE)):
+        raise click.BadParameter(f"{run_dir} holds no checkpoint ({runs.MODEL_FILE})", param_hint="'RUN_DIR'")
+    from .report import evaluate_run
+
+    try:
+        result = evaluate_run(run_dir, data_dir, batch_size=batch_size)
+    except _runtime_errors() as error:
+        raise _one_line(error) from None
+    click.echo(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

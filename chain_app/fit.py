@@ -1,0 +1,246 @@
+"""`fit_run`: train a Chain on a stored dataset into a run directory (see `chain_app.runs`).
+
+Held-out data is either a separate dataset or, by default, the deterministic split of
+`datagen.read(..., split="heldout")`: the last 10% of samples by index. A run reads each of
+its two sources once; everything else it needs comes from the manifests (`datagen.info`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import chain
+
+from . import data, report, runs
+from .options import FitOptions, TrainingDiverged
+
+HELDOUT_BATCH = 256
+
+
+def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int) -> chain.Chain:
+    """A GRU model A, a GRUCell model B and a Dense head, compiled with Adam and cosine decay.
+
+    The noise-floor ratio is a metric only when the noise floor is > 0.
+    """
+    keras.utils.set_random_seed(options.seed)
+    net = chain.Chain(
+        keras.layers.GRU(options.hidden, return_sequences=True),
+        keras.layers.GRUCell(options.hidden),
+        output_size=info["output_size"],
+        state=options.state,
+        strategy=options.strategy,
+        max_steps=info["longest_step"],
+        predict_lengths=options.predict_lengths,
+        stop="token" if options.stop_token else None,
+    )
+    net.build((None, None, info["input_size"]))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        options.lr, decay_steps=max(1, options.epochs * steps_per_epoch), alpha=0.01
+    )
+    floor = info["noise_floor"]
+    net.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss="mse",
+                metrics=[chain.NoiseFloorRatio(floor)] if floor > 0 else [])  # fmt: skip
+    net.optimizer.build(net.trainable_variables)  # so that the epoch-0 checkpoint holds its slots
+    return net
+
+
+def tensorboard_available() -> bool:
+    """Whether the `tensorboard` package, which TensorFlow's summaries need, is installed."""
+    try:
+        return importlib.util.find_spec("tensorboard") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# ----------------------------------------------------------------------------- callbacks
+
+
+class _NanGuard(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is not finite; `bad` says what went wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad: str | None = None
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss) and self.bad is None:
+            self.bad = f"the loss became {loss} at batch {batch + 1}"
+            self.model.stop_training = True
+
+
+def divergence(net: chain.Chain, logs: dict[str, Any]) -> str | None:
+    """Why an epoch's checkpoint would not be good, or None: every loss, metric and weight finite."""
+    for key, value in logs.items():
+        if not math.isfinite(float(value)):
+            where = "held-out" if key.startswith("val_") else "training"
+            return f"the {where} `{key}` became {float(value)}"
+    variables = [*net.weights, *(net.optimizer.variables if net.optimizer is not None else [])]
+    for variable in variables:
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
+            return f"the variable `{variable.path}` became non-finite"
+    return None
+
+
+class _HeldoutRatio(keras.callbacks.Callback):
+    """Puts the held-out MSE over the held-out set's own noise floor in the epoch's logs."""
+
+    def __init__(self, noise_floor: float) -> None:
+        super().__init__()
+        self.noise_floor = noise_floor
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is None or "val_masked_mse" not in logs:
+            return
+        if self.noise_floor > 0:
+            logs["val_mse_over_noise_floor"] = float(logs["val_masked_mse"]) / self.noise_floor
+        else:
+            logs.pop("val_mse_over_noise_floor", None)
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """After each good epoch: checkpoint, history, plot. After a bad one: stop, keep the last."""
+
+    def __init__(self, run_dir: Path, state: dict[str, Any], guard: _NanGuard) -> None:
+        super().__init__()
+        self.run_dir, self.state, self.guard = run_dir, state, guard
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        if self.guard.bad is None:
+            self.guard.bad = divergence(self.model, logs)
+        if self.guard.bad is not None:
+            self.model.stop_training = True
+            return
+        row = {"epoch": epoch + 1, **{key: float(value) for key, value in logs.items()}}
+        row["seconds"] = round(time.perf_counter() - self.started, 3)
+        self.state["history"].append(row)
+        self.state["epochs_done"] = epoch + 1
+        runs.save_checkpoint(self.model, self.run_dir, self.state)
+        runs.write_history(self.run_dir, self.state["history"])
+        runs.plot_history(self.run_dir, self.state["history"], self.state["heldout_info"]["noise_floor"])
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def fit_run(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
+            options: FitOptions | None = None, *, heldout: str | os.PathLike[str] | None = None,
+            resume: bool = False, overwrite: bool = False, verbose: int | str = "auto",
+            callbacks: list[keras.callbacks.Callback] | None = None,
+            tensorboard: bool | None = None) -> dict[str, Any]:  # fmt: skip
+    """Trains a Chain on a stored dataset, checkpointing every epoch, then writes its report.
+
+    Args:
+        data_dir: the training dataset (a `datagen make` directory).
+        run_dir: where checkpoints, history, plot, TensorBoard logs and report go (created if
+            needed).
+        options: the run's options; on `resume`, only `epochs` is taken from here.
+        heldout: a separate held-out dataset; None holds out the last `heldout_fraction` of
+            `data_dir` by index.
+        resume: continue the run in `run_dir` from its last checkpoint (epoch count and
+            optimizer state included).
+        overwrite: replace the run's own files in a non-empty `run_dir` (other files are kept).
+        verbose: Keras' progress display: 0 silent, 1 progress bar, 2 one line per epoch.
+        callbacks: more Keras callbacks, run after the epoch's checkpoint is written.
+        tensorboard: log scalars per epoch to `run_dir/tensorboard`; None does so when the
+            `tensorboard` package is installed.
+
+    Returns:
+        The report (also in `report.json`).
+
+    Raises:
+        datagen.DatasetError: a dataset is missing or corrupt.
+        ValueError: an option is invalid, a dataset does not fit the model, `run_dir` cannot
+            be used as asked (a file, or a non-empty directory without `resume` or
+            `overwrite`), or its checkpoint is damaged.
+        FileNotFoundError: `resume` without a checkpoint in `run_dir`.
+        ModuleNotFoundError: `tensorboard=True` without the `tensorboard` package.
+        TrainingDiverged: a loss or a weight became NaN or infinite.
+    """
+    run_dir, data_dir = Path(os.fspath(run_dir)), Path(os.fspath(data_dir))
+    heldout = None if heldout is None else Path(os.fspath(heldout))
+    options = FitOptions() if options is None else FitOptions(**dataclasses.asdict(options))  # re-checked
+    if tensorboard and not tensorboard_available():
+        raise ModuleNotFoundError("tensorboard=True needs the tensorboard package: pip install tensorboard")
+    runs.check_target(run_dir, resume=resume, overwrite=overwrite)
+    if resume:
+        net, state = _resumed(run_dir, data_dir, heldout, options.epochs)
+    else:
+        net, state = _fresh(data_dir, heldout, options)
+    opts = runs.options_of(state)
+    sources = data.sources(state)
+    train = data.read(sources["train"], opts.heldout_fraction) if state["epochs_done"] < opts.epochs else None
+    held = data.batches(data.read(sources["heldout"], opts.heldout_fraction), HELDOUT_BATCH)
+    if not resume:
+        runs.prepare(run_dir, overwrite=overwrite)
+        runs.save_checkpoint(net, run_dir, state)
+    if train is not None:
+        logs = tensorboard_available() if tensorboard is None else tensorboard
+        _train(net, run_dir, state, train, held, verbose, [*(callbacks or [])], logs)
+    return report.write_report(net, run_dir, state, held)
+
+
+def _describe_sources(state: dict[str, Any]) -> None:
+    """Puts both sources' facts (`train_info`, `heldout_info`) in `state`, from their manifests."""
+    fraction = state["options"]["heldout_fraction"]
+    for part, (where, split) in data.sources(state).items():
+        state[f"{part}_info"] = data.describe(where, split, fraction)
+
+
+def _check_sources(net: chain.Chain, state: dict[str, Any]) -> None:
+    for part, (where, _) in data.sources(state).items():
+        data.check_sizes(net, state[f"{part}_info"], str(where))
+
+
+def _fresh(data_dir: Path, heldout: Path | None, options: FitOptions) -> tuple[chain.Chain, dict[str, Any]]:
+    """A new model and state; nothing is written yet."""
+    state = runs.new_state(options, data_dir, heldout)
+    _describe_sources(state)
+    net = build_chain(state["train_info"], options, math.ceil(state["train_info"]["samples"] / options.batch_size))
+    _check_sources(net, state)
+    return net, state
+
+
+def _resumed(run_dir: Path, data_dir: Path, heldout: Path | None, epochs: int) -> tuple[chain.Chain, dict[str, Any]]:
+    """The run's checkpoint and state, pointed at the datasets given and the new epoch target."""
+    net, state = runs.load_run(run_dir)
+    state["options"]["epochs"] = epochs
+    state["data_dir"] = str(data_dir)
+    if heldout is not None:
+        state["heldout"] = str(heldout)
+    _describe_sources(state)
+    _check_sources(net, state)
+    return net, state
+
+
+def _train(net: chain.Chain, run_dir: Path, state: dict[str, Any], train: dict[str, Any],
+           held: tf.data.Dataset, verbose: int | str, more: list, tensorboard: bool) -> None:  # fmt: skip
+    """Runs the remaining epochs in one `fit`; raises TrainingDiverged at a bad epoch."""
+    opts = runs.options_of(state)
+    first = state["epochs_done"]
+    batches, per_epoch = data.epoch_batches(train, opts.batch_size, opts.seed, first, opts.epochs)
+    guard = _NanGuard()
+    callbacks = [guard, _HeldoutRatio(state["heldout_info"]["noise_floor"]), _Checkpoint(run_dir, state, guard)]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / runs.TENSORBOARD_DIR), write_graph=False))
+    net.fit(batches, validation_data=held, epochs=opts.epochs, initial_epoch=first,
+            steps_per_epoch=per_epoch, callbacks=[*callbacks, *more], verbose=verbose)  # fmt: skip
+    if guard.bad is not None:
+        done = state["epochs_done"]
+        raise TrainingDiverged(f"{guard.bad} (epoch {done + 1}): training stopped; the last good "
+                               f"checkpoint (epoch {done}) is kept in {run_dir}")  # fmt: skip

@@ -1,0 +1,91 @@
+"""Scores of a model on stored data, the run's `report.json`, and `evaluate_run`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from . import data, runs
+from .options import INT32_MAX, check_int
+
+NO_RATIO = "the noise floor is 0 (a dataset made with noise 0), so the ratio is undefined"
+
+
+def score(net: Any, batches: tf.data.Dataset, info: dict[str, Any]) -> dict[str, Any]:
+    """Scores a model on batches of a dataset whose `data.describe` is `info`.
+
+    Returns:
+        `mse` (masked, over real inner steps), `noise_floor`, `samples`, then
+        `mse_over_noise_floor` when the noise floor is > 0 (else `mse_over_noise_floor_omitted`
+        with the reason), and `length_accuracy` (exact match of predicted and true `steps` per
+        `(b, t)`) when the model predicts lengths.
+    """
+    logs = net.evaluate(batches, return_dict=True, verbose=0)
+    mse, floor = float(logs["masked_mse"]), info["noise_floor"]
+    result: dict[str, Any] = {"mse": mse, "noise_floor": floor, "samples": info["samples"]}
+    if floor > 0:
+        result["mse_over_noise_floor"] = mse / floor
+    else:
+        result["mse_over_noise_floor_omitted"] = NO_RATIO
+    if net.predict_lengths or net.stop:
+        result["length_accuracy"] = length_accuracy(net, batches)
+    return result
+
+
+def length_accuracy(net: Any, batches: tf.data.Dataset) -> float:
+    """Share of `(b, t)` whose generated length equals the true `steps`."""
+    hits = total = 0
+    for (x, steps), _ in batches:
+        guess = net.generate(x).row_lengths(axis=2)
+        hits += int(np.sum(guess.numpy().reshape(steps.shape) == steps.numpy()))
+        total += int(np.prod(steps.shape))
+    return hits / max(total, 1)
+
+
+def write_report(net: Any, run_dir: Path, state: dict[str, Any], heldout: tf.data.Dataset) -> dict[str, Any]:
+    """Scores the held-out batches and writes `report.json`."""
+    where, split = data.sources(state)["heldout"]
+    scores = score(net, heldout, state["heldout_info"])
+    fraction = state["options"]["heldout_fraction"]
+    report = {"heldout_mse": scores["mse"], "noise_floor": scores["noise_floor"]}
+    for key in ("mse_over_noise_floor", "mse_over_noise_floor_omitted"):
+        if key in scores:
+            report[f"heldout_{key}"] = scores[key]
+    report |= {
+        "heldout_samples": scores["samples"],
+        "heldout": {"data_dir": str(where), "split": split, "fraction": fraction if split else None},
+        "epochs": state["epochs_done"],
+        "train_seconds": round(sum(row["seconds"] for row in state["history"]), 1),
+        "options": state["options"],
+        "data_dir": state["data_dir"],
+    }
+    if "length_accuracy" in scores:
+        report["length_accuracy"] = scores["length_accuracy"]
+    runs.write_report(run_dir, report)
+    return report
+
+
+def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str],
+                 batch_size: int = 256) -> dict[str, Any]:  # fmt: skip
+    """Scores the last checkpoint of a run on another dataset (all of its samples).
+
+    Returns:
+        `data_dir`, `run_dir`, `epochs`, then `score`'s entries.
+
+    Raises:
+        FileNotFoundError: no checkpoint in `run_dir`.
+        datagen.DatasetError: the dataset is missing or corrupt.
+        ValueError: `batch_size` is invalid, the dataset does not fit the model, or the
+            checkpoint is damaged.
+    """
+    batch_size = check_int("batch_size", batch_size, 1, INT32_MAX)
+    info = data.describe(Path(os.fspath(data_dir)), None, 0.1)
+    net, state = runs.load_run(Path(os.fspath(run_dir)))
+    data.check_sizes(net, info, str(data_dir))
+    batches = data.batches(data.read((Path(os.fspath(data_dir)), None), 0.1), batch_size)
+    return {"data_dir": str(data_dir), "run_dir": str(run_dir), "epochs": state["epochs_done"],
+            **score(net, batches, info)}  # fmt: skip
