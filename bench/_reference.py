@@ -75,7 +75,7 @@ def reference_values(net: Any, x: tf.Tensor, steps: tf.Tensor, training: bool = 
     """The Chain's output, computed with the question's nested loops in eager mode.
 
     Args:
-        net: A built `chain.Chain`.
+        net: A `chain.Chain` (built here on first use).
         x: float32 (batch, T, input_size).
         steps: int32 (batch, T).
         training: passed to model A and model B.
@@ -83,6 +83,8 @@ def reference_values(net: Any, x: tf.Tensor, steps: tf.Tensor, training: bool = 
     Returns:
         float32 (sum(steps), output_size): the flat values in (sample, t, k) order.
     """
+    if not net.built:
+        net.build(tuple(x.shape))
     ir = net.model_a(x, training=training)
     batch, big_t = int(x.shape[0]), int(x.shape[1])
     carry = net.state == "carry"
