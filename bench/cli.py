@@ -323,7 +323,8 @@ def _summary(rows: list[dict[str, Any]], files: _results.RunFiles, plot: Path, s
     failed = [r for r in rows if r["status"] == "error"]
     click.echo(f"\nresults: {files.run_dir / 'results.json'}, {files.run_dir / 'results.csv'}, {plot}")
     click.echo(f"pytest-benchmark: {files.storage_file}")
-    click.echo(f"compare: pytest-benchmark --storage {storage} compare {files.run_id[:4]} --group-by param:longest_step")
+    group = "param:cell" if len({r.get("cell") for r in rows}) > 1 else "param:longest_step"
+    click.echo(f"compare: pytest-benchmark --storage {storage} compare {files.run_id[:4]} --group-by {group}")
     if failed:
         click.echo(f"{len(failed)} of {len(rows)} cases failed; their reasons are in the table and results.csv")
     if rows and len(failed) == len(rows):
