@@ -12,6 +12,7 @@ Run a sweep with ``bench run`` (see ``bench run --help``), compare saved runs wi
 from ._results import load_records as load_records
 from ._runner import run_sweep as run_sweep
 from ._tf_framework import matmul_peak_gflops as matmul_peak_gflops
+from ._workloads import CELLS as CELLS
 from ._workloads import Case as Case
 from ._workloads import Sizes as Sizes
 from ._workloads import Sweep as Sweep
@@ -20,6 +21,7 @@ from ._workloads import make_workload as make_workload
 from ._workloads import real_flops as real_flops
 
 __all__ = [
+    "CELLS",
     "Case",
     "Sizes",
     "Sweep",

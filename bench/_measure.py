@@ -142,8 +142,8 @@ class Framework(Protocol):
     def device_memory(self, device: str) -> DeviceMemory:
         """The allocator statistics of `device`."""
 
-    def matmul_figures(self, sizes: Sizes, device: str) -> dict[str, float]:
-        """Measured matmul peaks for the roofline (may be empty)."""
+    def matmul_figures(self, sizes: Sizes, device: str, cell: str) -> dict[str, float]:
+        """Measured matmul peaks at `cell`'s step shapes, for the roofline (may be empty)."""
 
     def build(self, case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) -> Callable[[], float]:
         """Builds the case; the returned callable runs one forward or train step and syncs."""
@@ -217,13 +217,14 @@ def measure_case(benchmark: Any, case: Case, sweep: Sweep, framework: Framework)
     if reason:
         pytest.skip(reason)
     inject_fault(case)
-    _warm_process(framework, case, sweep.sizes)
-    workload = make_workload(sweep.sizes, case.longest_step, case.lengths, sweep.seed)
+    sizes = case.sizes(sweep.sizes)
+    _warm_process(framework, case, sizes)
+    workload = make_workload(sizes, case.longest_step, case.lengths, sweep.seed)
     host, device = HostPeak(), framework.device_memory(case.device)
     with framework.scope(case.device):
         host.reset()
         start = time.perf_counter()
-        run = framework.build(case, sweep.sizes, workload, sweep.seed)
+        run = framework.build(case, sizes, workload, sweep.seed)
         build_bytes = host.peak_bytes()
         host.reset(collect=False)  # between build and call there is little garbage to collect
         device.reset()
@@ -232,7 +233,7 @@ def measure_case(benchmark: Any, case: Case, sweep: Sweep, framework: Framework)
         peaks[getattr(device, "field", "peak_device_bytes")] = device.peak_bytes()
     # After the case: the matmul probe's buffers would otherwise grow the allocator's pool (oneDNN
     # builds keep freed blocks for reuse) and hide the case's own peak.
-    matmul = framework.matmul_figures(sweep.sizes, case.device)
+    matmul = framework.matmul_figures(sizes, case.device, case.cell)
     info = figures(case, sweep, workload["steps"], timing.median_s, timing.first_call_s)
     info.update(peaks, peak_rss_method=host.method, **matmul, **framework.versions())
     benchmark.extra_info.update(info)
@@ -254,12 +255,12 @@ def figures(
     Returns:
         ``samples_per_s``, ``real_steps_per_s``, ``padded_steps_per_s``, ``real_steps``,
         ``padded_steps`` (batch * T * L), ``trace_s`` (first call minus the median call),
-        ``real_gflop``, ``gflop_per_s`` and the sizes.
+        ``real_gflop``, ``gflop_per_s`` (of `case.cell` at `case.hidden`) and the sizes.
     """
-    sizes = sweep.sizes
+    sizes = case.sizes(sweep.sizes)
     real = int(steps.sum())
     padded = sizes.batch * sizes.timesteps * case.longest_step
-    gflop = real_flops(sizes, steps, case.phase) / 1e9
+    gflop = real_flops(sizes, steps, case.phase, case.cell) / 1e9
     rate = (lambda n: n / median_s) if median_s else (lambda n: None)
     return {
         "samples_per_s": rate(sizes.batch),

@@ -1,9 +1,11 @@
 """What chain is compared with: the reference approach, and PyTorch as a peer framework.
 
-- ``reference``: chain's ``loop`` strategy built with ``compiled=False`` and called in plain eager
-  mode (an eager GradientTape for training), the way the widely cited answer was run.
+- ``reference``: the question's nested loops (`bench._reference`), op by op in plain eager mode
+  (an eager GradientTape for training), the way the widely cited answer was run: at each ``t``
+  the inner loop runs ``max_b steps[b, t]`` steps, the longest run at that ``t``.
 - ``torch-packed`` / ``torch-padded``: the same workload in PyTorch, float32, with ``nn.GRU`` as
-  model A, ``nn.GRU`` as model B (its input projection is fused over all steps) and an
+  model A, the same cell type as chain's model B (``nn.GRU``, ``nn.LSTM``, ``nn.RNN``, a 2-layer
+  ``nn.GRU``; see `torch_model_b`; its input projection is fused over all steps) and an
   ``nn.Linear`` head. The outputs are gathered in (sample, t, k) order and trained with Adam on
   the same mean squared error.
 
@@ -21,6 +23,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 from collections.abc import Callable
 from typing import Any
@@ -30,12 +33,15 @@ from bench._workloads import Case, Sizes
 
 
 class ReferenceFramework(TensorFlowFramework):
-    """`bench._measure.Framework` of the reference approach (eager ``loop``)."""
+    """`bench._measure.Framework` of the reference approach (the question's eager nested loops)."""
 
     def build(self, case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) -> Callable[[], float]:
-        """Chain's ``loop`` strategy with ``compiled=False``, called eagerly."""
+        """`bench._reference.reference_values` with a Chain's weights, called eagerly."""
+        from bench._reference import reference_values
+
         net = build_chain(case, sizes, seed, strategy="loop", compiled=False)
-        return step_program(net, workload, case.phase, graph=False)
+        values = functools.partial(reference_values, net)
+        return step_program(net, workload, case.phase, graph=False, values=values)
 
 
 def torch_import_error() -> str | None:
@@ -47,14 +53,32 @@ def torch_import_error() -> str | None:
     return None
 
 
-def _torch_model(sizes: Sizes, seed: int) -> Any:
+def torch_model_b(cell: str, hidden: int) -> Any:
+    """PyTorch's layer of the same cell type as chain's model B `cell` (`bench._workloads.CELLS`):
+    ``nn.GRU``, ``nn.LSTM``, ``nn.RNN`` (tanh), a 2-layer ``nn.GRU`` for the stack, and ``nn.RNN``
+    for the functional model around a ``SimpleRNNCell``."""
+    import torch
+
+    layers = {
+        "gru": lambda: torch.nn.GRU(hidden, hidden, batch_first=True),
+        "lstm": lambda: torch.nn.LSTM(hidden, hidden, batch_first=True),
+        "rnn": lambda: torch.nn.RNN(hidden, hidden, nonlinearity="tanh", batch_first=True),
+        "stacked": lambda: torch.nn.GRU(hidden, hidden, num_layers=2, batch_first=True),
+        "functional": lambda: torch.nn.RNN(hidden, hidden, nonlinearity="tanh", batch_first=True),
+    }
+    if cell not in layers:
+        raise ValueError(f"`cell` must be one of {tuple(layers)}; received {cell!r}")
+    return layers[cell]()
+
+
+def _torch_model(sizes: Sizes, seed: int, cell: str = "gru") -> Any:
     import torch
 
     torch.manual_seed(seed)
     return torch.nn.ModuleDict(
         {
             "a": torch.nn.GRU(sizes.input_size, sizes.hidden, batch_first=True),
-            "b": torch.nn.GRU(sizes.hidden, sizes.hidden, batch_first=True),
+            "b": torch_model_b(cell, sizes.hidden),
             "head": torch.nn.Linear(sizes.hidden, sizes.output_size),
         }
     )
@@ -146,7 +170,7 @@ class TorchFramework:
 
         return TorchCudaMemory() if device == "gpu" else NoDeviceMemory()
 
-    def matmul_figures(self, sizes: Sizes, device: str) -> dict[str, float]:
+    def matmul_figures(self, sizes: Sizes, device: str, cell: str) -> dict[str, float]:
         """None: the roofline is measured with TensorFlow on chain's cases."""
         return {}
 
@@ -155,7 +179,7 @@ class TorchFramework:
         import torch
 
         dev = torch.device("cuda" if case.device == "gpu" else "cpu")
-        model = _torch_model(sizes, seed).to(dev)
+        model = _torch_model(sizes, seed, case.cell).to(dev)
         x = torch.from_numpy(workload["x"]).to(dev)
         steps = torch.from_numpy(workload["steps"]).long().to(dev)
         y_values = torch.from_numpy(workload["y_values"]).to(dev)

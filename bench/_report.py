@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._workloads import PHASES, Sizes
+from datagen._atomic import atomic_path
 
 MIB = 2.0**20
 
@@ -19,8 +20,19 @@ def _num(value: Any, scale: float = 1.0, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
+
+
 def _sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["device"], row["lengths"], row["state"], row["phase"], row["strategy"], int(row["longest_step"]))
+    text = lambda key: str(row.get(key) or "")  # noqa: E731  (records of older runs lack some params)
+    return (
+        text("device"), text("lengths"), text("cell"), _int(row.get("hidden")), text("state"), text("phase"),
+        text("strategy"), _int(row.get("longest_step")),
+    )
 
 
 MEMORY_LABELS = {"peak_device_bytes": "device", "peak_tensor_bytes": "tensors", "peak_rss_bytes": "RSS"}
@@ -38,16 +50,19 @@ def memory_key(rows: list[dict[str, Any]]) -> str:
 def _cells(row: dict[str, Any], memory_field: str) -> list[str]:
     memory = row.get(memory_field)
     status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row.get('message') or ''}"
+    text = lambda key: "-" if row.get(key) in (None, "") else str(row[key])  # noqa: E731
     return [
-        row["strategy"], row["state"], row["phase"], str(row["longest_step"]), row["lengths"], row["device"],
+        text("strategy"), text("cell"), text("hidden"), text("state"), text("phase"), text("longest_step"),
+        text("lengths"), text("device"),
         _num(row.get("median_s"), 1e-3), _num(row.get("real_steps_per_s")), _num(row.get("samples_per_s")),
-        _num(memory, MIB), _num(row.get("trace_s")), _num(row.get("gflop_per_s")), status[:70],
+        _num(memory, MIB), _num(row.get("trace_s")), _num(row.get("gflop_per_s")),
+        _num(row.get("matmul_peak_gflop_per_s")), status[:70],
     ]
 
 
 HEADERS = [
-    "strategy", "state", "phase", "L", "lengths", "device", "median ms", "real steps/s",
-    "samples/s", "peak MiB ({})", "trace s", "GFLOP/s", "status",
+    "strategy", "cell", "H", "state", "phase", "L", "lengths", "device", "median ms", "real steps/s",
+    "samples/s", "peak MiB ({})", "trace s", "GFLOP/s", "matmul peak GFLOP/s", "status",
 ]
 
 
@@ -66,7 +81,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def progress_line(done: int, total: int, row: dict[str, Any]) -> str:
     """One line for a case that just ended."""
-    case = f"{row['strategy']}-{row['state']}-{row['phase']}-L{row['longest_step']}"
+    case = f"{row['strategy']}-{row['state']}-{row['phase']}-L{row['longest_step']}-{row.get('cell')}-H{row.get('hidden')}"
     if row["status"] != "ok":
         return f"[{done}/{total}] {case}: {row['status']}: {row.get('message')}"
     key = memory_key([row])
@@ -78,13 +93,27 @@ def progress_line(done: int, total: int, row: dict[str, Any]) -> str:
 
 
 def title(run_id: str, rows: list[dict[str, Any]], sizes: Sizes | None = None) -> str:
-    """The plot title: run id, length law, device and, when known, the sizes."""
-    lengths = ",".join(sorted({str(r["lengths"]) for r in rows}))
-    devices = ",".join(sorted({str(r["device"]) for r in rows}))
-    text = f"{run_id}: {lengths} lengths on {devices}"
+    """The plot title: run id, length law, device, cells, hidden sizes and, when known, the sizes."""
+    lengths = ",".join(sorted({str(r.get("lengths")) for r in rows}))
+    devices = ",".join(sorted({str(r.get("device")) for r in rows}))
+    cells = ",".join(sorted({str(r.get("cell") or "gru") for r in rows}))
+    hidden = ",".join(str(h) for h in sorted({_int(r.get("hidden")) for r in rows if r.get("hidden")}))
+    text = f"{run_id}: {lengths} lengths on {devices}; cells {cells}"
+    if hidden:
+        text += f", H {hidden}"
     if sizes is not None:
-        text += f"; batch {sizes.batch}, T {sizes.timesteps}, hidden {sizes.hidden}"
+        text += f"; batch {sizes.batch}, T {sizes.timesteps}"
     return text
+
+
+def series_label(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """A plot line's label: the strategy, plus the cell and H when the rows have several."""
+    label = str(row.get("strategy"))
+    if len({r.get("cell") for r in rows}) > 1:
+        label += f" {row.get('cell')}"
+    if len({r.get("hidden") for r in rows}) > 1:
+        label += f" H{row.get('hidden')}"
+    return label
 
 
 def _series(rows: list[dict[str, Any]], state: str, phase: str, metric: str) -> dict[str, list[tuple[int, float]]]:
@@ -93,7 +122,7 @@ def _series(rows: list[dict[str, Any]], state: str, phase: str, metric: str) -> 
         value = r.get(metric)
         if r["state"] != state or r["phase"] != phase or r["status"] != "ok" or value in (None, ""):
             continue
-        out.setdefault(r["strategy"], []).append((int(r["longest_step"]), float(value)))
+        out.setdefault(series_label(r, rows), []).append((_int(r["longest_step"]), float(value)))
     return {key: sorted(points) for key, points in sorted(out.items())}
 
 
@@ -117,7 +146,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     memory = memory_key(rows)
     panels = [("real_steps_per_s", "real inner steps / s", 1.0, p) for p in phases]
     panels += [(memory, f"peak memory (MiB, {MEMORY_LABELS[memory]})", MIB, p) for p in phases]
-    strategies = sorted({r["strategy"] for r in rows})
+    strategies = sorted({series_label(r, rows) for r in rows})
     colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(strategies)}
     fig, axes = plt.subplots(len(panels), len(states), figsize=(6 * len(states), 3.4 * len(panels)), squeeze=False)
     for col, state in enumerate(states):
@@ -131,8 +160,11 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.04, 1, 0.98))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_path(path, suffix=".png") as temporary:
+            fig.savefig(temporary, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -5,7 +5,10 @@ rename), so an interrupted run keeps every case that finished.
 
 - ``<storage>/<machine-id>/<NNNN>_<name>.json``: pytest-benchmark's saved-run format, read by
   ``pytest-benchmark compare``. It holds the measured cases under ``benchmarks``; cases that
-  failed or were skipped are listed under the extra top-level key ``bench``.
+  failed or were skipped are listed under the extra top-level key ``bench``. The file is created,
+  and its number ``NNNN`` picked, by pytest-benchmark's own storage
+  (``pytest_benchmark.storage.file.FileStorage.save``, what ``--benchmark-save`` runs), so bench's
+  runs and plain ``pytest --benchmark-save`` runs share one numbering.
 - ``<out>/<NNNN>_<name>/results.json``: the sweep and every case's end record.
 - ``<out>/<NNNN>_<name>/results.csv``: one flat row per case.
 """
@@ -17,12 +20,13 @@ import dataclasses
 import datetime
 import io
 import json
-import os
+import secrets
 from pathlib import Path
 from typing import Any
 
 from pytest_benchmark import __version__ as pytest_benchmark_version
 from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+from pytest_benchmark.storage.file import FileStorage
 from pytest_benchmark.utils import get_commit_info, get_machine_id
 
 from bench._workloads import PARAM_NAMES, Sweep
@@ -33,7 +37,7 @@ FIGURE_COLUMNS = (
     "samples_per_s", "real_steps_per_s", "padded_steps_per_s", "real_steps", "padded_steps",
     "trace_s", "peak_rss_bytes", "build_rss_bytes", "peak_tensor_bytes", "peak_device_bytes",
     "peak_rss_method", "real_gflop", "gflop_per_s", "matmul_batch_gflop_per_s", "matmul_peak_gflop_per_s",
-    "batch", "timesteps", "hidden", "threads", "load_avg_1m", "tensorflow_version", "keras_version", "torch_version",
+    "batch", "timesteps", "threads", "load_avg_1m", "tensorflow_version", "keras_version", "torch_version",
 )
 COLUMNS = (*PARAM_NAMES, "status", "message", *STAT_COLUMNS, *FIGURE_COLUMNS)
 
@@ -44,18 +48,42 @@ def write_atomic(path: Path, text: str) -> None:
     atomic_write(path, text)
 
 
-def next_run_id(storage: Path, name: str) -> str:
-    """``NNNN_name`` with the next free number in `storage` (pytest-benchmark's numbering)."""
-    numbers = [
-        int(p.name[:4]) for p in storage.glob("*/[0-9][0-9][0-9][0-9]_*.json") if p.name[:4].isdigit()
-    ]
-    return f"{max(numbers, default=0) + 1:04d}_{name}"
+STATUSES = ("ok", "error", "skipped")
+
+
+class _Quiet:
+    """The logger `FileStorage` writes to; bench prints its own summary."""
+
+    def info(self, text: str, **kwargs: Any) -> None:
+        """Drops the message."""
+
+    def warning(self, text: str, *args: Any, **kwargs: Any) -> None:
+        """Drops the message."""
+
+
+def reserve_run(storage: Path, name: str, header: dict[str, Any]) -> Path:
+    """Creates this run's saved-run file through pytest-benchmark's storage, with no benchmark yet.
+
+    pytest-benchmark picks the number (the next after this machine's highest); the new file is
+    told apart from any other run saved at the same moment by a random token in it.
+
+    Returns:
+        The file, ``<storage>/<machine-id>/NNNN_<name>.json``.
+    """
+    store = FileStorage(storage, logger=_Quiet(), default_machine_id=get_machine_id())
+    token = secrets.token_hex(8)
+    before = set(store.query())
+    store.save({**header, "benchmarks": [], "bench": {"token": token}}, name)
+    for path in store.query(f"[0-9][0-9][0-9][0-9]_{name}"):
+        if path not in before and json.loads(path.read_text()).get("bench", {}).get("token") == token:
+            return path
+    raise RuntimeError(f"pytest-benchmark saved run {name!r} in {storage} but it cannot be found")
 
 
 def row(record: dict[str, Any]) -> dict[str, Any]:
     """One flat row (the `COLUMNS`) from a case's end record."""
     out: dict[str, Any] = {name: (record.get("params") or {}).get(name) for name in PARAM_NAMES}
-    out.update(status=record["status"], message=record.get("message"))
+    out.update(status=record.get("status"), message=record.get("message"))
     bench = record.get("benchmark") or {}
     stats = bench.get("stats") or {}
     for column in STAT_COLUMNS:
@@ -95,16 +123,16 @@ class RunFiles:
 
     @classmethod
     def create(cls, out: Path, storage: Path, name: str, sweep: Sweep) -> RunFiles:
-        """Picks the run id and gathers machine and commit information."""
-        run_id = next_run_id(storage, name)
-        files = cls(run_id, out / run_id, storage / get_machine_id() / f"{run_id}.json", sweep)
-        files.header = {
+        """Gathers machine and commit information and reserves the run's number in `storage`."""
+        header = {
             "machine_info": pytest_benchmark_generate_machine_info(),
             "commit_info": get_commit_info(),
             "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "version": pytest_benchmark_version,
         }
-        return files
+        storage_file = reserve_run(storage, name, header)
+        run_id = storage_file.stem
+        return cls(run_id, out / run_id, storage_file, sweep, header=header)
 
     def add(self, record: dict[str, Any]) -> None:
         """Adds a case's end record and rewrites the run's files."""
@@ -135,18 +163,44 @@ def load_records(path: Path) -> tuple[str, list[dict[str, Any]]]:
         The run id and the end records (failures included when the file lists them).
 
     Raises:
-        ValueError: When the file is neither format.
+        ValueError: When the file is neither format, or a record lacks its params or status.
     """
     if path.is_dir():
         path = path / "results.json"
-    data = json.loads(path.read_text())
-    if "records" in data:
-        return data["run_id"], data["records"]
-    if "benchmarks" not in data:
+    try:
+        data = json.loads(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not JSON text ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})") from None
+    if isinstance(data, dict) and isinstance(data.get("records"), list):
+        return str(data.get("run_id", path.parent.name)), _checked(data["records"], path)
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise ValueError(f"{path} is neither a bench results.json nor a pytest-benchmark saved run")
     records = [
-        {"params": b["params"], "status": "ok", "message": None, "benchmark": b}
+        {"params": b.get("params") if isinstance(b, dict) else None, "status": "ok", "message": None, "benchmark": b}
         for b in data["benchmarks"]
     ]
-    extra = data.get("bench") or {}
-    return extra.get("run_id", path.stem), records + list(extra.get("failures", []))
+    extra = data.get("bench") if isinstance(data.get("bench"), dict) else {}
+    failures = extra.get("failures", [])
+    failures = failures if isinstance(failures, list) else [failures]
+    return str(extra.get("run_id", path.stem)), _checked(records + failures, path)
+
+
+def _checked(records: list[Any], path: Path) -> list[dict[str, Any]]:
+    """The records, each a dict with a ``params`` dict and a ``status`` of `STATUSES`."""
+    for i, record in enumerate(records):
+        if not isinstance(record, dict) or not isinstance(record.get("params"), dict):
+            raise ValueError(f"record {i} of {path} has no `params` dict; received {_short(record)}")
+        if record.get("status") not in STATUSES:
+            raise ValueError(
+                f"record {i} of {path} needs a `status` of {', '.join(STATUSES)}; received {record.get('status')!r}"
+            )
+        if record["status"] == "ok" and not isinstance(record.get("benchmark"), dict):
+            raise ValueError(f"record {i} of {path} has status 'ok' but no `benchmark` dict")
+    return records
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

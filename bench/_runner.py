@@ -10,10 +10,15 @@ that file and:
 - records a case as crashed when the child dies during it (a signal such as SIGKILL from the
   out-of-memory killer, or an abort), and goes on the same way;
 - hands each finished case to a callback at once, so results are saved as they arrive.
+
+A child never outlives the parent: on Linux it asks the kernel for SIGKILL when its parent dies
+(``PR_SET_PDEATHSIG``, so even ``kill -9`` of ``bench run`` takes its child along), and the
+parent kills the child's process group when it unwinds from SIGINT, SIGTERM or SIGHUP.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -27,6 +32,7 @@ from typing import Any
 
 import bench.cases
 from bench._workloads import Case, Sweep
+from datagen._atomic import atomic_write
 
 CASES_DIR = Path(bench.cases.__file__).resolve().parent
 POLL_S = 0.1
@@ -69,6 +75,26 @@ def _pytest_command(cases: list[Case], work: Path) -> list[str]:
     ]
 
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn``: the child gets SIGKILL when `parent` dies (Linux only; elsewhere None).
+
+    libc is loaded here, in the parent: between fork and exec the child only makes the call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return arm
+
+
 def _start(cases: list[Case], sweep_file: Path, work: Path, index: int, tensor_memory: bool = False) -> _Child:
     events, log = work / f"events-{index:03d}.jsonl", work / f"child-{index:03d}.log"
     env = {**os.environ, "BENCH_SWEEP": str(sweep_file), "BENCH_EVENTS": str(events)}
@@ -78,7 +104,7 @@ def _start(cases: list[Case], sweep_file: Path, work: Path, index: int, tensor_m
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             _pytest_command(cases, work), cwd=CASES_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with(os.getpid()),
         )
     return _Child(proc, events, log, started=time.monotonic())
 
@@ -193,7 +219,7 @@ def run_sweep(
     work = work.resolve()  # the children run in the case directory
     work.mkdir(parents=True, exist_ok=True)
     sweep_file = work / "sweep.json"
-    sweep_file.write_text(sweep.to_json())
+    atomic_write(sweep_file, sweep.to_json())
     counter = [0]
     for group in groups(sweep, isolate):
         _run_group(group, sweep_file, work, counter, on_end, sweep)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench._workloads import Case, Sizes
+from bench._workloads import CELLS, GATES, Case, Sizes
 
 _CONFIGURED_THREADS: list[int] = []
 
@@ -80,7 +80,7 @@ class TensorFlowAllocatorMemory:
 
 @functools.lru_cache(maxsize=None)
 def matmul_peak_gflops(m: int, k: int, n: int, device: str = "cpu", repeats: int = 64) -> float:
-    """Measured GFLOP/s of ``(m, k) @ (k, n)`` float32 matmuls, the roofline for GRU steps.
+    """Measured GFLOP/s of ``(m, k) @ (k, n)`` float32 matmuls, the roofline for cell steps.
 
     A `tf.function` runs `repeats` independent matmuls of the same shape per call, so Python and
     dispatch overhead are amortised; the best of 5 timed calls counts. Call
@@ -88,8 +88,8 @@ def matmul_peak_gflops(m: int, k: int, n: int, device: str = "cpu", repeats: int
 
     Args:
         m: Rows (active runs or samples per step).
-        k: Shared dimension (GRU hidden units).
-        n: Columns (3 * hidden for a GRU's gates).
+        k: Shared dimension (hidden units).
+        n: Columns (gates * hidden: 3 for a GRU, 4 for an LSTM, 1 for a SimpleRNN).
         device: ``"cpu"`` or ``"gpu"``.
         repeats: Matmuls per timed call.
 
@@ -115,8 +115,33 @@ def matmul_peak_gflops(m: int, k: int, n: int, device: str = "cpu", repeats: int
     return 2.0 * m * k * n * repeats / best / 1e9
 
 
+def build_model_b(cell: str, hidden: int, ir_size: int) -> Any:
+    """Model B of `cell` (one of `bench._workloads.CELLS`) with `hidden` units.
+
+    ``functional`` is the question's slice model: ``Model([ipt, state], [out, new_state])``
+    around one ``SimpleRNNCell``, whose call returns ``(output, [new_state])`` in Keras 3.
+    """
+    import keras
+
+    if cell == "gru":
+        return keras.layers.GRUCell(hidden)
+    if cell == "lstm":
+        return keras.layers.LSTMCell(hidden)
+    if cell == "rnn":
+        return keras.layers.SimpleRNNCell(hidden)
+    if cell == "stacked":
+        return keras.layers.StackedRNNCells([keras.layers.GRUCell(hidden), keras.layers.GRUCell(hidden)])
+    if cell == "functional":
+        ipt, state = keras.Input((ir_size,)), keras.Input((hidden,))
+        out, new = keras.layers.SimpleRNNCell(hidden)(ipt, [state])
+        return keras.Model([ipt, state], [out, new[0]])
+    raise ValueError(f"`cell` must be one of {CELLS}; received {cell!r}")
+
+
 def build_chain(case: Case, sizes: Sizes, seed: int, *, strategy: str, compiled: bool) -> Any:
-    """A `chain.Chain` of a GRU (model A), a GRUCell (model B) and a dense head.
+    """A `chain.Chain` of a GRU (model A), `case.cell` (model B) and a dense head.
+
+    Model A and model B have ``case.hidden`` units; model A's output (IR) has as many features.
 
     Returns:
         The Chain; called on ``x`` (batch, T, input_size) and ``steps`` (batch, T) it returns a
@@ -127,8 +152,8 @@ def build_chain(case: Case, sizes: Sizes, seed: int, *, strategy: str, compiled:
 
     keras.utils.set_random_seed(seed)
     return Chain(
-        keras.layers.GRU(sizes.hidden, return_sequences=True),
-        keras.layers.GRUCell(sizes.hidden),
+        keras.layers.GRU(case.hidden, return_sequences=True),
+        build_model_b(case.cell, case.hidden, case.hidden),
         output_size=sizes.output_size,
         state=case.state,
         strategy=strategy,
@@ -136,33 +161,44 @@ def build_chain(case: Case, sizes: Sizes, seed: int, *, strategy: str, compiled:
     )
 
 
-def _forward(net: Any, x: Any, steps: Any) -> Any:
+def chain_values(net: Any, x: Any, steps: Any, training: bool) -> Any:
+    """The flat values of ``net(x, steps)``; with `training` False the flag is left out entirely."""
+    out = net(x, steps, training=True) if training else net(x, steps)
+    return out.flat_values
+
+
+def _forward(values: Callable[..., Any], x: Any, steps: Any) -> Any:
     import tensorflow as tf
 
-    return tf.reduce_sum(net(x, steps).flat_values)
+    return tf.reduce_sum(values(x, steps, False))
 
 
-def _train(net: Any, optimizer: Any, x: Any, steps: Any, y_values: Any) -> Any:
+def _train(values: Callable[..., Any], net: Any, optimizer: Any, x: Any, steps: Any, y_values: Any, flag: bool = True) -> Any:
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
-        out = net(x, steps, training=True)  # as `fit` calls it
-        loss = tf.reduce_mean(tf.square(out.flat_values - y_values))
+        # `fit` calls the model with training=True; many custom loops leave the flag out.
+        loss = tf.reduce_mean(tf.square(values(x, steps, flag) - y_values))
     grads = tape.gradient(loss, net.trainable_variables)
     optimizer.apply_gradients(zip(grads, net.trainable_variables))
     return loss
 
 
-def step_program(net: Any, workload: dict[str, Any], phase: str, *, graph: bool) -> Callable[[], float]:
+def step_program(
+    net: Any, workload: dict[str, Any], phase: str, *, graph: bool, values: Callable[..., Any] | None = None
+) -> Callable[[], float]:
     """The timed callable of one forward call or one train step (Adam) of `net`.
 
     Args:
         net: A Chain.
         workload: ``x`` (batch, T, input_size), ``steps`` (batch, T), ``y_values``
             (sum(steps), output_size).
-        phase: ``"forward"`` or ``"train"``.
+        phase: ``"forward"``, ``"train"`` (``training=True``) or ``"train-notraining"`` (the same
+            train step, calling the model without the flag).
         graph: Wrap the step in a `tf.function` with ``None`` batch, T and row dimensions;
             otherwise it runs eagerly (an eager GradientTape for training).
+        values: ``values(x, steps, training) -> (sum(steps), output_size)`` flat outputs computed
+            with `net`'s weights; default `chain_values` of `net`.
 
     Returns:
         A callable that runs one step and returns its scalar as a Python float (which waits for
@@ -176,12 +212,14 @@ def step_program(net: Any, workload: dict[str, Any], phase: str, *, graph: bool)
     y_values = tf.constant(workload["y_values"])
     # Variables made before tracing: a tf.function that creates them traces twice.
     net.build(tuple(x.shape))
+    values = values or functools.partial(chain_values, net)
     if phase == "forward":
-        fn, args = functools.partial(_forward, net), (x, steps)
+        fn, args = functools.partial(_forward, values), (x, steps)
     else:
         optimizer = keras.optimizers.Adam(1e-3)
         optimizer.build(net.trainable_variables)
-        fn, args = functools.partial(_train, net, optimizer), (x, steps, y_values)
+        flag = phase == "train"
+        fn, args = functools.partial(_train, values, net, optimizer, flag=flag), (x, steps, y_values)
     if graph:
         signature = [
             tf.TensorSpec((None, None, x.shape[-1]), tf.float32),
@@ -229,9 +267,10 @@ class TensorFlowFramework:
             return TensorFlowAllocatorMemory("CPU:0", "peak_tensor_bytes")
         return NoDeviceMemory()
 
-    def matmul_figures(self, sizes: Sizes, device: str) -> dict[str, float]:
-        """Matmul peaks at the recurrent shapes: rows = batch, and rows = batch * T."""
-        k, n = sizes.hidden, 3 * sizes.hidden
+    def matmul_figures(self, sizes: Sizes, device: str, cell: str = "gru") -> dict[str, float]:
+        """Matmul peaks at `cell`'s step shapes ``(rows, H) @ (H, gates * H)``: rows = batch, and
+        rows = batch * T."""
+        k, n = sizes.hidden, GATES[cell] * sizes.hidden
         return {
             "matmul_batch_gflop_per_s": matmul_peak_gflops(sizes.batch, k, n, device),
             "matmul_peak_gflop_per_s": matmul_peak_gflops(sizes.batch * sizes.timesteps, k, n, device),

@@ -1,7 +1,7 @@
 """Sweep definitions: workload sizes, length laws, the cases of a sweep, and FLOP counts.
 
-A *case* is one measured thing: one strategy, state mode, phase, `longest_step`, length law and
-device. A *sweep* is a list of cases plus the settings they share (sizes, rounds, timeouts). The
+A *case* is one measured thing: one strategy, state mode, phase, `longest_step`, length law,
+device, model-B cell and hidden size. A *sweep* is a list of cases plus the settings they share (sizes, rounds, timeouts). The
 sweep travels from `bench run` to the pytest child processes as JSON, so both sides build the
 same case list from this one module.
 
@@ -25,7 +25,17 @@ import numpy as np
 
 LENGTH_LAWS: tuple[str, ...] = ("uniform", "zipf")
 STATES: tuple[str, ...] = ("carry", "reset")
-PHASES: tuple[str, ...] = ("forward", "train")
+PHASES: tuple[str, ...] = ("forward", "train", "train-notraining")
+"""``train`` calls ``net(x, steps, training=True)`` in its tape, as `fit` does; ``train-notraining``
+is the same step with the flag left out, as many custom loops write it."""
+TRAIN_PHASES: tuple[str, ...] = ("train", "train-notraining")
+CELLS: tuple[str, ...] = ("gru", "lstm", "rnn", "stacked", "functional")
+"""Model B: ``GRUCell(H)``, ``LSTMCell(H)``, ``SimpleRNNCell(H)``, ``StackedRNNCells`` of two
+``GRUCell(H)``, or a functional ``Model([ipt, state], [out, new_state])`` around one
+``SimpleRNNCell(H)`` (the question's slice model)."""
+GATES: dict[str, int] = {"gru": 3, "lstm": 4, "rnn": 1, "stacked": 3, "functional": 1}
+"""Gate blocks of one layer's ``(H, gates * H)`` kernels."""
+LAYERS: dict[str, int] = {"gru": 1, "lstm": 1, "rnn": 1, "stacked": 2, "functional": 1}
 DEVICES: tuple[str, ...] = ("cpu", "gpu", "auto")
 REFERENCE = "reference"
 TORCH_STRATEGIES: tuple[str, ...] = ("torch-packed", "torch-padded")
@@ -40,7 +50,7 @@ class Sizes:
         batch: Samples per batch.
         timesteps: Outer steps ``T``.
         input_size: Features of ``x``.
-        hidden: Units of model A (a GRU) and model B (a GRU cell).
+        hidden: Units of model A (a GRU) and model B, unless a case sets its own (`Case.hidden`).
         output_size: Units of the dense head on B's output.
     """
 
@@ -65,14 +75,20 @@ class Case:
     longest_step: int
     lengths: str
     device: str
+    cell: str = "gru"
+    hidden: int = 64
 
     @property
     def id(self) -> str:
-        """The pytest parametrize id, e.g. ``loop-carry-train-L8-uniform-cpu``."""
+        """The pytest parametrize id, e.g. ``loop-carry-train-L8-uniform-cpu-gru-H64``."""
         return (
             f"{self.strategy}-{self.state}-{self.phase}-L{self.longest_step}"
-            f"-{self.lengths}-{self.device}"
+            f"-{self.lengths}-{self.device}-{self.cell}-H{self.hidden}"
         )
+
+    def sizes(self, base: Sizes) -> Sizes:
+        """The sweep's sizes with this case's hidden size (model A's and model B's units)."""
+        return dataclasses.replace(base, hidden=self.hidden)
 
     @property
     def module(self) -> str:
@@ -138,26 +154,42 @@ def build_cases(
     lengths: str,
     device: str,
     reference_max_step: int = 8,
+    cells: list[str] | None = None,
+    hidden: list[int] | None = None,
 ) -> list[Case]:
     """Crosses the options into cases, dropping combinations that are not run.
 
     `reference` runs only for ``longest_step <= reference_max_step`` (it is the slow eager loop);
-    the torch peer runs only in the carry and reset modes.
+    the torch peer runs only in the carry and reset modes. ``train-notraining`` is measured for
+    chain's strategies only: the reference and the peer have no `training` flag to leave out.
+
+    Args:
+        cells: Model-B cells (`CELLS`); default ``["gru"]``.
+        hidden: Hidden sizes; default ``[DEFAULT_SIZES.hidden]``.
 
     Returns:
-        Cases ordered by strategy, state, phase, then `longest_step`.
+        Cases ordered by cell, hidden size, strategy, state, phase, then `longest_step`.
     """
     cases = []
-    for strategy in strategies:
-        for state in states:
-            for phase in phases:
-                for length in longest_steps:
-                    if strategy == REFERENCE and length > reference_max_step:
-                        continue
-                    if strategy in TORCH_STRATEGIES and state not in ("carry", "reset"):
-                        continue  # the peer implements the carry and reset modes only
-                    cases.append(Case(strategy, state, phase, length, lengths, device))
+    for cell in cells or ["gru"]:
+        for size in hidden or [DEFAULT_SIZES.hidden]:
+            for strategy in strategies:
+                for state in states:
+                    for phase in phases:
+                        for length in longest_steps:
+                            case = Case(strategy, state, phase, length, lengths, device, cell, size)
+                            if _is_run(case, reference_max_step):
+                                cases.append(case)
     return cases
+
+
+def _is_run(case: Case, reference_max_step: int) -> bool:
+    peer = case.strategy == REFERENCE or case.strategy in TORCH_STRATEGIES
+    if case.strategy == REFERENCE and case.longest_step > reference_max_step:
+        return False
+    if case.strategy in TORCH_STRATEGIES and case.state not in ("carry", "reset"):
+        return False  # the peer implements the carry and reset modes only
+    return not (peer and case.phase == "train-notraining")
 
 
 def make_steps(
@@ -193,38 +225,45 @@ def make_workload(sizes: Sizes, longest_step: int, lengths: str, seed: int) -> d
     return {"x": x, "steps": steps, "y_values": y_values}
 
 
-def real_flops(sizes: Sizes, steps: np.ndarray, phase: str) -> float:
+def real_flops(sizes: Sizes, steps: np.ndarray, phase: str, cell: str = "gru") -> float:
     """FLOPs of the real work of model B and the head, as the roofline counts them.
 
-    Per real inner step: the recurrent matmul of a GRU cell, ``2 * H * 3H``, and the head,
-    ``2 * H * O``. Per non-empty ``(b, t)`` run: B's input projection once, ``2 * H * 3H`` (B's
-    input is ``IR[b, t]`` repeated, so it need not be recomputed per step). Gate element-wise
-    work and model A are not counted. A train step counts 3 times the forward FLOPs (forward,
-    plus the two matmuls of each backward product).
+    With ``G = GATES[cell]`` gate blocks (GRU 3, LSTM 4, SimpleRNN 1), one ``(H, G * H)`` matmul
+    costs ``2 * H * G * H`` per row. Per real inner step: the first layer's recurrent matmul, and
+    for the 2-layer stack the second layer's input and recurrent matmuls (its input changes at
+    every step), plus the head, ``2 * H * O``. Per non-empty ``(b, t)`` run: the first layer's
+    input projection once (B's input is ``IR[b, t]`` repeated, so it need not be recomputed per
+    step). Gate element-wise work and model A are not counted. A train step counts 3 times the
+    forward FLOPs (forward, plus the two matmuls of each backward product).
 
     Args:
         sizes: Workload sizes (``H = hidden``, ``O = output_size``; IR has ``H`` features).
         steps: int array of shape (batch, T).
-        phase: ``"forward"`` or ``"train"``.
+        phase: one of `PHASES`.
+        cell: one of `CELLS`.
 
     Returns:
         FLOPs per call.
     """
     h, o = sizes.hidden, sizes.output_size
-    per_step = 2 * h * 3 * h + 2 * h * o
-    per_run = 2 * h * 3 * h
+    matmul = 2 * h * GATES[cell] * h
+    per_step = (2 * LAYERS[cell] - 1) * matmul + 2 * h * o
+    per_run = matmul
     flops = float(steps.sum()) * per_step + float(np.count_nonzero(steps)) * per_run
-    return flops * (3.0 if phase == "train" else 1.0)
+    return flops * (3.0 if phase in TRAIN_PHASES else 1.0)
 
 
-PARAM_NAMES: tuple[str, ...] = ("strategy", "state", "phase", "longest_step", "lengths", "device")
+PARAM_NAMES: tuple[str, ...] = (
+    "strategy", "state", "phase", "longest_step", "lengths", "device", "cell", "hidden",
+)
 QUICK_LONGEST_STEPS: tuple[int, ...] = (1, 4)
 QUICK_LEFT_OUT: tuple[str, ...] = ("eager-auto", "padded", "auto", "torch-padded")  # --quick skips these
 DEFAULT_LONGEST_STEPS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 
 
 def quick_sweep(chain_strategies: list[str]) -> Sweep:
-    """The ``--quick`` sweep on the CPU: L in (1, 4), `QUICK_SIZES`, 3 rounds, every strategy."""
+    """The sweep of a bare ``pytest bench/cases`` on the CPU: L in (1, 4), `QUICK_SIZES`, 3 rounds,
+    every strategy, forward calls and train steps of the GRU cell."""
     strategies = [*chain_strategies, REFERENCE, *TORCH_STRATEGIES]
-    cases = build_cases(strategies, list(STATES), list(PHASES), list(QUICK_LONGEST_STEPS), "uniform", "cpu")
+    cases = build_cases(strategies, list(STATES), ["forward", "train"], list(QUICK_LONGEST_STEPS), "uniform", "cpu")
     return Sweep(tuple(cases), sizes=QUICK_SIZES, rounds=3)

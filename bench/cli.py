@@ -5,31 +5,82 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
 from bench import _report, _results, _runner, _workloads
-from bench._workloads import PHASES, REFERENCE, TORCH_STRATEGIES, Sweep
+from bench._workloads import CELLS, PHASES, REFERENCE, TORCH_STRATEGIES, Sweep
+
+INT32_MAX = 2**31 - 1  # steps and sizes reach TensorFlow as int32
+SEED_MAX = 2**32 - 1  # keras.utils.set_random_seed seeds numpy's legacy generator too
 
 
 def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def _positive_ints(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+def _positive_ints(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> list[int] | None:
     if value is None:
         return None
     try:
         numbers = [int(item) for item in _split(value)]
     except ValueError:
         numbers = []
-    if not numbers or min(numbers) < 1:
-        raise click.BadParameter(f"expected comma-separated integers >= 1; received {value!r}")
+    if not numbers or min(numbers) < 1 or max(numbers) > INT32_MAX:
+        raise click.BadParameter(f"expected comma-separated integers in [1, {INT32_MAX}]; received {value!r}")
     return sorted(set(numbers))
+
+
+class FiniteSeconds(click.ParamType):
+    """A finite number of seconds > 0 (click's FloatRange lets nan and inf through)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"expected a finite number of seconds > 0; received {value!r}", param, ctx)
+        return number
+
+
+def _count(low: int) -> click.IntRange:
+    return click.IntRange(min=low, max=INT32_MAX)
+
+
+def check_output_dir(path: Path, option: str) -> None:
+    """Refuses, before anything is written, an output directory that cannot be made or written.
+
+    `path` must be a directory or not exist yet, and its nearest existing ancestor must be a
+    directory this process can create entries in (tried with a temporary directory, removed at
+    once, so that read-only and virtual file systems such as /proc are caught too).
+
+    Raises:
+        click.BadParameter: naming `option`, the path and why.
+    """
+    if path.exists() and not path.is_dir():
+        raise click.BadParameter(f"expected a directory; received {str(path)!r}, which is not one", param_hint=option)
+    ancestor = path if path.exists() else next((p for p in path.absolute().parents if p.exists()), Path("/"))
+    if not ancestor.is_dir():
+        raise click.BadParameter(
+            f"expected a directory that can be made; received {str(path)!r}, whose parent {str(ancestor)!r} is not a directory",
+            param_hint=option,
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".bench-probe-", dir=ancestor))
+    except OSError as exc:
+        raise click.BadParameter(
+            f"expected a writable directory; received {str(path)!r} ({str(ancestor)!r}: {exc.strerror or exc})",
+            param_hint=option,
+        ) from None
 
 
 def _choices(allowed: tuple[str, ...]) -> Any:
@@ -89,7 +140,7 @@ def _device(value: str) -> str:
     return value
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Benchmarks of chained ragged models, saved where `pytest-benchmark compare` reads them."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
@@ -116,7 +167,7 @@ def _options_sweep(ctx: click.Context, opts: dict[str, Any]) -> Sweep:
     device = _device(opts["device"])
     cases = _workloads.build_cases(
         strategies, opts["states"], opts["phases"], longest, opts["lengths"], device,
-        reference_max_step=opts["reference_max_step"],
+        reference_max_step=opts["reference_max_step"], cells=opts["cells"], hidden=opts["hidden"],
     )
     return Sweep(
         tuple(cases), sizes=sizes, rounds=pick("rounds", 2), warmup_rounds=opts["warmup_rounds"],
@@ -145,7 +196,8 @@ def _execute(sweep: Sweep, files: _results.RunFiles, isolate: str) -> None:
         files.add(record)
         click.echo(_report.progress_line(len(files.records), total, _results.row(record)))
 
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    forwarded = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in forwarded}
     try:
         _runner.run_sweep(sweep, files.run_dir / "work", on_end, isolate=isolate)
     except KeyboardInterrupt:
@@ -154,13 +206,14 @@ def _execute(sweep: Sweep, files: _results.RunFiles, isolate: str) -> None:
             f"(render them with `bench report {files.run_dir}`)"
         ) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    # SIGTERM unwinds like Ctrl-C, so the running child is killed and saved cases stay saved.
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so the running child is killed and saved cases stay
+    # saved; SIGKILL cannot be caught, and there the child's death signal (see bench._runner) acts.
     raise KeyboardInterrupt
-
 
 
 @main.command()
@@ -173,7 +226,15 @@ def _interrupt(signum: int, frame: Any) -> None:
 @click.option("--states", default="carry,reset", show_default=True, callback=_choices(("carry", "reset", "init")),
               help="Comma-separated state modes.")
 @click.option("--phases", default="forward,train", show_default=True, callback=_choices(PHASES),
-              help="Comma-separated phases: forward calls, train steps (Adam).")
+              help="Comma-separated phases: forward calls, train steps (Adam) with training=True, and "
+                   "train-notraining, the same train step calling the model without the flag (chain's "
+                   "strategies only).")
+@click.option("--cells", default="gru", show_default=True, callback=_choices(CELLS),
+              help="Comma-separated model B cells: gru (GRUCell), lstm (LSTMCell), rnn (SimpleRNNCell), "
+                   "stacked (StackedRNNCells of 2 GRUCells), functional (a functional Model around one "
+                   "SimpleRNNCell). The PyTorch peer uses the same cell type.")
+@click.option("--hidden", default="64", show_default=True, callback=_positive_ints,
+              help="Comma-separated hidden sizes H of model A and model B.")
 @click.option("--lengths", type=click.Choice(_workloads.LENGTH_LAWS), default="uniform", show_default=True,
               help="Length law: uniform on 0..L, or zipf (heavy tail clipped to L).")
 @click.option("--device", type=click.Choice(_workloads.DEVICES), default="cpu", show_default=True,
@@ -190,25 +251,27 @@ def _interrupt(signum: int, frame: Any) -> None:
               help="Run name, saved as NNNN_NAME.json. Default: bench_<UTC time>.")
 @click.option("--peers/--no-peers", default=True, show_default=True,
               help="Add the PyTorch peer cases (skipped with the reason when torch is missing).")
-@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--rounds", type=_count(1), default=5, show_default=True,
               help="Timed rounds per case (--quick: 2).")
-@click.option("--warmup-rounds", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--warmup-rounds", type=_count(1), default=1, show_default=True,
               help="Untimed rounds after the first (tracing) call.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+@click.option("--timeout", type=FiniteSeconds(), default=300.0, show_default=True,
               help="Seconds a case may run before it is killed and recorded as a timeout.")
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--threads", type=_count(1), default=2, show_default=True,
               help="CPU threads for TensorFlow and torch.")
-@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, help="Batch size (--quick: 16).")
-@click.option("--timesteps", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--batch", type=_count(1), default=64, show_default=True, help="Batch size (--quick: 16).")
+@click.option("--timesteps", type=_count(1), default=32, show_default=True,
               help="Outer steps T (--quick: 8).")
-@click.option("--reference-max-step", type=click.IntRange(min=0), default=8, show_default=True,
+@click.option("--reference-max-step", type=_count(0), default=8, show_default=True,
               help="Largest L at which the slow eager reference runs.")
 @click.option("--isolate", type=click.Choice(("group", "case")), default="group", show_default=True,
               help="One child process per case module, or per case (slower).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of inputs and weights.")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
+              help="Seed of inputs and weights.")
 @click.option("--tensor-memory", is_flag=True,
               help="Also record exact peak tensor bytes on the CPU (peak_tensor_bytes), through a counting "
                    "allocator that shifts timings by up to ~10%: take times from runs without it.")
+@click.option("--dry-run", is_flag=True, help="List the cases and exit, running and writing nothing.")
 @click.pass_context
 def run(ctx: click.Context, **opts: Any) -> None:
     """Run a benchmark sweep and save it for `pytest-benchmark compare`.
@@ -220,14 +283,30 @@ def run(ctx: click.Context, **opts: Any) -> None:
     sweep = _options_sweep(ctx, opts)
     if not sweep.cases:
         raise click.UsageError("the options select no case (reference runs only for L <= --reference-max-step)")
+    check_output_dir(opts["out"], "'--out'")
+    check_output_dir(opts["storage"], "'--storage'")
+    if opts["dry_run"]:
+        click.echo("\n".join(c.id for c in sweep.cases))
+        click.echo(f"{len(sweep.cases)} cases; {_describe(sweep)}; nothing run or written (--dry-run)")
+        return
     files = _results.RunFiles.create(opts["out"], opts["storage"], opts["name"], sweep)
-    click.echo(f"{len(sweep.cases)} cases; run {files.run_id}; sizes {sweep.sizes}")
+    click.echo(f"{len(sweep.cases)} cases; run {files.run_id}; {_describe(sweep)}")
     _warn_if_busy(sweep.threads)
     files.save()
     _execute(sweep, files, opts["isolate"])
     rows = [_results.row(r) for r in files.records]
     plot = _render(rows, files.run_dir, _report.title(files.run_id, rows, sweep.sizes))
     _summary(rows, files, plot, opts["storage"])
+
+
+def _describe(sweep: Sweep) -> str:
+    sizes = sweep.sizes
+    cells = ",".join(dict.fromkeys(c.cell for c in sweep.cases))
+    hidden = ",".join(str(h) for h in sorted({c.hidden for c in sweep.cases}))
+    return (
+        f"cells {cells}, hidden {hidden}; batch {sizes.batch}, T {sizes.timesteps}, "
+        f"input {sizes.input_size}, output {sizes.output_size}"
+    )
 
 
 def _warn_if_busy(threads: int) -> None:
@@ -244,7 +323,8 @@ def _summary(rows: list[dict[str, Any]], files: _results.RunFiles, plot: Path, s
     failed = [r for r in rows if r["status"] == "error"]
     click.echo(f"\nresults: {files.run_dir / 'results.json'}, {files.run_dir / 'results.csv'}, {plot}")
     click.echo(f"pytest-benchmark: {files.storage_file}")
-    click.echo(f"compare: pytest-benchmark --storage {storage} compare {files.run_id[:4]} --group-by param:longest_step")
+    group = "param:cell" if len({r.get("cell") for r in rows}) > 1 else "param:longest_step"
+    click.echo(f"compare: pytest-benchmark --storage {storage} compare {files.run_id[:4]} --group-by {group}")
     if failed:
         click.echo(f"{len(failed)} of {len(rows)} cases failed; their reasons are in the table and results.csv")
     if rows and len(failed) == len(rows):
@@ -267,9 +347,10 @@ def report(run_ref: str, storage: Path, out: Path | None) -> None:
     path = _resolve_run(run_ref, storage)
     try:
         run_id, records = _results.load_records(path)
-    except (ValueError, KeyError, OSError) as exc:
+    except (ValueError, OSError) as exc:
         raise click.BadParameter(f"cannot read a run from {str(path)!r}: {exc}", param_hint="'RUN'") from None
     run_dir = out or (path if path.is_dir() else path.parent if path.name == "results.json" else Path("bench-results") / run_id)
+    check_output_dir(run_dir, "'--out'")
     rows = [_results.row(r) for r in records]
     _results.write_atomic(run_dir / "results.csv", _results.to_csv(rows))
     if not (run_dir / "results.json").exists() or out is not None:
@@ -292,3 +373,7 @@ def _resolve_run(run_ref: str, storage: Path) -> Path:
             param_hint="'RUN'",
         )
     return matches[0]
+
+
+if __name__ == "__main__":
+    main()

@@ -51,10 +51,10 @@ def sweep() -> Sweep:
 
 @pytest.fixture
 def bench_case(
-    strategy: str, state: str, phase: str, longest_step: int, lengths: str, device: str
+    strategy: str, state: str, phase: str, longest_step: int, lengths: str, device: str, cell: str, hidden: int
 ) -> Case:
     """The case named by the params."""
-    return Case(strategy, state, phase, longest_step, lengths, device)
+    return Case(strategy, state, phase, longest_step, lengths, device, cell, hidden)
 
 
 def _emit(record: dict[str, Any]) -> None:

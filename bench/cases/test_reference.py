@@ -1,4 +1,4 @@
-"""The reference approach: chain's ``loop`` strategy run in plain eager mode."""
+"""The reference approach: the question's nested loops, run op by op in plain eager mode."""
 
 from typing import Any
 

@@ -31,6 +31,22 @@ def _run(*args):
         (["--threads", "-1"], "--threads", "-1"),
         (["--save", "a/b"], "--save", "'a/b'"),
         (["--isolate", "thread"], "--isolate", "'thread'"),
+        (["--cells", "gru,cnn"], "--cells", "'gru,cnn'"),
+        (["--hidden", "0"], "--hidden", "'0'"),
+        (["--hidden", "64,x"], "--hidden", "'64,x'"),
+        # numbers the code cannot hold, or that make no sense (issue: every case then failed)
+        (["--seed", "-1"], "--seed", "-1"),
+        (["--seed", str(2**32)], "--seed", str(2**32)),
+        (["--timeout", "nan"], "--timeout", "'nan'"),
+        (["--timeout", "inf"], "--timeout", "'inf'"),
+        (["--timeout", "-5"], "--timeout", "'-5'"),
+        (["--rounds", str(2**31)], "--rounds", str(2**31)),
+        (["--warmup-rounds", "0"], "--warmup-rounds", "0"),
+        (["--batch", "0"], "--batch", "0"),
+        (["--timesteps", str(2**40)], "--timesteps", str(2**40)),
+        (["--reference-max-step", "-1"], "--reference-max-step", "-1"),
+        (["--longest-steps", str(3_000_000_000)], "--longest-steps", "'3000000000'"),
+        (["--hidden", str(2**31)], "--hidden", f"'{2**31}'"),
     ],
 )
 def test_bad_run_options_exit_2_naming_option_and_value(args, option, value, tmp_path):
@@ -80,3 +96,89 @@ def test_help_lists_the_sweep_options():
     for option in ("--longest-steps", "--strategies", "--states", "--phases", "--lengths", "--device",
                    "--quick", "--out", "--peers / --no-peers", "--rounds", "--timeout"):
         assert option in result.output
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["report"]])
+def test_dash_h_is_help_on_every_command(command):
+    result = _run(*command, "-h")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Usage:") and "-h, --help" in result.output
+
+
+def _one_error_line(result, option):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    error_lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert len(error_lines) == 1 and option in error_lines[0], result.output
+    return error_lines[0]
+
+
+def test_out_that_is_not_a_directory_exits_2_writing_nothing(tmp_path):
+    result = _run("run", "--out", "/dev/null", "--storage", str(tmp_path / "s"), "--no-peers", "--strategies", "packed")
+    line = _one_error_line(result, "'--out'")
+    assert "/dev/null" in line and "not one" in line
+    assert not (tmp_path / "s").exists()
+
+
+def test_storage_under_a_file_exits_2_writing_nothing(tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = _run("run", "--out", str(tmp_path / "o"), "--storage", str(tmp_path / "file" / "missing" / "s"),
+                  "--no-peers", "--strategies", "packed")
+    line = _one_error_line(result, "'--storage'")
+    assert "is not a directory" in line
+    assert not (tmp_path / "o").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_storage_in_an_unwritable_place_exits_2(tmp_path):
+    result = _run("run", "--out", str(tmp_path / "o"), "--storage", "/proc/bench-storage", "--no-peers",
+                  "--strategies", "packed")
+    _one_error_line(result, "'--storage'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_dry_run_lists_cells_and_hidden_sizes_and_writes_nothing(tmp_path):
+    result = _run("run", "--dry-run", "--cells", "lstm,functional", "--hidden", "16,256", "--strategies", "packed",
+                  "--no-peers", "--states", "carry", "--phases", "train,train-notraining", "--longest-steps", "8",
+                  "--out", str(tmp_path / "o"), "--storage", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    assert "packed-carry-train-notraining-L8-uniform-cpu-functional-H256" in result.output
+    assert "8 cases" in result.output and "cells lstm,functional, hidden 16,256" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("records", "expected"),
+    [
+        ([{"params": {"strategy": "packed"}}], "record 0 .* needs a `status`"),
+        ([{"status": "ok"}], "record 0 .* has no `params` dict"),
+        ([{"params": {}, "status": "ok"}], "status 'ok' but no `benchmark`"),
+        (["x"], "record 0 .* has no `params` dict"),
+    ],
+)
+def test_report_of_records_without_status_exits_2(tmp_path, records, expected):
+    import json
+    import re
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps({"run_id": "0001_x", "records": records}))
+    result = _run("report", str(run_dir))
+    line = _one_error_line(result, "'RUN'")
+    assert re.search(expected, line), line
+    assert sorted(p.name for p in run_dir.iterdir()) == ["results.json"]
+
+
+def test_report_into_a_file_exits_2(tmp_path):
+    import json
+
+    (tmp_path / "results.json").write_text(json.dumps({"run_id": "0001_x", "records": []}))
+    result = _run("report", str(tmp_path / "results.json"), "--out", "/dev/null")
+    assert "/dev/null" in _one_error_line(result, "'--out'")
+
+
+def test_report_of_a_file_that_is_not_json_exits_2(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_bytes(b"\xff\xfe garbage")
+    result = _run("report", str(path))
+    assert "cannot read a run from" in _one_error_line(result, "'RUN'")

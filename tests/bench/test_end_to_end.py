@@ -67,9 +67,15 @@ def test_saved_run_loads_in_pytest_benchmark_compare(small_run):
     )
     assert compare.returncode == 0, compare.stderr
     out = compare.stdout + compare.stderr
-    assert "test_chain[packed-reset-train-L3-uniform-cpu]" in out
-    assert "test_reference[reference-reset-forward-L1-uniform-cpu]" in out
+    assert "test_chain[packed-reset-train-L3-uniform-cpu-gru-H64]" in out
+    assert "test_reference[reference-reset-forward-L1-uniform-cpu-gru-H64]" in out
     assert "longest_step=1" in out and "longest_step=3" in out
+    by_cell = subprocess.run(
+        [sys.executable, "-m", "pytest_benchmark", "--storage", str(root / "storage"), "compare", "0001",
+         "--group-by", "param:cell", "--columns", "median"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert by_cell.returncode == 0 and "cell=gru" in by_cell.stdout + by_cell.stderr
 
 
 def test_outputs_and_report_round_trip(small_run):

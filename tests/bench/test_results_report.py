@@ -7,7 +7,8 @@ import pytest
 from bench import _report, _results
 from bench._workloads import Case, Sweep
 
-PARAMS = {"strategy": "packed", "state": "reset", "phase": "train", "longest_step": 4, "lengths": "uniform", "device": "cpu"}
+PARAMS = {"strategy": "packed", "state": "reset", "phase": "train", "longest_step": 4, "lengths": "uniform",
+          "device": "cpu", "cell": "gru", "hidden": 64}
 
 
 def _ok(longest, strategy="packed", rate=1e5):
@@ -36,13 +37,14 @@ def test_run_files_are_written_per_case_and_reload(tmp_path):
     saved = json.loads(files.storage_file.read_text())
     assert len(saved["benchmarks"]) == 1 and "machine_info" in saved and "commit_info" in saved
     files.add(_failed())
-    assert _results.next_run_id(tmp_path / "storage", "u") == "0002_u"
+    second = _results.RunFiles.create(tmp_path / "out", tmp_path / "storage", "u", sweep)
+    assert second.run_id == "0002_u" and second.storage_file.parent == files.storage_file.parent
     run_id, records = _results.load_records(files.storage_file)
     assert run_id == "0001_t" and [r["status"] for r in records] == ["ok", "error"]
     run_id, records = _results.load_records(files.run_dir)
     assert len(records) == 2
     csv_lines = (files.run_dir / "results.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("strategy,state,phase,longest_step,lengths,device,status")
+    assert csv_lines[0].startswith("strategy,state,phase,longest_step,lengths,device,cell,hidden,status")
     assert len(csv_lines) == 3 and "timeout" in csv_lines[2]
     assert not list(files.run_dir.glob(".*tmp"))
 
@@ -75,6 +77,27 @@ def test_table_shows_one_memory_figure_for_all_rows():
     rows = [_results.row(r) for r in (tensors, rss_only)]
     header, _, *lines = _report.table(rows).splitlines()
     assert "peak MiB (tensors)" in header
-    memory = {line.split()[0]: line.split()[9] for line in lines}
+    memory = {line.split()[0]: line.split()[11] for line in lines}  # the 12th column, peak MiB
     assert memory == {"packed": "3", "torch-packed": "-"}
     assert "peak MiB (RSS)" in _report.table([_results.row(_ok(4))]).splitlines()[0]
+
+
+def test_runs_share_pytest_benchmarks_own_numbering(tmp_path):
+    """A run saved by plain `pytest --benchmark-save` and bench's runs number one sequence."""
+    import subprocess
+    import sys
+
+    storage = tmp_path / "storage"
+    (tmp_path / "test_tiny.py").write_text("def test_tiny(benchmark):\n    benchmark(sum, [1, 2])\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(tmp_path / "test_tiny.py"), "-q", "-p", "no:cacheprovider",
+         "-o", "addopts=", f"--benchmark-storage={storage}", "--benchmark-save=plain"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    files = _results.RunFiles.create(tmp_path / "out", storage, "after", Sweep((Case(**PARAMS),)))
+    assert files.run_id == "0002_after"
+    assert {p.name for p in files.storage_file.parent.iterdir()} == {"0001_plain.json", "0002_after.json"}
+    files.add(_ok(1))
+    run_id, records = _results.load_records(files.storage_file)
+    assert run_id == "0002_after" and records[0]["params"]["cell"] == "gru"

@@ -2,6 +2,12 @@
 fails exits 1."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -16,7 +22,7 @@ def test_groups_split_by_module_and_device():
     by_group = groups(Sweep(tuple(cases)), "group")
     assert [len(g) for g in by_group] == [2, 2, 2]
     assert len(groups(Sweep(tuple(cases)), "case")) == 6
-    assert nodeid(cases[0]) == "test_chain.py::test_chain[packed-reset-forward-L1-uniform-cpu]"
+    assert nodeid(cases[0]) == "test_chain.py::test_chain[packed-reset-forward-L1-uniform-cpu-gru-H64]"
 
 
 def test_gpu_cases_skip_with_the_reason_without_a_gpu(tmp_path):
@@ -42,3 +48,54 @@ def test_every_case_failing_exits_1(tmp_path, monkeypatch):
     assert "Error: every case failed" in result.output
     records = json.loads((tmp_path / "out" / "0001_bad" / "results.json").read_text())["records"]
     assert records[0]["status"] == "error" and "fault injected" in records[0]["message"]
+
+
+def _children_of(pid):
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # fields after the command: state, ppid, ...
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_killing_the_parent_kills_its_pytest_child(tmp_path):
+    """kill -9 of the process running a sweep takes its pytest child along (no orphan left)."""
+    sweep = Sweep((Case("packed", "reset", "forward", 1, "uniform", "cpu"),), sizes=QUICK_SIZES, rounds=1)
+    script = (
+        "import sys; from pathlib import Path; from bench._runner import run_sweep; "
+        "from bench._workloads import Sweep; "
+        f"run_sweep(Sweep.from_json({sweep.to_json()!r}), Path(sys.argv[1]), print)"
+    )
+    env = {**os.environ, "BENCH_FAULT": "hang:packed", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    parent, children = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], env=env), []
+    try:
+        deadline = time.monotonic() + 60
+        while not children and time.monotonic() < deadline:
+            children = [c for c in _children_of(parent.pid)
+                        if b"pytest" in Path(f"/proc/{c}/cmdline").read_bytes()]
+            time.sleep(0.1)
+        assert children, "the sweep never started its pytest child"
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(c) for c in children), "the pytest child outlived its parent"
+    finally:
+        parent.kill()
+        for child in children:  # only if the test failed: the orphan this test made
+            if _alive(child):
+                os.kill(child, signal.SIGKILL)

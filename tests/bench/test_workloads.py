@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from bench._workloads import (
+    CELLS,
     QUICK_SIZES,
     Case,
     Sizes,
@@ -52,11 +53,25 @@ def test_build_cases_limits_reference_and_peers():
         reference_max_step=8,
     )
     ids = {c.id for c in cases}
-    assert "reference-carry-train-L4-zipf-cpu" in ids
-    assert "reference-carry-train-L16-zipf-cpu" not in ids
+    assert "reference-carry-train-L4-zipf-cpu-gru-H64" in ids
+    assert "reference-carry-train-L16-zipf-cpu-gru-H64" not in ids
     assert not any(c.strategy == "torch-packed" and c.state == "init" for c in cases)
     assert len(cases) == 4 + 2 + 2
     assert {c.module for c in cases} == {"test_chain.py", "test_reference.py", "test_torch.py"}
+
+
+def test_build_cases_crosses_cells_and_hidden_sizes():
+    cases = build_cases(
+        ["packed", "reference", "torch-packed"], ["carry"], ["train", "train-notraining"], [4], "uniform", "cpu",
+        cells=["lstm", "stacked"], hidden=[16, 256],
+    )
+    assert {(c.cell, c.hidden) for c in cases} == {("lstm", 16), ("lstm", 256), ("stacked", 16), ("stacked", 256)}
+    # the flag can be left out only where there is one: chain's strategies
+    assert {c.strategy for c in cases if c.phase == "train-notraining"} == {"packed"}
+    assert len(cases) == 4 * (2 + 1 + 1)
+    assert "packed-carry-train-notraining-L4-uniform-cpu-lstm-H256" in {c.id for c in cases}
+    assert cases[0].sizes(Sizes(batch=3)) == Sizes(batch=3, hidden=16)
+    assert build_cases(["packed"], ["carry"], ["train"], [4], "uniform", "cpu")[0].cell == "gru"
 
 
 def test_sweep_round_trips_through_json():
@@ -70,3 +85,22 @@ def test_real_flops_by_hand():
     # 4 real steps * (2*2*6 + 2*2*1) + 2 runs * (2*2*6) = 4 * 28 + 2 * 24
     assert real_flops(sizes, steps, "forward") == 160.0
     assert real_flops(sizes, steps, "train") == 480.0
+    assert real_flops(sizes, steps, "train-notraining") == 480.0
+
+
+@pytest.mark.parametrize(
+    ("cell", "per_step", "per_run"),
+    [
+        ("gru", 2 * 2 * 6, 2 * 2 * 6),
+        ("lstm", 2 * 2 * 8, 2 * 2 * 8),  # 4 gates
+        ("rnn", 2 * 2 * 2, 2 * 2 * 2),  # 1 gate
+        ("functional", 2 * 2 * 2, 2 * 2 * 2),
+        ("stacked", 3 * 2 * 2 * 6, 2 * 2 * 6),  # layer 2's input and recurrent matmuls run per step
+    ],
+)
+def test_real_flops_per_cell(cell, per_step, per_run):
+    sizes = Sizes(hidden=2, output_size=1)
+    steps = np.array([[3, 0], [1, 0]])
+    head = 2 * 2 * 1
+    assert real_flops(sizes, steps, "forward", cell) == 4 * (per_step + head) + 2 * per_run
+    assert cell in CELLS
