@@ -183,7 +183,7 @@ def check(manifest: Any, path: Path) -> None:
     for record in truth["files"]:
         _require(isinstance(record, dict) and isinstance(record.get("sha256"), str)
                  and bool(_HEX64.match(record["sha256"])), path, "truth file without a sha256")  # fmt: skip
-    _check_parameters(truth.get("parameters"), path)
+    _check_parameters(truth.get("parameters"), spec, path)
 
 
 def _check_tiling(shards: list[dict[str, Any]], plan: Plan, path: Path) -> None:
@@ -205,8 +205,9 @@ def _is_count(value: Any) -> bool:
 def _check_counts(manifest: dict[str, Any], spec: Spec, shards: list[dict[str, Any]], path: Path) -> None:
     """``counts`` agrees with the shard records it summarises."""
     counts = manifest.get("counts")
-    _require(isinstance(counts, dict) and all(_is_count(counts.get(key)) for key in
-             ("samples", "timesteps", "real_steps", "shards")), path, "`counts` must hold four integers >= 0")  # fmt: skip
+    keys = ("samples", "timesteps", "real_steps", "shards")
+    _require(isinstance(counts, dict) and all(_is_count(counts.get(key)) for key in keys), path,
+             "`counts` must hold four integers >= 0")
     expected = {"samples": shards[-1]["stop"] - shards[0]["start"], "timesteps": spec.timesteps,
                 "real_steps": sum(record["real_steps"] for record in shards), "shards": len(shards)}  # fmt: skip
     for key, value in expected.items():
@@ -233,16 +234,24 @@ def _check_law(manifest: dict[str, Any], spec: Spec, path: Path) -> None:
              "`law.law` and `law.state` must be strings")
 
 
-def _check_parameters(parameters: Any, path: Path) -> None:
-    """``truth.parameters`` maps names to finite numbers or nested lists of them."""
+def _check_parameters(parameters: Any, spec: Spec, path: Path) -> None:
+    """``truth.parameters`` holds the law's closed-form parameters (none for the teacher, whose
+    weights are a file); they are cheap to recompute, so they must equal the recomputed ones."""
     _require(isinstance(parameters, dict), path, "`truth.parameters` must be an object")
+    arrays = {}
     for key, value in parameters.items():
         try:
-            array = np.asarray(value, dtype=np.float64)
+            arrays[key] = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError, OverflowError):
-            array = None
-        _require(array is not None and bool(np.isfinite(array).all()), path,
+            arrays[key] = None
+        _require(arrays[key] is not None and bool(np.isfinite(arrays[key]).all()), path,
                  f"`truth.parameters.{key}` must be a finite number or a nested list of them")
+    expected = {} if spec.task == "teacher" else _tasks.truth(spec)
+    _require(sorted(arrays) == sorted(expected), path,
+             f"`truth.parameters` must hold {sorted(expected)} for task {spec.task!r}; received {sorted(arrays)}")
+    for key, value in expected.items():
+        _require(arrays[key].shape == value.shape and np.allclose(arrays[key], value, rtol=1e-12, atol=0.0), path,
+                 f"`truth.parameters.{key}` differs from the law's {key} for these parameters")
 
 
 def _check_record(record: Any, path: Path) -> None:

@@ -257,6 +257,11 @@ def test_manifests_whose_shards_do_not_tile_or_whose_counts_disagree_are_refused
         (lambda m: m["truth"]["parameters"].update(tau="abc"), r"`truth.parameters.tau` must be a finite number"),
         (lambda m: m["truth"]["parameters"].update(tau=[[1], [2, 3]]), r"`truth.parameters.tau` must be a finite"),
         (lambda m: m["truth"]["parameters"].update(tau={"a": 1}), r"`truth.parameters.tau` must be a finite"),
+        (lambda m: m["truth"]["parameters"].update(tau=[1.0, 2.0, 3.0, 4.0]), r"`truth.parameters.tau` differs from "
+                                                                               r"the law's tau"),
+        (lambda m: m["truth"]["parameters"].update(tau=[1.0]), r"`truth.parameters.tau` differs from the law's"),
+        (lambda m: m["truth"]["parameters"].pop("rho"), r"`truth.parameters` must hold \['amplitude', 'rho', 'tau'\] "
+                                                        r"for task 'running'; received \['amplitude', 'tau'\]"),
         (lambda m: m["generator"].pop("version"), r"`generator.version` must be a string"),
     ],
 )  # fmt: skip
@@ -330,7 +335,8 @@ def test_a_full_disk_gives_one_line_naming_the_file_and_leaves_no_temporary(tmp_
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))\n"
             "from datagen.cli import main\n"
-            f"main(['make', '--out', {str(out)!r}, '--samples', '3000', '--task', 'running', '--workers', {workers!r}])")  # fmt: skip
+            f"main(['make', '--out', {str(out)!r}, '--samples', '3000', '--task', 'running',"
+            f" '--workers', {workers!r}])")  # fmt: skip
     process = python(code)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1, stderr
