@@ -40,7 +40,8 @@ def _created_directories(path: Path) -> list[Path]:
         for made in missing:
             with contextlib.suppress(OSError):
                 made.rmdir()
-        raise ParameterError("out", f"`out` cannot be created ({error.strerror or error}); received {str(path)!r}") from None
+        reason = error.strerror or error
+        raise ParameterError("out", f"`out` cannot be created ({reason}); received {str(path)!r}") from None
     return missing
 
 
@@ -49,7 +50,8 @@ def _acquire(path: Path, shared: bool, directory: Path) -> int:
     try:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as error:
-        raise ParameterError("out", f"`out` is not writable ({error.strerror or error}); received {str(directory)!r}") from None
+        reason = error.strerror or error
+        raise ParameterError("out", f"`out` is not writable ({reason}); received {str(directory)!r}") from None
     try:
         fcntl.flock(descriptor, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -58,7 +60,8 @@ def _acquire(path: Path, shared: bool, directory: Path) -> int:
                         "wait for it to finish or choose another --out") from None  # fmt: skip
     except OSError as error:
         os.close(descriptor)
-        raise ParameterError("out", f"`out` cannot be locked ({error.strerror or error}); received {str(directory)!r}") from None
+        reason = error.strerror or error
+        raise ParameterError("out", f"`out` cannot be locked ({reason}); received {str(directory)!r}") from None
     return descriptor
 
 

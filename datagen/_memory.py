@@ -23,7 +23,8 @@ _GIB = 2**30
 def mean_steps(spec: Spec) -> float:
     """Expected inner steps per outer step under the spec's length law (an upper estimate)."""
     longest = spec.longest_step
-    mean = {"fixed": float(longest), "zipf": min(float(longest), 1.6 * math.sqrt(longest))}.get(spec.lengths, longest / 2)
+    means = {"fixed": float(longest), "zipf": min(float(longest), 1.6 * math.sqrt(longest))}
+    mean = means.get(spec.lengths, longest / 2)
     return mean * (1.0 - spec.zero_fraction)
 
 
