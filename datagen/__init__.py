@@ -20,6 +20,7 @@ from ._params import ParameterError as ParameterError
 from ._read import read as read
 from ._read import split_range as split_range
 from ._tfdata import load as load
+from ._tfdata import windows_per_sample as windows_per_sample
 
 __version__ = GENERATOR_VERSION
 
@@ -38,4 +39,5 @@ __all__ = [
     "read",
     "split_range",
     "teacher_weights",
+    "windows_per_sample",
 ]

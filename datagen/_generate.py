@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _lengths, _rng, _tasks
+from . import _lengths, _memory, _rng, _tasks
 from ._params import Spec, validate_count
 
 X_LOW, X_HIGH = -1.0, 1.0
@@ -123,7 +123,8 @@ def generate(
         ``return_truth`` a dict ``truth`` of numpy arrays.
 
     Raises:
-        ValueError: a parameter is out of range; the message names it and the value received.
+        ValueError: a parameter is out of range, or the arrays asked for cannot fit in this
+            machine's memory (estimated up front); the message names it and the value received.
 
     >>> data = generate(8, task="running", seed=1)
     >>> data["x"].shape, data["y_values"].shape[0] == data["steps"].sum()
@@ -133,6 +134,8 @@ def generate(
                 zero_fraction, noise, seed, teacher_hidden)  # fmt: skip
     n_samples = validate_count("n_samples", n_samples, 1)
     start = validate_count("start", start, 0)
+    _memory.check_fits(spec, _rng.BLOCK)
+    _memory.check_fits(spec, _rng.BLOCK + 2 * n_samples, name="n_samples")
     # writable arrays of the caller's own, never views of the cached blocks
     data: dict[str, Any] = {key: np.array(value) for key, value in generate_spec(spec, start, n_samples).items()}
     if return_truth:

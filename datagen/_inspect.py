@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import _storage
 from ._params import ParameterError
 from ._read import read
 
@@ -61,20 +63,46 @@ def summary(directory: str | os.PathLike[str], verify: bool = False) -> str:
     return "\n".join(lines)
 
 
+def check_plot_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` must name a ``.png`` file in an existing, writable directory.
+
+    Raises:
+        ValueError (ParameterError ``plot``): another suffix, a missing or unwritable directory,
+            or an existing directory as the path.
+    """
+    target = Path(os.fspath(path))
+    if target.suffix.lower() != ".png":
+        raise ParameterError("plot", f"`plot` must be a path ending in .png; received {str(target)!r}")
+    if target.is_dir():
+        raise ParameterError("plot", f"`plot` must be a file, not a directory; received {str(target)!r}")
+    parent = target.parent
+    if not parent.is_dir():
+        raise ParameterError("plot", f"`plot` must be in an existing directory; received {str(target)!r}, "
+                                     f"and {str(parent)!r} is not one")  # fmt: skip
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ParameterError("plot", f"`plot` must be in a writable directory; received {str(target)!r}")
+    return target
+
+
 def plot(directory: str | os.PathLike[str], path: str | os.PathLike[str], sample: int = 0) -> Path:
     """Draws one sample's input and its ragged outputs to a PNG (matplotlib, Agg backend).
 
+    The PNG is written atomically: a failed plot leaves no file.
+
     Args:
         directory: the dataset directory.
-        path: the PNG to write.
+        path: the PNG to write, in an existing directory.
         sample: the sample's index.
 
     Returns:
         The PNG's path.
 
     Raises:
-        ValueError: ``sample`` is outside the dataset.
+        ValueError: ``sample`` is outside the dataset, or ``path`` fails :func:`check_plot_path`.
+        DatasetError: the dataset cannot be read, or the PNG cannot be written (a full disk
+            gives ``no space left while writing PATH``).
     """
+    target = check_plot_path(path)
     data = read(directory)
     n = len(data["x"])
     if not 0 <= sample < n:
@@ -89,9 +117,10 @@ def plot(directory: str | os.PathLike[str], path: str | os.PathLike[str], sample
     _draw_outputs(bottom, data, sample)
     figure.suptitle(f"{directory}: sample {sample}, task {data['manifest']['params']['task']}")
     figure.tight_layout()
-    target = Path(os.fspath(path))
-    figure.savefig(target, dpi=110)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=110)
     pyplot.close(figure)
+    _storage.atomic_write(target, image.getbuffer())
     return target
 
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import multiprocessing
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-
-from . import _manifest, _storage
+from . import _manifest, _memory, _pool, _rng, _storage
 from ._errors import DatasetError
 from ._generate import generate_spec, law_truth
+from ._lock import locked
 from ._manifest import Plan
 from ._params import ParameterError, Spec, validate_count
 from ._tasks import TEACHER_KEYS
@@ -38,8 +36,6 @@ def _check_out(out: Any) -> Path:
 
 def _check_fresh(out: Path, plan: Plan, overwrite: bool, resume: bool) -> None:
     """Refuses to write over an existing dataset unless asked to overwrite or resume."""
-    if overwrite and resume:
-        raise ParameterError("resume", "`resume` and `overwrite` exclude each other; received both")
     if overwrite or resume or not out.exists():
         return
     ours = [_manifest.MANIFEST, plan.manifest_name, _manifest.pending_name(plan.manifest_name)]
@@ -72,7 +68,7 @@ def _write_truth(spec: Spec, out: Path) -> list[dict[str, str]]:
     weights = law_truth(spec)
     data = _storage.encode_npz({key: weights[key] for key in TEACHER_KEYS})
     path = out / TEACHER_FILE
-    if not path.exists() or _storage.sha256(path.read_bytes()) != _storage.sha256(data):
+    if not path.is_file() or _storage.sha256(_storage.read_file(path)) != _storage.sha256(data):
         _storage.atomic_write(path, data)
     return [{"name": TEACHER_FILE, "sha256": _storage.sha256(data)}]
 
@@ -91,25 +87,9 @@ def _verified(out: Path, spec: Spec, plan: Plan) -> dict[int, dict[str, Any]]:
     good = {}
     for record in previous["shards"]:
         file = _storage.safe_path(out, record.get("file"), path)
-        if file.is_file() and _storage.sha256(file.read_bytes()) == record["sha256"]:
+        if file.is_file() and _storage.sha256(_storage.read_file(file)) == record["sha256"]:
             good[record["start"] // plan.shard_size] = record
     return good
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    """``fork`` is cheapest, but unsafe once TensorFlow's threads exist in this process."""
-    if "tensorflow" in sys.modules or "fork" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    return multiprocessing.get_context("fork")
-
-
-def _run_jobs(jobs: list[tuple[Spec, Plan, int, str]], workers: int) -> Iterator[dict[str, Any]]:
-    """Yields shard records as shards finish, in-process or across worker processes."""
-    if workers == 1 or len(jobs) == 1:
-        yield from map(_write_shard, jobs)
-        return
-    with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=_context()) as pool:
-        yield from pool.map(_write_shard, jobs, chunksize=1)
 
 
 @contextlib.contextmanager
@@ -132,7 +112,7 @@ def _generate_missing(out: Path, spec: Spec, plan: Plan, done: dict[int, dict[st
     with _progress(progress, len(plan.shards)) as bar:
         if bar is not None:
             bar.update(len(done))
-        for record in _run_jobs(jobs, workers):
+        for record in _pool.imap(_write_shard, jobs, workers):
             done[record["start"] // plan.shard_size] = record
             if bar is not None:
                 bar.update(1)
@@ -146,19 +126,23 @@ def make_dataset(out: Any, spec: Spec, plan: Plan, *, workers: int = 1, overwrit
                  resume: bool = False, progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """Writes the plan's shards, truth files and manifest; see :func:`datagen.make`."""
     workers = validate_count("workers", workers, 1)
+    if overwrite and resume:
+        raise ParameterError("resume", "`resume` and `overwrite` exclude each other; received both")
     path = _check_out(out)
-    _check_fresh(path, plan, overwrite, resume)
-    path.mkdir(parents=True, exist_ok=True)
-    if overwrite and plan.num_shards == 1:
-        _clear_stale(path, plan)
-    if resume:
-        _clear_temporaries(path)
-    done = _verified(path, spec, plan) if resume else {}
-    truth_files = _write_truth(spec, path)
-    _generate_missing(path, spec, plan, done, workers, progress, truth_files)
-    manifest = _manifest.build(spec, plan, [done[shard] for shard in plan.shards], truth_files)
-    _storage.atomic_write(path / plan.manifest_name, _manifest.dumps(manifest))
-    (path / _manifest.pending_name(plan.manifest_name)).unlink(missing_ok=True)
+    _memory.check_fits(spec, _rng.BLOCK + min(plan.shard_size, plan.n_samples), min(workers, len(plan.shards)))
+    slice_name = None if plan.num_shards == 1 else plan.manifest_name[len("manifest.") : -len(".json")]
+    with locked(path, slice_name):
+        _check_fresh(path, plan, overwrite, resume)
+        if overwrite and plan.num_shards == 1:
+            _clear_stale(path, plan)
+        if resume:
+            _clear_temporaries(path)
+        done = _verified(path, spec, plan) if resume else {}
+        truth_files = _write_truth(spec, path)
+        _generate_missing(path, spec, plan, done, workers, progress, truth_files)
+        manifest = _manifest.build(spec, plan, [done[shard] for shard in plan.shards], truth_files)
+        _storage.atomic_write(path / plan.manifest_name, _manifest.dumps(manifest))
+        (path / _manifest.pending_name(plan.manifest_name)).unlink(missing_ok=True)
     return manifest
 
 
@@ -234,18 +218,18 @@ def merge(*directories: Any, out: Any = None) -> dict[str, Any]:
     target = _check_out(sources[0] if out is None else out)
     found = _slice_manifests(sources)
     spec, plan = _check_complete(found)
-    target.mkdir(parents=True, exist_ok=True)
-    shards, truth_files = [], []
-    for index in sorted(found):
-        entry, manifest = found[index]
-        for record in manifest["shards"]:
-            _bring(entry.parent, target, record, entry)
-        shards += manifest["shards"]
-        truth_files = manifest["truth"]["files"]
-        for record in truth_files:
-            _bring(entry.parent, target, record, entry)
-    merged = _manifest.build(spec, plan, shards, truth_files)
-    _storage.atomic_write(target / _manifest.MANIFEST, _manifest.dumps(merged))
+    with locked(target):
+        shards, truth_files = [], []
+        for index in sorted(found):
+            entry, manifest = found[index]
+            for record in manifest["shards"]:
+                _bring(entry.parent, target, record, entry)
+            shards += manifest["shards"]
+            truth_files = manifest["truth"]["files"]
+            for record in truth_files:
+                _bring(entry.parent, target, record, entry)
+        merged = _manifest.build(spec, plan, shards, truth_files)
+        _storage.atomic_write(target / _manifest.MANIFEST, _manifest.dumps(merged))
     return merged
 
 

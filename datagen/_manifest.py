@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _lengths, _tasks
+from . import _lengths, _storage, _tasks
 from ._errors import DatasetError
 from ._params import FORMATS, GENERATOR_VERSION, ParameterError, Spec, validate_choice, validate_count
 
@@ -145,12 +145,7 @@ def load(path: Path) -> dict[str, Any]:
     Raises:
         DatasetError: the file is missing, too big, not JSON, or not a valid manifest.
     """
-    try:
-        if path.is_file() and path.stat().st_size > _MAX_MANIFEST_BYTES:
-            raise DatasetError(f"{path}: manifest larger than {_MAX_MANIFEST_BYTES} bytes")
-        data = path.read_bytes()
-    except OSError as error:
-        raise DatasetError(f"{path}: cannot read manifest ({error.strerror or error})") from None
+    data = _storage.read_file(path, _MAX_MANIFEST_BYTES, "manifest")
     try:
         manifest = json.loads(data)
     except (ValueError, RecursionError) as error:
@@ -170,7 +165,8 @@ def check(manifest: Any, path: Path) -> None:
     _require(manifest.get("format_version") == FORMAT_VERSION, path, f"format_version must be {FORMAT_VERSION}")
     generator = manifest.get("generator")
     _require(isinstance(generator, dict) and generator.get("name") == "datagen", path, "not made by datagen")
-    spec_and_plan(manifest, path)
+    _require(isinstance(generator.get("version"), str), path, "`generator.version` must be a string")
+    spec, plan = spec_and_plan(manifest, path)
     shards = manifest.get("shards")
     _require(isinstance(shards, list) and len(shards) > 0, path, "`shards` must be a non-empty list")
     for record in shards:
@@ -178,11 +174,84 @@ def check(manifest: Any, path: Path) -> None:
     starts = [record["start"] for record in shards]
     stops = [record["stop"] for record in shards]
     _require(starts[1:] == stops[:-1], path, "shard sample ranges are not contiguous")
+    _check_tiling(shards, plan, path)
+    _check_counts(manifest, spec, shards, path)
+    _check_slice(manifest["slice"], plan, path)
+    _check_law(manifest, spec, path)
     truth = manifest.get("truth")
     _require(isinstance(truth, dict) and isinstance(truth.get("files"), list), path, "`truth.files` must be a list")
     for record in truth["files"]:
         _require(isinstance(record, dict) and isinstance(record.get("sha256"), str)
                  and bool(_HEX64.match(record["sha256"])), path, "truth file without a sha256")  # fmt: skip
+    _check_parameters(truth.get("parameters"), spec, path)
+
+
+def _check_tiling(shards: list[dict[str, Any]], plan: Plan, path: Path) -> None:
+    """The shards are exactly the plan's, in order: their ranges tile the slice's samples once."""
+    expected = [plan.bounds(shard) for shard in plan.shards]
+    got = [(record["start"], record["stop"]) for record in shards]
+    if got != expected:
+        first, last = plan.bounds(plan.shards[0])[0], plan.bounds(plan.shards[-1])[1]
+        _require(False, path, f"shard ranges must tile [{first}, {last}) in {len(expected)} shard(s) of "
+                              f"{plan.shard_size} samples; received {len(got)} range(s) from {got[0]} to {got[-1]}")
+    names = [record.get("file") for record in shards]
+    _require(len(set(map(str, names))) == len(names), path, "a shard file is listed more than once")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_counts(manifest: dict[str, Any], spec: Spec, shards: list[dict[str, Any]], path: Path) -> None:
+    """``counts`` agrees with the shard records it summarises."""
+    counts = manifest.get("counts")
+    keys = ("samples", "timesteps", "real_steps", "shards")
+    _require(isinstance(counts, dict) and all(_is_count(counts.get(key)) for key in keys), path,
+             "`counts` must hold four integers >= 0")
+    expected = {"samples": shards[-1]["stop"] - shards[0]["start"], "timesteps": spec.timesteps,
+                "real_steps": sum(record["real_steps"] for record in shards), "shards": len(shards)}  # fmt: skip
+    for key, value in expected.items():
+        _require(counts[key] == value, path, f"`counts.{key}` is {counts[key]}, the shards give {value}")
+
+
+def _check_slice(layout: dict[str, Any], plan: Plan, path: Path) -> None:
+    expected = {"shards": [plan.shards.start, plan.shards.stop], "total_shards": plan.total_shards,
+                "total_samples": plan.n_samples}  # fmt: skip
+    for key, value in expected.items():
+        _require(layout.get(key) == value, path, f"`slice.{key}` must be {value}; received {layout.get(key)!r}")
+
+
+def _check_law(manifest: dict[str, Any], spec: Spec, path: Path) -> None:
+    """``noise_floor`` is ``noise ** 2``; ``law`` describes the task its parameters name."""
+    floor = manifest.get("noise_floor")
+    _require(isinstance(floor, (int, float)) and not isinstance(floor, bool) and math.isfinite(floor)
+             and math.isclose(floor, spec.noise**2, rel_tol=1e-9, abs_tol=0.0), path,
+             f"`noise_floor` must be noise ** 2 = {spec.noise**2!r}; received {floor!r}")  # fmt: skip
+    law = manifest.get("law")
+    _require(isinstance(law, dict) and law.get("task") == spec.task, path,
+             f"`law` must be an object whose task is {spec.task!r}")
+    _require(isinstance(law.get("law"), str) and isinstance(law.get("state", ""), str), path,
+             "`law.law` and `law.state` must be strings")
+
+
+def _check_parameters(parameters: Any, spec: Spec, path: Path) -> None:
+    """``truth.parameters`` holds the law's closed-form parameters (none for the teacher, whose
+    weights are a file); they are cheap to recompute, so they must equal the recomputed ones."""
+    _require(isinstance(parameters, dict), path, "`truth.parameters` must be an object")
+    arrays = {}
+    for key, value in parameters.items():
+        try:
+            arrays[key] = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            arrays[key] = None
+        _require(arrays[key] is not None and bool(np.isfinite(arrays[key]).all()), path,
+                 f"`truth.parameters.{key}` must be a finite number or a nested list of them")
+    expected = {} if spec.task == "teacher" else _tasks.truth(spec)
+    _require(sorted(arrays) == sorted(expected), path,
+             f"`truth.parameters` must hold {sorted(expected)} for task {spec.task!r}; received {sorted(arrays)}")
+    for key, value in expected.items():
+        _require(arrays[key].shape == value.shape and np.allclose(arrays[key], value, rtol=1e-12, atol=0.0), path,
+                 f"`truth.parameters.{key}` differs from the law's {key} for these parameters")
 
 
 def _check_record(record: Any, path: Path) -> None:

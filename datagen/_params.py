@@ -19,6 +19,12 @@ LENGTHS: tuple[str, ...] = ("fixed", "uniform", "poisson", "geometric", "zipf", 
 FORMATS: tuple[str, ...] = ("npz", "tfrecord")
 """Shard file formats."""
 
+MAX_LONGEST_STEP = 2**31 - 1
+"""``steps`` are int32."""
+
+MAX_NOISE = 1e18
+"""So that the noisy targets and the noise floor ``noise ** 2`` stay finite in float32."""
+
 
 class ParameterError(ValueError):
     """An invalid parameter value.
@@ -101,10 +107,10 @@ def _validate_spec(spec: Spec) -> None:
         "timesteps": _integer("timesteps", spec.timesteps, 1),
         "input_size": _integer("input_size", spec.input_size, 1),
         "output_size": _integer("output_size", spec.output_size, 1),
-        "longest_step": _integer("longest_step", spec.longest_step, 1),
+        "longest_step": _integer("longest_step", spec.longest_step, 1, MAX_LONGEST_STEP),
         "lengths": _choice("lengths", spec.lengths, LENGTHS),
         "zero_fraction": _real("zero_fraction", spec.zero_fraction, 0.0, 1.0),
-        "noise": _real("noise", spec.noise, 0.0, math.inf),
+        "noise": _real("noise", spec.noise, 0.0, MAX_NOISE),
         "seed": _integer("seed", spec.seed, 0, 2**63 - 1),
         "teacher_hidden": _integer("teacher_hidden", spec.teacher_hidden, 1),
     }

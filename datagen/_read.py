@@ -22,6 +22,8 @@ def manifest_path(directory: Path) -> Path:
     path = directory / _manifest.MANIFEST
     if path.is_file():
         return path
+    if path.exists():
+        raise DatasetError(f"{path}: not a regular file; a manifest must be one")
     if not directory.is_dir():
         raise DatasetError(f"{directory}: no such dataset directory")
     parts = sorted(entry.name for entry in directory.iterdir() if _manifest.parse_slice_name(entry.name))

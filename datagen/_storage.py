@@ -10,10 +10,12 @@ arrays with fixed timestamps (byte-identical for identical content); ``tfrecord`
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import re
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import _tfrecord
-from ._atomic import atomic_write as atomic_write
+from . import _atomic
 from ._errors import DatasetError
 
 SHARD_KEYS = ("x", "steps", "y_values", "y_clean_values", "row_lengths")
@@ -95,16 +97,26 @@ def decode_shard(data: bytes, file_format: str, name: str, sizes: tuple[int, int
     timesteps, input_size, output_size = sizes
     samples = [_tfrecord.decode_example(record, name) for record in _tfrecord.unframe(data, name)]
     try:
-        steps = np.stack([sample["steps"] for sample in samples]).astype(np.int32).reshape(-1, timesteps)
+        steps = _int32_steps(np.stack([sample["steps"] for sample in samples]), name).reshape(-1, timesteps)
         arrays = {
             "x": np.stack([sample["x"] for sample in samples]).reshape(-1, timesteps, input_size),
             "steps": steps,
             "y_values": np.concatenate([s["y_values"] for s in samples]).reshape(-1, output_size),
             "y_clean_values": np.concatenate([s["y_clean_values"] for s in samples]).reshape(-1, output_size),
         }
+    except DatasetError:
+        raise
     except (KeyError, ValueError) as error:
         raise DatasetError(f"{name}: records do not match the manifest's sizes ({error})") from None
     return {**arrays, "row_lengths": steps.reshape(-1).astype(np.int64)}
+
+
+def _int32_steps(steps: np.ndarray, name: str) -> np.ndarray:
+    """``steps`` as int32, refusing values a cast would wrap (2**32 + 3 must not read as 3)."""
+    if steps.size and (steps.min() < 0 or steps.max() > np.iinfo(np.int32).max):
+        raise DatasetError(f"{name}: `steps` holds {int(steps.min()) if steps.min() < 0 else int(steps.max())}, "
+                           f"outside [0, {np.iinfo(np.int32).max}]")  # fmt: skip
+    return steps.astype(np.int32)
 
 
 def _decode_npz(data: bytes, name: str) -> dict[str, np.ndarray]:
@@ -144,9 +156,55 @@ def safe_path(root: Path, name: Any, manifest: Path) -> Path:
     return path
 
 
-def read_file(path: Path) -> bytes:
-    """Reads a dataset file, turning a missing or unreadable file into a DatasetError."""
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def read_file(path: Path, max_bytes: int | None = None, what: str = "") -> bytes:
+    """Reads a regular dataset file, turning a missing, unreadable or special file into a DatasetError.
+
+    The file is opened without blocking and checked to be a regular file before any read, so a
+    FIFO or device named in a manifest is refused instead of hanging or reading forever.
+
+    Args:
+        path: the file.
+        max_bytes: refuse a file larger than this.
+        what: the kind of file for messages, e.g. ``"manifest"``.
+
+    Raises:
+        DatasetError: the file is missing, not a regular file, larger than ``max_bytes`` or unreadable.
+    """
+    kind = f" {what}" if what else ""
     try:
-        return path.read_bytes()
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as error:
-        raise DatasetError(f"{path}: cannot read ({error.strerror or error})") from None
+        raise DatasetError(f"{path}: cannot read{kind} ({error.strerror or error})") from None
+    try:
+        info = os.fstat(descriptor)
+        if stat.S_ISDIR(info.st_mode):
+            raise DatasetError(f"{path}: cannot read{kind} (Is a directory)")
+        if not stat.S_ISREG(info.st_mode):
+            raise DatasetError(f"{path}: not a regular file; a{kind or ' dataset file'} must be one")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise DatasetError(f"{path}:{kind} larger than {max_bytes} bytes")
+        with os.fdopen(os.dup(descriptor), "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read{kind} ({error.strerror or error})") from None
+    finally:
+        os.close(descriptor)
+
+
+def atomic_write(path: Path, data: bytes | memoryview | str) -> None:
+    """Writes ``data`` to ``path`` atomically (:func:`datagen._atomic.atomic_write`), in one-line errors.
+
+    Raises:
+        DatasetError: ``no space left while writing PATH`` on a full disk, quota or file size
+            limit (the temporary file is removed, the target left as it was); ``cannot write
+            PATH (reason)`` on any other failure.
+    """
+    try:
+        _atomic.atomic_write(path, data)
+    except OSError as error:
+        if error.errno in _FULL:
+            raise DatasetError(f"no space left while writing {path}") from None
+        raise DatasetError(f"cannot write {path} ({error.strerror or error})") from None

@@ -158,12 +158,15 @@ def unframe(data: bytes, name: str) -> list[bytes]:
 
 
 def _read_varint(data: bytes, offset: int, name: str) -> tuple[int, int]:
+    """An unsigned varint of at most 64 bits (protobuf's limit) and the offset after it."""
     value, shift = 0, 0
     while offset < len(data) and shift < 64:
         byte = data[offset]
         value |= (byte & 0x7F) << shift
         offset += 1
         if not byte & 0x80:
+            if value >> 64:
+                raise DatasetError(f"{name}: protobuf varint overflows 64 bits")
             return value, offset
         shift += 7
     raise DatasetError(f"{name}: malformed protobuf varint")
@@ -197,7 +200,7 @@ def _decode_feature(payload: bytes, name: str) -> np.ndarray:
     values, offset = [], 0
     while offset < len(packed):
         value, offset = _read_varint(packed, offset, name)
-        values.append(value)
+        values.append(value - (1 << 64) if value >> 63 else value)  # int64 is two's complement on the wire
     return np.array(values, dtype=np.int64)
 
 

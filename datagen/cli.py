@@ -10,7 +10,8 @@ from . import _api, _inspect, _make
 from ._errors import DatasetError
 from ._params import FORMATS, LENGTHS, TASKS, ParameterError
 
-_OPTION_OF = {"n_samples": "--samples", "directories": "DIRS"}
+_OPTION_OF = {"n_samples": "--samples", "directories": "DIRS",
+              "sizes": "--timesteps/--input-size/--output-size/--longest-step/--teacher-hidden"}  # fmt: skip
 
 
 def _run(action: Callable[[], Any]) -> Any:
@@ -56,6 +57,11 @@ def make(file_format: str, **options: Any) -> None:
     The same parameters and seed give the same content for any --workers, --shard-size or
     slicing. With --num-shards K --shard-index i, each of K jobs makes one contiguous slice of
     the shards and its own manifest.slice-i-of-K.json; `datagen merge` then joins them.
+
+    A run holds --out locked until it ends (the K slices of one dataset may run at once). Exit
+    status: 0 done; 2 a bad option, sizes that cannot fit in memory, or an --out that cannot be
+    written, with nothing written; 1 another run is writing --out (nothing written), a disk
+    is full ("no space left while writing FILE"; finish with --resume) or a stored file is bad.
     """
     manifest = _run(lambda: _api.make(**options, format=file_format, progress=True))
     counts = manifest["counts"]
@@ -69,7 +75,13 @@ def make(file_format: str, **options: Any) -> None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Draw one sample to this PNG.")
 @click.option("--sample", type=int, default=0, show_default=True, help="The sample --plot draws.")
 def inspect(directory: str, verify: bool, plot_path: str | None, sample: int) -> None:
-    """Print a dataset's counts, length histogram, padding ratio and noise floor."""
+    """Print a dataset's counts, length histogram, padding ratio and noise floor.
+
+    Exit status: 0 done; 2 a bad option (--plot must end in .png, in an existing directory);
+    1 the dataset is missing, corrupt or hostile (the message names the file).
+    """
+    if plot_path is not None:
+        _run(lambda: _inspect.check_plot_path(plot_path))
     click.echo(_run(lambda: _inspect.summary(directory, verify)))
     if plot_path is not None:
         _run(lambda: _inspect.plot(directory, plot_path, sample))
@@ -88,3 +100,7 @@ def merge(directories: tuple[str, ...], out: str | None) -> None:
     manifest = _run(lambda: _make.merge(*directories, out=out))
     click.echo(f"merged {manifest['counts']['shards']} shards ({manifest['counts']['samples']} samples) "
                f"into {out or directories[0]}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -44,7 +44,7 @@ def test_make_options_map_onto_the_api(tmp_path):
         (["--samples", "-5"], "Invalid value for '--samples': `n_samples` must be >= 1; received -5"),
         (["--timesteps", "-1"], "Invalid value for '--timesteps': `timesteps` must be >= 1; received -1"),
         (["--input-size", "0"], "Invalid value for '--input-size': `input_size` must be >= 1; received 0"),
-        (["--longest-step", "0"], "Invalid value for '--longest-step': `longest_step` must be >= 1; received 0"),
+        (["--longest-step", "0"], "Invalid value for '--longest-step': `longest_step` must be in [1, 2147483647]; received 0"),
         (["--task", "nope"], "Invalid value for '--task': `task` must be one of echo, running, bursts, teacher; "
                              "received 'nope'"),  # fmt: skip
         (["--lengths", "gauss"], "Invalid value for '--lengths': `lengths` must be one of"),
@@ -53,7 +53,7 @@ def test_make_options_map_onto_the_api(tmp_path):
         (["--zero-fraction", "1.5"], "Invalid value for '--zero-fraction': `zero_fraction` must be in [0.0, 1.0]; "
                                      "received 1.5"),  # fmt: skip
         (["--zero-fraction", "-0.1"], "`zero_fraction` must be in [0.0, 1.0]; received -0.1"),
-        (["--noise", "-1"], "Invalid value for '--noise': `noise` must be finite and >= 0.0; received -1.0"),
+        (["--noise", "-1"], "Invalid value for '--noise': `noise` must be in [0.0, 1e+18]; received -1.0"),
         (["--seed", "-2"], "Invalid value for '--seed': `seed` must be in"),
         (["--teacher-hidden", "0"], "Invalid value for '--teacher-hidden': `teacher_hidden` must be >= 1"),
         (["--format", "csv"], "Invalid value for '--format': `format` must be one of npz, tfrecord; received 'csv'"),
