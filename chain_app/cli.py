@@ -53,6 +53,19 @@ def _check_out(run_dir: Path, resume: bool, overwrite: bool) -> None:
         raise click.BadParameter(str(error), param_hint="'--out'") from None
 
 
+def _check_window(data_dir: Path, window: int) -> None:
+    """`--window` at most the dataset's T (read from its manifest alone), else exit 2."""
+    import datagen
+
+    try:
+        timesteps = datagen.info(data_dir)["timesteps"]
+    except datagen.DatasetError:
+        return  # the run reports the dataset's problem itself
+    if window > timesteps:
+        raise click.BadParameter(f"must be at most T = {timesteps}, the dataset's outer steps; received {window}",
+                                 param_hint="'--window'")  # fmt: skip
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def main() -> None:
     """Train and score chained models on datagen datasets."""
@@ -80,6 +93,9 @@ def main() -> None:
               help="A separate held-out dataset; default: the last 10% of DATA_DIR by index.")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True, callback=_checked("seed"),
               help="Seeds weights and per-epoch shuffles, in [0, 2**31 - 1].")
+@click.option("--window", type=int, default=None, callback=_checked("window"),
+              help="Train on consecutive windows of W outer steps per sample, in order, with the state "
+                   "carried and reset per sample (truncated backpropagation through time).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace the run in --out (only a run's own files are removed).")
 def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overwrite: bool, **options: Any) -> None:
@@ -101,6 +117,8 @@ def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overw
     if resume and overwrite:
         raise click.UsageError("use one of --resume and --overwrite, not both")
     _check_out(run_dir, resume, overwrite)
+    if options["window"] is not None:
+        _check_window(data_dir, options["window"])
     from .fit import fit_run, tensorboard_available
 
     logs = tensorboard_available()

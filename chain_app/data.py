@@ -31,7 +31,7 @@ def describe(directory: Path, split: str | None, fraction: float) -> dict[str, A
         ValueError: the split is empty.
     """
     facts = datagen.info(directory, split=split, heldout_fraction=fraction)
-    keys = ("input_size", "output_size", "longest_step", "noise_floor", "samples", "task")
+    keys = ("input_size", "output_size", "longest_step", "noise_floor", "samples", "task", "timesteps")
     return {key: facts[key] for key in keys}
 
 
@@ -91,3 +91,34 @@ def epoch_batches(data: dict[str, Any], batch_size: int, seed: int, first: int,
 
     epochs = tf.data.Dataset.range(first, last).flat_map(one_epoch)
     return epochs.map(gather).prefetch(tf.data.AUTOTUNE), math.ceil(n / batch_size)
+
+
+def window_batches(data: dict[str, Any], batch_size: int, seed: int, first: int, last: int,
+                   window: int) -> tuple[tf.data.Dataset, int, int]:  # fmt: skip
+    """`epoch_batches` cut into windows: each full batch of samples, then its windows in order.
+
+    Batch `i` of an epoch yields `ceil(T / window)` consecutive elements `((x, steps), y)` of
+    `window` outer steps (the last may be shorter), batch slot `b` holding the same sample in
+    each. Only full batches are made, since a stateful chain keeps a state per batch slot.
+
+    Returns:
+        `(dataset, elements per epoch, windows per batch)`.
+    """
+    (x, steps), y = _tensors(data)
+    n, big_t = int(data["x"].shape[0]), int(data["x"].shape[1])
+    per_batch = math.ceil(big_t / window)
+
+    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([seed, epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+
+    def windows(index: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.Dataset.range(per_batch).map(lambda w: cut(index, tf.cast(w, tf.int32)))
+
+    def cut(index, w):
+        start, stop = w * window, tf.minimum((w + 1) * window, big_t)
+        y_b = tf.gather(y, index)
+        return (tf.gather(x, index)[:, start:stop], tf.gather(steps, index)[:, start:stop]), y_b[:, start:stop]
+
+    epochs = tf.data.Dataset.range(first, last).flat_map(one_epoch).flat_map(windows)
+    return epochs.prefetch(tf.data.AUTOTUNE), (n // batch_size) * per_batch, per_batch

@@ -42,8 +42,9 @@ def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int)
         max_steps=info["longest_step"],
         predict_lengths=options.predict_lengths,
         stop="token" if options.stop_token else None,
+        stateful=options.window is not None,
     )
-    net.build((None, None, info["input_size"]))
+    net.build((options.batch_size if options.window else None, None, info["input_size"]))
     schedule = keras.optimizers.schedules.CosineDecay(
         options.lr, decay_steps=max(1, options.epochs * steps_per_epoch), alpha=0.01
     )
@@ -52,6 +53,38 @@ def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int)
                 metrics=[chain.NoiseFloorRatio(floor)] if floor > 0 else [])  # fmt: skip
     net.optimizer.build(net.trainable_variables)  # so that the epoch-0 checkpoint holds its slots
     return net
+
+
+def check_window_fits(window: int, batch_size: int, info: dict[str, Any]) -> None:
+    """Raises a ValueError when windows of `window` steps and full batches cannot be made."""
+    if window > info["timesteps"]:
+        raise ValueError(f"`window` must be at most T = {info['timesteps']}, the dataset's outer steps; "
+                         f"received {window}")  # fmt: skip
+    if info["samples"] < batch_size:
+        raise ValueError(f"`window` needs full batches: `batch_size` must be at most the {info['samples']} "
+                         f"training samples; received {batch_size}")  # fmt: skip
+
+
+class WindowStates(keras.callbacks.Callback):
+    """Windowed training: resets the chain's states at each sample's first window.
+
+    Held-out data is scored on whole sequences with the states set aside: in one call the state
+    crosses every window edge, which is what windows with the state carried compute.
+    """
+
+    def __init__(self, per_batch: int) -> None:
+        super().__init__()
+        self.per_batch = per_batch
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if batch % self.per_batch == 0:
+            self.model.reset_states()
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.model.stateful = False
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.model.stateful = True
 
 
 def tensorboard_available() -> bool:
@@ -211,7 +244,12 @@ def _fresh(data_dir: Path, heldout: Path | None, options: FitOptions) -> tuple[c
     """A new model and state; nothing is written yet."""
     state = runs.new_state(options, data_dir, heldout)
     _describe_sources(state)
-    net = build_chain(state["train_info"], options, math.ceil(state["train_info"]["samples"] / options.batch_size))
+    info = state["train_info"]
+    per_epoch = math.ceil(info["samples"] / options.batch_size)
+    if options.window:
+        check_window_fits(options.window, options.batch_size, info)
+        per_epoch = info["samples"] // options.batch_size * math.ceil(info["timesteps"] / options.window)
+    net = build_chain(info, options, per_epoch)
     _check_sources(net, state)
     return net, state
 
@@ -233,9 +271,14 @@ def _train(net: chain.Chain, run_dir: Path, state: dict[str, Any], train: dict[s
     """Runs the remaining epochs in one `fit`; raises TrainingDiverged at a bad epoch."""
     opts = runs.options_of(state)
     first = state["epochs_done"]
-    batches, per_epoch = data.epoch_batches(train, opts.batch_size, opts.seed, first, opts.epochs)
     guard = _NanGuard()
     callbacks = [guard, _HeldoutRatio(state["heldout_info"]["noise_floor"]), _Checkpoint(run_dir, state, guard)]
+    if opts.window:
+        batches, per_epoch, per_batch = data.window_batches(train, opts.batch_size, opts.seed, first, opts.epochs,
+                                                            opts.window)  # fmt: skip
+        callbacks.insert(0, WindowStates(per_batch))
+    else:
+        batches, per_epoch = data.epoch_batches(train, opts.batch_size, opts.seed, first, opts.epochs)
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / runs.TENSORBOARD_DIR), write_graph=False))
     net.fit(batches, validation_data=held, epochs=opts.epochs, initial_epoch=first,

@@ -57,6 +57,11 @@ def check_fraction(value: Any) -> float:
     return float(value)
 
 
+def check_window(value: Any) -> int | None:
+    """Outer steps per window for truncated backpropagation through time, or None (no windows)."""
+    return None if value is None else check_int("window", value, 1, INT32_MAX)
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise OptionError(name, f"one of {', '.join(choices)}", value)
@@ -80,6 +85,7 @@ CHECKS = {
     "strategy": lambda value: check_choice("strategy", value, STRATEGIES),
     "predict_lengths": lambda value: check_flag("predict_lengths", value),
     "stop_token": lambda value: check_flag("stop_token", value),
+    "window": check_window,
 }
 
 
@@ -98,6 +104,9 @@ class FitOptions:
         stop_token: add a stop head instead.
         seed: seeds the weights and the per-epoch shuffles, in [0, 2**31 - 1].
         heldout_fraction: share of the dataset held out when no separate held-out set is given.
+        window: train on consecutive windows of this many outer steps, each sample's in order,
+            with the state carried (a stateful chain) and reset per sample: truncated
+            backpropagation through time. None trains on whole sequences. At most T.
 
     Raises:
         ValueError: an option is out of range or of the wrong type (the message names it), or
@@ -117,6 +126,7 @@ class FitOptions:
     stop_token: bool = False
     seed: int = 0
     heldout_fraction: float = 0.1
+    window: int | None = None
 
     def __post_init__(self) -> None:
         for name, check in CHECKS.items():

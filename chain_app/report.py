@@ -24,15 +24,20 @@ def score(net: Any, batches: tf.data.Dataset, info: dict[str, Any]) -> dict[str,
         with the reason), and `length_accuracy` (exact match of predicted and true `steps` per
         `(b, t)`) when the model predicts lengths.
     """
-    logs = net.evaluate(batches, return_dict=True, verbose=0)
+    kept, net.stateful = net.stateful, False  # whole sequences: the state crosses every window edge
+    try:
+        logs = net.evaluate(batches, return_dict=True, verbose=0)
+        lengths = length_accuracy(net, batches) if net.predict_lengths or net.stop else None
+    finally:
+        net.stateful = kept
     mse, floor = float(logs["masked_mse"]), info["noise_floor"]
     result: dict[str, Any] = {"mse": mse, "noise_floor": floor, "samples": info["samples"]}
     if floor > 0:
         result["mse_over_noise_floor"] = mse / floor
     else:
         result["mse_over_noise_floor_omitted"] = NO_RATIO
-    if net.predict_lengths or net.stop:
-        result["length_accuracy"] = length_accuracy(net, batches)
+    if lengths is not None:
+        result["length_accuracy"] = lengths
     return result
 
 

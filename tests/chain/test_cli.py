@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import json
 import shutil
 
@@ -335,3 +336,41 @@ def test_fit_without_tensorboard_says_which_package(datasets, copy_of, tmp_path,
     with pytest.raises(ModuleNotFoundError, match="tensorboard=True needs the tensorboard package"):
         fit_run(datasets["a"], tmp_path / "other", FitOptions(epochs=1), tensorboard=True)
     assert not (tmp_path / "other").exists()
+
+
+# ----------------------------------------------------------------------------- --window
+
+
+@pytest.mark.parametrize("value, match", [("0", r"\[1, 2147483647\]"), ("-3", r"\[1, 2147483647\]"), ("x", "is not a valid integer")])
+def test_window_must_be_a_positive_integer(tmp_path, value, match):
+    result = CliRunner().invoke(main, ["fit", str(tmp_path / "missing"), "--out", str(tmp_path / "run"), "--window", value])
+    assert result.exit_code == 2
+    assert "--window" in result.output and re.search(match, result.output)
+    assert not (tmp_path / "run").exists()
+
+
+def test_window_larger_than_t_is_refused_before_anything_is_written(tmp_path):
+    import datagen
+
+    datagen.make(tmp_path / "data", n_samples=40, timesteps=6)
+    result = CliRunner().invoke(main, ["fit", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--window", "7"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--window': must be at most T = 6, the dataset's outer steps; received 7" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_fit_in_windows_trains_a_stateful_chain_and_reports(tmp_path):
+    import datagen
+    from chain_app import fit as app_fit
+
+    datagen.make(tmp_path / "data", task="running", n_samples=80, timesteps=6)
+    report = app_fit.fit_run(tmp_path / "data", tmp_path / "run",
+                             app_fit.FitOptions(window=4, epochs=1, batch_size=16, hidden=8), verbose=0)  # fmt: skip
+    assert report["epochs"] == 1 and report["options"]["window"] == 4
+    assert report["heldout_mse"] > 0
+    net, state = app_fit.runs.load_run(tmp_path / "run")
+    assert net.stateful and state["history"][0]["epoch"] == 1
+    with pytest.raises(ValueError, match=r"`window` must be at most T = 6, the dataset's outer steps; received 9"):
+        app_fit.fit_run(tmp_path / "data", tmp_path / "run2", app_fit.FitOptions(window=9))
+    with pytest.raises(ValueError, match=r"`batch_size` must be at most the 72 training samples; received 100"):
+        app_fit.fit_run(tmp_path / "data", tmp_path / "run3", app_fit.FitOptions(window=2, batch_size=100))
