@@ -272,7 +272,7 @@ class StackKernel:
         for i, k in enumerate(self.layers):
             p = per_params[i]
             if i > 0:
-                x = tf.matmul(out, p[0]) + (p[1] if k.cell.use_bias else 0.0)
+                x = tf.matmul(outs[-1], p[0]) + (p[1] if k.cell.use_bias else 0.0)
                 p = p[1 + int(k.cell.use_bias):]
             out, new, rec = k.forward(x, per_states[i], p)
             new_all += new

@@ -59,7 +59,8 @@ def _longest(lengths: tf.Tensor, axis=None) -> tf.Tensor:
     """The largest of `lengths` (0 when empty), along `axis` if given."""
     if axis is None:
         return tf.reduce_max(tf.concat([tf.reshape(lengths, [-1]), [0]], 0))
-    return tf.reduce_max(tf.concat([lengths, tf.zeros_like(lengths[:1])], 0), axis=0)
+    zeros = tf.zeros(tf.stack([1, tf.shape(lengths)[1]]), lengths.dtype)  # also for an empty batch
+    return tf.reduce_max(tf.concat([lengths, zeros], 0), axis=0)
 
 
 # ----------------------------------------------------------------------------- loop (reference)
