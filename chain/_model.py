@@ -342,6 +342,10 @@ class Chain(keras.Model):
         ir_rows = tf.reshape(ir, [-1, ir.shape[-1]])
         adapter = self.step_adapter()
         init = self.initial_states(ir_rows, tf.shape(steps)[0], adapter, initial_state)
+        if 0 in tuple(steps.shape):  # known to be empty: nothing to trace (Keras cells refuse 0 rows)
+            width = head.units if head is not None else adapter.output_size
+            flat = tf.zeros([0, width], ir.dtype)
+            return (flat, init if self.state == "carry" else []) if final else flat
         run = STRATEGIES[self.resolved_strategy()]
         flat, finals = run(adapter, adapter.project(ir_rows), steps, init, self.state == "carry", training,
                            head, final=final, differentiable=differentiable)  # fmt: skip
