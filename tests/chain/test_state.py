@@ -309,3 +309,12 @@ def test_generation_streams_one_outer_step_at_a_time(lengths):
     np.testing.assert_array_equal(streamed.row_lengths(axis=2).numpy(), whole.row_lengths(axis=2).numpy())
     assert int(tf.reduce_sum(whole.row_lengths(axis=2))) > 0
     np.testing.assert_allclose(streamed.flat_values.numpy(), whole.flat_values.numpy(), atol=ATOL)
+
+
+def test_summary_shows_the_shapes_of_the_first_call():
+    net = Chain(keras.layers.GRU(16, return_sequences=True), keras.layers.GRUCell(16), output_size=4)
+    net(np.zeros((2, 3, 8), "float32"), [1, 2, 0])
+    lines = []
+    net.summary(print_fn=lambda line, **_: lines.append(line))
+    text = "\n".join(lines)
+    assert "(2, 3, 16)" in text and "(1, 1, 16)" not in text
