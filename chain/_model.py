@@ -46,7 +46,9 @@ class Chain(keras.Model):
         max_steps: the largest allowed value of `steps`; None means no cap.
         compiled: when called eagerly, run the strategy as a graph function (traced once for any
             batch, T and steps). False runs it op by op, the way the reference answer ran.
-        fused: let the packed strategy use the fused fast path for standard Keras cells.
+        fused: `"auto"` runs standard cells on their kernel (hand-written backward step) under
+            `packed`; True does the same or raises a ValueError naming the cell that has none;
+            False calls model B as it is. `fast_path` says which runs and why.
         predict_lengths: add a length head, a Dense layer over `IR` `(batch, T, ir_size)` with
             `max_steps + 1` logits, trained on `steps` with cross-entropy next to the output
             loss; `generate(x)` then runs at its predicted lengths. Needs `max_steps`.
@@ -54,14 +56,21 @@ class Chain(keras.Model):
             last step") and an empty head on `IR` ("no step at this t"), trained with binary
             cross-entropy from `steps`; `generate(x)` then runs each `(b, t)` until it stops or
             reaches `max_steps`. Needs `max_steps`. None (default) adds nothing.
+        stateful: keep model A's and (carry mode) model B's final states between calls, like
+            `keras.layers.GRU(stateful=True)`; the batch size is fixed by the first call, and
+            `reset_states()` sets them to zeros.
 
     Call args:
         x: `(batch, T, input_size)` floats, or a tuple `(x, steps)` as `fit` passes it.
-        steps: `(batch, T)` integers in `[0, max_steps]`, or `(T,)` shared by the batch.
+        steps: `(batch, T)` integers in `[0, max_steps]`, or `(T,)` shared by the batch (a
+            rank-1 `steps` is always `(T,)`).
+        initial_state: `{"model_a": [...], "model_b": [...]}` of `(batch, s)` tensors (either key
+            may be left out; a list stands for model B's), as `return_state` gives them.
+        return_state: also return the final states, without gradient (a window edge).
 
     Returns:
         RaggedTensor of shape `(batch, T, None, output_size)` with ragged_rank 2 and row lengths
-        equal to `steps`.
+        equal to `steps`; with `return_state`, `(output, {"model_a": [...], "model_b": [...]})`.
 
     >>> import keras, numpy as np
     >>> net = Chain(keras.layers.GRU(8, return_sequences=True), keras.layers.GRUCell(8),
