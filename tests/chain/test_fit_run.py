@@ -173,7 +173,7 @@ def damaged(finished, tmp_path):
         ({"history": "none"}, "`history` must be a list of 2 rows"),
         ({"options": [1]}, r"`options` must be an object; received \[1\]"),
         ({"options": {"lr": "fast"}}, "state.json: `lr` must be a finite number > 0"),
-        ({"options": {"window": 3}}, r"`options` has unknown keys \['window'\]"),
+        ({"options": {"depth": 3}}, r"`options` has unknown keys \['depth'\]"),
         ({"data_dir": 7}, "`data_dir` must be a string; received 7"),
         ({"model_sha256": 1}, "`model_sha256` must be a string; received 1"),
     ],
