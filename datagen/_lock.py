@@ -82,7 +82,9 @@ def locked(directory: Path, slice_name: str | None = None) -> Iterator[Path]:
         ValueError: the directory cannot be created or written (``out``).
 
     On failure, directories this call created are removed again if they are empty but for the
-    lock files, so a refused or failed run into a new directory leaves nothing behind.
+    lock files, so a failed run into a new directory leaves nothing behind. A run refused because
+    another holds the lock removes nothing: both may have seen the directory missing, and it is
+    the holder's.
     """
     created = _created_directories(directory)
     names = [LOCK] + ([f".datagen.{slice_name}.lock"] if slice_name else [])
@@ -91,6 +93,8 @@ def locked(directory: Path, slice_name: str | None = None) -> Iterator[Path]:
         for index, name in enumerate(names):
             descriptors.append(_acquire(directory / name, slice_name is not None and index == 0, directory))
         yield directory
+    except BusyError:
+        raise  # the directory is the other run's: leave it and its lock file alone
     except BaseException:
         if created:
             _remove_if_only_locks(created, names)

@@ -74,7 +74,7 @@ def test_a_bad_noise_floor_names_the_field(small_npz, tmp_path, value):
     else:
         manifest["noise_floor"] = value
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(datagen.DatasetError, match="`noise_floor` must be a finite number >= 0; received"):
+    with pytest.raises(datagen.DatasetError, match="`noise_floor` must be"):
         datagen.info(copy)
 
 
