@@ -286,13 +286,8 @@ class Chain(keras.Model):
         key = (training, differentiable, has_a, head, final)
         fn = self._graphs.fns.get(key)
         if fn is None:
-            dtype = self.compute_dtype
-            signature = [
-                tf.TensorSpec([None, None, self.input_size], dtype, name="x"),
-                tf.TensorSpec([None, None], tf.int32, name="steps"),
-                [tf.TensorSpec([None, s], dtype) for s in self._a.state_sizes] if has_a else [],
-                [tf.TensorSpec([None, s], dtype) for s in self._b_state_sizes()],
-            ]
+            x_spec, a_specs, b_specs = self._specs(has_a)
+            signature = [x_spec, tf.TensorSpec([None, None], tf.int32, name="steps"), a_specs, b_specs]
 
             def run(x, steps, a_in, b_in):
                 return self._forward(x, steps, a_in if has_a else None, b_in or None, training,
@@ -301,6 +296,15 @@ class Chain(keras.Model):
             fn = tf.function(run, input_signature=signature)
             self._graphs.fns[key] = fn
         return fn
+
+    def _specs(self, has_a: bool) -> tuple[tf.TensorSpec, list, list]:
+        """Input signatures of the graph functions: `x`, model A's states, model B's states."""
+        dtype = self.compute_dtype
+        return (
+            tf.TensorSpec([None, None, self.input_size], dtype, name="x"),
+            [tf.TensorSpec([None, s], dtype) for s in self._a.state_sizes] if has_a else [],
+            [tf.TensorSpec([None, s], dtype) for s in self._b_state_sizes()],
+        )
 
     def _b_state_sizes(self) -> list[int]:
         return self.step_adapter().state_sizes if self.state == "carry" else []
@@ -613,12 +617,7 @@ class Chain(keras.Model):
         key = ("generate", has_a)
         fn = self._graphs.fns.get(key)
         if fn is None:
-            dtype = self.compute_dtype
-            signature = [
-                tf.TensorSpec([None, None, self.input_size], dtype, name="x"),
-                [tf.TensorSpec([None, s], dtype) for s in self._a.state_sizes] if has_a else [],
-                [tf.TensorSpec([None, s], dtype) for s in self._b_state_sizes()],
-            ]
+            signature = list(self._specs(has_a))
             fn = tf.function(lambda x, a, b: self._generate_flat(x, a if has_a else None, b),
                              input_signature=signature)  # fmt: skip
             self._graphs.fns[key] = fn
