@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import _cells, _model_a, _ragged, _train, _validate
+from . import _cells, _feedback, _losses, _model_a, _ragged, _train, _validate
 from ._strategies import STRATEGIES
 
 STATES = ("carry", "reset", "init")
@@ -59,6 +59,16 @@ class Chain(keras.Model):
         stateful: keep model A's and (carry mode) model B's final states between calls, like
             `keras.layers.GRU(stateful=True)`; the batch size is fixed by the first call, and
             `reset_states()` sets them to zeros.
+        feedback: feed model B `[IR[b, t], prev]` at every inner step, `prev` the previous
+            inner output (after the head; a learned start vector where there is none). Given
+            `targets` (as `fit` and `evaluate` do), `prev` is the previous target (teacher
+            forcing, on the fast path); without, the model's own output (free-running). In carry
+            mode `prev` flows across outer steps, and model B's states end with the feedback
+            state `[prev, seen]` `(batch, D + 1)`. See `docs/semantics.md`.
+        feedback_sampling: scheduled sampling: the probability, per inner step, of feeding the
+            model's own output instead of the target while training with targets. A float in
+            `[0, 1]`, or a schedule called with the optimizer's step (e.g. a
+            `keras.optimizers.schedules.LearningRateSchedule`). Needs `feedback=True`.
 
     Call args:
         x: `(batch, T, input_size)` floats, or a tuple `(x, steps)` as `fit` passes it.
@@ -67,6 +77,8 @@ class Chain(keras.Model):
         initial_state: `{"model_a": [...], "model_b": [...]}` of `(batch, s)` tensors (either key
             may be left out; a list stands for model B's), as `return_state` gives them.
         return_state: also return the final states, without gradient (a window edge).
+        targets: with `feedback=True`, the targets `(batch, T, None, D)` (ragged, or padded
+            `(batch, T, L, D)`) whose previous step feeds each inner step (teacher forcing).
 
     Returns:
         RaggedTensor of shape `(batch, T, None, output_size)` with ragged_rank 2 and row lengths
@@ -93,6 +105,8 @@ class Chain(keras.Model):
         predict_lengths: bool = False,
         stop: str | None = None,
         stateful: bool = False,
+        feedback: bool = False,
+        feedback_sampling: Any = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -102,6 +116,16 @@ class Chain(keras.Model):
             raise ValueError(f"`fused` must be 'auto', True or False; received {fused!r}")
         if not isinstance(stateful, bool):
             raise ValueError(f"`stateful` must be True or False; received {stateful!r}")
+        if not isinstance(feedback, bool):
+            raise ValueError(f"`feedback` must be True or False; received {feedback!r}")
+        if isinstance(feedback_sampling, dict):  # a schedule, as get_config wrote it
+            feedback_sampling = keras.saving.deserialize_keras_object(feedback_sampling)
+        _feedback.check_sampling(feedback_sampling)
+        if feedback_sampling != 0.0 and not feedback:
+            raise ValueError(
+                "`feedback_sampling` picks between targets and the model's own outputs fed back "
+                f"to model B, so it needs feedback=True; received feedback_sampling={feedback_sampling!r}"
+            )
         _cells.check_model_b(model_b)
         self.model_a = model_a
         self.model_b = model_b
@@ -115,6 +139,9 @@ class Chain(keras.Model):
         self.predict_lengths = predict_lengths
         self.stop = stop
         self.stateful = stateful
+        self.feedback = feedback
+        self.feedback_sampling = feedback_sampling
+        self.feedback_size: int | None = None
         self.trackers = _train.Trackers(predict_lengths, stop)
         self.flat_compile = _train.FlatCompile()
         self.loss_tracker = self.trackers.loss
@@ -153,6 +180,8 @@ class Chain(keras.Model):
                 "Keras recurrent layer, set `return_sequences=True`"
             )
         ir_size = int(ir.shape[-1])
+        if self.feedback:
+            self.feedback_size = self._feedback_width()
         b_size = self._build_b(shape[0], ir_size)
         for adapter in (self._generic, self._fast):
             adapter.output_size = b_size
@@ -166,13 +195,40 @@ class Chain(keras.Model):
         if self.head is not None:
             self.head.build((None, b_size))
         self._build_length_heads(ir_size, b_size)
+        if self.feedback:
+            self.feedback_start = self.add_weight(
+                shape=(self.feedback_size,), initializer="zeros", name="feedback_start"
+            )
         self._state_vars = _StateVariables(self, shape[0]) if self.stateful else None
         self.built = True
 
+    def _feedback_width(self) -> int:
+        """D, the width of `prev`: `output_size`, or B's output width without a head."""
+        if self.output_size:
+            return self.output_size
+        outputs = getattr(self.model_b, "outputs", None)
+        width = outputs[0].shape[-1] if outputs else getattr(self.model_b, "output_size", None)
+        if not isinstance(width, int):
+            raise ValueError(
+                "feedback=True feeds model B its previous output, whose width is not known before "
+                f"model B is built (received a {type(self.model_b).__name__} with output_size "
+                f"{width!r}): give the Chain an `output_size`"
+            )
+        return width
+
     def _build_b(self, batch, ir_size: int) -> int:
-        """Builds model B on symbolic `(batch, ir_size)` inputs; returns the width of its output."""
+        """Builds model B on symbolic `(batch, ir_size [+ D])` inputs; returns its output width."""
         sizes = self._generic.state_sizes
-        x = keras.KerasTensor((batch, ir_size))
+        width = ir_size + (self.feedback_size or 0)
+        declared = getattr(self.model_b, "inputs", None)
+        declared = declared[0].shape[-1] if declared else None
+        if self.feedback and declared is not None and declared != width:
+            raise ValueError(
+                "feedback=True feeds model B `[IR, prev]`, inputs of size ir_size + D = "
+                f"{ir_size} + {self.feedback_size} = {width}; received a model B whose input has "
+                f"size {declared}. Build it on `keras.Input(shape=({width},))`"
+            )
+        x = keras.KerasTensor((batch, width))
         states = [keras.KerasTensor((batch, s)) for s in sizes]
         try:
             if isinstance(self._generic, _cells.ModelAdapter):
@@ -227,7 +283,7 @@ class Chain(keras.Model):
         return super().__call__(x, steps, **kwargs)
 
     def call(self, x: Any, steps: Any = None, training: bool | None = None, initial_state: Any = None,
-             return_state: bool = False) -> Any:  # fmt: skip
+             return_state: bool = False, targets: Any = None) -> Any:  # fmt: skip
         """Runs the chain; see the class docstring for the arguments and what it returns."""
         if steps is None:
             if not isinstance(x, (tuple, list)) or len(x) != 2:
@@ -236,14 +292,18 @@ class Chain(keras.Model):
                 )
             x, steps = x
         x, steps = _validate.check_inputs(x, steps, self.input_size, self.max_steps)
+        if targets is not None:
+            if not self.built:
+                self.build(tuple(x.shape))
+            targets = self.flat_targets(targets, steps)
         flat, states = self.run_flat(x, steps, bool(training), initial_state=initial_state,
-                                     return_state=return_state)  # fmt: skip
+                                     return_state=return_state, targets=targets)  # fmt: skip
         out = _ragged.ragged_from_flat(flat, steps)
         return (out, states) if return_state else out
 
     def run_flat(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False, initial_state: Any = None,
-                 differentiable: bool = True, head: bool = True,
-                 return_state: bool = False) -> tuple[tf.Tensor, dict[str, list]]:  # fmt: skip
+                 differentiable: bool = True, head: bool = True, return_state: bool = False,
+                 targets: tf.Tensor | None = None) -> tuple[tf.Tensor, dict[str, list]]:  # fmt: skip
         """Runs the chain on validated inputs, states in and out; the stateful chain keeps them.
 
         Args:
@@ -253,6 +313,7 @@ class Chain(keras.Model):
             differentiable: False where no gradient is taken (faster, less memory for `packed`).
             head: apply the head (False returns B's outputs).
             return_state: compute the final states (always done when `stateful`).
+            targets: with `feedback`, flat targets `(sum(steps), D)` (see `flat_targets`).
 
         Returns:
             `(flat, states)`: flat `(sum(steps), output_size)` in `(b, t, k)` order, and the
@@ -264,13 +325,14 @@ class Chain(keras.Model):
         if x.shape[1] == 0:  # no outer step: nothing runs, and the states pass through
             flat = tf.zeros([0, self.output_size or self._generic.output_size], self.compute_dtype)
             return flat, self._unchanged(a_in, b_in, x)
+        feed = self._feed(targets, training)
         if tf.executing_eagerly() and self.graph_calls:
-            fn = self._graph_forward(training, differentiable, a_in is not None, head, final)
+            fn = self._graph_forward(training, differentiable, a_in is not None, head, final, feed)
             if b_in is None:
                 b_in = self._unchanged(None, None, x)["model_b"]
-            flat, a_out, b_out = fn(tf.cast(x, self.compute_dtype), steps, a_in or [], b_in)
+            flat, a_out, b_out = fn(tf.cast(x, self.compute_dtype), steps, a_in or [], b_in, *feed.tensors())
         else:
-            flat, a_out, b_out = self._forward(x, steps, a_in, b_in, training, differentiable, final, head)
+            flat, a_out, b_out = self._forward(x, steps, a_in, b_in, training, differentiable, final, head, feed)
         if self.stateful:
             self._state_vars.assign(a_out, b_out)
         return flat, {"model_a": list(a_out), "model_b": list(b_out)}
@@ -282,16 +344,18 @@ class Chain(keras.Model):
         b = list(b_in) if b_in is not None else zeros(self._b_state_sizes())
         return {"model_a": a, "model_b": b}
 
-    def _graph_forward(self, training: bool, differentiable: bool, has_a: bool, head: bool, final: bool):
-        key = (training, differentiable, has_a, head, final)
+    def _graph_forward(self, training: bool, differentiable: bool, has_a: bool, head: bool, final: bool,
+                       feed: "_Feed"):  # fmt: skip
+        key = (training, differentiable, has_a, head, final, feed.key)
         fn = self._graphs.fns.get(key)
         if fn is None:
             x_spec, a_specs, b_specs = self._specs(has_a)
-            signature = [x_spec, tf.TensorSpec([None, None], tf.int32, name="steps"), a_specs, b_specs]
+            signature = [x_spec, tf.TensorSpec([None, None], tf.int32, name="steps"), a_specs, b_specs,
+                         *feed.specs(self.feedback_size, self.compute_dtype)]  # fmt: skip
 
-            def run(x, steps, a_in, b_in):
+            def run(x, steps, a_in, b_in, *fed):
                 return self._forward(x, steps, a_in if has_a else None, b_in or None, training,
-                                     differentiable, final, head)  # fmt: skip
+                                     differentiable, final, head, feed.rebuilt(fed))  # fmt: skip
 
             fn = tf.function(run, input_signature=signature)
             self._graphs.fns[key] = fn
@@ -309,15 +373,42 @@ class Chain(keras.Model):
     def _b_state_sizes(self) -> list[int]:
         return self.step_adapter().state_sizes if self.state == "carry" else []
 
-    def _forward(self, x, steps, a_in, b_in, training, differentiable, final, head):
-        return self._parts(x, steps, a_in, b_in, training, differentiable, final, head)[1:]
+    def _feed(self, targets: tf.Tensor | None, training: bool) -> "_Feed":
+        """What feeds B's `prev` in this call: nothing, targets, or targets mixed with own outputs."""
+        if targets is None or not self.feedback:
+            return _Feed(None, None)
+        if not training or self.feedback_sampling == 0.0:
+            return _Feed(targets, None)
+        step = self.optimizer.iterations if getattr(self, "optimizer", None) is not None else 0
+        return _Feed(targets, _feedback.sampling_probability(self.feedback_sampling, step))
 
-    def _parts(self, x, steps, a_in, b_in, training, differentiable, final, head):
+    def flat_targets(self, targets: Any, steps: tf.Tensor) -> tf.Tensor:
+        """The flat values `(sum(steps), D)` of `targets` that feed B's `prev` (teacher forcing).
+
+        Args:
+            targets: ragged `(batch, T, None, D)` or padded `(batch, T, L, D)`, or flat values.
+            steps: `(batch, T)` int32, validated.
+
+        Raises:
+            ValueError: the Chain has no feedback, or `targets` does not match `steps` or D.
+        """
+        if not self.feedback:
+            raise ValueError(
+                "`targets` feed model B's previous output back to it, which needs a Chain built "
+                "with feedback=True; received targets with feedback=False"
+            )
+        return _validate.check_targets(targets, steps, self.feedback_size, self.compute_dtype)
+
+    def _forward(self, x, steps, a_in, b_in, training, differentiable, final, head, feed=None):
+        return self._parts(x, steps, a_in, b_in, training, differentiable, final, head, feed)[1:]
+
+    def _parts(self, x, steps, a_in, b_in, training, differentiable, final, head, feed=None):
         """`(ir, flat, a_out, b_out)`; the final states without gradient, `[]` unless `final`."""
         ir, a_out = self._a.call(x, a_in, training)
+        feed = feed or _Feed(None, None)
         result = self.b_outputs_from_ir(
             ir, steps, training=training, head=self.head if head else None, initial_state=b_in,
-            final=final, differentiable=differentiable,
+            final=final, differentiable=differentiable, targets=feed.targets, sampling=feed.sampling,
         )  # fmt: skip
         if not final:
             return ir, result, [], []
@@ -325,11 +416,13 @@ class Chain(keras.Model):
         return ir, flat, [tf.stop_gradient(s) for s in a_out], [tf.stop_gradient(s) for s in b_out]
 
     def forward_parts(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False,
-                      differentiable: bool = True) -> tuple[tf.Tensor, tf.Tensor]:  # fmt: skip
+                      differentiable: bool = True, targets: Any = None) -> tuple[tf.Tensor, tf.Tensor]:  # fmt: skip
         """`(IR (batch, T, ir_size), B's outputs (sum(steps), H))` before the head, for the train
-        and test steps; a stateful chain starts from and keeps its states, as in `call`."""
+        and test steps; a stateful chain starts from and keeps its states, as in `call`. With
+        `feedback`, `targets` feed `prev` (teacher forcing, or scheduled sampling in training)."""
         a_in, b_in = self._states_in(None, x)
-        ir, flat, a_out, b_out = self._parts(x, steps, a_in, b_in, training, differentiable, self.stateful, False)
+        feed = self._feed(self.flat_targets(targets, steps) if self.feedback else None, training)
+        ir, flat, a_out, b_out = self._parts(x, steps, a_in, b_in, training, differentiable, self.stateful, False, feed)
         if self.stateful:
             self._state_vars.assign(a_out, b_out)
         return ir, flat
@@ -345,12 +438,15 @@ class Chain(keras.Model):
         return self.run_flat(x, steps, training)[0]
 
     def b_outputs_from_ir(self, ir: tf.Tensor, steps: tf.Tensor, training: bool = False, head=None,
-                          initial_state=None, final: bool = False, differentiable: bool = True):  # fmt: skip
+                          initial_state=None, final: bool = False, differentiable: bool = True,
+                          targets: tf.Tensor | None = None, sampling: tf.Tensor | None = None):  # fmt: skip
         """B's outputs `(sum(steps), H)` from model A's output `ir` `(batch, T, ir_size)`.
 
         With `head` (a row-wise layer), `head` of them; the strategy may apply it step by step.
         With `final`, returns `(flat, final_states)`, B's carried states `(batch, s)` at the end
-        (carry mode; `[]` otherwise), from `initial_state` (zeros by default).
+        (carry mode; `[]` otherwise), from `initial_state` (zeros by default). With `feedback`,
+        `targets` `(sum(steps), D)` feed `prev` (teacher forcing), each step's own output instead
+        with probability `sampling`; without `targets`, B runs free on its own outputs.
         """
         ir_rows = tf.reshape(ir, [-1, ir.shape[-1]])
         adapter = self.step_adapter()
@@ -360,14 +456,33 @@ class Chain(keras.Model):
             flat = tf.zeros([0, width], ir.dtype)
             return (flat, init if self.state == "carry" else []) if final else flat
         run = STRATEGIES[self.resolved_strategy()]
-        flat, finals = run(adapter, adapter.project(ir_rows), steps, init, self.state == "carry", training,
-                           head, final=final, differentiable=differentiable)  # fmt: skip
+        carry = self.state == "carry"
+        if not self.feedback or targets is None:  # free-running B sees its own outputs
+            flat, finals = run(adapter, adapter.project(ir_rows), steps, init, carry, training, head,
+                               final=final, differentiable=differentiable)  # fmt: skip
+            return (flat, finals) if final else flat
+        targets = tf.cast(targets, ir.dtype)
+        fb = init[-1]
+        prev = _feedback.shifted_targets(targets, steps, carry, fb if carry else None, self.feedback_start)
+        ir_steps = tf.gather(ir_rows, tf.repeat(tf.range(tf.shape(ir_rows)[0]), tf.reshape(steps, [-1])))
+        if sampling is None:  # teacher forcing: every step's input known, one projection for all
+            inner = adapter.inner
+            xp = inner.project(tf.concat([ir_steps, prev], 1))
+            flat, finals = run(inner, xp, steps, init[:-1], carry, training, head, final=final,
+                               differentiable=differentiable, per_step=True)  # fmt: skip
+            if final and carry:
+                finals = [*finals, _feedback.teacher_final(targets, steps, fb)]
+        else:
+            own = _feedback.coins(tf.shape(prev)[0], sampling, ir.dtype)
+            flat, finals = run(adapter, tf.concat([ir_steps, prev, own], 1), steps, init, carry, training,
+                               head, final=final, differentiable=differentiable, per_step=True)  # fmt: skip
         return (flat, finals) if final else flat
 
     def initial_states(self, ir_rows: tf.Tensor, batch: tf.Tensor, adapter, initial_state=None) -> list[tf.Tensor]:
         """B's states at the start of each run (see `state`), from `IR` rows `(batch * T, ir_size)`."""
         if self.state == "init":
-            return [layer(ir_rows) for layer in self.init_layers]
+            fb = adapter.zero_states(tf.shape(ir_rows)[0], ir_rows.dtype)[len(self.init_layers):]
+            return [*(layer(ir_rows) for layer in self.init_layers), *fb]
         if self.state == "carry" and initial_state is not None:
             return [tf.cast(s, ir_rows.dtype) for s in initial_state]
         rows = batch if self.state == "carry" else tf.shape(ir_rows)[0]
@@ -423,6 +538,11 @@ class Chain(keras.Model):
         """
         if self.resolved_strategy() != "packed":
             return _cells.FastPath(False, f"strategy {self.resolved_strategy()!r} calls model B as it is")
+        if self.feedback and self._fast_path.fused:
+            return self._fast_path._replace(
+                reason=self._fast_path.reason + " (teacher-forced; with its own outputs fed back, "
+                "model B runs step by step on the kernel's forward step)"
+            )
         return self._fast_path
 
     # ------------------------------------------------------------------ training
@@ -557,8 +677,15 @@ class Chain(keras.Model):
         return _train.predict_step(self, data)
 
     def step_adapter(self) -> _cells.StepAdapter:
-        """The step adapter that runs model B under the resolved strategy."""
-        return self._fast if self.resolved_strategy() == "packed" else self._generic
+        """The step adapter that runs model B under the resolved strategy.
+
+        With `feedback`, one that feeds B's own previous output back (free-running); its
+        `inner` adapter runs the teacher-forced steps.
+        """
+        inner = self._fast if self.resolved_strategy() == "packed" else self._generic
+        if not self.feedback:
+            return inner
+        return _feedback.FreeRunning(inner, self.feedback_size, lambda: self.head, lambda: self.feedback_start)
 
     # ------------------------------------------------------------------ generation
 
@@ -667,6 +794,9 @@ class Chain(keras.Model):
             "predict_lengths": self.predict_lengths,
             "stop": self.stop,
             "stateful": self.stateful,
+            "feedback": self.feedback,
+            "feedback_sampling": self.feedback_sampling if not callable(self.feedback_sampling)
+            else keras.saving.serialize_keras_object(self.feedback_sampling),
         }
 
     @classmethod
@@ -772,3 +902,27 @@ class _StateVariables:
     def reset(self) -> None:
         for v in [*self.a, *self.b]:
             v.assign(tf.zeros_like(v))
+
+
+class _Feed:
+    """What feeds B's `prev` in one call: `targets` `(N, D)` or None, and the probability of the
+    model's own output instead (scheduled sampling) or None (teacher forcing)."""
+
+    def __init__(self, targets: tf.Tensor | None, sampling: tf.Tensor | None) -> None:
+        self.targets, self.sampling = targets, sampling
+
+    @property
+    def key(self) -> tuple[bool, bool]:
+        return self.targets is not None, self.sampling is not None
+
+    def specs(self, width: int | None, dtype) -> list[tf.TensorSpec]:
+        specs = [tf.TensorSpec([None, width], dtype, name="targets")] if self.targets is not None else []
+        return specs + ([tf.TensorSpec([], tf.float32, name="sampling")] if self.sampling is not None else [])
+
+    def tensors(self) -> list[tf.Tensor]:
+        return [t for t in (self.targets, self.sampling) if t is not None]
+
+    def rebuilt(self, fed) -> "_Feed":
+        fed = list(fed)
+        targets = fed.pop(0) if self.targets is not None else None
+        return _Feed(targets, fed.pop(0) if self.sampling is not None else None)

@@ -3,9 +3,11 @@
 Every strategy has one contract::
 
     run(adapter, xp, steps, init_states, carry, training, head=None, final=False,
-        differentiable=True) -> (flat, finals)
+        differentiable=True, per_step=False) -> (flat, finals)
 
-- ``xp``: ``(batch * T, P)``, B's projected input for every ``(b, t)``, rows in ``(b, t)`` order.
+- ``xp``: ``(batch * T, P)``, B's projected input for every ``(b, t)``, rows in ``(b, t)`` order;
+  with ``per_step``, ``(sum(steps), P)``, one row for every real inner step in ``(b, t, k)``
+  order (B's input then changes from step to step, as with teacher-forced feedback).
 - ``steps``: ``(batch, T)`` int32, the number of inner steps of each ``(b, t)``.
 - ``init_states``: flat list of state tensors. In carry mode each is ``(batch, s)``: the state at
   the start of each sample. Otherwise each is ``(batch * T, s)``: the state at the start of each
@@ -66,7 +68,8 @@ def _longest(lengths: tf.Tensor, axis=None) -> tf.Tensor:
 # ----------------------------------------------------------------------------- loop (reference)
 
 
-def run_loop(adapter, xp, steps, init_states, carry, training, head=None, final=False, differentiable=True):
+def run_loop(adapter, xp, steps, init_states, carry, training, head=None, final=False, differentiable=True,
+             per_step=False):
     """Nested loops, one B call per inner step: the reference answer's algorithm.
 
     An outer loop walks `t`; at each `t` an inner loop runs as many steps as the longest run *at
@@ -78,13 +81,21 @@ def run_loop(adapter, xp, steps, init_states, carry, training, head=None, final=
     batch, big_t = tf.shape(steps)[0], tf.shape(steps)[1]
     longest_t = _longest(steps, axis=0)  # (T,)
     block_start = tf.cumsum(longest_t, exclusive=True)
-    xp_bt = tf.reshape(xp, tf.stack([batch, big_t, xp.shape[-1]]))
+    if per_step:  # row of (b, t, k): the run's first flat position plus k; a zero row when idle
+        xp_ext = tf.concat([xp, tf.zeros_like(xp[:1])], 0)
+        first = tf.reshape(tf.cumsum(tf.reshape(steps, [-1]), exclusive=True), tf.stack([batch, big_t]))
+    else:
+        xp_bt = tf.reshape(xp, tf.stack([batch, big_t, xp.shape[-1]]))
     starts = [] if carry else [tf.reshape(s, tf.stack([batch, big_t, s.shape[-1]])) for s in init_states]
 
     def inner(t, states, out_ta):
         def body(k, states, out_ta):
             valid = k < steps[:, t]
-            out, new = adapter.step(xp_bt[:, t], states, training)
+            if per_step:
+                x_t = tf.gather(xp_ext, tf.where(valid, first[:, t] + k, tf.shape(xp)[0]))
+            else:
+                x_t = xp_bt[:, t]
+            out, new = adapter.step(x_t, states, training)
             return k + 1, _masked_update(valid, new, states), out_ta.write(block_start[t] + k, out)
 
         _, states, out_ta = tf.while_loop(lambda k, *_: k < longest_t[t], body, (0, states, out_ta))
@@ -112,7 +123,8 @@ def run_loop(adapter, xp, steps, init_states, carry, training, head=None, final=
 # ----------------------------------------------------------------------------- padded
 
 
-def run_padded(adapter, xp, steps, init_states, carry, training, head=None, final=False, differentiable=True):
+def run_padded(adapter, xp, steps, init_states, carry, training, head=None, final=False, differentiable=True,
+               per_step=False):
     """One vectorised masked scan over all runs, each padded to the longest run.
 
     Reset and init modes scan all ``batch * T`` runs at once for ``max(steps)`` steps. Carry mode
@@ -127,7 +139,9 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
 
     def body(j, states, out_ta):
         valid = j < lengths
-        if carry:
+        if per_step:
+            x_j = tf.gather(xp_ext, tf.minimum(starts + j, last))
+        elif carry:
             x_j = tf.gather(xp_ext, tf.gather(pos_ext, tf.minimum(starts + j, last)))
         else:
             x_j = xp
@@ -144,7 +158,8 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
 # ----------------------------------------------------------------------------- packed
 
 
-def run_packed(adapter, xp, steps, init_states, carry, training, head=None, final=False, differentiable=True):
+def run_packed(adapter, xp, steps, init_states, carry, training, head=None, final=False, differentiable=True,
+               per_step=False):
     """Cost proportional to real inner steps.
 
     Runs are sorted by length, longest first, so that at inner step ``j`` the runs still going are
@@ -157,7 +172,9 @@ def run_packed(adapter, xp, steps, init_states, carry, training, head=None, fina
     they come, so only the head's (narrower) outputs are kept.
     """
     plan = make_plan(steps, carry)
-    if carry:  # a sample's input changes with t: each entry reads its (b, t) row of xp
+    if per_step:  # every entry has a row of its own
+        inputs = _scan.Inputs((xp,), plan.positions, by_run=False)
+    elif carry:  # a sample's input changes with t: each entry reads its (b, t) row of xp
         inputs = _scan.Inputs((xp,), tf.gather(plan.pos_row, plan.positions), by_run=False)
     else:  # run r is (b, t) row order[r]; its input is the same at every step
         inputs = _scan.Inputs((tf.gather(xp, plan.order),), plan.run, by_run=True)

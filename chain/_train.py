@@ -123,14 +123,15 @@ def predict_inputs(data: Any) -> tuple[Any, Any]:
 # ----------------------------------------------------------------------------- steps
 
 
-def forward(net: Any, x: tf.Tensor, steps: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
-    """Runs the chain once and every configured head.
+def forward(net: Any, x: tf.Tensor, steps: tf.Tensor, training: bool, y: Any = None) -> dict[str, tf.Tensor]:
+    """Runs the chain once and every configured head; with `feedback`, `y` feeds `prev`.
 
     Returns:
         A dict with `flat` `(N, output_size)`, and when configured `length_logits`
         `(batch, T, max_steps + 1)`, `stop_logits` `(N,)` and `empty_logits` `(batch, T)`.
     """
-    ir, b_flat = net.forward_parts(x, steps, training=training, differentiable=training)
+    targets = y if getattr(net, "feedback", False) else None
+    ir, b_flat = net.forward_parts(x, steps, training=training, differentiable=training, targets=targets)
     parts = {"flat": b_flat if net.head is None else net.head(b_flat)}
     if net.predict_lengths:
         parts["length_logits"] = net.length_head(ir)
@@ -241,7 +242,7 @@ def train_step(net: Any, data: Any) -> dict[str, tf.Tensor]:
     """One optimisation step on `((x, steps), y[, sample_weight])`; see `Chain.train_step`."""
     x, steps, y, weights = _prepare(net, data)
     with tf.GradientTape() as tape:
-        parts = forward(net, x, steps, training=True)
+        parts = forward(net, x, steps, training=True, y=y)
         total = objective(net, parts, y, steps, weights)
         scaled = net.optimizer.scale_loss(total)  # a no-op unless a LossScaleOptimizer
     variables = net.trainable_variables
@@ -253,7 +254,7 @@ def train_step(net: Any, data: Any) -> dict[str, tf.Tensor]:
 def test_step(net: Any, data: Any) -> dict[str, tf.Tensor]:
     """One evaluation step on `((x, steps), y[, sample_weight])`; see `Chain.test_step`."""
     x, steps, y, weights = _prepare(net, data)
-    parts = forward(net, x, steps, training=False)
+    parts = forward(net, x, steps, training=False, y=y)
     total = objective(net, parts, y, steps, weights)
     return update_trackers(net, parts, y, steps, total, weights[1])
 

@@ -203,3 +203,59 @@ def _states(given, key: str, sizes: list[int], x: tf.Tensor, dtype, why: str | N
             )
         out.append(tf.cast(state, dtype))
     return out
+
+
+def check_targets(targets, steps: tf.Tensor, width: int, dtype) -> tf.Tensor:
+    """The flat values `(sum(steps), D)` of the targets that feed model B's `prev`.
+
+    Args:
+        targets: ragged `(batch, T, None, D)`, padded `(batch, T, L, D)`, or flat `(sum(steps), D)`.
+        steps: `(batch, T)` int32, validated.
+        width: D, the width of the chain's output.
+        dtype: the dtype to return.
+
+    Raises:
+        ValueError: `targets` has another rank or width, or (eagerly) rows that differ from `steps`.
+    """
+    shape = "ragged " + str(targets.shape) if isinstance(targets, tf.RaggedTensor) else None
+    if isinstance(targets, tf.RaggedTensor):
+        if targets.shape.rank != 4 or targets.ragged_rank > 2:
+            raise ValueError(f"`targets` must be (batch, T, None, {width}); received a {shape}")
+        lengths = targets.row_lengths(axis=2) if targets.ragged_rank == 2 else None
+        flat = targets.flat_values
+        if lengths is not None and tf.executing_eagerly():
+            given = tf.reshape(lengths, [-1])
+            if given.shape != tf.reshape(steps, [-1]).shape or not bool(
+                tf.reduce_all(tf.cast(given, tf.int32) == tf.reshape(steps, [-1]))
+            ):
+                raise ValueError(
+                    f"`targets` must have steps[b, t] rows at every (b, t); received a {shape} whose "
+                    f"row lengths {lengths.numpy().tolist()} differ from steps {steps.numpy().tolist()}"
+                )
+    else:
+        targets = tf.convert_to_tensor(targets)
+        shape = str(tuple(targets.shape))
+        if targets.shape.rank == 4:
+            if tf.executing_eagerly() and (
+                tuple(targets.shape[:2]) != tuple(steps.shape)
+                or int(tf.reduce_max(tf.concat([tf.reshape(steps, [-1]), [0]], 0))) > targets.shape[2]
+            ):
+                raise ValueError(
+                    f"padded `targets` must be (batch, T, L, {width}) with batch and T of `steps` "
+                    f"{tuple(steps.shape)} and L >= max(steps); received shape {shape}"
+                )
+            flat = tf.boolean_mask(targets, tf.sequence_mask(steps, tf.shape(targets)[2]))
+        elif targets.shape.rank == 2:
+            flat = targets
+            if tf.executing_eagerly() and targets.shape[0] != int(tf.reduce_sum(steps)):
+                raise ValueError(
+                    f"flat `targets` must have sum(steps) = {int(tf.reduce_sum(steps))} rows; "
+                    f"received shape {shape}"
+                )
+        else:
+            raise ValueError(f"`targets` must be (batch, T, None, {width}); received shape {shape}")
+    if flat.shape[-1] is not None and flat.shape[-1] != width:
+        raise ValueError(f"`targets` must have {width} channels, the chain's output size; received {shape}")
+    flat = tf.cast(flat, dtype)
+    flat.set_shape([None, width])
+    return flat

@@ -58,3 +58,37 @@ def reference_flat(net, x, steps) -> tf.Tensor:
         width = net.output_size or net._generic.output_size
         return tf.zeros([0, width])
     return tf.concat(rows, 0)
+
+
+def reference_feedback_flat(net, x, steps, targets=None) -> tf.Tensor:
+    """Flat outputs of a `feedback=True` chain, feeding `prev` by hand, one sample at a time.
+
+    `prev` is the target before (teacher forcing, `targets` `(sum(steps), D)` flat in `(b, t, k)`
+    order) or the model's own output before (free-running, `targets` None); the learned start
+    vector where there is none: at every run start in reset and init modes, at each sample's
+    first real step in carry mode.
+    """
+    x = tf.convert_to_tensor(x, tf.float32)
+    steps = np.broadcast_to(np.asarray(steps), x.shape[:2])
+    ir = net.model_a(x)
+    start = tf.convert_to_tensor(net.feedback_start)[None, :]
+    rows, p = [], 0
+    for b in range(x.shape[0]):
+        states = _zero_states(net.model_b, ir.dtype)
+        prev = start
+        for t in range(x.shape[1]):
+            ir_bt = ir[b : b + 1, t]
+            if net.state != "carry":
+                prev = start
+                states = _zero_states(net.model_b, ir.dtype)
+                if net.state == "init":
+                    states = _init_states(net, ir_bt, states)
+            for _ in range(int(steps[b, t])):
+                out, states = _b_step(net.model_b, tf.concat([ir_bt, prev], 1), states)
+                y = net.head(out) if net.head is not None else out
+                rows.append(y)
+                prev = y if targets is None else tf.convert_to_tensor(targets)[p : p + 1]
+                p += 1
+    if not rows:
+        return tf.zeros([0, net.feedback_size])
+    return tf.concat(rows, 0)

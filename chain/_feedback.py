@@ -1,0 +1,130 @@
+"""Feedback: model B sees its own previous output, `[IR[b, t], prev]`, at every inner step.
+
+`prev` at inner step `k` is the chain's output at the step before (after the head), or a learned
+start vector where there is none yet (see `docs/semantics.md`). It comes from one of two places:
+
+- *teacher forcing*: the target of the step before. Every step's input is then known before the
+  loop, so B's whole input projection is one matmul over all real steps and any strategy, fast
+  path included, runs it with per-step inputs (`per_step=True`).
+- *the model's own output* (free-running generation, and scheduled sampling, which picks the
+  target or the own output per step): B must run step by step on what it just produced.
+  :class:`FreeRunning` wraps any step adapter for that, with one more state, `[prev, seen]`.
+
+In carry mode `prev` flows across outer steps like B's state; in reset and init modes every
+`(b, t)` run starts from the start vector. The feedback state `[prev, seen]` `(batch, D + 1)` is
+the last of model B's states: `seen` is 1 once the sample has emitted an output, so zeros mean
+"start from the start vector" and a reset to zeros needs no special value.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import tensorflow as tf
+
+from ._cells import StateList, StepAdapter
+
+
+class FreeRunning(StepAdapter):
+    """Runs model B on `[IR, prev]` with `prev` its own previous output (or the target given).
+
+    Each step reads `[ir (ir_size), target_prev (D), own (1)]`: with `own` 1, `prev` is the
+    model's previous output (kept in the last state, `[prev, seen]`), else `target_prev`. The
+    projection of a run's IR is `[ir, 0, 1]`: free-running.
+    """
+
+    def __init__(self, inner: StepAdapter, width: int, head: Callable[[], Any], start: Callable[[], tf.Variable]):
+        super().__init__(inner.model_b)
+        self.inner = inner
+        self.width = width
+        self.output_size = inner.output_size
+        self._head = head
+        self._start = start
+
+    @property
+    def state_sizes(self) -> list[int]:
+        return [*self.inner.state_sizes, self.width + 1]
+
+    def project(self, ir: tf.Tensor) -> tf.Tensor:
+        rows = tf.shape(ir)[0]
+        return tf.concat([ir, tf.zeros(tf.stack([rows, self.width]), ir.dtype), tf.ones(tf.stack([rows, 1]), ir.dtype)], 1)
+
+    def step(self, xp: tf.Tensor, states: StateList, training: bool) -> tuple[tf.Tensor, StateList]:
+        ir_size = xp.shape[-1] - self.width - 1
+        ir, target_prev, own = xp[:, :ir_size], xp[:, ir_size:-1], xp[:, -1:]
+        *b_states, fb = states
+        own_prev = first_prev(fb, self._start(), xp.dtype)
+        prev = own * own_prev + (1 - own) * target_prev
+        out, new = self.inner.step(self.inner.project(tf.concat([ir, prev], 1)), b_states, training)
+        head = self._head()
+        y = out if head is None else tf.cast(head(out), xp.dtype)
+        return out, [*new, tf.concat([y, tf.ones_like(y[:, :1])], 1)]
+
+
+def first_prev(fb: tf.Tensor, start: tf.Variable, dtype: tf.DType) -> tf.Tensor:
+    """`prev` from a feedback state `[prev, seen]` `(n, D + 1)`: `prev` once seen, else the start."""
+    seen = fb[:, -1:]
+    return seen * fb[:, :-1] + (1 - seen) * tf.cast(start, dtype)[None, :]
+
+
+def shifted_targets(y: tf.Tensor, steps: tf.Tensor, carry: bool, fb: tf.Tensor | None, start: tf.Variable) -> tf.Tensor:
+    """The teacher-forced `prev` of every real inner step, `(N, D)` in `(b, t, k)` order.
+
+    Args:
+        y: the targets' flat values `(N, D)`, `N = sum(steps)`, in `(b, t, k)` order.
+        steps: `(batch, T)` int32.
+        carry: `prev` flows across outer steps (carry mode); otherwise each run starts afresh.
+        fb: carry mode: the feedback state `(batch, D + 1)` at the start of each sample.
+        start: the learned start vector `(D,)`.
+    """
+    n = tf.shape(y)[0]
+    shifted = tf.concat([tf.zeros_like(y[:1]), y], 0)[:n]
+    if carry:
+        owner = tf.repeat(tf.range(tf.shape(steps)[0]), tf.reduce_sum(steps, 1))
+        starts = tf.cumsum(tf.reduce_sum(steps, 1), exclusive=True)
+        first_value = tf.gather(first_prev(fb, start, y.dtype), owner)
+    else:
+        flat_steps = tf.reshape(steps, [-1])
+        owner = tf.repeat(tf.range(tf.size(flat_steps)), flat_steps)
+        starts = tf.cumsum(flat_steps, exclusive=True)
+        first_value = tf.broadcast_to(tf.cast(start, y.dtype)[None, :], tf.shape(y))
+    first = tf.equal(tf.range(n), tf.gather(starts, owner))
+    return tf.where(first[:, None], first_value, shifted)
+
+
+def teacher_final(y: tf.Tensor, steps: tf.Tensor, fb: tf.Tensor) -> tf.Tensor:
+    """Carry mode: each sample's feedback state after a teacher-forced call, `(batch, D + 1)`.
+
+    `[its last target, 1]` where the sample had real steps, else `fb` unchanged.
+    """
+    totals = tf.reduce_sum(steps, 1)
+    last = tf.maximum(tf.cumsum(totals) - 1, 0)
+    ended = tf.concat([tf.gather(tf.concat([y, tf.zeros_like(y[:1])], 0), last), tf.ones_like(fb[:, :1])], 1)
+    return tf.where((totals > 0)[:, None], tf.cast(ended, fb.dtype), fb)
+
+
+def check_sampling(value: Any) -> None:
+    """Rejects a `feedback_sampling` that is neither a probability nor a schedule.
+
+    Raises:
+        ValueError: a number outside `[0, 1]`, or something that is neither a number nor callable.
+    """
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) or callable(value)):
+        raise ValueError(
+            "`feedback_sampling` must be a probability in [0, 1] or a schedule (a callable of the "
+            f"training step, e.g. a keras.optimizers.schedules.LearningRateSchedule); received {value!r}"
+        )
+    if not callable(value) and not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"`feedback_sampling` must be in [0, 1]; received {value!r}")
+
+
+def sampling_probability(value: Any, step: Any) -> tf.Tensor:
+    """The probability of feeding the model's own output at training step `step`, in `[0, 1]`."""
+    if callable(value):
+        return tf.clip_by_value(tf.cast(value(step), tf.float32), 0.0, 1.0)
+    return tf.constant(float(value), tf.float32)
+
+
+def coins(n: tf.Tensor, probability: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """`(n, 1)`: 1 where a step feeds the model's own output (with `probability`), else 0."""
+    return tf.cast(tf.random.uniform(tf.stack([n, 1])) < probability, dtype)
