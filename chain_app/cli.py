@@ -96,6 +96,12 @@ def main() -> None:
 @click.option("--window", type=int, default=None, callback=_checked("window"),
               help="Train on consecutive windows of W outer steps per sample, in order, with the state "
                    "carried and reset per sample (truncated backpropagation through time).")
+@click.option("--feedback", is_flag=True,
+              help="Feed model B its previous output (the previous target in training: teacher forcing).")
+@click.option("--feedback-sampling", type=float, default=_DEFAULTS.feedback_sampling, show_default=True,
+              callback=_checked("feedback_sampling"),
+              help="With --feedback: probability of feeding the model's own output instead of the target "
+                   "per inner step in training (scheduled sampling), in [0, 1].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace the run in --out (only a run's own files are removed).")
 def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overwrite: bool, **options: Any) -> None:
@@ -114,6 +120,8 @@ def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overw
     """
     if options["predict_lengths"] and options["stop_token"]:
         raise click.UsageError("use one of --predict-lengths and --stop-token, not both")
+    if options["feedback_sampling"] and not options["feedback"]:
+        raise click.UsageError("--feedback-sampling needs --feedback")
     if resume and overwrite:
         raise click.UsageError("use one of --resume and --overwrite, not both")
     _check_out(run_dir, resume, overwrite)

@@ -43,6 +43,8 @@ def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int)
         predict_lengths=options.predict_lengths,
         stop="token" if options.stop_token else None,
         stateful=options.window is not None,
+        feedback=options.feedback,
+        feedback_sampling=options.feedback_sampling,
     )
     net.build((options.batch_size if options.window else None, None, info["input_size"]))
     schedule = keras.optimizers.schedules.CosineDecay(

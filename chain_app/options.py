@@ -62,6 +62,13 @@ def check_window(value: Any) -> int | None:
     return None if value is None else check_int("window", value, 1, INT32_MAX)
 
 
+def check_sampling(value: Any) -> float:
+    """A scheduled-sampling probability, in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise OptionError("feedback_sampling", "a number in [0, 1]", value)
+    return float(value)
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise OptionError(name, f"one of {', '.join(choices)}", value)
@@ -86,6 +93,8 @@ CHECKS = {
     "predict_lengths": lambda value: check_flag("predict_lengths", value),
     "stop_token": lambda value: check_flag("stop_token", value),
     "window": check_window,
+    "feedback": lambda value: check_flag("feedback", value),
+    "feedback_sampling": check_sampling,
 }
 
 
@@ -107,10 +116,15 @@ class FitOptions:
         window: train on consecutive windows of this many outer steps, each sample's in order,
             with the state carried (a stateful chain) and reset per sample: truncated
             backpropagation through time. None trains on whole sequences. At most T.
+        feedback: feed model B its previous output (the previous target while training and
+            scoring: teacher forcing).
+        feedback_sampling: with `feedback`, the probability of feeding the model's own output
+            instead of the target at each inner step while training (scheduled sampling), in [0, 1].
 
     Raises:
         ValueError: an option is out of range or of the wrong type (the message names it), or
-            both `predict_lengths` and `stop_token` are set.
+            both `predict_lengths` and `stop_token` are set, or `feedback_sampling` without
+            `feedback`.
 
     >>> FitOptions(epochs=3).epochs
     3
@@ -127,12 +141,16 @@ class FitOptions:
     seed: int = 0
     heldout_fraction: float = 0.1
     window: int | None = None
+    feedback: bool = False
+    feedback_sampling: float = 0.0
 
     def __post_init__(self) -> None:
         for name, check in CHECKS.items():
             setattr(self, name, check(getattr(self, name)))
         if self.predict_lengths and self.stop_token:
             raise ValueError("use one of `predict_lengths` and `stop_token`, not both")
+        if self.feedback_sampling and not self.feedback:
+            raise ValueError(f"`feedback_sampling` needs `feedback`; received feedback_sampling={self.feedback_sampling}")
 
     @classmethod
     def from_state(cls, values: Any, where: str) -> FitOptions:

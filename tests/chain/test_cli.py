@@ -107,6 +107,9 @@ def test_evaluate_scores_a_run_on_another_dataset(datasets, tmp_path):
         (["--hidden", "100000"], "Invalid value for '--hidden': must be an integer in [1, 8192]; received 100000"),
         (["--resume", "--overwrite"], "use one of --resume and --overwrite, not both"),
         (["--predict-lengths", "--stop-token"], "use one of --predict-lengths and --stop-token"),
+        (["--feedback", "--feedback-sampling", "1.5"],
+         "Invalid value for '--feedback-sampling': must be a number in [0, 1]; received 1.5"),
+        (["--feedback-sampling", "0.5"], "--feedback-sampling needs --feedback"),
     ],
 )
 def test_fit_bad_options_exit_2_with_one_line(datasets, tmp_path, args, message):
@@ -374,3 +377,15 @@ def test_fit_in_windows_trains_a_stateful_chain_and_reports(tmp_path):
         app_fit.fit_run(tmp_path / "data", tmp_path / "run2", app_fit.FitOptions(window=9))
     with pytest.raises(ValueError, match=r"`batch_size` must be at most the 72 training samples; received 100"):
         app_fit.fit_run(tmp_path / "data", tmp_path / "run3", app_fit.FitOptions(window=2, batch_size=100))
+
+
+def test_fit_with_feedback_trains_a_teacher_forced_chain(datasets, tmp_path):
+    result = run("fit", datasets["a"], "--out", tmp_path / "run", "--epochs", "1", "--hidden", "8",
+                 "--feedback", "--feedback-sampling", "0.25")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    from chain_app import runs
+
+    net, state = runs.load_run(tmp_path / "run")
+    assert net.feedback and net.feedback_sampling == 0.25
+    assert state["options"]["feedback"] is True
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["heldout_mse"] > 0
