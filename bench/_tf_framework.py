@@ -151,13 +151,15 @@ def build_chain(case: Case, sizes: Sizes, seed: int, *, strategy: str, compiled:
     from chain import Chain
 
     keras.utils.set_random_seed(seed)
+    feedback = case.phase == "train-feedback"  # B then reads [IR, previous output]
     return Chain(
         keras.layers.GRU(case.hidden, return_sequences=True),
-        build_model_b(case.cell, case.hidden, case.hidden),
+        build_model_b(case.cell, case.hidden, case.hidden + (sizes.output_size if feedback else 0)),
         output_size=sizes.output_size,
         state=case.state,
         strategy=strategy,
         compiled=compiled,
+        feedback=feedback,
     )
 
 
@@ -173,12 +175,19 @@ def _forward(values: Callable[..., Any], x: Any, steps: Any) -> Any:
     return tf.reduce_sum(values(x, steps, False))
 
 
-def _train(values: Callable[..., Any], net: Any, optimizer: Any, x: Any, steps: Any, y_values: Any, flag: bool = True) -> Any:
+def teacher_forced_values(net: Any, x: Any, steps: Any, training: bool, y_values: Any) -> Any:
+    """The flat values of ``net(x, steps, targets=y_values)``: a feedback chain fed the targets."""
+    return net(x, steps, training=True, targets=y_values).flat_values
+
+
+def _train(values: Callable[..., Any], net: Any, optimizer: Any, x: Any, steps: Any, y_values: Any, flag: bool = True,
+           teacher: bool = False) -> Any:  # fmt: skip
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
         # `fit` calls the model with training=True; many custom loops leave the flag out.
-        loss = tf.reduce_mean(tf.square(values(x, steps, flag) - y_values))
+        out = values(x, steps, flag, y_values) if teacher else values(x, steps, flag)
+        loss = tf.reduce_mean(tf.square(out - y_values))
     grads = tape.gradient(loss, net.trainable_variables)
     optimizer.apply_gradients(zip(grads, net.trainable_variables))
     return loss
@@ -193,8 +202,9 @@ def step_program(
         net: A Chain.
         workload: ``x`` (batch, T, input_size), ``steps`` (batch, T), ``y_values``
             (sum(steps), output_size).
-        phase: ``"forward"``, ``"train"`` (``training=True``) or ``"train-notraining"`` (the same
-            train step, calling the model without the flag).
+        phase: ``"forward"``, ``"train"`` (``training=True``), ``"train-notraining"`` (the same
+            train step, calling the model without the flag) or ``"train-feedback"`` (the train
+            step of a ``feedback=True`` chain, fed the targets).
         graph: Wrap the step in a `tf.function` with ``None`` batch, T and row dimensions;
             otherwise it runs eagerly (an eager GradientTape for training).
         values: ``values(x, steps, training) -> (sum(steps), output_size)`` flat outputs computed
@@ -212,14 +222,15 @@ def step_program(
     y_values = tf.constant(workload["y_values"])
     # Variables made before tracing: a tf.function that creates them traces twice.
     net.build(tuple(x.shape))
-    values = values or functools.partial(chain_values, net)
+    teacher = phase == "train-feedback"
+    values = values or functools.partial(teacher_forced_values if teacher else chain_values, net)
     if phase == "forward":
         fn, args = functools.partial(_forward, values), (x, steps)
     else:
         optimizer = keras.optimizers.Adam(1e-3)
         optimizer.build(net.trainable_variables)
-        flag = phase == "train"
-        fn, args = functools.partial(_train, values, net, optimizer, flag=flag), (x, steps, y_values)
+        flag = phase != "train-notraining"
+        fn, args = functools.partial(_train, values, net, optimizer, flag=flag, teacher=teacher), (x, steps, y_values)
     if graph:
         signature = [
             tf.TensorSpec((None, None, x.shape[-1]), tf.float32),

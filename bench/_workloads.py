@@ -25,10 +25,12 @@ import numpy as np
 
 LENGTH_LAWS: tuple[str, ...] = ("uniform", "zipf")
 STATES: tuple[str, ...] = ("carry", "reset")
-PHASES: tuple[str, ...] = ("forward", "train", "train-notraining")
+PHASES: tuple[str, ...] = ("forward", "train", "train-notraining", "train-feedback")
 """``train`` calls ``net(x, steps, training=True)`` in its tape, as `fit` does; ``train-notraining``
-is the same step with the flag left out, as many custom loops write it."""
-TRAIN_PHASES: tuple[str, ...] = ("train", "train-notraining")
+is the same step with the flag left out, as many custom loops write it; ``train-feedback`` is the
+``train`` step of a chain built with ``feedback=True``, teacher-forced with the targets."""
+TRAIN_PHASES: tuple[str, ...] = ("train", "train-notraining", "train-feedback")
+CHAIN_ONLY_PHASES: tuple[str, ...] = ("train-notraining", "train-feedback")
 CELLS: tuple[str, ...] = ("gru", "lstm", "rnn", "stacked", "functional")
 """Model B: ``GRUCell(H)``, ``LSTMCell(H)``, ``SimpleRNNCell(H)``, ``StackedRNNCells`` of two
 ``GRUCell(H)``, or a functional ``Model([ipt, state], [out, new_state])`` around one
@@ -161,7 +163,8 @@ def build_cases(
 
     `reference` runs only for ``longest_step <= reference_max_step`` (it is the slow eager loop);
     the torch peer runs only in the carry and reset modes. ``train-notraining`` is measured for
-    chain's strategies only: the reference and the peer have no `training` flag to leave out.
+    chain's strategies only: the reference and the peer have no `training` flag to leave out; so is
+    ``train-feedback`` (their model B reads IR alone).
 
     Args:
         cells: Model-B cells (`CELLS`); default ``["gru"]``.
@@ -189,7 +192,7 @@ def _is_run(case: Case, reference_max_step: int) -> bool:
         return False
     if case.strategy in TORCH_STRATEGIES and case.state not in ("carry", "reset"):
         return False  # the peer implements the carry and reset modes only
-    return not (peer and case.phase == "train-notraining")
+    return not (peer and case.phase in CHAIN_ONLY_PHASES)
 
 
 def make_steps(

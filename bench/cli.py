@@ -227,8 +227,9 @@ def _interrupt(signum: int, frame: Any) -> None:
               help="Comma-separated state modes.")
 @click.option("--phases", default="forward,train", show_default=True, callback=_choices(PHASES),
               help="Comma-separated phases: forward calls, train steps (Adam) with training=True, and "
-                   "train-notraining, the same train step calling the model without the flag (chain's "
-                   "strategies only).")
+                   "train-notraining, the same train step calling the model without the flag, and "
+                   "train-feedback, the train step of a feedback=True chain fed the targets (teacher "
+                   "forcing); the last two for chain's strategies only.")
 @click.option("--cells", default="gru", show_default=True, callback=_choices(CELLS),
               help="Comma-separated model B cells: gru (GRUCell), lstm (LSTMCell), rnn (SimpleRNNCell), "
                    "stacked (StackedRNNCells of 2 GRUCells), functional (a functional Model around one "

@@ -76,3 +76,22 @@ def test_an_outer_step_with_no_run_and_an_empty_batch_row():
                       strategy="packed", compiled=False)
     x, steps = tf.constant(_workload()["x"]), tf.zeros([3, 4], tf.int32)
     assert reference_values(net, x, steps).shape == (0, SIZES.output_size)
+
+
+@pytest.mark.parametrize("cell", ["gru", "functional"])
+def test_the_feedback_phase_trains_a_teacher_forced_chain(cell):
+    from bench._tf_framework import step_program
+
+    case = Case("packed", "carry", "train-feedback", 5, "uniform", "cpu", cell, 5)
+    net = build_chain(case, SIZES, 0, strategy="packed", compiled=True)
+    assert net.feedback
+    work = _workload()
+    step = step_program(net, work, case.phase, graph=True)
+    losses = [step() for _ in range(30)]
+    assert losses[-1] < losses[0]
+    # the step fed the targets: its loss is that of the teacher-forced call
+    x, steps, y = tf.constant(work["x"]), tf.constant(STEPS), tf.constant(work["y_values"])
+    forced = float(tf.reduce_mean(tf.square(net(x, steps, targets=y).flat_values - y)))
+    free = float(tf.reduce_mean(tf.square(net(x, steps).flat_values - y)))
+    loss = step()  # the loss at the weights before this step's update
+    assert np.isclose(loss, forced, rtol=1e-4) and not np.isclose(loss, free, rtol=1e-2)

@@ -72,6 +72,9 @@ def test_build_cases_crosses_cells_and_hidden_sizes():
     assert "packed-carry-train-notraining-L4-uniform-cpu-lstm-H256" in {c.id for c in cases}
     assert cases[0].sizes(Sizes(batch=3)) == Sizes(batch=3, hidden=16)
     assert build_cases(["packed"], ["carry"], ["train"], [4], "uniform", "cpu")[0].cell == "gru"
+    feedback = build_cases(["packed", "reference", "torch-packed"], ["carry"], ["train-feedback"], [4], "uniform",
+                           "cpu")  # fmt: skip
+    assert [c.strategy for c in feedback] == ["packed"]  # the peers' model B reads IR alone
 
 
 def test_sweep_round_trips_through_json():
