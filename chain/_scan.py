@@ -39,11 +39,16 @@ class Inputs(NamedTuple):
         by_run: whether entry `(j, r)` reads row `r`, so that step `j` reads `source[:active[j]]`
             (reset and init modes, where a run's input never changes). Otherwise each step
             gathers its rows (carry mode, where a sample's input changes with `t`).
+        step_major: the sources hold one row per entry, in step-major order (`rows` is then
+            unused): step `j` reads its entries' rows as one slice, and the backward pass gives
+            the input gradient of every entry (teacher-forced feedback, where every step's input
+            differs).
     """
 
     sources: tuple[tf.Tensor, ...]
-    rows: tf.Tensor
+    rows: tf.Tensor | None
     by_run: bool
+    step_major: bool = False
 
 
 def _concat(ta: tf.TensorArray, width: int, dtype: tf.DType) -> tf.Tensor:
@@ -87,9 +92,12 @@ class _Reader:
     def __init__(self, inputs: Inputs, active: tf.Tensor):
         self.inputs = inputs
         self.active = active
-        self.rows = None if inputs.by_run else _split(inputs.rows, active)
+        self.rows = None if inputs.by_run or inputs.step_major else _split(inputs.rows, active)
+        self.offsets = _offsets(active) if inputs.step_major else None
 
     def read(self, j) -> list[tf.Tensor]:
+        if self.offsets is not None:
+            return [_rows(source, self.offsets[j], self.active[j]) for source in self.inputs.sources]
         if self.rows is None:
             return [_lead(source, self.active[j]) for source in self.inputs.sources]
         index = self.rows.read(j)
@@ -259,7 +267,8 @@ def _backward(kernel, fwd: _Forward, d_outs: tf.Tensor, n_sources):
     paddings = tf.pad(grow[:, None, None], [[0, 0], [0, 1], [1, 0]])
     width_x = inputs.sources[0].shape[-1]
     sizes = kernel.state_sizes
-    runs = None if inputs.by_run else _RunStarts(inputs.rows, active, dtype)
+    step_major = inputs.step_major
+    runs = None if inputs.by_run or step_major else _RunStarts(inputs.rows, active, dtype)
     acc_dtype = tf.float32 if dtype in (tf.bfloat16, tf.float16) else dtype
 
     def back(j, prev, carried, sums, d_weights):
@@ -278,7 +287,10 @@ def _backward(kernel, fwd: _Forward, d_outs: tf.Tensor, n_sources):
     def body(j, carried, sums, d_weights, ended):
         prev = [_lead(ta.read(j - 1), active[j]) for ta in fwd.state_tas]
         carried, sums, d_weights = back(j, prev, carried, sums, d_weights)
-        if runs is not None:
+        if step_major:  # every entry's own input gradient: kept, nothing summed
+            ended = ended.write(j, sums)
+            sums = tf.zeros_like(sums)
+        elif runs is not None:
             ended = ended.write(j - 1, tf.gather(sums, runs.starts.read(j - 1)))
             sums = sums * runs.keep.read(j - 1)[:, None]
         return j - 1, carried, sums, d_weights, ended
@@ -288,7 +300,7 @@ def _backward(kernel, fwd: _Forward, d_outs: tf.Tensor, n_sources):
         [tf.zeros([0, s], dtype) for s in sizes],
         tf.zeros([0, width_x], dtype),
         [tf.zeros(w.shape, acc_dtype) for w in fwd.weights],
-        _stepwise(dtype, tf.maximum(size - 1, 0), width_x),
+        _stepwise(dtype, size if step_major else tf.maximum(size - 1, 0), width_x),
     )
     _, carried, sums, d_weights, ended = tf.while_loop(
         lambda j, *_: j > 0,
@@ -310,6 +322,9 @@ def _backward(kernel, fwd: _Forward, d_outs: tf.Tensor, n_sources):
     carried, sums, d_weights = tf.cond(size > 0, first, lambda: (carried, sums, d_weights))
     d_h0 = [_pad_rows(c, tf.shape(h)[0]) for c, h in zip(carried, fwd.h0)]
     d_weights = [tf.cast(g, w.dtype) for g, w in zip(d_weights, fwd.weights)]
+    if step_major:  # step 0's gradients are `sums`; steps 1.. were written at their index
+        ended = tf.cond(size > 0, lambda: ended.write(0, sums), lambda: ended)
+        return _concat(ended, width_x, dtype), d_h0, d_weights
     if runs is None:  # run r reads source row r
         return _pad_rows(sums, n_sources), d_h0, d_weights
     # every run's sum, in the order of its first entry (step-major); step 0's are what is left

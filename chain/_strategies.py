@@ -172,8 +172,8 @@ def run_packed(adapter, xp, steps, init_states, carry, training, head=None, fina
     they come, so only the head's (narrower) outputs are kept.
     """
     plan = make_plan(steps, carry)
-    if per_step:  # every entry has a row of its own
-        inputs = _scan.Inputs((xp,), plan.positions, by_run=False)
+    if per_step:  # every entry has a row of its own: laid out step-major once, read as slices
+        inputs = _scan.Inputs((_permute(xp, plan.positions, inverse=True),), None, by_run=False, step_major=True)
     elif carry:  # a sample's input changes with t: each entry reads its (b, t) row of xp
         inputs = _scan.Inputs((xp,), tf.gather(plan.pos_row, plan.positions), by_run=False)
     else:  # run r is (b, t) row order[r]; its input is the same at every step
@@ -205,17 +205,25 @@ def _step_of(adapter, training, emit):
     return step
 
 
-@tf.custom_gradient
-def _permute(values: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+def _permute(values: tf.Tensor, positions: tf.Tensor, inverse: bool = False) -> tf.Tensor:
     """Row `positions[p]` of the result is `values[p]`; `positions` is a permutation.
 
-    The gradient is a dense gather, where `tf.gather`'s own would be sparse and then summed.
+    With `inverse`, row `p` of the result is `values[positions[p]]`. The gradient is a dense
+    gather either way, where `tf.gather`'s own would be sparse and then summed.
     """
+    if inverse:
+        return _gather_rows(values, positions)
+    return _gather_rows(values, tf.math.invert_permutation(positions))
+
+
+@tf.custom_gradient
+def _gather_rows(values: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """`values[index]` for a permutation `index`, with a dense gradient."""
 
     def grad(d_out):
-        return tf.gather(tf.convert_to_tensor(d_out), positions), None
+        return tf.gather(tf.convert_to_tensor(d_out), tf.math.invert_permutation(index)), None
 
-    return tf.gather(values, tf.math.invert_permutation(positions)), grad
+    return tf.gather(values, index), grad
 
 
 STRATEGIES: dict[str, Strategy] = {
