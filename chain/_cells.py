@@ -44,6 +44,10 @@ class StepAdapter:
         """Maps IR rows `(n, ir_size)` to step inputs `(n, P)`."""
         return ir
 
+    def project_fed(self, ir: tf.Tensor, rows: tf.Tensor, prev: tf.Tensor) -> tf.Tensor:
+        """Step inputs `(m, P)` of B fed `[ir[rows], prev]`, `prev` `(m, D)` (teacher forcing)."""
+        return self.project(tf.concat([tf.gather(ir, rows), prev], 1))
+
     def step(self, xp: tf.Tensor, states: StateList, training: bool) -> tuple[tf.Tensor, StateList]:
         """One inner step. Returns `(output (n, H), new_states)`."""
         raise NotImplementedError
@@ -98,6 +102,9 @@ class FastAdapter(StepAdapter):
 
     def project(self, ir):
         return self.kernel.project(ir)
+
+    def project_fed(self, ir, rows, prev):
+        return self.kernel.project_fed(ir, rows, prev)
 
     def step(self, xp, states, training):
         out, new, _ = self.kernel.forward(xp, list(states), self.kernel.params(xp.dtype))

@@ -60,6 +60,15 @@ class _CellKernel:
         bias = self._input_bias()
         return xp if bias is None else xp + _cast(bias, ir.dtype)
 
+    def project_fed(self, ir: tf.Tensor, rows: tf.Tensor, prev: tf.Tensor) -> tf.Tensor:
+        """`project([ir[rows], prev])`, the IR part projected once per IR row, then gathered."""
+        kernel = _cast(self.cell.kernel, ir.dtype)
+        width = ir.shape[-1]
+        xp = tf.matmul(ir, kernel[:width])
+        bias = self._input_bias()
+        xp = xp if bias is None else xp + _cast(bias, ir.dtype)
+        return tf.gather(xp, rows) + tf.matmul(prev, kernel[width:])
+
 
 class GRUKernel(_CellKernel):
     """``GRUCell`` with ``reset_after=True`` (Keras' default): gates z, r, h.
@@ -246,6 +255,9 @@ class StackKernel:
 
     def project(self, ir):
         return self.layers[0].project(ir)
+
+    def project_fed(self, ir, rows, prev):
+        return self.layers[0].project_fed(ir, rows, prev)
 
     def params(self, dtype):
         out = []

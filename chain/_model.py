@@ -464,17 +464,17 @@ class Chain(keras.Model):
         targets = tf.cast(targets, ir.dtype)
         fb = init[-1]
         prev = _feedback.shifted_targets(targets, steps, carry, fb if carry else None, self.feedback_start)
-        ir_steps = tf.gather(ir_rows, tf.repeat(tf.range(tf.shape(ir_rows)[0]), tf.reshape(steps, [-1])))
-        if sampling is None:  # teacher forcing: every step's input known, one projection for all
+        rows = tf.repeat(tf.range(tf.shape(ir_rows)[0]), tf.reshape(steps, [-1]))  # each step's (b, t)
+        if sampling is None:  # teacher forcing: every step's input is known before the loop
             inner = adapter.inner
-            xp = inner.project(tf.concat([ir_steps, prev], 1))
+            xp = inner.project_fed(ir_rows, rows, prev)
             flat, finals = run(inner, xp, steps, init[:-1], carry, training, head, final=final,
                                differentiable=differentiable, per_step=True)  # fmt: skip
             if final and carry:
                 finals = [*finals, _feedback.teacher_final(targets, steps, fb)]
         else:
             own = _feedback.coins(tf.shape(prev)[0], sampling, ir.dtype)
-            flat, finals = run(adapter, tf.concat([ir_steps, prev, own], 1), steps, init, carry, training,
+            flat, finals = run(adapter, tf.concat([tf.gather(ir_rows, rows), prev, own], 1), steps, init, carry, training,
                                head, final=final, differentiable=differentiable, per_step=True)  # fmt: skip
         return (flat, finals) if final else flat
 
