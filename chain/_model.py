@@ -689,8 +689,12 @@ class Chain(keras.Model):
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, x: Any, initial_state: Any = None, return_state: bool = False) -> Any:
-        """Runs the chain without `steps`, at lengths the model predicts.
+    def generate(self, x: Any, steps: Any = None, initial_state: Any = None, return_state: bool = False) -> Any:
+        """Runs the chain free, at given `steps` or at lengths the model predicts.
+
+        With `feedback=True`, every inner step is fed the model's own previous output
+        (autoregressive generation), inside one graph loop. `steps` given, this is
+        `net(x, steps)` (a call without targets runs free).
 
         With `predict_lengths=True` the lengths are the length head's argmax at each `(b, t)`;
         with `stop="token"` each `(b, t)` runs until its stop logit is positive or it reaches
@@ -700,18 +704,21 @@ class Chain(keras.Model):
 
         Args:
             x: `(batch, T, input_size)` floats.
+            steps: `(batch, T)` or `(T,)` lengths; None generates at predicted lengths.
             initial_state: as in a call, `{"model_a": [...], "model_b": [...]}`.
             return_state: also return the final states.
 
         Returns:
             RaggedTensor of shape `(batch, T, None, output_size)`, ragged_rank 2, whose row
-            lengths are the predicted `steps` `(batch, T)`, each in `[0, max_steps]`; with
-            `return_state`, `(output, states)`.
+            lengths are `steps` or the predicted ones `(batch, T)`, each in `[0, max_steps]`;
+            with `return_state`, `(output, states)`.
 
         Raises:
-            ValueError: the model has neither a length head nor a stop head, or `x` or
-                `initial_state` is bad.
+            ValueError: no `steps` and the model has neither a length head nor a stop head, or
+                `x`, `steps` or `initial_state` is bad.
         """
+        if steps is not None:
+            return self(x, steps, initial_state=initial_state, return_state=return_state)
         if not (self.predict_lengths or self.stop):
             raise ValueError(
                 "`generate` needs predicted lengths: build the Chain with `predict_lengths=True` "

@@ -296,3 +296,29 @@ def test_feedback_without_a_known_output_width_asks_for_output_size():
     net = Chain(keras.layers.GRU(IR, return_sequences=True), Bare(), feedback=True)
     with pytest.raises(ValueError, match="give the Chain an `output_size`"):
         net.build((None, None, 4))
+
+
+@pytest.mark.parametrize("state", ["carry", "reset"])
+def test_generate_at_given_steps_equals_a_step_by_step_reference(state):
+    net = _net("lstm", state)
+    x, steps, _ = _data(seed=11)
+    want = reference_feedback_flat(net, x, steps).numpy()
+    out = net.generate(x, steps)
+    assert out.row_lengths(axis=2).numpy().reshape(steps.shape).tolist() == steps.tolist()
+    np.testing.assert_allclose(out.flat_values.numpy(), want, atol=ATOL)
+
+
+@pytest.mark.parametrize("lengths", [{"predict_lengths": True}, {"stop": "token"}])
+def test_generate_at_predicted_lengths_feeds_the_own_outputs(lengths):
+    net = _net("gru", "carry", max_steps=3, **lengths)
+    x, _, _ = _data(seed=12)
+    out = net.generate(x)
+    steps = out.row_lengths(axis=2).numpy().reshape(x.shape[:2])
+    assert 0 < steps.sum() and len(np.unique(steps)) > 1  # lengths that differ: a real test
+    np.testing.assert_allclose(out.flat_values.numpy(), reference_feedback_flat(net, x, steps).numpy(), atol=ATOL)
+    # streaming one outer step at a time, the feedback state carried, gives the same
+    parts, state = [], None
+    for t in range(x.shape[1]):
+        part, state = net.generate(x[:, t : t + 1], initial_state=state, return_state=True)
+        parts.append(part)
+    np.testing.assert_allclose(tf.concat(parts, axis=1).flat_values.numpy(), out.flat_values.numpy(), atol=ATOL)
