@@ -41,17 +41,27 @@ def _inputs_and_steps(spec: Spec, block: int) -> tuple[np.ndarray, np.ndarray]:
 def _block(spec: Spec, block: int) -> dict[str, np.ndarray]:
     """All arrays of one block of :data:`_rng.BLOCK` samples (cached: shards may share a block)."""
     x, steps = _inputs_and_steps(spec, block)
-    clean = _tasks.clean_targets(spec, x, steps, law_truth(spec)).astype(np.float32, copy=False)
-    noisy = clean
+    shape = (int(steps.sum()), spec.output_size)
+    noise = np.zeros(shape, np.float32)
     if spec.noise > 0:
-        rng = _rng.block_stream(spec.seed, _rng.Purpose.NOISE, block)
-        noisy = rng.standard_normal(clean.shape, dtype=np.float32)
-        noisy *= np.float32(spec.noise)
-        noisy += clean
+        noise = _rng.block_stream(spec.seed, _rng.Purpose.NOISE, block).standard_normal(shape, dtype=np.float32)
+        noise *= np.float32(spec.noise)
+    if spec.task in _tasks.AR_TASKS:  # the noise drives the law: each step follows the noisy one before
+        clean = _tasks.ar(x, steps, law_truth(spec), noise.astype(np.float64), spec.task == "ar").astype(np.float32)
+    else:
+        clean = _tasks.clean_targets(spec, x, steps, law_truth(spec)).astype(np.float32, copy=False)
+    noisy = clean + noise if spec.noise > 0 else clean
     arrays = {"x": x.astype(np.float32), "steps": steps, "y_values": noisy, "y_clean_values": clean}
     for value in arrays.values():
         value.setflags(write=False)
     return arrays
+
+
+def no_feedback_floor(spec: Spec, n_samples: int) -> float:
+    """An ``ar`` task's best MSE without feedback, on its first ``min(n_samples, BLOCK)`` samples."""
+    x, steps = _inputs_and_steps(spec, 0)
+    n = min(n_samples, _rng.BLOCK)
+    return _tasks.ar_no_feedback_floor(x[:n], steps[:n], law_truth(spec), spec.noise, spec.task == "ar")
 
 
 def _take(arrays: dict[str, np.ndarray], first: int, stop: int) -> dict[str, np.ndarray]:

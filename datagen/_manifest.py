@@ -117,12 +117,17 @@ def build(spec: Spec, plan: Plan, shards: list[dict[str, Any]], truth_files: lis
     """
     law = {key: np.asarray(value).tolist() for key, value in _tasks.truth(spec).items()} if spec.task != "teacher" else {}
     samples = sum(record["stop"] - record["start"] for record in shards)
+    described = _tasks.describe(spec)
+    if spec.task in _tasks.AR_TASKS:
+        from ._generate import no_feedback_floor
+
+        described["no_feedback_floor"] = no_feedback_floor(spec, plan.n_samples)
     first, last = plan.shards.start, plan.shards.stop
     return {
         "format_version": FORMAT_VERSION,
         "generator": {"name": "datagen", "version": GENERATOR_VERSION},
         "params": params(spec, plan),
-        "law": _tasks.describe(spec),
+        "law": described,
         "lengths": _lengths.parameters(spec.lengths, spec.longest_step) | {"zero_fraction": spec.zero_fraction},
         "x_distribution": "i.i.d. uniform on [-1, 1)" + (", x[..., 0] inside its length bin" if spec.lengths == "input" else ""),
         "counts": {

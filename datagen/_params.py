@@ -10,7 +10,7 @@ from typing import Any
 GENERATOR_VERSION = "1.0.0"
 """Bumped whenever the same parameters and seed would give different content."""
 
-TASKS: tuple[str, ...] = ("echo", "running", "bursts", "teacher")
+TASKS: tuple[str, ...] = ("echo", "running", "bursts", "teacher", "ar", "ar-reset")
 """Target laws, see :mod:`datagen._tasks`."""
 
 LENGTHS: tuple[str, ...] = ("fixed", "uniform", "poisson", "geometric", "zipf", "input")

@@ -122,6 +122,81 @@ def bursts(x: np.ndarray, steps: np.ndarray, params: dict[str, np.ndarray], outp
     return amplitude * np.exp(-decay * k) * np.cos(frequency * k + phase)
 
 
+AR_TASKS = ("ar", "ar-reset")
+AR_LOW, AR_HIGH = 0.8, 0.99
+"""The range of the ``ar`` laws' coefficient ``a``: close to 1, so the noise of earlier steps
+stays in the outputs and only a model that sees them (feedback) predicts the next one."""
+
+
+def ar_parameters(spec: Spec) -> dict[str, np.ndarray]:
+    """The ``ar`` laws' projections, drawn from the seed's truth stream.
+
+    ``a_kernel`` (in, D) and ``c_kernel`` (in, D) normal with std ``1 / sqrt(in)``, ``a_bias``
+    and ``c_bias`` (D,) normal with std 0.5.
+    """
+    rng = _rng.truth_stream(spec.seed)
+    scale = 1.0 / np.sqrt(spec.input_size)
+    size = (spec.input_size, spec.output_size)
+    return {
+        "a_kernel": rng.normal(0.0, scale, size=size),
+        "a_bias": rng.normal(0.0, 0.5, size=spec.output_size),
+        "c_kernel": rng.normal(0.0, scale, size=size),
+        "c_bias": rng.normal(0.0, 0.5, size=spec.output_size),
+    }
+
+
+def ar_coefficients(x: np.ndarray, steps: np.ndarray, params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``c`` (sum(steps), D) of every real inner step: functions of its ``x[b, t]``."""
+    index = ragged_index(steps)
+    inputs = x[index.b, index.t]
+    a = AR_LOW + (AR_HIGH - AR_LOW) / (1.0 + np.exp(-2.0 * (_gru.matmul(inputs, params["a_kernel"]) + params["a_bias"])))
+    c = 0.1 * np.tanh(_gru.matmul(inputs, params["c_kernel"]) + params["c_bias"])
+    return a, c
+
+
+def _ar_first(steps: np.ndarray, carry: bool) -> np.ndarray:
+    """(sum(steps),) True where the previous output is taken as 0: a sample's (carry) or a run's
+    (reset) first real inner step."""
+    index = ragged_index(steps)
+    return index.c == 0 if carry else index.k == 0
+
+
+def ar(x: np.ndarray, steps: np.ndarray, params: dict[str, np.ndarray], noise: np.ndarray, carry: bool) -> np.ndarray:
+    """``y[k] = a(x[b, t]) * y[k - 1] + c(x[b, t]) + e[k]``, elementwise over the D channels.
+
+    ``a = 0.8 + 0.19 sigmoid(2 (x @ a_kernel + a_bias))`` and
+    ``c = 0.1 tanh(x @ c_kernel + c_bias)``, ``e`` the Gaussian noise of the step. ``y[-1]`` is 0
+    at the sample's first real inner step in ``ar`` (the previous output flows across outer
+    steps, as B's state in carry mode) and at every ``(b, t)``'s first step in ``ar-reset``. The
+    clean target is the one-step-ahead mean ``a y[k - 1] + c`` given the observed ``y[k - 1]``,
+    so the noise floor ``noise ** 2`` is reached only by a model fed its previous output; the
+    manifest's ``no_feedback_floor`` is the best MSE without it.
+    """
+    a, c = ar_coefficients(x, steps, params)
+    first = _ar_first(steps, carry)
+    clean = np.empty_like(a)
+    previous = np.zeros(a.shape[1])
+    for p in range(a.shape[0]):
+        if first[p]:
+            previous = np.zeros(a.shape[1])
+        clean[p] = a[p] * previous + c[p]
+        previous = clean[p] + noise[p]
+    return clean
+
+
+def ar_no_feedback_floor(x: np.ndarray, steps: np.ndarray, params: dict[str, np.ndarray], noise: float, carry: bool) -> float:
+    """The mean over real steps and channels of ``Var(y[k] | x, steps)``: the MSE of the best
+    predictor that does not see earlier outputs (``v[k] = a^2 v[k - 1] + noise^2``, ``v[-1] = 0``)."""
+    a, _ = ar_coefficients(x, steps, params)
+    first = _ar_first(steps, carry)
+    variance = np.zeros(a.shape[1])
+    total = 0.0
+    for p in range(a.shape[0]):
+        variance = (np.zeros(a.shape[1]) if first[p] else a[p] ** 2 * variance) + noise**2
+        total += float(variance.mean())
+    return total / max(a.shape[0], 1)
+
+
 def teacher_parameters(spec: Spec) -> dict[str, np.ndarray]:
     """Draws the teacher's weights from the seed's truth stream (Keras weight order).
 
@@ -265,6 +340,8 @@ def truth(spec: Spec) -> dict[str, np.ndarray]:
         return running_parameters(spec.output_size, spec.longest_step)
     if spec.task == "bursts":
         return bursts_parameters(spec.input_size)
+    if spec.task in AR_TASKS:
+        return ar_parameters(spec)
     return {}
 
 
@@ -286,15 +363,19 @@ def clean_targets(spec: Spec, x: np.ndarray, steps: np.ndarray, law: dict[str, n
         return running(steps, law)
     if spec.task == "bursts":
         return bursts(x, steps, law, spec.output_size)
+    if spec.task in AR_TASKS:  # without noise; datagen's samples pass theirs (see `ar`)
+        return ar(x, steps, law, np.zeros((int(steps.sum()), spec.output_size)), spec.task == "ar")
     return echo(x, steps)
 
 
 def describe(spec: Spec) -> dict[str, Any]:
     """The law as stored in the manifest: its docstring and, for stateful laws, the state mode."""
-    function = {"teacher": teacher, "running": running, "bursts": bursts, "echo": echo}[spec.task]
+    function = {"teacher": teacher, "running": running, "bursts": bursts, "echo": echo, "ar": ar, "ar-reset": ar}[spec.task]
     entry: dict[str, Any] = {"task": spec.task, "law": " ".join((function.__doc__ or "").split())}
-    if spec.task in ("teacher", "running"):
+    if spec.task in ("teacher", "running", "ar"):
         entry["state"] = "carry"
+    if spec.task == "ar-reset":
+        entry["state"] = "reset"
     if spec.task == "teacher":
         entry["hidden"] = {"model_a": spec.teacher_hidden, "model_b": spec.teacher_hidden}
     return entry

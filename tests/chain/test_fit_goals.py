@@ -94,3 +94,29 @@ def test_running_fits_in_windows_with_the_state_carried(tmp_path):
           f"reset at each window: {reset_ratio:.3f}x")  # fmt: skip
     assert carry["heldout_mse_over_noise_floor"] <= 1.5
     assert reset_ratio > 3 * carry["heldout_mse_over_noise_floor"]
+
+
+AR_DATA = {
+    "carry": ("ar", {}),
+    # runs restart at every (b, t): long, fixed runs leave room between the floors
+    "reset": ("ar-reset", {"longest_step": 16, "lengths": "fixed", "timesteps": 8}),
+}
+
+
+@pytest.mark.parametrize("state", ["carry", "reset"])
+def test_ar_needs_feedback(tmp_path, state):
+    """`ar`: each inner output follows the noisy one before. Fed back, the chain reaches the
+    noise floor; without feedback it cannot come within 3x (the manifest's no-feedback floor)."""
+    task, sizes = AR_DATA[state]
+    data = tmp_path / "data"
+    datagen.make(data, task=task, n_samples=2048, noise=0.05, **sizes)
+    floor = datagen.read(data)["manifest"]["law"]["no_feedback_floor"] / 0.0025
+    started = time.perf_counter()
+    fed = fit_run(data, tmp_path / "fed", FitOptions(state=state, feedback=True, epochs=30, hidden=32), verbose=2)
+    seconds = time.perf_counter() - started
+    blind = fit_run(data, tmp_path / "blind", FitOptions(state=state, epochs=15, hidden=32), verbose=2)
+    print(f"ar {state}: with feedback {fed['heldout_mse_over_noise_floor']:.3f}x the noise floor in "
+          f"{seconds:.0f} s; without {blind['heldout_mse_over_noise_floor']:.3f}x (no-feedback floor {floor:.2f}x)")
+    assert fed["heldout_mse_over_noise_floor"] <= 1.2
+    assert blind["heldout_mse_over_noise_floor"] > 3
+    assert seconds < TEN_MINUTES

@@ -91,3 +91,49 @@ def test_running_needs_carried_state_bayes_error_of_a_reset_model():
     noise_floor = 0.05**2
     assert bayes > 5 * noise_floor * 1.6, bayes
     assert np.abs(clean).max() <= 2.0
+
+
+def _ar_coefficients(truth, x):
+    a = 0.8 + 0.19 / (1 + np.exp(-2 * (x @ truth["a_kernel"] + truth["a_bias"])))
+    return a, 0.1 * np.tanh(x @ truth["c_kernel"] + truth["c_bias"])
+
+
+@pytest.mark.parametrize("task", ["ar", "ar-reset"])
+def test_ar_steps_follow_the_noisy_step_before(task):
+    """The oracle that sees the previous observed output reaches the noise floor; y[-1] = 0 at a
+    sample's first step (ar) or at every (b, t)'s (ar-reset), across outer steps with no step too."""
+    data = datagen.generate(64, task=task, noise=0.05, seed=5, return_truth=True)
+    y, clean = data["y_values"].astype(np.float64), data["y_clean_values"].astype(np.float64)
+    previous, oracle, crossed = None, [], 0
+    for b, t, k, c, row in per_step(data):
+        starts = c == 0 if task == "ar" else k == 0
+        if task == "ar" and k == 0 and c > 0:
+            crossed += 1
+        prev = np.zeros(y.shape[1]) if starts else y[row - 1]
+        a, cc = _ar_coefficients(data["truth"], data["x"][b, t].astype(np.float64))
+        oracle.append(a * prev + cc)
+    oracle = np.array(oracle)
+    np.testing.assert_allclose(clean, oracle, atol=1e-5)
+    assert np.mean((y - oracle) ** 2) == pytest.approx(0.0025, rel=0.05)
+    if task == "ar":
+        assert crossed > 0  # the previous output crossed outer-step edges
+
+
+@pytest.mark.parametrize("task, kwargs", [("ar", {}), ("ar-reset", {"longest_step": 16, "lengths": "fixed"})])
+def test_ar_without_feedback_is_at_least_four_times_the_noise_floor(tmp_path, task, kwargs):
+    """The best predictor that does not see earlier outputs (the conditional mean given x)
+    scores the manifest's `no_feedback_floor`, which is >= 4x the noise floor."""
+    datagen.make(tmp_path / "d", task=task, n_samples=512, noise=0.05, seed=2, **kwargs)
+    data = datagen.read(tmp_path / "d")
+    floor = data["manifest"]["law"]["no_feedback_floor"]
+    assert floor >= 4 * data["manifest"]["noise_floor"]
+    truth = data["manifest"]["truth"]["parameters"]
+    truth = {key: np.asarray(value) for key, value in truth.items()}
+    mean, predictions = None, []
+    for b, t, k, c, row in per_step(data):
+        starts = c == 0 if task == "ar" else k == 0
+        a, cc = _ar_coefficients(truth, data["x"][b, t].astype(np.float64))
+        mean = cc if starts else a * mean + cc
+        predictions.append(mean)
+    mse = np.mean((data["y_values"] - np.array(predictions)) ** 2)
+    assert mse == pytest.approx(floor, rel=0.1)
