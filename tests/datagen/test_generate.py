@@ -93,7 +93,7 @@ def test_x_is_uniform_on_minus_one_one():
         ({"output_size": -3}, r"`output_size` must be >= 1; received -3"),
         ({"longest_step": 0}, r"`longest_step` must be in \[1, 2147483647\]; received 0"),
         ({"teacher_hidden": 0}, r"`teacher_hidden` must be >= 1; received 0"),
-        ({"task": "nope"}, r"`task` must be one of echo, running, bursts, teacher; received 'nope'"),
+        ({"task": "nope"}, r"`task` must be one of echo, running, bursts, teacher, ar, ar-reset; received 'nope'"),
         ({"lengths": "beta"}, r"`lengths` must be one of .*; received 'beta'"),
         ({"zero_fraction": 1.5}, r"`zero_fraction` must be in \[0.0, 1.0\]; received 1.5"),
         ({"zero_fraction": "a"}, r"`zero_fraction` must be a number; received 'a'"),

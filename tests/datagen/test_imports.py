@@ -32,6 +32,6 @@ def test_public_names():
     for name in ("generate", "make", "read", "load", "merge", "TASKS", "LENGTHS", "teacher_weights", "DatasetError",
                  "windows_per_sample"):
         assert name in datagen.__all__ and hasattr(datagen, name)
-    assert datagen.TASKS == ("echo", "running", "bursts", "teacher")
+    assert datagen.TASKS == ("echo", "running", "bursts", "teacher", "ar", "ar-reset")
     assert datagen.LENGTHS == ("fixed", "uniform", "poisson", "geometric", "zipf", "input")
     assert issubclass(datagen.DatasetError, ValueError) and issubclass(datagen.ParameterError, ValueError)
