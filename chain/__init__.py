@@ -7,6 +7,9 @@ from ._backend import check_backend as _check_backend
 
 _check_backend()
 
+from ._lengths import LengthHead as LengthHead
+from ._lengths import Lengths as Lengths
+from ._lengths import StopToken as StopToken
 from ._model import STATES as STATES
 from ._model import Chain as Chain
 from ._ragged import from_padded as from_padded
@@ -41,5 +44,5 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_APPLICATION])
 
 
-__all__ = ["Chain", "STATES", "STRATEGIES", "from_padded", "to_padded"]
+__all__ = ["Chain", "LengthHead", "Lengths", "STATES", "STRATEGIES", "StopToken", "from_padded", "to_padded"]
 __all__ += ["FitOptions", "NoiseFloorRatio", "TrainingDiverged", "evaluate_run", "fit_run", "pad_targets", "ragged_mse"]

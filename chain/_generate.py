@@ -1,23 +1,10 @@
-"""Generation without `steps`: outputs at the lengths a length head or a stop head predicts."""
+"""Generation until a stop token fires (see `chain._lengths.StopToken`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import tensorflow as tf
-
-
-def generate_with_length_head(net: Any, x: tf.Tensor, a_in=None, b_in=None):
-    """Outputs at the lengths the length head predicts, from states `a_in`, `b_in` (None: zeros).
-
-    Returns:
-        `(flat (N, output_size), steps (batch, T) int32, model A's and B's final states)`.
-    """
-    ir, a_out = net._a.call(x, a_in, False)
-    steps = tf.argmax(net.length_head(ir), axis=-1, output_type=tf.int32)
-    flat, b_out = net.b_outputs_from_ir(ir, steps, training=False, head=net.head, initial_state=b_in,
-                                        final=True, differentiable=False)  # fmt: skip
-    return flat, steps, a_out, b_out
 
 
 def generate_with_stop(net: Any, x: tf.Tensor, a_in=None, b_in=None):

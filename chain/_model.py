@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import _cells, _feedback, _losses, _model_a, _ragged, _train, _validate
+from . import _cells, _feedback, _lengths, _losses, _model_a, _ragged, _train, _validate
 from ._strategies import STRATEGIES
 
 STATES = ("carry", "reset", "init")
@@ -49,13 +49,15 @@ class Chain(keras.Model):
         fused: `"auto"` runs standard cells on their kernel (hand-written backward step) under
             `packed`; True does the same or raises a ValueError naming the cell that has none;
             False calls model B as it is. `fast_path` says which runs and why.
-        predict_lengths: add a length head, a Dense layer over `IR` `(batch, T, ir_size)` with
-            `max_steps + 1` logits, trained on `steps` with cross-entropy next to the output
-            loss; `generate(x)` then runs at its predicted lengths. Needs `max_steps`.
-        stop: `"token"` adds a stop head on B's outputs (a logit per inner step: "this is the
-            last step") and an empty head on `IR` ("no step at this t"), trained with binary
-            cross-entropy from `steps`; `generate(x)` then runs each `(b, t)` until it stops or
-            reaches `max_steps`. Needs `max_steps`. None (default) adds nothing.
+        lengths: a length-prediction part (see `chain.Lengths`) for `generate` without `steps`:
+            `chain.LengthHead()`, a Dense layer over `IR` with `max_steps + 1` logits trained on
+            `steps` with cross-entropy next to the output loss, `generate(x)` running at its
+            argmax; or `chain.StopToken()`, a stop logit on B's outputs per inner step ("this is
+            the last step") and an empty logit on `IR` ("no step at this t"), trained with
+            binary cross-entropy, `generate(x)` running each `(b, t)` until it stops or reaches
+            `max_steps`. Needs `max_steps`. None (default) adds nothing.
+        predict_lengths: shorthand for `lengths=chain.LengthHead()`.
+        stop: `"token"` is shorthand for `lengths=chain.StopToken()`.
         stateful: keep model A's and (carry mode) model B's final states between calls, like
             `keras.layers.GRU(stateful=True)`; the batch size is fixed by the first call, and
             `reset_states()` sets them to zeros.
@@ -105,13 +107,14 @@ class Chain(keras.Model):
         predict_lengths: bool = False,
         stop: str | None = None,
         stateful: bool = False,
+        lengths: Any = None,
         feedback: bool = False,
         feedback_sampling: Any = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         _check_options(output_size, state, strategy, max_steps)
-        _check_length_options(predict_lengths, stop, max_steps)
+        part = _lengths.from_options(lengths, predict_lengths, stop, max_steps)
         if fused not in (True, False, _AUTO):
             raise ValueError(f"`fused` must be 'auto', True or False; received {fused!r}")
         if not isinstance(stateful, bool):
@@ -136,20 +139,17 @@ class Chain(keras.Model):
         # Not `self.compiled`: Keras uses that name for "compile() was called".
         self.graph_calls = compiled
         self.fused = fused
-        self.predict_lengths = predict_lengths
-        self.stop = stop
+        self.lengths = part
         self.stateful = stateful
         self.feedback = feedback
         self.feedback_sampling = feedback_sampling
         self.feedback_size: int | None = None
-        self.trackers = _train.Trackers(predict_lengths, stop)
+        self.trackers = _train.Trackers(part)
         self.flat_compile = _train.FlatCompile()
         self.loss_tracker = self.trackers.loss
         self.masked_mse_tracker = self.trackers.mse
-        if self.trackers.length is not None:
-            self.length_tracker = self.trackers.length
-        if self.trackers.stop is not None:
-            self.stop_tracker = self.trackers.stop
+        if part is not None:
+            setattr(self, part.tracker, self.trackers.lengths)
         self._generic = _cells.generic_adapter(model_b)
         self._fast, self._fast_path = _cells.fast_adapter(model_b, fused)
         self._a = _model_a.ModelAState(model_a)
@@ -253,16 +253,20 @@ class Chain(keras.Model):
         return int(out.shape[-1])
 
     def _build_length_heads(self, ir_size: int, b_size: int) -> None:
-        self.length_head = None
-        if self.predict_lengths:
-            self.length_head = keras.layers.Dense(self.max_steps + 1, name="length_head")
-            self.length_head.build((None, None, ir_size))
-        self.stop_head = self.empty_head = None
-        if self.stop == "token":
-            self.stop_head = keras.layers.Dense(1, name="stop_head")
-            self.stop_head.build((None, b_size))
-            self.empty_head = keras.layers.Dense(1, name="empty_head")
-            self.empty_head.build((None, None, ir_size))
+        self.length_head = self.stop_head = self.empty_head = None
+        if self.lengths is not None:
+            for name, layer in self.lengths.layers(self.max_steps, ir_size, b_size).items():
+                setattr(self, name, layer)
+
+    @property
+    def predict_lengths(self) -> bool:
+        """Whether the lengths part is a `chain.LengthHead`."""
+        return isinstance(self.lengths, _lengths.LengthHead)
+
+    @property
+    def stop(self) -> str | None:
+        """`"token"` when the lengths part is a `chain.StopToken`, else None."""
+        return "token" if isinstance(self.lengths, _lengths.StopToken) else None
 
     def get_build_config(self) -> dict[str, Any]:
         batch = self._state_vars.batch if getattr(self, "_state_vars", None) is not None else None
@@ -696,9 +700,9 @@ class Chain(keras.Model):
         (autoregressive generation), inside one graph loop. `steps` given, this is
         `net(x, steps)` (a call without targets runs free).
 
-        With `predict_lengths=True` the lengths are the length head's argmax at each `(b, t)`;
-        with `stop="token"` each `(b, t)` runs until its stop logit is positive or it reaches
-        `max_steps` (none at all where the empty head fires). States go in and out as in a call
+        The `lengths` part predicts them: with `chain.LengthHead()` the length head's argmax at
+        each `(b, t)`; with `chain.StopToken()` each `(b, t)` runs until its stop logit is
+        positive or it reaches `max_steps` (none at all where the empty head fires). States go in and out as in a call
         (and a stateful chain keeps them), so a sequence can be generated one outer step at a
         time: the windows give what one call on the whole sequence gives.
 
@@ -719,10 +723,11 @@ class Chain(keras.Model):
         """
         if steps is not None:
             return self(x, steps, initial_state=initial_state, return_state=return_state)
-        if not (self.predict_lengths or self.stop):
+        if self.lengths is None:
             raise ValueError(
-                "`generate` needs predicted lengths: build the Chain with `predict_lengths=True` "
-                "or `stop='token'`; received predict_lengths=False, stop=None"
+                "`generate` without `steps` needs predicted lengths: build the Chain with "
+                "`lengths=chain.LengthHead()` (or `predict_lengths=True`) or `lengths=chain.StopToken()` "
+                "(or `stop='token'`), or pass `steps`; received lengths=None"
             )
         x = tf.convert_to_tensor(x)
         x = tf.cast(x, self.compute_dtype) if x.dtype.is_floating else tf.cast(x, tf.float32)
@@ -743,9 +748,7 @@ class Chain(keras.Model):
         return (out, {"model_a": list(a_out), "model_b": list(b_out)}) if return_state else out
 
     def _generate_flat(self, x: tf.Tensor, a_in=None, b_in=None):
-        if self.predict_lengths:
-            return _train.generate_with_length_head(self, x, a_in, b_in or None)
-        return _train.generate_with_stop(self, x, a_in, b_in or None)
+        return self.lengths.generate(self, x, a_in, b_in or None)
 
     def _graph_generate(self, has_a: bool):
         key = ("generate", has_a)
@@ -798,8 +801,7 @@ class Chain(keras.Model):
             "max_steps": self.max_steps,
             "compiled": self.graph_calls,
             "fused": self.fused,
-            "predict_lengths": self.predict_lengths,
-            "stop": self.stop,
+            "lengths": None if self.lengths is None else keras.saving.serialize_keras_object(self.lengths),
             "stateful": self.stateful,
             "feedback": self.feedback,
             "feedback_sampling": self.feedback_sampling if not callable(self.feedback_sampling)
@@ -821,20 +823,6 @@ def _one_loss_weight(loss_weights: Any) -> float | None:
         "`loss_weights` must be one number (a Chain has one output loss) or None; "
         f"received {loss_weights!r}"
     )
-
-
-def _check_length_options(predict_lengths, stop, max_steps) -> None:
-    if stop not in _train.STOP_MODES:
-        raise ValueError(f"`stop` must be one of {_train.STOP_MODES}; received {stop!r}")
-    if not isinstance(predict_lengths, bool):
-        raise ValueError(f"`predict_lengths` must be True or False; received {predict_lengths!r}")
-    if predict_lengths and stop:
-        raise ValueError(
-            "use one way to predict lengths: received predict_lengths=True and stop='token'"
-        )
-    if (predict_lengths or stop) and max_steps is None:
-        which = "predict_lengths=True" if predict_lengths else "stop='token'"
-        raise ValueError(f"{which} needs `max_steps` (the largest length); received max_steps=None")
 
 
 def _check_options(output_size, state, strategy, max_steps) -> None:

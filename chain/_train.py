@@ -14,14 +14,11 @@ import keras
 import tensorflow as tf
 
 from . import _validate
-from ._generate import generate_with_length_head as generate_with_length_head
-from ._generate import generate_with_stop as generate_with_stop
 from ._losses import FlatLoss, check_output_size, global_count, replica_mean, sample_weights, target_values
 from ._losses import NoiseFloorRatio as NoiseFloorRatio
 from ._losses import flat_values as flat_values
 from ._losses import ragged_mse as ragged_mse
-
-STOP_MODES = (None, "token")
+from ._lengths import stop_targets as stop_targets
 
 
 def pad_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -41,14 +38,13 @@ def pad_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
 class Trackers:
     """The metrics a `Chain` reports from `fit` and `evaluate`, besides compiled ones."""
 
-    def __init__(self, predict_lengths: bool, stop: str | None) -> None:
+    def __init__(self, lengths: Any = None) -> None:
         self.loss = keras.metrics.Mean(name="loss")
         self.mse = keras.metrics.Mean(name="masked_mse")
-        self.length = keras.metrics.Mean(name="length_accuracy") if predict_lengths else None
-        self.stop = keras.metrics.Mean(name="stop_accuracy") if stop else None
+        self.lengths = keras.metrics.Mean(name=lengths.metric) if lengths is not None else None
 
     def all(self) -> list[keras.metrics.Metric]:
-        return [m for m in (self.loss, self.mse, self.length, self.stop) if m is not None]
+        return [m for m in (self.loss, self.mse, self.lengths) if m is not None]
 
 
 class FlatCompile:
@@ -127,17 +123,13 @@ def forward(net: Any, x: tf.Tensor, steps: tf.Tensor, training: bool, y: Any = N
     """Runs the chain once and every configured head; with `feedback`, `y` feeds `prev`.
 
     Returns:
-        A dict with `flat` `(N, output_size)`, and when configured `length_logits`
-        `(batch, T, max_steps + 1)`, `stop_logits` `(N,)` and `empty_logits` `(batch, T)`.
+        A dict with `flat` `(N, output_size)` and the length part's logits (see `chain.Lengths`).
     """
     targets = y if getattr(net, "feedback", False) else None
     ir, b_flat = net.forward_parts(x, steps, training=training, differentiable=training, targets=targets)
     parts = {"flat": b_flat if net.head is None else net.head(b_flat)}
-    if net.predict_lengths:
-        parts["length_logits"] = net.length_head(ir)
-    if net.stop == "token":
-        parts["stop_logits"] = net.stop_head(b_flat)[:, 0]
-        parts["empty_logits"] = net.empty_head(ir)[..., 0]
+    if net.lengths is not None:
+        parts.update(net.lengths.logits(net, ir, b_flat))
     return parts
 
 
@@ -160,39 +152,12 @@ def objective(net: Any, parts: dict[str, tf.Tensor], y: Any, steps: tf.Tensor,
     check_output_size(true, pred)
     compiled: FlatCompile = net.flat_compile
     total = compiled.loss_weight * compiled.loss(true, pred, inner)
-    if "length_logits" in parts:
-        logits = tf.cast(parts["length_logits"], tf.float32)
-        total += replica_mean(keras.losses.sparse_categorical_crossentropy(
-            steps, logits, from_logits=True), outer)  # fmt: skip
-    if "stop_logits" in parts:
-        stop_labels, empty_labels = stop_targets(steps)
-        total += replica_mean(_bce(stop_labels, parts["stop_logits"]), inner)
-        total += replica_mean(_bce(empty_labels, parts["empty_logits"]), outer)
+    if net.lengths is not None:
+        total += net.lengths.loss(parts, steps, outer, inner)
     if net.losses:
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         total += tf.add_n([tf.cast(v, tf.float32) for v in net.losses]) / replicas
     return total
-
-
-def _bce(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    logits = tf.cast(logits, tf.float32)
-    return tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(labels, logits.dtype), logits)
-
-
-def stop_targets(steps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Labels of the stop head.
-
-    Args:
-        steps: `(batch, T)` int32.
-
-    Returns:
-        `(last (N,), empty (batch, T))`: `last` is True at the last inner step of each `(b, t)`
-        (in flat order), `empty` is True where `steps == 0`.
-    """
-    flat_steps = tf.reshape(steps, [-1])
-    k = tf.ragged.range(flat_steps).flat_values
-    n = tf.repeat(flat_steps, flat_steps)
-    return tf.equal(k, n - 1), tf.equal(steps, 0)
 
 
 def update_trackers(net: Any, parts: dict[str, tf.Tensor], y: Any, steps: tf.Tensor,
@@ -209,14 +174,8 @@ def update_trackers(net: Any, parts: dict[str, tf.Tensor], y: Any, steps: tf.Ten
     # tracker sums to the global objective weighted by the batch's real steps.
     trackers.loss.update_state(total * global_count(rows) / tf.maximum(rows, 1.0), sample_weight=rows)
     trackers.mse.update_state(tf.reduce_mean(tf.square(true - pred), axis=-1))
-    if trackers.length is not None:
-        guess = tf.argmax(parts["length_logits"], axis=-1, output_type=tf.int32)
-        trackers.length.update_state(tf.cast(tf.equal(guess, steps), tf.float32))
-    if trackers.stop is not None:
-        last, empty = stop_targets(steps)
-        hits = tf.concat([tf.equal(parts["stop_logits"] > 0, last),
-                          tf.reshape(tf.equal(parts["empty_logits"] > 0, empty), [-1])], 0)  # fmt: skip
-        trackers.stop.update_state(tf.cast(hits, tf.float32))
+    if trackers.lengths is not None:
+        trackers.lengths.update_state(net.lengths.hits(parts, steps))
     compiled: FlatCompile = net.flat_compile
     for metric in compiled.metrics:
         metric.update_state(true, pred)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from chain import Chain
+from chain import Chain, LengthHead, Lengths, StopToken
 from chain._train import stop_targets
 
 from .conftest import INPUT_SIZE, make_chain
@@ -63,7 +63,7 @@ def test_bad_length_options(kwargs, message):
 
 def test_generate_needs_a_length_or_stop_head():
     net = make_chain(strategy="packed")
-    with pytest.raises(ValueError, match="`generate` needs predicted lengths"):
+    with pytest.raises(ValueError, match="`generate` without `steps` needs predicted lengths.*received lengths=None"):
         net.generate(x_batch())
 
 
@@ -200,3 +200,81 @@ def test_stop_head_trains_with_fit():
     assert history["stop_accuracy"][-1] > 0.95
     lengths = net.generate(x).row_lengths(axis=2).numpy()
     assert np.mean(lengths == 2) > 0.9
+
+
+@pytest.mark.parametrize("name, part", [("length_head", "LengthHead"), ("stop_token", "StopToken")])
+def test_models_saved_with_the_old_flags_load_and_generate_the_same(name, part):
+    """`.keras` files saved when length prediction was `predict_lengths=True` / `stop="token"`."""
+    import pathlib
+
+    import chain
+
+    data = pathlib.Path(__file__).parent / "data"
+    want = np.load(data / "saved_before_lengths_parts.npz")
+    net = keras.saving.load_model(data / f"{name}.keras")
+    assert type(net.lengths) is getattr(chain, part)
+    out = net.generate(want["x"])
+    np.testing.assert_array_equal(out.row_lengths(axis=2).numpy(), want[f"{name}_lengths"])
+    np.testing.assert_allclose(out.flat_values.numpy(), want[f"{name}_values"], atol=1e-6)
+    assert len(set(want[f"{name}_lengths"].ravel().tolist())) > 1  # the file's heads predict varied lengths
+
+
+class ConstantLength(Lengths):
+    """A part of the user's own: every `(b, t)` runs `n` steps; a head learns nothing."""
+
+    metric = "constant_accuracy"
+    tracker = "constant_tracker"
+
+    def __init__(self, n):
+        self.n = n
+
+    def hits(self, parts, steps):
+        return tf.cast(tf.equal(steps, self.n), tf.float32)
+
+    def generate(self, net, x, a_in, b_in):
+        return self.run_at(net, x, a_in, b_in, lambda ir: tf.fill(tf.shape(ir)[:2], self.n))
+
+
+def test_a_part_of_ones_own_composes_through_the_protocol():
+    keras.utils.set_random_seed(0)
+    net = Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.GRUCell(4), output_size=2, max_steps=5,
+                lengths=ConstantLength(2))  # fmt: skip
+    x = np.random.default_rng(0).normal(size=(3, 4, 2)).astype("float32")
+    out = net.generate(x)
+    assert out.row_lengths(axis=2).numpy().ravel().tolist() == [2] * 12
+    np.testing.assert_allclose(out.flat_values, net(x, np.full((3, 4), 2)).flat_values, atol=1e-6)
+    steps = np.array([[2, 1, 2, 2]] * 3)
+    y = tf.RaggedTensor.from_uniform_row_length(tf.RaggedTensor.from_row_lengths(
+        np.zeros((int(steps.sum()), 2), "float32"), steps.reshape(-1)), 4)  # fmt: skip
+    net.compile("adam")
+    logs = net.evaluate((x, steps), y, verbose=0, return_dict=True)
+    assert logs["constant_accuracy"] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lengths": "head"}, r"`lengths` must be a length-prediction part .* received 'head'"),
+        ({"lengths": LengthHead(), "stop": "token"}, r"use one way to predict lengths: received lengths=LengthHead\(\) and stop='token'"),
+        ({"lengths": StopToken(), "max_steps": None}, r"lengths=StopToken\(\) needs `max_steps`"),
+    ],
+)
+def test_bad_lengths_parts_are_refused(kwargs, message):
+    kwargs = {"max_steps": 3, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.GRUCell(4), **kwargs)
+
+
+def test_lengths_parts_compose_and_round_trip(tmp_path):
+    for part in (LengthHead(), StopToken()):
+        keras.utils.set_random_seed(0)
+        net = Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.GRUCell(4), output_size=2,
+                    max_steps=3, lengths=part)  # fmt: skip
+        x = np.random.default_rng(1).normal(size=(3, 4, 2)).astype("float32")
+        before = net.generate(x)
+        path = tmp_path / f"{type(part).__name__}.keras"
+        net.save(path)
+        again = keras.saving.load_model(path)
+        assert type(again.lengths) is type(part) and again.predict_lengths == isinstance(part, LengthHead)
+        assert again.stop == ("token" if isinstance(part, StopToken) else None)
+        np.testing.assert_allclose(again.generate(x).flat_values, before.flat_values, atol=1e-6)

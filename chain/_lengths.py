@@ -1,0 +1,190 @@
+"""Length prediction: a part that composes with a Chain, `Chain(..., lengths=LengthHead())`.
+
+A part owns one way of predicting the lengths `steps[b, t]` when they are not given: the layers
+it adds, the logits it computes in the train and test steps, its loss and accuracy, and how
+`generate` runs at the lengths it predicts. `Chain` and its train step only call these methods.
+A new way is a subclass of :class:`Lengths` that implements them.
+
+The layers a part makes are attached to the Chain under the names the part gives
+(`length_head`, `stop_head`, `empty_head` for the built-in parts), so saved models keep their
+weight paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from . import _generate
+from ._losses import replica_mean
+
+
+class Lengths:
+    """Base class of length-prediction parts.
+
+    Attributes:
+        metric: the name of the accuracy that `fit` and `evaluate` log.
+        tracker: the attribute of the Chain that holds that metric.
+    """
+
+    metric = "lengths_accuracy"
+    tracker = "lengths_tracker"
+
+    def layers(self, max_steps: int, ir_size: int, b_size: int) -> dict[str, keras.layers.Layer]:
+        """Built layers, by the Chain attribute each is attached to; `{}` for none."""
+        return {}
+
+    def logits(self, net: Any, ir: tf.Tensor, b_flat: tf.Tensor) -> dict[str, tf.Tensor]:
+        """What the train and test steps compute, from `IR` `(batch, T, ir_size)` and B's outputs
+        `(N, H)`; the entries reach `loss` and `hits` as `parts`."""
+        return {}
+
+    def loss(self, parts: dict[str, tf.Tensor], steps: tf.Tensor, outer: tf.Tensor | None,
+             inner: tf.Tensor | None) -> tf.Tensor:  # fmt: skip
+        """This replica's float32 loss term, with sample weights per `(b, t)` (`outer`) and per
+        real inner step (`inner`), each None for none."""
+        return tf.constant(0.0)
+
+    def hits(self, parts: dict[str, tf.Tensor], steps: tf.Tensor) -> tf.Tensor:
+        """Float 0/1 per prediction, averaged into the accuracy `metric`."""
+        raise NotImplementedError
+
+    def generate(self, net: Any, x: tf.Tensor, a_in: Any, b_in: Any) -> tuple[tf.Tensor, tf.Tensor, list, list]:
+        """`(flat (N, output_size), steps (batch, T) int32, model A's and B's final states)`."""
+        raise NotImplementedError
+
+    @staticmethod
+    def run_at(net: Any, x: tf.Tensor, a_in: Any, b_in: Any, steps_of) -> tuple[tf.Tensor, tf.Tensor, list, list]:
+        """Runs the chain at the lengths `steps_of(ir)` gives: what a part's `generate` returns."""
+        ir, a_out = net._a.call(x, a_in, False)
+        steps = steps_of(ir)
+        flat, b_out = net.b_outputs_from_ir(ir, steps, training=False, head=net.head, initial_state=b_in,
+                                            final=True, differentiable=False)  # fmt: skip
+        return flat, steps, a_out, b_out
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Lengths":
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+@keras.saving.register_keras_serializable(package="chain")
+class LengthHead(Lengths):
+    """A Dense layer over `IR` with `max_steps + 1` logits, trained on `steps` with cross-entropy;
+    `generate` runs at its argmax."""
+
+    metric = "length_accuracy"
+    tracker = "length_tracker"
+
+    def layers(self, max_steps, ir_size, b_size):
+        head = keras.layers.Dense(max_steps + 1, name="length_head")
+        head.build((None, None, ir_size))
+        return {"length_head": head}
+
+    def logits(self, net, ir, b_flat):
+        return {"length_logits": net.length_head(ir)}
+
+    def loss(self, parts, steps, outer, inner):
+        logits = tf.cast(parts["length_logits"], tf.float32)
+        return replica_mean(keras.losses.sparse_categorical_crossentropy(steps, logits, from_logits=True), outer)
+
+    def hits(self, parts, steps):
+        guess = tf.argmax(parts["length_logits"], axis=-1, output_type=tf.int32)
+        return tf.cast(tf.equal(guess, steps), tf.float32)
+
+    def generate(self, net, x, a_in, b_in):
+        return self.run_at(net, x, a_in, b_in, lambda ir: tf.argmax(net.length_head(ir), axis=-1, output_type=tf.int32))
+
+
+@keras.saving.register_keras_serializable(package="chain")
+class StopToken(Lengths):
+    """A stop logit on B's outputs at every inner step ("this is the last one") and an empty logit
+    on `IR` ("no step at this t"), trained with binary cross-entropy from `steps`; `generate` runs
+    each `(b, t)` until it stops or reaches `max_steps`."""
+
+    metric = "stop_accuracy"
+    tracker = "stop_tracker"
+
+    def layers(self, max_steps, ir_size, b_size):
+        stop, empty = keras.layers.Dense(1, name="stop_head"), keras.layers.Dense(1, name="empty_head")
+        stop.build((None, b_size))
+        empty.build((None, None, ir_size))
+        return {"stop_head": stop, "empty_head": empty}
+
+    def logits(self, net, ir, b_flat):
+        return {"stop_logits": net.stop_head(b_flat)[:, 0], "empty_logits": net.empty_head(ir)[..., 0]}
+
+    def loss(self, parts, steps, outer, inner):
+        last, empty = stop_targets(steps)
+        return replica_mean(_bce(last, parts["stop_logits"]), inner) + replica_mean(_bce(empty, parts["empty_logits"]), outer)
+
+    def hits(self, parts, steps):
+        last, empty = stop_targets(steps)
+        hits = tf.concat([tf.equal(parts["stop_logits"] > 0, last),
+                          tf.reshape(tf.equal(parts["empty_logits"] > 0, empty), [-1])], 0)  # fmt: skip
+        return tf.cast(hits, tf.float32)
+
+    def generate(self, net, x, a_in, b_in):
+        return _generate.generate_with_stop(net, x, a_in, b_in)
+
+
+def _bce(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    logits = tf.cast(logits, tf.float32)
+    return tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(labels, logits.dtype), logits)
+
+
+def stop_targets(steps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Labels of the stop head.
+
+    Args:
+        steps: `(batch, T)` int32.
+
+    Returns:
+        `(last (N,), empty (batch, T))`: `last` is True at the last inner step of each `(b, t)`
+        (in flat order), `empty` is True where `steps == 0`.
+    """
+    flat_steps = tf.reshape(steps, [-1])
+    k = tf.ragged.range(flat_steps).flat_values
+    n = tf.repeat(flat_steps, flat_steps)
+    return tf.equal(k, n - 1), tf.equal(steps, 0)
+
+
+def from_options(lengths: Any, predict_lengths: Any, stop: Any, max_steps: int | None) -> Lengths | None:
+    """The part of a Chain's options: `lengths`, or the shorthands `predict_lengths=True` and
+    `stop="token"`.
+
+    Raises:
+        ValueError: a bad value, more than one way given, or a part without `max_steps`.
+    """
+    if isinstance(lengths, dict):  # as get_config wrote it
+        lengths = keras.saving.deserialize_keras_object(lengths)
+    if lengths is not None and not isinstance(lengths, Lengths):
+        raise ValueError(
+            "`lengths` must be a length-prediction part such as chain.LengthHead() or "
+            f"chain.StopToken() (a chain.Lengths), or None; received {lengths!r}"
+        )
+    if stop not in STOP_MODES:
+        raise ValueError(f"`stop` must be one of {STOP_MODES}; received {stop!r}")
+    if not isinstance(predict_lengths, bool):
+        raise ValueError(f"`predict_lengths` must be True or False; received {predict_lengths!r}")
+    if predict_lengths and stop:
+        raise ValueError("use one way to predict lengths: received predict_lengths=True and stop='token'")
+    shorthand = LengthHead() if predict_lengths else StopToken() if stop else None
+    if lengths is not None and shorthand is not None:
+        which = "predict_lengths=True" if predict_lengths else "stop='token'"
+        raise ValueError(f"use one way to predict lengths: received lengths={lengths!r} and {which}")
+    part = lengths or shorthand
+    if part is not None and max_steps is None:
+        which = {LengthHead: "predict_lengths=True", StopToken: "stop='token'"}.get(type(part), f"lengths={part!r}")
+        raise ValueError(f"{which} needs `max_steps` (the largest length); received max_steps=None")
+    return part
+
+
+STOP_MODES = (None, "token")
