@@ -182,7 +182,7 @@ def from_options(lengths: Any, predict_lengths: Any, stop: Any, max_steps: int |
         raise ValueError(f"use one way to predict lengths: received lengths={lengths!r} and {which}")
     part = lengths or shorthand
     if part is not None and max_steps is None:
-        which = {LengthHead: "predict_lengths=True", StopToken: "stop='token'"}.get(type(part), f"lengths={part!r}")
+        which = f"lengths={part!r}" if lengths is not None else "predict_lengths=True" if predict_lengths else "stop='token'"
         raise ValueError(f"{which} needs `max_steps` (the largest length); received max_steps=None")
     return part
 

@@ -137,7 +137,7 @@ def generate(
             machine's memory (estimated up front); the message names it and the value received.
 
     >>> data = generate(8, task="running", seed=1)
-    >>> data["x"].shape, data["y_values"].shape[0] == data["steps"].sum()
+    >>> data["x"].shape, bool(data["y_values"].shape[0] == data["steps"].sum())
     ((8, 16, 4), True)
     """
     spec = Spec(task, timesteps, input_size, output_size, longest_step, lengths,

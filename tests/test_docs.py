@@ -71,19 +71,15 @@ def test_every_package_module_with_examples_is_collected():
     assert "chain._model" in found and "datagen" in found
 
 
-# Known wrong examples in code this module's owners are changing: strict, so a fix shows.
-KNOWN_WRONG = {
-    "datagen._generate": "its example prints `np.True_` under numpy 2 where it shows `True`",
-}
+def test_a_wrong_example_fails_the_runner():
+    # The runner below is the one the module test uses: an example whose output differs fails it.
+    parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    wrong = parser.get_doctest(">>> 1 + 1\n3\n", {}, "wrong", "wrong.py", 0)
+    runner.run(wrong, out=lambda _: None)
+    assert runner.summarize(verbose=False).failed == 1
 
 
-def _module_param(name: str):
-    if name in KNOWN_WRONG:
-        return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_WRONG[name]))
-    return name
-
-
-@pytest.mark.parametrize("name", [_module_param(n) for n in modules_with_examples()])
+@pytest.mark.parametrize("name", modules_with_examples())
 def test_module_examples_run(name):
     module = importlib.import_module(name)
     finder = doctest.DocTestFinder(exclude_empty=True)
