@@ -15,3 +15,22 @@ else:
     settings.register_profile("fast", max_examples=20, deadline=None, database=None, print_blob=True)
     settings.register_profile("slow", max_examples=200, deadline=None, database=None, print_blob=True)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
+
+
+# ----------------------------------------------------------------------------- tiers
+#
+# Test modules with large parameter grids name, in `DEFAULT_TIER`, which cases of a test the
+# default run keeps: `{test_function_name: predicate(params) -> bool}`, `params` being the case's
+# parameters by name. The other cases get the `slow` marker, so `python -m pytest -m slow` runs
+# them and `python -m pytest -m "slow or not slow"` runs every case.
+
+import pytest  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        keep = getattr(item.module, "DEFAULT_TIER", {}).get(getattr(item, "originalname", None))
+        callspec = getattr(item, "callspec", None)
+        if keep is not None and callspec is not None and not keep(callspec.params):
+            item.add_marker(pytest.mark.slow)

@@ -56,15 +56,22 @@ def test_the_questions_own_example(strategy, graph):
         return net(x, steps_at_t).flat_values
 
     run = tf.function(ours) if graph else ours
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(x)
-        got = run(x)
-        dense, steps = _question_nested_loops(model_a, model_b, x, steps_at_t)
-        want = tf.boolean_mask(dense, tf.sequence_mask(np.broadcast_to(steps, (2, 3)), 4))
-        got_loss, want_loss = tf.reduce_sum(got * tf.sin(got)), tf.reduce_sum(want * tf.sin(want))
-    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=ATOL)
     sources = [x, *model_a.trainable_weights, *model_b.trainable_weights]
-    for g, w in zip(tape.gradient(got_loss, sources), tape.gradient(want_loss, sources)):
+
+    def theirs(x):
+        dense, steps = _question_nested_loops(model_a, model_b, x, steps_at_t)
+        return tf.boolean_mask(dense, tf.sequence_mask(np.broadcast_to(steps, (2, 3)), 4))
+
+    def value_and_gradients(f):  # one plain tape each: a persistent tape makes TF build second-order graphs
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            flat = f(x)
+            loss = tf.reduce_sum(flat * tf.sin(flat))
+        return flat, tape.gradient(loss, sources)
+
+    (got, got_grads), (want, want_grads) = value_and_gradients(run), value_and_gradients(theirs)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=ATOL)
+    for g, w in zip(got_grads, want_grads):
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-6, atol=ATOL)
 
 
@@ -210,24 +217,33 @@ def test_gradients_stop_at_window_edges(kind, strategy):
     net = _net(kind, strategy)
     x, steps = _data()
     x = tf.constant(x)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(x)
+    sources = [x, *net.trainable_weights]
+
+    def windows():
         state, parts = None, []
         for w in range(3):
             out, state = net(x[:, 4 * w : 4 * w + 4], steps[:, 4 * w : 4 * w + 4], initial_state=state,
                              return_state=True)  # fmt: skip
             parts.append(out)
-        got = tf.concat(parts, axis=1).flat_values
-        want = _stop_gradient_reference(net, x, steps, 4)
-        last = tf.reduce_sum(parts[-1].flat_values)  # the last window alone
-        got_loss, want_loss = tf.reduce_sum(got * tf.sin(got)), tf.reduce_sum(want * tf.sin(want))
-    sources = [x, *net.trainable_weights]
-    for g, w in zip(tape.gradient(got_loss, sources), tape.gradient(want_loss, sources)):
+        return parts
+
+    def gradients(loss_of):  # one plain tape each: a persistent tape makes TF build second-order graphs
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = loss_of()
+        return tape.gradient(loss, sources)
+
+    def wavy(flat):
+        return tf.reduce_sum(flat * tf.sin(flat))
+
+    got = gradients(lambda: wavy(tf.concat(windows(), axis=1).flat_values))
+    want = gradients(lambda: wavy(_stop_gradient_reference(net, x, steps, 4)))
+    for g, w in zip(got, want):
         if w is None:
             assert g is None
             continue
         np.testing.assert_allclose(tf.convert_to_tensor(g).numpy(), tf.convert_to_tensor(w).numpy(), atol=ATOL)
-    d_x = tape.gradient(last, x).numpy()
+    d_x = gradients(lambda: tf.reduce_sum(windows()[-1].flat_values))[0].numpy()  # the last window alone
     assert np.all(d_x[:, :8] == 0) and np.abs(d_x[:, 8:]).max() > 0  # nothing reaches earlier windows
 
 
