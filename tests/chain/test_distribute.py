@@ -67,3 +67,7 @@ def test_two_workers_on_localhost_follow_the_single_process_trajectory(tmp_path)
         np.testing.assert_allclose(worker["losses"], one["losses"], rtol=1e-4)
         for a, b in zip(one["weights"], worker["weights"]):
             np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-6)
+
+
+# The default tier follows the trajectory in carry mode; `-m slow` adds reset mode.
+DEFAULT_TIER = {"test_mirrored_strategy_follows_the_single_device_trajectory": lambda p: p["state"] == "carry"}

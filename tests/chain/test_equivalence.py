@@ -14,6 +14,7 @@ from chain import STATES, STRATEGIES
 
 from .conftest import B_KINDS, batch, clone_with, make_chain
 from .reference import reference_flat
+from ..tiers import each_once
 
 ATOL = 1e-5
 
@@ -113,6 +114,19 @@ CASES = {
     "all zero": (batch(seed=3)[0], np.zeros((3, 4), "int32")),
     "long runs": batch(seed=4, longest=7),
 }
+
+# The default tier runs every model B once, every strategy's compiled path once and every edge
+# case on every strategy once (kinds and modes in turn); `-m slow` runs the whole grid.
+DEFAULT_TIER = {
+    "test_every_strategy_matches_reference_eagerly": each_once({"kind": list(B_KINDS)}, {"state": list(STATES)}),
+    "test_every_strategy_matches_reference_in_tf_function": lambda p: (p["kind"], p["state"]) in {
+        ("lstm", "carry"), ("custom", "carry"), ("lstm", "reset")},
+    "test_compiled_eager_path_matches_reference": each_once({"strategy": list(STRATEGIES)}, {"state": list(STATES)}),
+    "test_edge_cases_match_reference": each_once(
+        {"case": list(CASES), "strategy": list(STRATEGIES)}, {"kind": ["lstm", "gru"], "state": ["carry", "reset"]}
+    ),
+}
+
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -10,6 +10,7 @@ import tensorflow as tf
 from chain import Chain
 
 from .reference import reference_feedback_flat
+from ..tiers import each_once
 
 ATOL = 1e-5
 D = 2
@@ -43,6 +44,14 @@ STATES = ("carry", "reset", "init")
 # Every model B on the packed strategy (the fast path where it has one), and the GRU on each of
 # the other strategies.
 CASES = [(k, "packed") for k in KINDS] + [("gru", "loop"), ("gru", "padded")]
+
+# The default tier runs every case once, with the state modes in turn (other turns for the
+# free-running check); `-m slow` runs every case in every mode.
+DEFAULT_TIER = {
+    "test_teacher_forcing_equals_the_reference": each_once({"kind": list(KINDS)}, {"state": STATES}),
+    "test_free_running_equals_the_reference": lambda p: (list(KINDS).index(p["kind"]) + 1) % 3 == STATES.index(p["state"]),
+}
+
 
 
 def _net(kind="gru", state="carry", strategy="packed", seed=0, batch=None, **kwargs):

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from chain import STRATEGIES, Chain
+from ..tiers import each_once
 
 STEPS = np.array([[2, 0, 3, 1, 2], [1, 3, 0, 2, 0]], "int32")
 
@@ -117,3 +118,14 @@ def test_padding_never_changes_a_result(strategy):
     assert np.all(padded[1][0].numpy()[1] == 0)
     for a, p in zip(alone[1][1:], padded[1][1:]):
         np.testing.assert_allclose(tf.convert_to_tensor(a), tf.convert_to_tensor(p), atol=1e-6)
+
+
+# The default tier runs every strategy once, the modes in turn; `-m slow` runs every mode.
+DEFAULT_TIER = {
+    "test_causal_a_means_no_dependence_on_future_inputs": each_once(
+        {"strategy": list(STRATEGIES)}, {"state": ["carry", "reset", "init"]}
+    ),
+    "test_steps_without_inner_steps_get_zero_gradient": each_once(
+        {"strategy": list(STRATEGIES)}, {"state": ["carry", "reset"]}
+    ),
+}

@@ -414,3 +414,11 @@ def test_import_chain_under_another_backend_fails_clearly():
     assert done.returncode != 0
     assert f"ValueError: chain needs Keras' TensorFlow backend" in done.stderr
     assert f"received the '{backend}' backend. Set KERAS_BACKEND=tensorflow" in done.stderr
+
+
+# The default tier checks one loss of each kind (a Keras loss object with its reduction, an
+# element-wise function, a name, the default); `-m slow` checks every reduction.
+DEFAULT_TIER = {
+    "test_each_loss_is_honoured_with_its_own_reduction": lambda p: p["name"] in {
+        "mse-sum", "mse-mean-with-weights", "elementwise-loss-sum", "name", "default"},
+}

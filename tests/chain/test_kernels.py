@@ -11,6 +11,7 @@ import tensorflow as tf
 from chain import STRATEGIES, Chain
 
 from .conftest import MinimalCell
+from ..tiers import each_once
 
 ATOL = 1e-5
 
@@ -40,6 +41,21 @@ KINDS = {
     "functional-rnn": lambda: _slice_model(keras.layers.SimpleRNNCell),
     "functional-lstm": lambda: _slice_model(keras.layers.LSTMCell),
 }
+
+
+# The default tier runs every model B once (carry/reset and with/without `training` in turn), each
+# edge case once and each empty shape in both modes; `-m slow` runs the whole grid.
+EDGE_KINDS, EDGE_SHAPES = ["lstm", "stacked", "functional-rnn"], [dict(big_t=1), dict(batch=1), dict(longest=0), "long"]
+DEFAULT_TIER = {
+    "test_fast_path_equals_autodiff_of_the_generic_path": each_once(
+        {"kind": list(KINDS)}, {"state": ["carry", "reset"], "training": [True, None]}
+    ),
+    "test_edge_cases_on_the_fast_path": each_once({"shape": EDGE_SHAPES}, {"kind": EDGE_KINDS}),
+    "test_no_step_at_all_gives_an_empty_output": each_once(
+        {"shape": [(3, 4), (0, 4), (3, 0)], "graph": [False, True]}, {"strategy": list(STRATEGIES)}
+    ),
+}
+
 
 
 def _pair(kind, state, strategy="packed"):
@@ -92,10 +108,10 @@ def test_fast_path_equals_autodiff_of_the_generic_path(kind, state, training):
 
 @pytest.mark.parametrize(
     "shape",
-    [dict(big_t=1), dict(batch=1), dict(longest=0), "long"],
+    EDGE_SHAPES,
     ids=["T=1", "one-sample", "no-steps", "one-long-run"],
 )
-@pytest.mark.parametrize("kind", ["lstm", "stacked", "functional-rnn"])
+@pytest.mark.parametrize("kind", EDGE_KINDS)
 def test_edge_cases_on_the_fast_path(kind, shape):
     fast, generic = _pair(kind, "carry")
     if shape == "long":

@@ -11,6 +11,7 @@ from chain import Chain, LengthHead, Lengths, StopToken
 from chain._train import stop_targets
 
 from .conftest import INPUT_SIZE, make_chain
+from ..tiers import each_once
 
 MAX = 4
 
@@ -278,3 +279,14 @@ def test_lengths_parts_compose_and_round_trip(tmp_path):
         assert type(again.lengths) is type(part) and again.predict_lengths == isinstance(part, LengthHead)
         assert again.stop == ("token" if isinstance(part, StopToken) else None)
         np.testing.assert_allclose(again.generate(x).flat_values, before.flat_values, atol=1e-6)
+
+
+# The default tier runs each constant length once, the modes in turn, and the stop token in
+# carry and reset mode; `-m slow` runs every mode.
+DEFAULT_TIER = {
+    "test_length_head_generate_equals_the_known_lengths_call": each_once(
+        {"constant": [0, 2, MAX]}, {"state": ["carry", "reset", "init"]}
+    ),
+    "test_stop_after_one_step_equals_steps_of_one": lambda p: p["state"] != "init",
+    "test_stop_generation_matches_a_call_at_the_lengths_it_chose": lambda p: p["state"] != "init",
+}

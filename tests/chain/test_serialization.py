@@ -10,6 +10,7 @@ import tensorflow as tf
 from chain import Chain
 
 from .conftest import make_chain
+from ..tiers import each_once
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm", "stacked", "functional"])
@@ -57,3 +58,11 @@ def test_serving_export_needs_a_built_model(tmp_path):
     net = Chain(keras.layers.GRU(3, return_sequences=True), keras.layers.GRUCell(3))
     with pytest.raises(ValueError, match="needs a built model"):
         net.export_serving(str(tmp_path / "x"))
+
+
+# The default tier saves every model B once, the modes in turn; `-m slow` runs both modes of each.
+DEFAULT_TIER = {
+    "test_keras_save_and_load_give_identical_outputs": each_once(
+        {"kind": ["gru", "lstm", "stacked", "functional"]}, {"state": ["carry", "init"]}
+    ),
+}

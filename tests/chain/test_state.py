@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from chain import STRATEGIES, Chain
+from ..tiers import each_once
 
 ATOL = 1e-5
 
@@ -335,3 +336,13 @@ def test_summary_shows_the_shapes_of_the_first_call():
     net.summary(print_fn=lambda line, **_: lines.append(line))
     text = "\n".join(lines)
     assert "(2, 3, 16)" in text and "(1, 1, 16)" not in text
+
+
+# The default tier carries windows for every model B once (strategies in turn) and checks the
+# window edges on every strategy with the GRU and on the LSTM's fast path; `-m slow` runs the rest.
+DEFAULT_TIER = {
+    "test_three_windows_with_state_carried_equal_one_call": each_once(
+        {"kind": list(B_WINDOW_KINDS)}, {"strategy": list(STRATEGIES)}
+    ),
+    "test_gradients_stop_at_window_edges": lambda p: p["kind"] in {"gru", "lstm"},
+}

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from .conftest import batch, make_chain
+from ..tiers import each_once
 
 
 @pytest.mark.parametrize("strategy", ["loop", "padded"])
@@ -33,3 +34,11 @@ def test_packed_does_not_compile_with_xla():
     run = tf.function(lambda x, s: net(x, s).flat_values, jit_compile=True)
     with pytest.raises((tf.errors.UnimplementedError, tf.errors.InvalidArgumentError)):
         run(tf.constant(x), tf.constant(steps))
+
+
+# The default tier compiles every state mode once, the strategies in turn; `-m slow` runs both.
+DEFAULT_TIER = {
+    "test_fixed_shape_strategies_compile_with_xla": each_once(
+        {"state": ["carry", "reset", "init"]}, {"strategy": ["loop", "padded"]}
+    ),
+}
