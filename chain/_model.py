@@ -361,7 +361,7 @@ class Chain(keras.Model):
                 return self._forward(x, steps, a_in if has_a else None, b_in or None, training,
                                      differentiable, final, head, feed.rebuilt(fed))  # fmt: skip
 
-            fn = tf.function(run, input_signature=signature)
+            fn = tf.function(run, input_signature=signature, autograph=False)
             self._graphs.fns[key] = fn
         return fn
 
@@ -756,7 +756,7 @@ class Chain(keras.Model):
         if fn is None:
             signature = list(self._specs(has_a))
             fn = tf.function(lambda x, a, b: self._generate_flat(x, a if has_a else None, b),
-                             input_signature=signature)  # fmt: skip
+                             input_signature=signature, autograph=False)  # fmt: skip
             self._graphs.fns[key] = fn
         return fn
 
