@@ -1,6 +1,8 @@
 """Shared test settings."""
 import os
 
+import pytest
+
 # Quiet TensorFlow's start-up logging and keep tests on the CPU's default thread pools.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,8 +25,6 @@ else:
 # default run keeps: `{test_function_name: predicate(params) -> bool}`, `params` being the case's
 # parameters by name. The other cases get the `slow` marker, so `python -m pytest -m slow` runs
 # them and `python -m pytest -m "slow or not slow"` runs every case.
-
-import pytest  # noqa: E402
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker

@@ -10,17 +10,10 @@ from math import prod
 from typing import Any, Callable, Sequence
 
 
-def _index(values: Sequence[Any], value: Any) -> int:
-    for i, v in enumerate(values):
-        if v is value or v == value:
-            return i
-    raise ValueError(f"{value!r} is not one of {list(values)!r}")
-
-
 def _radix(axes: dict[str, Sequence[Any]], params: dict[str, Any]) -> int:
     index = 0
     for name, values in axes.items():
-        index = index * len(values) + _index(values, params[name])
+        index = index * len(values) + list(values).index(params[name])
     return index
 
 

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from chain import STRATEGIES, Chain
+from chain import STATES, STRATEGIES, Chain
+
 from ..tiers import each_once
 
+TWO_MODES = ("carry", "reset")
 STEPS = np.array([[2, 0, 3, 1, 2], [1, 3, 0, 2, 0]], "int32")
 
 
@@ -50,7 +52,7 @@ def _x():
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("state", ["carry", "reset", "init"])
+@pytest.mark.parametrize("state", STATES)
 def test_causal_a_means_no_dependence_on_future_inputs(state, strategy):
     net = _net(keras.layers.GRU(4, return_sequences=True), state, strategy)
     jac, owner = _jacobian(net, _x(), STEPS)
@@ -84,7 +86,7 @@ def test_carry_output_depends_on_past_and_present_ir(strategy):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("state", ["carry", "reset"])
+@pytest.mark.parametrize("state", TWO_MODES)
 def test_steps_without_inner_steps_get_zero_gradient(state, strategy):
     net = _net(keras.layers.Identity(), state, strategy)
     x = tf.constant(_x())
@@ -122,10 +124,6 @@ def test_padding_never_changes_a_result(strategy):
 
 # The default tier runs every strategy once, the modes in turn; `-m slow` runs every mode.
 DEFAULT_TIER = {
-    "test_causal_a_means_no_dependence_on_future_inputs": each_once(
-        {"strategy": list(STRATEGIES)}, {"state": ["carry", "reset", "init"]}
-    ),
-    "test_steps_without_inner_steps_get_zero_gradient": each_once(
-        {"strategy": list(STRATEGIES)}, {"state": ["carry", "reset"]}
-    ),
+    "test_causal_a_means_no_dependence_on_future_inputs": each_once({"strategy": STRATEGIES}, {"state": STATES}),
+    "test_steps_without_inner_steps_get_zero_gradient": each_once({"strategy": STRATEGIES}, {"state": TWO_MODES}),
 }

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from chain import Chain, LengthHead, Lengths, StopToken
+from chain import STATES, Chain, LengthHead, Lengths, StopToken
 from chain._train import stop_targets
 
-from .conftest import INPUT_SIZE, make_chain
 from ..tiers import each_once
+from .conftest import INPUT_SIZE, make_chain
 
 MAX = 4
+CONSTANTS = (0, 2, MAX)  # constant lengths the length head is set to
 
 
 def x_batch(batch=3, big_t=5, seed=1):
@@ -77,8 +78,8 @@ def test_stop_targets_mark_last_steps_and_empty_cells():
 # ----------------------------------------------------------------------------- length head
 
 
-@pytest.mark.parametrize("state", ["carry", "reset", "init"])
-@pytest.mark.parametrize("constant", [0, 2, MAX])
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("constant", CONSTANTS)
 def test_length_head_generate_equals_the_known_lengths_call(state, constant):
     net = length_net(constant, state=state)
     x = x_batch()
@@ -284,9 +285,7 @@ def test_lengths_parts_compose_and_round_trip(tmp_path):
 # The default tier runs each constant length once, the modes in turn, and the stop token in
 # carry and reset mode; `-m slow` runs every mode.
 DEFAULT_TIER = {
-    "test_length_head_generate_equals_the_known_lengths_call": each_once(
-        {"constant": [0, 2, MAX]}, {"state": ["carry", "reset", "init"]}
-    ),
+    "test_length_head_generate_equals_the_known_lengths_call": each_once({"constant": CONSTANTS}, {"state": STATES}),
     "test_stop_after_one_step_equals_steps_of_one": lambda p: p["state"] != "init",
     "test_stop_generation_matches_a_call_at_the_lengths_it_chose": lambda p: p["state"] != "init",
 }

@@ -12,9 +12,12 @@ from chain import Chain
 from .conftest import make_chain
 from ..tiers import each_once
 
+SAVED_KINDS = ("gru", "lstm", "stacked", "functional")
+SAVED_STATES = ("carry", "init")
 
-@pytest.mark.parametrize("kind", ["gru", "lstm", "stacked", "functional"])
-@pytest.mark.parametrize("state", ["carry", "init"])
+
+@pytest.mark.parametrize("kind", SAVED_KINDS)
+@pytest.mark.parametrize("state", SAVED_STATES)
 def test_keras_save_and_load_give_identical_outputs(tmp_path, kind, state, data):
     x, steps = data
     net = make_chain(kind, state, strategy="packed", max_steps=5)
@@ -62,7 +65,5 @@ def test_serving_export_needs_a_built_model(tmp_path):
 
 # The default tier saves every model B once, the modes in turn; `-m slow` runs both modes of each.
 DEFAULT_TIER = {
-    "test_keras_save_and_load_give_identical_outputs": each_once(
-        {"kind": ["gru", "lstm", "stacked", "functional"]}, {"state": ["carry", "init"]}
-    ),
+    "test_keras_save_and_load_give_identical_outputs": each_once({"kind": SAVED_KINDS}, {"state": SAVED_STATES}),
 }

@@ -11,12 +11,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from .conftest import batch, make_chain
+from chain import STATES
+
 from ..tiers import each_once
+from .conftest import batch, make_chain
+
+FIXED_SHAPE = ("loop", "padded")  # the strategies XLA can compile
 
 
-@pytest.mark.parametrize("strategy", ["loop", "padded"])
-@pytest.mark.parametrize("state", ["carry", "reset", "init"])
+@pytest.mark.parametrize("strategy", FIXED_SHAPE)
+@pytest.mark.parametrize("state", STATES)
 def test_fixed_shape_strategies_compile_with_xla(strategy, state):
     x, steps = batch(seed=5)
     net = make_chain("lstm", state, strategy=strategy)
@@ -38,7 +42,5 @@ def test_packed_does_not_compile_with_xla():
 
 # The default tier compiles every state mode once, the strategies in turn; `-m slow` runs both.
 DEFAULT_TIER = {
-    "test_fixed_shape_strategies_compile_with_xla": each_once(
-        {"state": ["carry", "reset", "init"]}, {"strategy": ["loop", "padded"]}
-    ),
+    "test_fixed_shape_strategies_compile_with_xla": each_once({"state": STATES}, {"strategy": FIXED_SHAPE}),
 }
