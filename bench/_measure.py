@@ -258,25 +258,34 @@ def figures(
         ``real_gflop``, ``gflop_per_s`` (of `case.cell` at `case.hidden`) and the sizes.
     """
     sizes = case.sizes(sweep.sizes)
-    real = int(steps.sum())
-    padded = sizes.batch * sizes.timesteps * case.longest_step
-    gflop = real_flops(sizes, steps, case.phase, case.cell) / 1e9
-    rate = (lambda n: n / median_s) if median_s else (lambda n: None)
-    return {
-        "samples_per_s": rate(sizes.batch),
-        "real_steps_per_s": rate(real),
-        "padded_steps_per_s": rate(padded),
-        "real_steps": real,
-        "padded_steps": padded,
-        "trace_s": max(first_call_s - (median_s or 0.0), 0.0),
-        "real_gflop": gflop,
-        "gflop_per_s": rate(gflop),
+    counts = {
+        "real_steps": int(steps.sum()),
+        "padded_steps": sizes.batch * sizes.timesteps * case.longest_step,
+        "real_gflop": real_flops(sizes, steps, case.phase, case.cell) / 1e9,
         "batch": sizes.batch,
+    }
+    return {
+        **counts,
+        **rates(counts, median_s),
+        "trace_s": max(first_call_s - (median_s or 0.0), 0.0),
         "timesteps": sizes.timesteps,
         "hidden": sizes.hidden,
         "threads": sweep.threads,
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
+
+
+RATES = {
+    "samples_per_s": "batch",
+    "real_steps_per_s": "real_steps",
+    "padded_steps_per_s": "padded_steps",
+    "gflop_per_s": "real_gflop",
+}  # each rate figure and the count it divides by the median time
+
+
+def rates(counts: dict[str, Any], median_s: float | None) -> dict[str, float | None]:
+    """The `RATES` figures from `counts` (the fields they name) at `median_s` per call (None: no timing)."""
+    return {rate: counts[count] / median_s if median_s else None for rate, count in RATES.items()}
 
 
 @contextlib.contextmanager

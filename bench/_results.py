@@ -11,6 +11,10 @@ rename), so an interrupted run keeps every case that finished.
   runs and plain ``pytest --benchmark-save`` runs share one numbering.
 - ``<out>/<NNNN>_<name>/results.json``: the sweep and every case's end record.
 - ``<out>/<NNNN>_<name>/results.csv``: one flat row per case.
+
+With ``bench run --passes P`` a case is visited P times (see `bench._runner.run_sweep`); its
+saved record pools the timed rounds of every visit so far (`merge_visits`), so the files always
+hold one record per case.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ from typing import Any
 
 from pytest_benchmark import __version__ as pytest_benchmark_version
 from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+from pytest_benchmark.stats import Stats
 from pytest_benchmark.storage.file import FileStorage
 from pytest_benchmark.utils import get_commit_info, get_machine_id
 
+from bench._measure import rates
 from bench._workloads import PARAM_NAMES, Sweep
 from datagen._atomic import atomic_write
 
-STAT_COLUMNS = ("median_s", "mean_s", "min_s", "max_s", "stddev_s", "rounds")
+STAT_COLUMNS = ("median_s", "mean_s", "min_s", "max_s", "stddev_s", "rounds", "passes")
 FIGURE_COLUMNS = (
     "samples_per_s", "real_steps_per_s", "padded_steps_per_s", "real_steps", "padded_steps",
     "trace_s", "peak_rss_bytes", "build_rss_bytes", "peak_tensor_bytes", "peak_device_bytes",
@@ -88,6 +94,8 @@ def row(record: dict[str, Any]) -> dict[str, Any]:
     stats = bench.get("stats") or {}
     for column in STAT_COLUMNS:
         out[column] = stats.get(column.removesuffix("_s"))
+    if bench:
+        out["passes"] = stats.get("passes", 1)
     extra = bench.get("extra_info") or {}
     out.update({column: extra.get(column) for column in FIGURE_COLUMNS})
     return out
@@ -102,6 +110,58 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+def case_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    """The case a record belongs to: its params, in `PARAM_NAMES` order."""
+    params = record.get("params") or {}
+    return tuple(params.get(name) for name in PARAM_NAMES)
+
+
+def merge_visits(visits: list[dict[str, Any]]) -> dict[str, Any]:
+    """One case's record from its visits' end records, in visit order (``bench run --passes``).
+
+    A visit that did not end ``ok`` (an error, a timeout, a skip) makes the case's record that
+    visit's, its message saying which visit. Otherwise the timed rounds of all visits are pooled:
+    the stats are pytest-benchmark's own (`pytest_benchmark.stats.Stats`) over every round, the rate
+    figures are taken at the pooled median, ``trace_s`` is the visits' median, the memory peaks
+    are the largest of any visit, and ``visit_medians_s`` lists each visit's median.
+
+    Raises:
+        ValueError: When `visits` is empty, or an ``ok`` visit's stats carry no ``data``.
+    """
+    if not visits:
+        raise ValueError("merge_visits needs at least one visit; received none")
+    if len(visits) == 1:
+        return visits[0]
+    for number, visit in enumerate(visits, 1):
+        if visit["status"] != "ok":
+            return {**visit, "message": f"visit {number} of {len(visits)}: {visit.get('message')}"}
+    stats = Stats()
+    for visit in visits:
+        data = visit["benchmark"]["stats"].get("data")
+        if not data:
+            raise ValueError(f"cannot pool the visits of {case_key(visit)}: a visit's stats have no `data`")
+        for duration in data:
+            stats.update(duration)
+    first = visits[0]["benchmark"]
+    extras = [v["benchmark"].get("extra_info") or {} for v in visits]
+    extra = dict(first.get("extra_info") or {})
+    extra.update(rates(extra, stats.median) if all(k in extra for k in ("batch", "real_steps")) else {})
+    traces = [e["trace_s"] for e in extras if e.get("trace_s") is not None]
+    if traces:
+        extra["trace_s"] = float(sorted(traces)[len(traces) // 2])
+    for name in ("peak_rss_bytes", "build_rss_bytes", "peak_tensor_bytes", "peak_device_bytes"):
+        peaks = [e[name] for e in extras if e.get(name) is not None]
+        if peaks:
+            extra[name] = max(peaks)
+    loads = [e["load_avg_1m"] for e in extras if e.get("load_avg_1m") is not None]
+    if loads:
+        extra["load_avg_1m"] = sum(loads) / len(loads)
+    extra["visit_medians_s"] = [v["benchmark"]["stats"]["median"] for v in visits]
+    pooled = {**stats.as_dict(), "data": stats.data, "iterations": first["stats"].get("iterations", 1)}
+    pooled["passes"] = len(visits)
+    return {**visits[-1], "benchmark": {**first, "stats": pooled, "extra_info": extra}}
+
+
 @dataclasses.dataclass
 class RunFiles:
     """The files of one run, rewritten as each case ends.
@@ -111,7 +171,9 @@ class RunFiles:
         run_dir: Directory of ``results.json``, ``results.csv``, the plot and the child logs.
         storage_file: The pytest-benchmark saved-run file.
         sweep: The sweep.
-        records: End records received so far.
+        records: One record per case that ended at least once, in the order cases first ended;
+            with several visits per case, the `merge_visits` of its visits so far.
+        visits: Every end record received, per case (`case_key`).
     """
 
     run_id: str
@@ -120,6 +182,7 @@ class RunFiles:
     sweep: Sweep
     records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     header: dict[str, Any] = dataclasses.field(default_factory=dict)
+    visits: dict[tuple[Any, ...], list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def create(cls, out: Path, storage: Path, name: str, sweep: Sweep) -> RunFiles:
@@ -134,10 +197,24 @@ class RunFiles:
         run_id = storage_file.stem
         return cls(run_id, out / run_id, storage_file, sweep, header=header)
 
-    def add(self, record: dict[str, Any]) -> None:
-        """Adds a case's end record and rewrites the run's files."""
-        self.records.append(record)
+    def add(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Adds a case's end record (of one visit) and rewrites the run's files.
+
+        Returns:
+            The case's record as saved now: `record` itself on its first visit, else the merge
+            of its visits so far.
+        """
+        key = case_key(record)
+        visits = self.visits.setdefault(key, [])
+        visits.append(record)
+        merged = merge_visits(visits)
+        if len(visits) == 1:
+            self.records.append(merged)
+        else:
+            index = next(i for i, r in enumerate(self.records) if case_key(r) == key)
+            self.records[index] = merged
         self.save()
+        return merged
 
     def save(self) -> None:
         """Rewrites the storage file, ``results.json`` and ``results.csv``."""

@@ -202,17 +202,30 @@ def _run_group(
             pending.clear()
 
 
+def pass_order(cases: list[Case], index: int) -> list[Case]:
+    """The cases in the order pass `index` (from 0) visits them: as given, then reversed, in turn.
+
+    Alternating the direction puts each case early in one pass and late in the next, so a
+    machine that slows down (or speeds up) steadily during a sweep weighs on every case alike.
+    """
+    return list(cases) if index % 2 == 0 else list(reversed(cases))
+
+
 def run_sweep(
     sweep: Sweep, work: Path, on_end: Callable[[dict[str, Any]], None], isolate: str = "group"
 ) -> None:
-    """Runs every case of `sweep` in pytest child processes.
+    """Runs every case of `sweep` in pytest child processes, `sweep.passes` times over.
+
+    Each pass visits every case once, building it afresh in a new child and timing
+    ``sweep.rounds`` rounds, in the order `pass_order` gives. A case whose visit does not end
+    ``ok`` (an error, a timeout, a skip) is not visited again.
 
     Args:
         sweep: The cases and their shared settings.
         work: A directory for the sweep file, the events files and the children's logs.
-        on_end: Called in the parent with each case's end record, in the order cases end:
-            ``params``, ``status`` (``ok``, ``error`` or ``skipped``), ``message`` and
-            ``benchmark`` (the pytest-benchmark record of a measured case, else None).
+        on_end: Called in the parent with each visit's end record, in the order visits end:
+            ``params``, ``status`` (``ok``, ``error`` or ``skipped``), ``message``, ``benchmark``
+            (the pytest-benchmark record of a measured case, else None) and ``pass`` (from 1).
         isolate: ``"group"`` (one child per case module and device) or ``"case"`` (one child per
             case; slower, and the only way with exact ``ru_maxrss`` peaks off Linux).
     """
@@ -221,5 +234,17 @@ def run_sweep(
     sweep_file = work / "sweep.json"
     atomic_write(sweep_file, sweep.to_json())
     counter = [0]
-    for group in groups(sweep, isolate):
-        _run_group(group, sweep_file, work, counter, on_end, sweep)
+    live = list(sweep.cases)
+    for index in range(sweep.passes):
+        ended: set[str] = set()
+
+        def on_visit(record: dict[str, Any], number: int = index + 1) -> None:
+            record["pass"] = number
+            if record["status"] != "ok":
+                ended.add(record["nodeid"])
+            on_end(record)
+
+        visit = dataclasses.replace(sweep, cases=tuple(pass_order(live, index)))
+        for group in groups(visit, isolate):
+            _run_group(group, sweep_file, work, counter, on_visit, sweep)
+        live = [c for c in live if nodeid(c) not in ended]

@@ -120,6 +120,8 @@ class Sweep:
         threads: CPU threads for TensorFlow (intra- and inter-op) and torch.
         timeout_s: Wall-clock cap per case.
         tensor_memory: Record ``peak_tensor_bytes`` on the CPU (see ``bench._measure``).
+        passes: Visits of every case (see `bench._runner.run_sweep`); each times ``rounds``
+            rounds, and a case's saved figures pool all its visits.
     """
 
     cases: tuple[Case, ...]
@@ -130,6 +132,7 @@ class Sweep:
     threads: int = 2
     timeout_s: float = 300.0
     tensor_memory: bool = False
+    passes: int = 1
 
     def to_json(self) -> str:
         """Serialises the sweep (inverse of `from_json`)."""

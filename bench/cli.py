@@ -172,7 +172,7 @@ def _options_sweep(ctx: click.Context, opts: dict[str, Any]) -> Sweep:
     return Sweep(
         tuple(cases), sizes=sizes, rounds=pick("rounds", 2), warmup_rounds=opts["warmup_rounds"],
         seed=opts["seed"], threads=opts["threads"], timeout_s=opts["timeout"],
-        tensor_memory=opts["tensor_memory"],
+        tensor_memory=opts["tensor_memory"], passes=opts["passes"],
     )
 
 
@@ -191,10 +191,15 @@ def _render(rows: list[dict[str, Any]], run_dir: Path, title: str) -> Path:
 
 def _execute(sweep: Sweep, files: _results.RunFiles, isolate: str) -> None:
     total = len(sweep.cases)
+    ended = [0]
 
     def on_end(record: dict[str, Any]) -> None:
         files.add(record)
-        click.echo(_report.progress_line(len(files.records), total, _results.row(record)))
+        ended[0] += 1
+        line = _report.progress_line(ended[0], total * sweep.passes, _results.row(record))
+        if sweep.passes > 1:
+            line = f"pass {record.get('pass', 1)}/{sweep.passes} {line}"
+        click.echo(line)
 
     forwarded = (signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, _interrupt) for sig in forwarded}
@@ -256,6 +261,11 @@ def _interrupt(signum: int, frame: Any) -> None:
               help="Timed rounds per case (--quick: 2).")
 @click.option("--warmup-rounds", type=_count(1), default=1, show_default=True,
               help="Untimed rounds after the first (tracing) call.")
+@click.option("--passes", type=_count(1), default=1, show_default=True,
+              help="Visit every case this many times, each pass in the reverse order of the one "
+                   "before, building it afresh and timing --rounds rounds; a case's figures pool "
+                   "every visit. On a busy machine this spreads slow load changes over all cases "
+                   "alike, so the ratios between cases hold.")
 @click.option("--timeout", type=FiniteSeconds(), default=300.0, show_default=True,
               help="Seconds a case may run before it is killed and recorded as a timeout.")
 @click.option("--threads", type=_count(1), default=2, show_default=True,
@@ -304,9 +314,10 @@ def _describe(sweep: Sweep) -> str:
     sizes = sweep.sizes
     cells = ",".join(dict.fromkeys(c.cell for c in sweep.cases))
     hidden = ",".join(str(h) for h in sorted({c.hidden for c in sweep.cases}))
+    passes = f"; {sweep.passes} passes of {sweep.rounds} rounds" if sweep.passes > 1 else ""
     return (
         f"cells {cells}, hidden {hidden}; batch {sizes.batch}, T {sizes.timesteps}, "
-        f"input {sizes.input_size}, output {sizes.output_size}"
+        f"input {sizes.input_size}, output {sizes.output_size}{passes}"
     )
 
 

@@ -104,6 +104,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         "params": {name: item.callspec.params[name] for name in PARAM_NAMES},
         "status": status,
         "message": message,
-        "benchmark": stats.as_dict(include_data=False) if stats is not None and status == "ok" else None,
+        "benchmark": stats.as_dict(include_data=True) if stats is not None and status == "ok" else None,
     }
     _emit(record)

@@ -27,6 +27,7 @@ def _run(*args):
         (["--lengths", "gauss"], "--lengths", "'gauss'"),
         (["--device", "tpu"], "--device", "'tpu'"),
         (["--rounds", "0"], "--rounds", "0"),
+        (["--passes", "0"], "--passes", "0"),
         (["--timeout", "0"], "--timeout", "0"),
         (["--threads", "-1"], "--threads", "-1"),
         (["--save", "a/b"], "--save", "'a/b'"),

@@ -101,3 +101,52 @@ def test_runs_share_pytest_benchmarks_own_numbering(tmp_path):
     files.add(_ok(1))
     run_id, records = _results.load_records(files.storage_file)
     assert run_id == "0002_after" and records[0]["params"]["cell"] == "gru"
+
+
+def _visit(data, longest=4, peak=2**20, trace=1.0, load=1.0):
+    record = _ok(longest)
+    stats = record["benchmark"]["stats"]
+    stats.update(data=list(data), median=sorted(data)[len(data) // 2], rounds=len(data))
+    extra = record["benchmark"]["extra_info"]
+    extra.update(batch=16, real_steps=800, padded_steps=1024, real_gflop=0.5,
+                 peak_rss_bytes=peak, trace_s=trace, load_avg_1m=load)
+    return record
+
+
+def test_visits_pool_their_rounds_and_take_the_rates_at_the_pooled_median():
+    first, second = _visit([0.010, 0.011, 0.030], peak=5, trace=2.0), _visit([0.020, 0.021, 0.022], peak=9, trace=4.0)
+    merged = _results.merge_visits([first, second])
+    stats = merged["benchmark"]["stats"]
+    assert stats["rounds"] == 6 and stats["passes"] == 2
+    assert stats["data"] == [0.010, 0.011, 0.030, 0.020, 0.021, 0.022]
+    assert stats["median"] == pytest.approx(0.0205) and stats["min"] == 0.010 and stats["max"] == 0.030
+    extra = merged["benchmark"]["extra_info"]
+    assert extra["real_steps_per_s"] == pytest.approx(800 / 0.0205)
+    assert extra["samples_per_s"] == pytest.approx(16 / 0.0205)
+    assert extra["gflop_per_s"] == pytest.approx(0.5 / 0.0205)
+    assert extra["peak_rss_bytes"] == 9 and extra["trace_s"] == 4.0
+    assert extra["visit_medians_s"] == [0.011, 0.021]
+    row = _results.row(merged)
+    assert row["rounds"] == 6 and row["passes"] == 2 and row["median_s"] == pytest.approx(0.0205)
+    assert first["benchmark"]["stats"]["rounds"] == 3  # the visits themselves are left as they were
+
+
+def test_a_failed_visit_becomes_the_cases_record():
+    failed = {**_failed(), "params": _ok(4)["params"]}
+    merged = _results.merge_visits([_visit([0.01, 0.02]), failed])
+    assert merged["status"] == "error" and merged["message"] == "visit 2 of 2: timeout: still running after 5 s"
+    with pytest.raises(ValueError, match="no `data`"):
+        _results.merge_visits([_ok(4), _ok(4)])
+    with pytest.raises(ValueError, match="at least one visit; received none"):
+        _results.merge_visits([])
+
+
+def test_run_files_keep_one_record_per_case_across_visits(tmp_path):
+    files = _results.RunFiles.create(tmp_path / "out", tmp_path / "storage", "p", Sweep((Case(**PARAMS),), passes=2))
+    files.add(_visit([0.01, 0.02], longest=1))
+    files.add(_visit([0.03], longest=4))
+    saved = files.add(_visit([0.05, 0.06], longest=1))
+    assert saved["benchmark"]["stats"]["rounds"] == 4
+    assert [r["params"]["longest_step"] for r in files.records] == [1, 4]
+    stored = json.loads(files.storage_file.read_text())["benchmarks"]
+    assert [b["stats"]["rounds"] for b in stored] == [4, 1]

@@ -99,3 +99,32 @@ def test_killing_the_parent_kills_its_pytest_child(tmp_path):
         for child in children:  # only if the test failed: the orphan this test made
             if _alive(child):
                 os.kill(child, signal.SIGKILL)
+
+
+def test_passes_alternate_their_direction():
+    from bench._runner import pass_order
+
+    cases = build_cases(["packed", "loop"], ["reset"], ["forward"], [1, 2], "uniform", "cpu")
+    assert pass_order(cases, 0) == cases
+    assert pass_order(cases, 1) == cases[::-1]
+    assert pass_order(cases, 2) == cases
+
+
+def test_passes_visit_every_case_and_pool_the_rounds(tmp_path):
+    result = CliRunner().invoke(main, [
+        "run", "--quick", "--strategies", "packed", "--no-peers", "--states", "reset", "--phases", "forward",
+        "--longest-steps", "1,2", "--passes", "2", "--out", str(tmp_path / "out"), "--storage", str(tmp_path / "s"),
+        "--save", "twice",
+    ], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "2 passes of 2 rounds" in result.output and "pass 2/2 [4/4]" in result.output
+    data = json.loads((tmp_path / "out" / "0001_twice" / "results.json").read_text())
+    assert [r["params"]["longest_step"] for r in data["records"]] == [1, 2]
+    for record in data["records"]:
+        stats = record["benchmark"]["stats"]
+        assert record["status"] == "ok" and stats["rounds"] == 4 and stats["passes"] == 2
+        assert len(record["benchmark"]["extra_info"]["visit_medians_s"]) == 2
+    # the second pass ran the cases in reverse, each in a fresh child: L2's visit ended before L1's
+    order = [line.split(": ")[0].split()[-1] for line in result.output.splitlines() if line.startswith("pass 2/2")]
+    assert order == ["packed-reset-forward-L2-gru-H64", "packed-reset-forward-L1-gru-H64"]
+    assert len(list((tmp_path / "out" / "0001_twice" / "work").glob("child-*.log"))) == 2
