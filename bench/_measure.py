@@ -36,6 +36,7 @@ import dataclasses
 import gc
 import os
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -153,6 +154,8 @@ class Framework(Protocol):
 class _Timing:
     first_call_s: float
     median_s: float | None
+    peaks: dict[str, Any] | None = None  # with a partner: the memory peaks read before it first ran
+    partner_s: list[float] = dataclasses.field(default_factory=list)  # the partner's timed rounds
 
 
 def inject_fault(case: Case) -> None:
@@ -192,14 +195,52 @@ def _warm_process(framework: Framework, case: Case, sizes: Sizes) -> None:
     _WARMED.add(key)
 
 
-def _time_case(benchmark: Any, run: Callable[[], float], sweep: Sweep, start: float) -> _Timing:
-    """Times the first call from `start` (before the build), then the rounds."""
+def _time_case(
+    benchmark: Any, run: Callable[[], float], sweep: Sweep, start: float,
+    partner: Callable[[], float] | None = None, read_peaks: Callable[[], dict[str, Any]] | None = None,
+) -> _Timing:
+    """Times the first call from `start` (before the build), then the rounds.
+
+    With a `partner` (see `Sweep.partner_of`), the case's warm-up rounds run first and the
+    memory peaks are read (`read_peaks`, so that they are the case's own), then the partner's
+    first call and warm-up rounds; then each timed round of the case follows one timed round of the partner, through
+    ``benchmark.pedantic``'s `setup`, so both are timed over the same seconds.
+    """
     run()
     first = time.perf_counter() - start
-    benchmark.pedantic(run, rounds=sweep.rounds, iterations=1, warmup_rounds=sweep.warmup_rounds)
+    if partner is None:
+        benchmark.pedantic(run, rounds=sweep.rounds, iterations=1, warmup_rounds=sweep.warmup_rounds)
+        return _Timing(first, _median(benchmark))
+    for _ in range(sweep.warmup_rounds):
+        run()
+    peaks = read_peaks() if read_peaks is not None else None
+    for _ in range(1 + sweep.warmup_rounds):
+        partner()
+    partner_s: list[float] = []
+
+    def time_partner() -> None:
+        begin = time.perf_counter()
+        partner()
+        partner_s.append(time.perf_counter() - begin)
+
+    benchmark.pedantic(run, setup=time_partner, rounds=sweep.rounds, iterations=1, warmup_rounds=0)
+    return _Timing(first, _median(benchmark), peaks, partner_s)
+
+
+def _median(benchmark: Any) -> float | None:
     stats = getattr(benchmark, "stats", None)
-    median = stats.stats.median if stats is not None else None
-    return _Timing(first, median)
+    return stats.stats.median if stats is not None else None
+
+
+def versus_figures(versus: tuple[str, str], median_s: float | None, partner_s: list[float]) -> dict[str, Any]:
+    """``versus`` (``"field=value"``), the partner's rounds and median, and the ratio of medians."""
+    partner_median = statistics.median(partner_s) if partner_s else None
+    return {
+        "versus": "=".join(versus),
+        "versus_data_s": list(partner_s),
+        "versus_median_s": partner_median,
+        "versus_ratio": median_s / partner_median if median_s and partner_median else None,
+    }
 
 
 def measure_case(benchmark: Any, case: Case, sweep: Sweep, framework: Framework) -> dict[str, Any]:
@@ -207,8 +248,10 @@ def measure_case(benchmark: Any, case: Case, sweep: Sweep, framework: Framework)
 
     Skips the case (``pytest.skip``, with the reason) when `framework` cannot run it here. The
     build (model, variables and, for graph cases, tracing the step) and the first call are timed
-    together as ``trace_s``; then ``benchmark.pedantic`` runs ``sweep.warmup_rounds`` untimed and ``sweep.rounds`` timed
-    rounds.
+    together as ``trace_s``; then ``benchmark.pedantic`` runs ``sweep.warmup_rounds`` untimed and
+    ``sweep.rounds`` timed rounds. With ``sweep.versus``, the case's partner (`Sweep.partner_of`)
+    is built first and timed one round before each of the case's (see `_time_case`); the
+    ``versus_*`` figures (`versus_figures`) record it.
 
     Returns:
         The `extra_info` dict.
@@ -221,21 +264,34 @@ def measure_case(benchmark: Any, case: Case, sweep: Sweep, framework: Framework)
     _warm_process(framework, case, sizes)
     workload = make_workload(sizes, case.longest_step, case.lengths, sweep.seed)
     host, device = HostPeak(), framework.device_memory(case.device)
+    partner_case = sweep.partner_of(case)
     with framework.scope(case.device):
+        partner = None
+        if partner_case is not None:  # built first, so that the case's build and peaks are its own
+            partner_sizes = partner_case.sizes(sweep.sizes)
+            partner_load = make_workload(partner_sizes, partner_case.longest_step, partner_case.lengths, sweep.seed)
+            partner = framework.build(partner_case, partner_sizes, partner_load, sweep.seed)
         host.reset()
         start = time.perf_counter()
         run = framework.build(case, sizes, workload, sweep.seed)
         build_bytes = host.peak_bytes()
         host.reset(collect=False)  # between build and call there is little garbage to collect
         device.reset()
-        timing = _time_case(benchmark, run, sweep, start)
-        peaks = {"peak_rss_bytes": host.peak_bytes(), "build_rss_bytes": build_bytes, "peak_device_bytes": None}
-        peaks[getattr(device, "field", "peak_device_bytes")] = device.peak_bytes()
+
+        def read_peaks() -> dict[str, Any]:
+            peaks = {"peak_rss_bytes": host.peak_bytes(), "build_rss_bytes": build_bytes, "peak_device_bytes": None}
+            peaks[getattr(device, "field", "peak_device_bytes")] = device.peak_bytes()
+            return peaks
+
+        timing = _time_case(benchmark, run, sweep, start, partner, read_peaks)
+        peaks = timing.peaks if timing.peaks is not None else read_peaks()
     # After the case: the matmul probe's buffers would otherwise grow the allocator's pool (oneDNN
     # builds keep freed blocks for reuse) and hide the case's own peak.
     matmul = framework.matmul_figures(sizes, case.device, case.cell)
     info = figures(case, sweep, workload["steps"], timing.median_s, timing.first_call_s)
     info.update(peaks, peak_rss_method=host.method, **matmul, **framework.versions())
+    if partner_case is not None and sweep.versus is not None:
+        info.update(versus_figures(sweep.versus, timing.median_s, timing.partner_s))
     benchmark.extra_info.update(info)
     return info
 

@@ -56,13 +56,20 @@ def _cells(row: dict[str, Any], memory_field: str) -> list[str]:
         text("lengths"), text("device"),
         _num(row.get("median_s"), 1e-3), _num(row.get("real_steps_per_s")), _num(row.get("samples_per_s")),
         _num(memory, MIB), _num(row.get("trace_s")), _num(row.get("gflop_per_s")),
-        _num(row.get("matmul_peak_gflop_per_s")), status[:70],
+        _num(row.get("matmul_peak_gflop_per_s")), _versus(row), status[:70],
     ]
+
+
+def _versus(row: dict[str, Any]) -> str:
+    """``1.12 x phase=train``: the case's median over its partner's, or ``-``."""
+    if row.get("versus_ratio") in (None, ""):
+        return "-"
+    return f"{_num(row['versus_ratio'])} x {row.get('versus')}"
 
 
 HEADERS = [
     "strategy", "cell", "H", "state", "phase", "L", "lengths", "device", "median ms", "real steps/s",
-    "samples/s", "peak MiB ({})", "trace s", "GFLOP/s", "matmul peak GFLOP/s", "status",
+    "samples/s", "peak MiB ({})", "trace s", "GFLOP/s", "matmul peak GFLOP/s", "vs partner", "status",
 ]
 
 
@@ -86,9 +93,11 @@ def progress_line(done: int, total: int, row: dict[str, Any]) -> str:
         return f"[{done}/{total}] {case}: {row['status']}: {row.get('message')}"
     key = memory_key([row])
     memory = row.get(key)
+    versus = "" if row.get("versus_ratio") in (None, "") else f", {_versus(row)}"
     return (
         f"[{done}/{total}] {case}: {_num(row.get('median_s'), 1e-3)} ms, "
         f"{_num(row.get('real_steps_per_s'))} real steps/s, peak {_num(memory, MIB)} MiB ({MEMORY_LABELS[key]})"
+        f"{versus}"
     )
 
 

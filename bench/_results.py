@@ -34,7 +34,7 @@ from pytest_benchmark.stats import Stats
 from pytest_benchmark.storage.file import FileStorage
 from pytest_benchmark.utils import get_commit_info, get_machine_id
 
-from bench._measure import rates
+from bench._measure import rates, versus_figures
 from bench._workloads import PARAM_NAMES, Sweep
 from datagen._atomic import atomic_write
 
@@ -44,6 +44,7 @@ FIGURE_COLUMNS = (
     "trace_s", "peak_rss_bytes", "build_rss_bytes", "peak_tensor_bytes", "peak_device_bytes",
     "peak_rss_method", "real_gflop", "gflop_per_s", "matmul_batch_gflop_per_s", "matmul_peak_gflop_per_s",
     "batch", "timesteps", "threads", "load_avg_1m", "tensorflow_version", "keras_version", "torch_version",
+    "versus", "versus_median_s", "versus_ratio",
 )
 COLUMNS = (*PARAM_NAMES, "status", "message", *STAT_COLUMNS, *FIGURE_COLUMNS)
 
@@ -123,7 +124,8 @@ def merge_visits(visits: list[dict[str, Any]]) -> dict[str, Any]:
     visit's, its message saying which visit. Otherwise the timed rounds of all visits are pooled:
     the stats are pytest-benchmark's own (`pytest_benchmark.stats.Stats`) over every round, the rate
     figures are taken at the pooled median, ``trace_s`` is the visits' median, the memory peaks
-    are the largest of any visit, and ``visit_medians_s`` lists each visit's median.
+    are the largest of any visit, ``visit_medians_s`` lists each visit's median, and with a
+    partner (``versus``) its rounds are pooled and the ratio taken again.
 
     Raises:
         ValueError: When `visits` is empty, or an ``ok`` visit's stats carry no ``data``.
@@ -157,6 +159,9 @@ def merge_visits(visits: list[dict[str, Any]]) -> dict[str, Any]:
     if loads:
         extra["load_avg_1m"] = sum(loads) / len(loads)
     extra["visit_medians_s"] = [v["benchmark"]["stats"]["median"] for v in visits]
+    if extra.get("versus"):  # the partner's rounds, pooled the same way
+        partner = [d for e in extras for d in e.get("versus_data_s") or []]
+        extra.update(versus_figures(tuple(extra["versus"].split("=", 1)), stats.median, partner))
     pooled = {**stats.as_dict(), "data": stats.data, "iterations": first["stats"].get("iterations", 1)}
     pooled["passes"] = len(visits)
     return {**visits[-1], "benchmark": {**first, "stats": pooled, "extra_info": extra}}

@@ -122,6 +122,9 @@ class Sweep:
         tensor_memory: Record ``peak_tensor_bytes`` on the CPU (see ``bench._measure``).
         passes: Visits of every case (see `bench._runner.run_sweep`); each times ``rounds``
             rounds, and a case's saved figures pool all its visits.
+        versus: ``(field, value)`` of `VERSUS_FIELDS`, or None: each case is timed round by
+            round in turn with its partner, the same case with that field set to the value
+            (`partner_of`), in one process (see ``bench._measure``).
     """
 
     cases: tuple[Case, ...]
@@ -133,6 +136,7 @@ class Sweep:
     timeout_s: float = 300.0
     tensor_memory: bool = False
     passes: int = 1
+    versus: tuple[str, str] | None = None
 
     def to_json(self) -> str:
         """Serialises the sweep (inverse of `from_json`)."""
@@ -144,7 +148,25 @@ class Sweep:
         raw = json.loads(text)
         raw["cases"] = tuple(Case(**c) for c in raw["cases"])
         raw["sizes"] = Sizes(**raw["sizes"])
+        if raw.get("versus") is not None:
+            raw["versus"] = tuple(raw["versus"])
         return cls(**raw)
+
+    def partner_of(self, case: Case) -> Case | None:
+        """The case `case` is timed against under `versus`, or None when it has none.
+
+        The partner is `case` with the `versus` field set to its value. It must be another case,
+        measured by the same case module (so one process builds both) and one that is run at
+        all (see `build_cases`); a case that is its own partner, such as the ``train`` cases of
+        ``versus=("phase", "train")``, has none.
+        """
+        if self.versus is None:
+            return None
+        field, value = self.versus
+        partner = dataclasses.replace(case, **{field: value})
+        if partner == case or partner.module != case.module or not _is_run(partner, partner.longest_step):
+            return None
+        return partner
 
     def cases_of(self, module: str) -> list[Case]:
         """The cases measured by one case module, e.g. ``"test_chain.py"``."""
@@ -258,6 +280,9 @@ def real_flops(sizes: Sizes, steps: np.ndarray, phase: str, cell: str = "gru") -
     flops = float(steps.sum()) * per_step + float(np.count_nonzero(steps)) * per_run
     return flops * (3.0 if phase in TRAIN_PHASES else 1.0)
 
+
+VERSUS_FIELDS: tuple[str, ...] = ("phase", "strategy")
+"""The case fields that ``bench run --versus FIELD=VALUE`` may set to pick each case's partner."""
 
 PARAM_NAMES: tuple[str, ...] = (
     "strategy", "state", "phase", "longest_step", "lengths", "device", "cell", "hidden",

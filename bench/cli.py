@@ -165,6 +165,7 @@ def _options_sweep(ctx: click.Context, opts: dict[str, Any]) -> Sweep:
         # The baseline, the fastest, the reference and the peers: tracing dominates a tiny sweep.
         strategies = [n for n in strategies if n not in _workloads.QUICK_LEFT_OUT]
     device = _device(opts["device"])
+    _check_versus(opts["versus"])
     cases = _workloads.build_cases(
         strategies, opts["states"], opts["phases"], longest, opts["lengths"], device,
         reference_max_step=opts["reference_max_step"], cells=opts["cells"], hidden=opts["hidden"],
@@ -172,8 +173,33 @@ def _options_sweep(ctx: click.Context, opts: dict[str, Any]) -> Sweep:
     return Sweep(
         tuple(cases), sizes=sizes, rounds=pick("rounds", 2), warmup_rounds=opts["warmup_rounds"],
         seed=opts["seed"], threads=opts["threads"], timeout_s=opts["timeout"],
-        tensor_memory=opts["tensor_memory"], passes=opts["passes"],
+        tensor_memory=opts["tensor_memory"], passes=opts["passes"], versus=opts["versus"],
     )
+
+
+def _parse_versus(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    field, sep, choice = value.partition("=")
+    if not sep or field not in _workloads.VERSUS_FIELDS or not choice:
+        raise click.BadParameter(
+            f"expected FIELD=VALUE with FIELD one of {', '.join(_workloads.VERSUS_FIELDS)}; received {value!r}"
+        )
+    return field, choice
+
+
+def _check_versus(versus: tuple[str, str] | None) -> None:
+    """Refuses a `--versus` value that names no phase, or no strategy of chain's."""
+    if versus is None:
+        return
+    field, choice = versus
+    # a partner runs in its case's process: a strategy partner is one of chain's
+    allowed = PHASES if field == "phase" else tuple(s for s in known_strategies() if s not in (REFERENCE, *TORCH_STRATEGIES))
+    if choice not in allowed:
+        raise click.BadParameter(
+            f"expected {field}=VALUE with VALUE one of {', '.join(allowed)}; received {'='.join(versus)!r}",
+            param_hint="'--versus'",
+        )
 
 
 def _check_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
@@ -266,6 +292,12 @@ def _interrupt(signum: int, frame: Any) -> None:
                    "before, building it afresh and timing --rounds rounds; a case's figures pool "
                    "every visit. On a busy machine this spreads slow load changes over all cases "
                    "alike, so the ratios between cases hold.")
+@click.option("--versus", default=None, callback=_parse_versus, metavar="FIELD=VALUE",
+              help="Time each case round by round in turn with its partner, the same case with "
+                   "FIELD (phase or strategy) set to VALUE, built in the same process, and record "
+                   "versus_ratio, the case's median over the partner's. E.g. phase=train next to "
+                   "train-feedback cases, strategy=loop next to chain's other strategies. Cases "
+                   "without such a partner (themselves, or in another framework) are timed alone.")
 @click.option("--timeout", type=FiniteSeconds(), default=300.0, show_default=True,
               help="Seconds a case may run before it is killed and recorded as a timeout.")
 @click.option("--threads", type=_count(1), default=2, show_default=True,
@@ -315,6 +347,8 @@ def _describe(sweep: Sweep) -> str:
     cells = ",".join(dict.fromkeys(c.cell for c in sweep.cases))
     hidden = ",".join(str(h) for h in sorted({c.hidden for c in sweep.cases}))
     passes = f"; {sweep.passes} passes of {sweep.rounds} rounds" if sweep.passes > 1 else ""
+    if sweep.versus is not None:
+        passes += f"; round by round against {'='.join(sweep.versus)}"
     return (
         f"cells {cells}, hidden {hidden}; batch {sizes.batch}, T {sizes.timesteps}, "
         f"input {sizes.input_size}, output {sizes.output_size}{passes}"

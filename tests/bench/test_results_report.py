@@ -131,6 +131,19 @@ def test_visits_pool_their_rounds_and_take_the_rates_at_the_pooled_median():
     assert first["benchmark"]["stats"]["rounds"] == 3  # the visits themselves are left as they were
 
 
+def test_visits_pool_the_partners_rounds_too():
+    first, second = _visit([0.010, 0.012]), _visit([0.020, 0.022])
+    first["benchmark"]["extra_info"].update(versus="phase=train", versus_data_s=[0.005, 0.006])
+    second["benchmark"]["extra_info"].update(versus="phase=train", versus_data_s=[0.010, 0.011])
+    extra = _results.merge_visits([first, second])["benchmark"]["extra_info"]
+    assert extra["versus_data_s"] == [0.005, 0.006, 0.010, 0.011]
+    assert extra["versus_median_s"] == pytest.approx(0.008)
+    assert extra["versus_ratio"] == pytest.approx(0.016 / 0.008)
+    row = _results.row(_results.merge_visits([first, second]))
+    assert row["versus"] == "phase=train" and row["versus_ratio"] == pytest.approx(2.0)
+    assert "2 x phase=train" in _report.table([row])
+
+
 def test_a_failed_visit_becomes_the_cases_record():
     failed = {**_failed(), "params": _ok(4)["params"]}
     merged = _results.merge_visits([_visit([0.01, 0.02]), failed])

@@ -4,6 +4,7 @@ fails exits 1."""
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -42,12 +43,16 @@ def test_every_case_failing_exits_1(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_FAULT", "raise:reference-reset")
     result = CliRunner().invoke(main, [
         "run", "--strategies", "reference", "--no-peers", "--states", "reset", "--phases", "forward",
-        "--longest-steps", "1", "--out", str(tmp_path / "out"), "--storage", str(tmp_path / "s"), "--save", "bad",
+        "--longest-steps", "1", "--passes", "2",
+        "--out", str(tmp_path / "out"), "--storage", str(tmp_path / "s"), "--save", "bad",
     ])
     assert result.exit_code == 1
     assert "Error: every case failed" in result.output
     records = json.loads((tmp_path / "out" / "0001_bad" / "results.json").read_text())["records"]
+    assert len(records) == 1
     assert records[0]["status"] == "error" and "fault injected" in records[0]["message"]
+    # a case that failed is not visited again: the second pass starts no child
+    assert len(list((tmp_path / "out" / "0001_bad" / "work").glob("child-*.log"))) == 1
 
 
 def _children_of(pid):
@@ -101,6 +106,19 @@ def test_killing_the_parent_kills_its_pytest_child(tmp_path):
                 os.kill(child, signal.SIGKILL)
 
 
+def test_each_case_has_the_partner_versus_names():
+    feedback = Case("packed", "reset", "train-feedback", 4, "uniform", "cpu", "lstm")
+    by_phase = Sweep((feedback,), versus=("phase", "train"))
+    assert by_phase.partner_of(feedback) == Case("packed", "reset", "train", 4, "uniform", "cpu", "lstm")
+    assert by_phase.partner_of(Case("packed", "reset", "train", 4, "uniform", "cpu")) is None  # itself
+    assert Sweep.from_json(by_phase.to_json()) == by_phase
+    by_strategy = Sweep((), versus=("strategy", "loop"))
+    assert by_strategy.partner_of(Case("torch-padded", "reset", "train", 4, "uniform", "cpu")) is None  # torch
+    reference = Sweep((), versus=("phase", "train-feedback"))
+    assert reference.partner_of(Case("reference", "reset", "train", 4, "uniform", "cpu")) is None  # not run
+    assert Sweep(()).partner_of(feedback) is None
+
+
 def test_passes_alternate_their_direction():
     from bench._runner import pass_order
 
@@ -110,20 +128,25 @@ def test_passes_alternate_their_direction():
     assert pass_order(cases, 2) == cases
 
 
-def test_passes_visit_every_case_and_pool_the_rounds(tmp_path):
+def test_passes_visit_every_case_and_pool_the_rounds_of_case_and_partner(tmp_path):
     result = CliRunner().invoke(main, [
         "run", "--quick", "--strategies", "packed", "--no-peers", "--states", "reset", "--phases", "forward",
-        "--longest-steps", "1,2", "--passes", "2", "--out", str(tmp_path / "out"), "--storage", str(tmp_path / "s"),
-        "--save", "twice",
+        "--longest-steps", "1,2", "--passes", "2", "--versus", "strategy=loop",
+        "--out", str(tmp_path / "out"), "--storage", str(tmp_path / "s"), "--save", "twice",
     ], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "2 passes of 2 rounds" in result.output and "pass 2/2 [4/4]" in result.output
+    assert "2 passes of 2 rounds; round by round against strategy=loop" in result.output
+    assert "pass 2/2 [4/4]" in result.output and " x strategy=loop" in result.output
     data = json.loads((tmp_path / "out" / "0001_twice" / "results.json").read_text())
     assert [r["params"]["longest_step"] for r in data["records"]] == [1, 2]
     for record in data["records"]:
-        stats = record["benchmark"]["stats"]
+        stats, extra = record["benchmark"]["stats"], record["benchmark"]["extra_info"]
         assert record["status"] == "ok" and stats["rounds"] == 4 and stats["passes"] == 2
-        assert len(record["benchmark"]["extra_info"]["visit_medians_s"]) == 2
+        assert len(extra["visit_medians_s"]) == 2
+        # the loop partner ran one round before each of the case's, in both visits
+        assert extra["versus"] == "strategy=loop" and len(extra["versus_data_s"]) == 4
+        assert extra["versus_median_s"] == pytest.approx(statistics.median(extra["versus_data_s"]))
+        assert extra["versus_ratio"] == pytest.approx(stats["median"] / extra["versus_median_s"])
     # the second pass ran the cases in reverse, each in a fresh child: L2's visit ended before L1's
     order = [line.split(": ")[0].split()[-1] for line in result.output.splitlines() if line.startswith("pass 2/2")]
     assert order == ["packed-reset-forward-L2-gru-H64", "packed-reset-forward-L1-gru-H64"]
