@@ -203,8 +203,8 @@ def _time_case(
 
     With a `partner` (see `Sweep.partner_of`), the case's warm-up rounds run first and the
     memory peaks are read (`read_peaks`, so that they are the case's own), then the partner's
-    first call and warm-up rounds; then each timed round of the case follows one timed round of the partner, through
-    ``benchmark.pedantic``'s `setup`, so both are timed over the same seconds.
+    first call and warm-up rounds; then each timed round of the case follows one timed round of
+    the partner, through ``benchmark.pedantic``'s `setup`, so both are timed over the same seconds.
     """
     run()
     first = time.perf_counter() - start

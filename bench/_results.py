@@ -25,6 +25,7 @@ import datetime
 import io
 import json
 import secrets
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from pytest_benchmark.stats import Stats
 from pytest_benchmark.storage.file import FileStorage
 from pytest_benchmark.utils import get_commit_info, get_machine_id
 
-from bench._measure import rates, versus_figures
+from bench._measure import RATES, rates, versus_figures
 from bench._workloads import PARAM_NAMES, Sweep
 from datagen._atomic import atomic_write
 
@@ -147,10 +148,11 @@ def merge_visits(visits: list[dict[str, Any]]) -> dict[str, Any]:
     first = visits[0]["benchmark"]
     extras = [v["benchmark"].get("extra_info") or {} for v in visits]
     extra = dict(first.get("extra_info") or {})
-    extra.update(rates(extra, stats.median) if all(k in extra for k in ("batch", "real_steps")) else {})
+    if all(count in extra for count in RATES.values()):
+        extra.update(rates(extra, stats.median))
     traces = [e["trace_s"] for e in extras if e.get("trace_s") is not None]
     if traces:
-        extra["trace_s"] = float(sorted(traces)[len(traces) // 2])
+        extra["trace_s"] = float(statistics.median_high(traces))
     for name in ("peak_rss_bytes", "build_rss_bytes", "peak_tensor_bytes", "peak_device_bytes"):
         peaks = [e[name] for e in extras if e.get(name) is not None]
         if peaks:

@@ -164,6 +164,7 @@ class Sweep:
             return None
         field, value = self.versus
         partner = dataclasses.replace(case, **{field: value})
+        # the case's own L already passed the reference's cap, so only the other rules apply
         if partner == case or partner.module != case.module or not _is_run(partner, partner.longest_step):
             return None
         return partner

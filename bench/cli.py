@@ -217,12 +217,11 @@ def _render(rows: list[dict[str, Any]], run_dir: Path, title: str) -> Path:
 
 def _execute(sweep: Sweep, files: _results.RunFiles, isolate: str) -> None:
     total = len(sweep.cases)
-    ended = [0]
 
     def on_end(record: dict[str, Any]) -> None:
         files.add(record)
-        ended[0] += 1
-        line = _report.progress_line(ended[0], total * sweep.passes, _results.row(record))
+        ended = sum(len(v) for v in files.visits.values())
+        line = _report.progress_line(ended, total * sweep.passes, _results.row(record))
         if sweep.passes > 1:
             line = f"pass {record.get('pass', 1)}/{sweep.passes} {line}"
         click.echo(line)
