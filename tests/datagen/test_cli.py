@@ -71,7 +71,8 @@ def test_bad_options_exit_2_with_one_line_and_write_nothing(tmp_path, args, mess
     result = run("make", "--out", str(out), "--samples", "20", *args)
     assert result.exit_code == 2, result.output
     assert message in result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert sum("Error:" in line for line in result.output.splitlines()) == 1
     assert not out.exists()
 
