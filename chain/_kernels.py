@@ -204,7 +204,8 @@ def _derivative_from_output(activation):
         return lambda y: tf.cast(y > 0, y.dtype)
     if activation is _LINEAR or activation is None:
         return None  # the identity: f' = 1
-    raise ValueError(f"no fast path for activation {activation!r}")
+    name = getattr(activation, "__name__", repr(activation))
+    raise ValueError(f"no fast path for activation {name!r} (the fast path takes tanh, relu, sigmoid or linear)")
 
 
 class SimpleRNNKernel(_CellKernel):

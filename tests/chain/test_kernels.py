@@ -138,6 +138,18 @@ def test_fast_path_is_inspectable_and_explicit():
         Chain(a, keras.layers.GRUCell(4), fused="yes")
 
 
+def test_a_simple_rnn_activation_without_a_kernel_is_named_with_the_ones_that_have_one():
+    a = keras.layers.GRU(4, return_sequences=True)
+    net = Chain(a, keras.layers.SimpleRNNCell(4, activation="elu"))
+    assert net.fast_path.reason == (
+        "generic path: SimpleRNNCell: no fast path for activation 'elu' (the fast path takes tanh, relu, "
+        "sigmoid or linear)"
+    )
+    with pytest.raises(ValueError, match=r"fused=True, but model B has no fast path: SimpleRNNCell: no fast path "
+                                         r"for activation 'elu' \(the fast path takes tanh, relu, sigmoid or linear\)"):
+        Chain(a, keras.layers.SimpleRNNCell(4, activation="elu"), fused=True)
+
+
 def test_a_functional_model_that_computes_more_than_its_cell_stays_generic():
     ipt, s = keras.Input((6,)), keras.Input((5,))
     out, new = keras.layers.SimpleRNNCell(5)(ipt, [s])
