@@ -91,8 +91,8 @@ def test_report_of_a_missing_run_exits_2(tmp_path):
 def test_report_of_a_foreign_json_exits_2(tmp_path):
     path = tmp_path / "x.json"
     path.write_text('{"hello": 1}')
-    result = _run("report", str(path))
-    assert result.exit_code == 2 and "cannot read a run from" in result.output
+    line = _one_error_line(_run("report", str(path)), "'RUN'")
+    assert f"{path} is neither a bench results.json nor a pytest-benchmark saved run" in line, line
 
 
 def test_help_lists_the_sweep_options():
@@ -138,7 +138,8 @@ def test_storage_under_a_file_exits_2_writing_nothing(tmp_path):
 def test_storage_in_an_unwritable_place_exits_2(tmp_path):
     result = _run("run", "--out", str(tmp_path / "o"), "--storage", "/proc/bench-storage", "--no-peers",
                   "--strategies", "packed")
-    _one_error_line(result, "'--storage'")
+    line = _one_error_line(result, "'--storage'")
+    assert "expected a writable directory; received '/proc/bench-storage' ('/proc':" in line, line
     assert not (tmp_path / "o").exists()
 
 
@@ -182,8 +183,40 @@ def test_report_into_a_file_exits_2(tmp_path):
     assert "/dev/null" in _one_error_line(result, "'--out'")
 
 
-def test_report_of_a_file_that_is_not_json_exits_2(tmp_path):
+def test_report_of_a_file_that_is_not_utf8_says_so(tmp_path):
     path = tmp_path / "results.json"
     path.write_bytes(b"\xff\xfe garbage")
-    result = _run("report", str(path))
-    assert "cannot read a run from" in _one_error_line(result, "'RUN'")
+    line = _one_error_line(_run("report", str(path)), "'RUN'")
+    assert f"cannot read a run from {str(path)!r}: {path} is not JSON text (invalid start byte)" in line, line
+
+
+def test_report_of_a_file_that_is_not_json_names_the_line(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text('{"run_id": "0001_x",\n "records": [,]}')
+    line = _one_error_line(_run("report", str(path)), "'RUN'")
+    assert f"{path} is not JSON (Expecting value at line 2)" in line, line
+
+
+def test_an_interrupted_run_exits_1_keeping_the_cases_that_ended(tmp_path, monkeypatch):
+    import json
+    import signal
+
+    from bench import _runner
+
+    def interrupted(sweep, work, on_end, isolate):
+        case = sweep.cases[0]
+        on_end({"event": "end", "params": dict(vars(case)), "status": "error", "message": "crashed", "benchmark": None})
+        raise KeyboardInterrupt
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    monkeypatch.setattr(_runner, "run_sweep", interrupted)
+    result = _run("run", "--strategies", "packed", "--no-peers", "--states", "reset", "--phases", "forward",
+                  "--longest-steps", "1,2", "--out", str(tmp_path / "out"), "--storage", str(tmp_path / "s"),
+                  "--save", "cut")
+    run_dir = tmp_path / "out" / "0001_cut"
+    assert result.exit_code == 1, result.output
+    assert (f"Error: interrupted; the 1 cases that ended are saved in {run_dir} "
+            f"(render them with `bench report {run_dir}`)") in result.output
+    records = json.loads((run_dir / "results.json").read_text())["records"]
+    assert [(r["params"]["longest_step"], r["message"]) for r in records] == [(1, "crashed")]
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # the handlers are put back
