@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import os
 import signal
 import subprocess
@@ -464,3 +465,14 @@ def test_resume_over_a_fifo_does_not_hang(tmp_path):
     assert not hung
     assert outcome["value"].exit_code == 0, outcome["value"].output
     assert datagen.read(tmp_path / "d", verify=True)["truth"]["a_kernel"].shape == (4, 24)
+
+
+def test_a_write_that_fails_for_another_reason_names_the_file_and_the_reason(tmp_path):
+    from datagen import _storage
+
+    target = tmp_path / "shard-00000.npz"
+    target.mkdir()  # the rename of the finished temporary onto a directory fails
+    with pytest.raises(datagen.DatasetError, match=rf"^cannot write {re.escape(str(target))} \(Is a directory\)$"):
+        _storage.atomic_write(target, b"data")
+    assert target.is_dir() and list(target.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-00000.npz"]  # no temporary left
