@@ -71,7 +71,11 @@ class CellAdapter(StepAdapter):
 
     def step(self, xp, states, training):
         packed = tf.nest.pack_sequence_as(self._structure, list(states))
-        out, new = self.model_b(xp, packed, training=training)
+        result = self.model_b(xp, packed, training=training)
+        if not isinstance(result, (list, tuple)) or len(result) != 2:
+            # caught where the chain builds model B, which names the contract
+            raise TypeError(f"a cell must return `(output, new_states)`; received {type(result).__name__}")
+        out, new = result
         new = new if isinstance(new, (list, tuple)) else [new]
         return out, tf.nest.flatten(new)
 

@@ -96,6 +96,43 @@ def test_model_b_that_returns_only_its_output_is_named():
         Chain(keras.layers.GRU(4, return_sequences=True), keras.Model([ipt, h], out))
 
 
+class _OutputOnlyCell(keras.layers.Layer):
+    """A cell that returns its output without the new states."""
+
+    def __init__(self, state_width=3, **kwargs):
+        super().__init__(**kwargs)
+        self.state_size = state_width
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], 3), name="w")
+
+    def call(self, inputs, states):
+        return tf.tanh(inputs @ self.w)
+
+
+class _NarrowStateCell(_OutputOnlyCell):
+    """A cell that declares a state of 5 and returns one of 3."""
+
+    def call(self, inputs, states):
+        h = tf.tanh(inputs @ self.w)
+        return h, [h]
+
+
+def test_a_cell_that_returns_only_its_output_is_named():
+    net = Chain(keras.layers.GRU(4, return_sequences=True), _OutputOnlyCell())
+    with pytest.raises(ValueError, match=r"model B must return `\[outputs, \*new_states\]` with one new state per "
+                                         r"state input \(1 of sizes \[3\]\); calling it on IR rows of size 4 failed: "
+                                         r"a cell must return `\(output, new_states\)`; received KerasTensor"):
+        net.build((None, None, 4))
+
+
+def test_a_cell_whose_new_state_has_another_size_is_named():
+    net = Chain(keras.layers.GRU(4, return_sequences=True), _NarrowStateCell(state_width=5))
+    with pytest.raises(ValueError, match=r"new states of sizes \[5\]; received outputs of shape \(None, 3\) and new "
+                                         r"states of sizes \[3\]"):
+        net.build((None, None, 4))
+
+
 # ----------------------------------------------------------------------------- windows and streaming
 
 
