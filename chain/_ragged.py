@@ -74,24 +74,28 @@ def from_padded(dense: tf.Tensor, steps) -> tf.RaggedTensor:
         RaggedTensor of shape `(batch, T, None, D)` holding `dense[b, t, :steps[b, t]]`.
 
     Raises:
-        ValueError: `dense` is not rank 4, or `steps` does not fit it (eagerly).
+        ValueError: `dense` is not rank 4, `steps` does not hold integers, or `steps` does not
+            fit `dense` (eagerly).
     """
     dense = tf.convert_to_tensor(dense)
-    steps = tf.cast(tf.convert_to_tensor(steps), tf.int32)
+    steps = tf.convert_to_tensor(steps)
     if dense.shape.rank != 4:
         raise ValueError(f"`dense` must have rank 4 (batch, T, L, D); received shape {dense.shape}")
     longest = tf.shape(dense)[2]
-    if tf.executing_eagerly():
-        if tuple(steps.shape) != tuple(dense.shape[:2]):
-            raise ValueError(
-                f"`steps` must have shape (batch, T) = {tuple(dense.shape[:2])}; "
-                f"received shape {tuple(steps.shape)}"
-            )
-        bad = steps.numpy()
+    eager = tf.executing_eagerly()
+    if eager and tuple(steps.shape) != tuple(dense.shape[:2]):
+        raise ValueError(
+            f"`steps` must have shape (batch, T) = {tuple(dense.shape[:2])}; received shape {tuple(steps.shape)}"
+        )
+    if not steps.dtype.is_integer:
+        raise ValueError(f"`steps` must hold integers; received dtype {steps.dtype.name}")
+    if eager:
+        bad = steps.numpy()  # in its own dtype: a cast to int32 first would wrap 2**32 + 1 to 1
         if bad.size and (bad.min() < 0 or bad.max() > int(longest)):
             raise ValueError(
                 f"`steps` must be in [0, {int(longest)}] (L); received values in "
                 f"[{bad.min()}, {bad.max()}]"
             )
+    steps = tf.cast(steps, tf.int32)
     flat = tf.boolean_mask(dense, tf.sequence_mask(steps, longest))
     return ragged_from_flat(flat, steps)

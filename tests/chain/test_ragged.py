@@ -57,3 +57,17 @@ def test_to_padded_rejects_a_length_shorter_than_a_run(data):
 def test_from_padded_rejects_bad_input(dense, steps, match):
     with pytest.raises(ValueError, match=match):
         from_padded(dense, steps)
+
+
+@pytest.mark.parametrize("value", [2**32 + 1, 2**31, 2**40])
+def test_from_padded_checks_int64_steps_before_any_cast(value):
+    steps = np.array([[1, value]], np.int64)  # int32 would wrap 2**32 + 1 to 1
+    with pytest.raises(ValueError, match=rf"`steps` must be in \[0, 3\] \(L\); received values in \[1, {value}\]"):
+        from_padded(np.ones((1, 2, 3, 1), "float32"), steps)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_from_padded_refuses_steps_that_are_not_integers(dtype):
+    with pytest.raises(ValueError, match=rf"`steps` must hold integers; received dtype {dtype}"):
+        from_padded(np.ones((1, 2, 3, 1), "float32"), np.array([[1.7, 3.0]], dtype))
+
