@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -34,7 +35,8 @@ def to_padded(out: tf.RaggedTensor, longest_step: int | None = None) -> tuple[tf
         `mask` of shape `(batch, T, L)`, True at real positions.
 
     Raises:
-        ValueError: `longest_step` is shorter than a run of `out` (eagerly), or negative.
+        ValueError: `longest_step` is not an int, is negative, or is shorter than a run of `out`
+            (eagerly).
 
     >>> import tensorflow as tf
     >>> out = from_padded(tf.ones([1, 2, 3, 1]), tf.constant([[1, 3]]))
@@ -45,6 +47,8 @@ def to_padded(out: tf.RaggedTensor, longest_step: int | None = None) -> tuple[tf
     lengths = tf.cast(out.values.row_lengths(), tf.int32)
     longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
     if longest_step is not None:
+        if isinstance(longest_step, bool) or not isinstance(longest_step, (int, np.integer)):
+            raise ValueError(f"`longest_step` must be a non-negative int or None; received {longest_step!r}")
         if longest_step < 0:
             raise ValueError(f"`longest_step` must be >= 0; received {longest_step}")
         if tf.executing_eagerly() and int(longest) > longest_step:

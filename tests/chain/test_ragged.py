@@ -71,3 +71,9 @@ def test_from_padded_refuses_steps_that_are_not_integers(dtype):
     with pytest.raises(ValueError, match=rf"`steps` must hold integers; received dtype {dtype}"):
         from_padded(np.ones((1, 2, 3, 1), "float32"), np.array([[1.7, 3.0]], dtype))
 
+
+@pytest.mark.parametrize("value", [2.5, "3", True])
+def test_to_padded_refuses_a_longest_step_that_is_not_an_int(data, value):
+    x, steps = data
+    with pytest.raises(ValueError, match=rf"`longest_step` must be a non-negative int or None; received {value!r}"):
+        to_padded(make_chain("gru", "reset")(x, steps), longest_step=value)
