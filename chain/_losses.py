@@ -11,6 +11,8 @@ split of real steps between replicas, so one device and many give the same traje
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Callable
 
 import keras
@@ -80,8 +82,11 @@ class NoiseFloorRatio(keras.metrics.Mean):
 
     Args:
         noise_floor: the MSE of the true law against the noisy targets, e.g. the
-            `noise_floor` entry of a datagen manifest.
+            `noise_floor` entry of a datagen manifest; a finite number > 0.
         name: the metric's name in logs.
+
+    Raises:
+        ValueError: `noise_floor` is not a finite number > 0.
 
     >>> m = NoiseFloorRatio(0.5)
     >>> m.update_state([[1.0, 1.0]], [[0.0, 0.0]])
@@ -91,8 +96,9 @@ class NoiseFloorRatio(keras.metrics.Mean):
 
     def __init__(self, noise_floor: float, name: str = "mse_over_noise_floor", **kwargs: Any):
         super().__init__(name=name, **kwargs)
-        if not noise_floor > 0:
-            raise ValueError(f"`noise_floor` must be > 0; received {noise_floor!r}")
+        real = isinstance(noise_floor, numbers.Real) and not isinstance(noise_floor, bool)
+        if not (real and math.isfinite(noise_floor) and noise_floor > 0):  # inf would make every ratio 0
+            raise ValueError(f"`noise_floor` must be a finite number > 0; received {noise_floor!r}")
         self.noise_floor = float(noise_floor)
 
     def update_state(self, y_true, y_pred, sample_weight=None):

@@ -55,8 +55,14 @@ def test_noise_floor_ratio_golden_and_config():
 
 
 def test_noise_floor_ratio_rejects_non_positive_floor():
-    with pytest.raises(ValueError, match="`noise_floor` must be > 0; received 0"):
+    with pytest.raises(ValueError, match="`noise_floor` must be a finite number > 0; received 0"):
         NoiseFloorRatio(0)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0, "0.1", None, True])
+def test_noise_floor_ratio_rejects_a_floor_that_is_not_a_finite_positive_number(value):
+    with pytest.raises(ValueError, match=rf"`noise_floor` must be a finite number > 0; received {value!r}"):
+        NoiseFloorRatio(value)
 
 
 def test_fit_reports_the_masked_mse_of_a_manual_evaluation():
