@@ -121,6 +121,8 @@ class Chain(keras.Model):
             raise ValueError(f"`stateful` must be True or False; received {stateful!r}")
         if not isinstance(feedback, bool):
             raise ValueError(f"`feedback` must be True or False; received {feedback!r}")
+        if not isinstance(compiled, bool):
+            raise ValueError(f"`compiled` must be True or False; received {compiled!r}")
         if isinstance(feedback_sampling, dict):  # a schedule, as get_config wrote it
             feedback_sampling = keras.saving.deserialize_keras_object(feedback_sampling)
         _feedback.check_sampling(feedback_sampling)
@@ -831,10 +833,14 @@ def _check_options(output_size, state, strategy, max_steps) -> None:
     allowed = (*STRATEGIES, _AUTO)
     if strategy not in allowed:
         raise ValueError(f"`strategy` must be one of {allowed}; received {strategy!r}")
-    if output_size is not None and (not isinstance(output_size, int) or output_size <= 0):
+    if output_size is not None and (not _is_int(output_size) or output_size <= 0):
         raise ValueError(f"`output_size` must be a positive int or None; received {output_size!r}")
-    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 0):
+    if max_steps is not None and (not _is_int(max_steps) or max_steps < 0):
         raise ValueError(f"`max_steps` must be a non-negative int or None; received {max_steps!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True would be a size of 1
 
 
 def _model_a_shape(model_a: Any, shape: tuple) -> tuple:

@@ -68,6 +68,9 @@ def test_bad_values_raise_invalid_argument_in_graph_mode(net, steps, match):
         ({"strategy": "magic"}, r"`strategy` must be one of .*; received 'magic'"),
         ({"output_size": 0}, r"`output_size` must be a positive int or None; received 0"),
         ({"max_steps": -1}, r"`max_steps` must be a non-negative int or None; received -1"),
+        ({"output_size": True}, r"`output_size` must be a positive int or None; received True"),
+        ({"max_steps": True}, r"`max_steps` must be a non-negative int or None; received True"),
+        ({"compiled": "no"}, r"`compiled` must be True or False; received 'no'"),
     ],
 )
 def test_bad_options_are_named(kwargs, match):
