@@ -89,7 +89,7 @@ def inspect(directory: str, verify: bool, plot_path: str | None, sample: int) ->
 
 
 @main.command()
-@click.argument("directories", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.argument("directories", nargs=-1, required=True, metavar="DIRS...", type=click.Path(file_okay=False))
 @click.option("--out", default=None, help="Merged dataset directory (default: the only DIRS given).")
 def merge(directories: tuple[str, ...], out: str | None) -> None:
     """Join the slices made with --num-shards/--shard-index into one manifest.json.

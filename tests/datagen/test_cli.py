@@ -152,3 +152,10 @@ def test_merge_command_joins_slices(tmp_path):
 def test_help_is_the_docstring():
     result = run("make", "--help")
     assert result.exit_code == 0 and "Generate a dataset" in result.output and "--teacher-hidden" in result.output
+
+
+def test_merge_names_its_argument_dirs_as_its_help_text_and_errors_do():
+    usage = run("merge", "--help")
+    assert usage.exit_code == 0 and "merge [OPTIONS] DIRS..." in usage.output and "DIRS hold the slices" in usage.output
+    missing = run("merge")
+    assert missing.exit_code == 2 and "Error: Missing argument 'DIRS...'" in missing.output, missing.output
