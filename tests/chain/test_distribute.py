@@ -26,9 +26,11 @@ def test_mirrored_strategy_follows_the_single_device_trajectory(state):
     assert result["replicas"] == 2
     one, two = result["one"], result["two"]
     assert len(one["losses"]) == 3
-    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-4)
+    # Two replicas only split the float32 sums (measured: losses 1.1e-7 apart relative, weights 6e-8
+    # apart); a loss normalised by a replica's own count of real steps would be off by percents.
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-6)
     for a, b in zip(one["weights"], two["weights"]):
-        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5, atol=1e-6)
 
 
 
