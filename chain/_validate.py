@@ -32,7 +32,7 @@ def check_inputs(x, steps, input_size: int | None, max_steps: int | None):
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
         x = tf.cast(x, tf.float32)
-    steps = _to_int_tensor(steps)
+    steps = _to_int_tensor(steps, max_steps)
     _check_static(x, steps, input_size)
     if steps.shape.rank == 1:
         steps = tf.broadcast_to(steps[None, :], tf.stack([tf.shape(x)[0], tf.shape(steps)[0]]))
@@ -46,7 +46,7 @@ def check_inputs(x, steps, input_size: int | None, max_steps: int | None):
 _INT32_MAX = 2**31 - 1
 
 
-def _to_int_tensor(steps) -> tf.Tensor:
+def _to_int_tensor(steps, max_steps: int | None) -> tf.Tensor:
     if isinstance(steps, tf.Tensor) or isinstance(steps, tf.Variable):
         steps = tf.convert_to_tensor(steps)
         dtype = steps.dtype
@@ -56,14 +56,31 @@ def _to_int_tensor(steps) -> tf.Tensor:
     if dtype is None or not dtype.is_integer:
         raise ValueError(f"`steps` must hold integers; received dtype {getattr(dtype, 'name', dtype)}")
     if dtype.is_unsigned or dtype.size > 4:
-        return tf.cast(steps, tf.int64) if dtype != tf.uint64 else _uint64(steps)
+        return tf.cast(steps, tf.int64) if dtype != tf.uint64 else _uint64(steps, max_steps)
     return tf.cast(steps, tf.int32)
 
 
-def _uint64(steps) -> tf.Tensor:
+def _bound(max_steps: int | None) -> str:
+    return f"[0, {max_steps}] (max_steps)" if max_steps is not None else f"[0, {_INT32_MAX}] (int32)"
+
+
+def _uint64(steps, max_steps: int | None) -> tf.Tensor:
+    """uint64 `steps` as int64, refusing first the values that the cast would wrap to negatives."""
+    int64_max = np.iinfo(np.int64).max
+    if not tf.executing_eagerly():
+        steps = tf.convert_to_tensor(steps)
+        fits = tf.debugging.Assert(
+            tf.reduce_all(steps <= tf.constant(int64_max, tf.uint64)),
+            [f"`steps` must be in {_bound(max_steps)}; received a value of", tf.reduce_max(steps)],
+            summarize=1,
+        )
+        with tf.control_dependencies([fits]):
+            return tf.cast(steps, tf.int64)
     values = np.asarray(steps)
-    if values.size and values.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"`steps` must be in [0, {_INT32_MAX}]; received a value of {values.max()}")
+    if values.size and values.max() > int64_max:
+        high = np.unravel_index(np.argmax(values), values.shape)
+        where = f" at (batch={high[0]}, t={high[1]})" if len(high) == 2 else f" at (t={high[0]})" if high else ""
+        raise ValueError(f"`steps` must be in {_bound(max_steps)}; received a value of {values[high]}{where}")
     return tf.constant(values.astype(np.int64))
 
 

@@ -116,6 +116,34 @@ def test_int64_steps_in_graph_mode_are_checked_before_the_cast(net):
         run(tf.zeros([1, 2, 4]), tf.constant([[0, 2**32]], tf.int64))
 
 
+def test_uint64_steps_beyond_int64_are_named_against_max_steps(net):
+    steps = np.zeros((2, 3), np.uint64)
+    steps[1, 2] = 2**63 + 5
+    with pytest.raises(ValueError, match=r"`steps` must be in \[0, 4\] \(max_steps\); received a value of "
+                                         r"9223372036854775813 at \(batch=1, t=2\)"):
+        net(np.zeros((2, 3, 4), "float32"), steps)
+
+
+def _uint64_run(net):
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 4]), tf.TensorSpec([None, None], tf.uint64)])
+    def run(x, steps):
+        return net(x, steps).flat_values
+
+    return run
+
+
+def test_uint64_steps_run_in_graph_mode(net):
+    x = np.random.default_rng(1).normal(size=(2, 3, 4)).astype("float32")
+    steps = np.array([[1, 0, 4], [2, 3, 0]])
+    got = _uint64_run(net)(tf.constant(x), tf.constant(steps.astype(np.uint64)))
+    np.testing.assert_allclose(got.numpy(), net(x, steps.astype("int32")).flat_values.numpy(), atol=1e-6)
+
+
+def test_uint64_steps_beyond_int64_in_graph_mode_are_checked_before_the_cast(net):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"must be in \[0, 4\] \(max_steps\).*9223372036854775813"):
+        _uint64_run(net)(tf.zeros([1, 2, 4]), tf.constant(np.array([[0, 2**63 + 5]], np.uint64)))
+
+
 def test_rank_one_steps_are_always_shared_by_the_batch_even_when_batch_equals_t(net):
     x = np.random.default_rng(0).normal(size=(3, 3, 4)).astype("float32")
     shared = net(x, np.array([0, 1, 2])).row_lengths(axis=2).numpy().reshape(-1)
