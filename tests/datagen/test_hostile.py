@@ -476,3 +476,15 @@ def test_a_write_that_fails_for_another_reason_names_the_file_and_the_reason(tmp
         _storage.atomic_write(target, b"data")
     assert target.is_dir() and list(target.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-00000.npz"]  # no temporary left
+
+
+def test_a_plot_into_a_directory_without_write_permission_is_refused(tmp_path, monkeypatch):
+    from datagen import _inspect
+
+    # Tests may run as root, for whom every directory is writable: the permission check is told no.
+    asked = []
+    monkeypatch.setattr(_inspect.os, "access", lambda path, mode: asked.append((Path(path), mode)) or False)
+    with pytest.raises(datagen.ParameterError, match=rf"^`plot` must be in a writable directory; received "
+                                                     rf"{re.escape(repr(str(tmp_path / 'p.png')))}$"):
+        _inspect.check_plot_path(tmp_path / "p.png")
+    assert asked == [(tmp_path, os.W_OK | os.X_OK)]
