@@ -115,7 +115,7 @@ class Chain(keras.Model):
         super().__init__(**kwargs)
         _check_options(output_size, state, strategy, max_steps)
         part = _lengths.from_options(lengths, predict_lengths, stop, max_steps)
-        if fused not in (True, False, _AUTO):
+        if not (isinstance(fused, bool) or (isinstance(fused, str) and fused == _AUTO)):
             raise ValueError(f"`fused` must be 'auto', True or False; received {fused!r}")
         if not isinstance(stateful, bool):
             raise ValueError(f"`stateful` must be True or False; received {stateful!r}")

@@ -136,6 +136,9 @@ def test_fast_path_is_inspectable_and_explicit():
         Chain(a, keras.layers.LSTMCell(4, activation="relu"), fused=True)
     with pytest.raises(ValueError, match=r"`fused` must be 'auto', True or False; received 'yes'"):
         Chain(a, keras.layers.GRUCell(4), fused="yes")
+    for value in (1, 0, np.bool_(True)):  # equal to a bool, but not one: refused, not taken as True or False
+        with pytest.raises(ValueError, match=rf"`fused` must be 'auto', True or False; received {value!r}"):
+            Chain(a, keras.layers.GRUCell(4), fused=value)
 
 
 def test_a_simple_rnn_activation_without_a_kernel_is_named_with_the_ones_that_have_one():
