@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import Any
 
 import keras
@@ -771,11 +774,19 @@ class Chain(keras.Model):
         and returns a dict with `flat_values` `(sum(steps), output_size)` and `row_lengths`
         `(batch, T)`: the components of the ragged output.
 
+        The SavedModel is written beside `path` and then renamed into place, so a failure leaves
+        `path` as it was: absent, or the export that was there before.
+
         Args:
-            path: directory to write.
+            path: directory to write; an existing export there is replaced.
+
+        Raises:
+            ValueError: the model is not built, or `path` is a file.
         """
         if not self.built:
             raise ValueError("`export_serving` needs a built model: call it on data first")
+        if os.path.isfile(path):
+            raise ValueError(f"`path` must be a directory to write the SavedModel into; received {path!r}, a file")
         signature = [
             tf.TensorSpec([None, None, self.input_size], tf.float32, name="x"),
             tf.TensorSpec([None, None], tf.int32, name="steps"),
@@ -783,7 +794,7 @@ class Chain(keras.Model):
         module = tf.Module()
         module.weights = [v.value for v in self.weights]
         module.serve = tf.function(self._serve, input_signature=signature)
-        tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+        _write_directory(path, lambda into: tf.saved_model.save(module, into, signatures={"serving_default": module.serve}))
 
     def _serve(self, x: tf.Tensor, steps: tf.Tensor) -> dict[str, tf.Tensor]:
         x, steps = _validate.check_inputs(x, steps, self.input_size, self.max_steps)
@@ -927,3 +938,34 @@ class _Feed:
         fed = list(fed)
         targets = fed.pop(0) if self.targets is not None else None
         return _Feed(targets, fed.pop(0) if self.sampling is not None else None)
+
+
+def _write_directory(path: str, write) -> None:
+    """Runs `write(directory)` on a fresh directory beside `path`, then puts that one at `path`.
+
+    A failure removes the new directory and leaves `path` as it was. A remote path
+    (`scheme://...`) is written in place: renaming a directory there is not atomic.
+    """
+    path = os.fspath(path)
+    if "://" in path:
+        write(path)
+        return
+    target = os.path.abspath(path)
+    parent, name = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    fresh = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(fresh, 0o777 & ~umask)  # as a plain mkdir would make it, not mkdtemp's 0o700
+    try:
+        write(fresh)
+        if os.path.isdir(target):
+            old = fresh + ".old"
+            os.rename(target, old)
+            os.rename(fresh, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(fresh, target)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise

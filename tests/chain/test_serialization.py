@@ -57,6 +57,60 @@ def test_serving_export_returns_flat_values_and_row_lengths(tmp_path, data):
     assert other["flat_values"].shape == (28, 2)
 
 
+def _served_matches(path, net, x, steps):
+    served = tf.saved_model.load(str(path))  # held: its functions need the loaded variables alive
+    result = served.serve(tf.constant(x), tf.constant(steps))
+    np.testing.assert_allclose(result["flat_values"].numpy(), net(x, steps).flat_values.numpy(), atol=1e-6)
+
+
+def test_serving_export_that_fails_leaves_the_path_as_it_was(tmp_path, data, monkeypatch):
+    x, steps = data
+    net = make_chain("gru", "carry", strategy="packed")
+    net(x, steps)
+    real_save = tf.saved_model.save
+
+    def failing_save(module, path, **kwargs):
+        real_save(module, path, **kwargs)  # everything written, then the write fails
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        net.export_serving(str(tmp_path / "served"))
+    assert list(tmp_path.iterdir()) == []  # no export, and nothing half-written beside it
+
+    monkeypatch.setattr(tf.saved_model, "save", real_save)
+    net.export_serving(str(tmp_path / "served"))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    monkeypatch.setattr(tf.saved_model, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        net.export_serving(str(tmp_path / "served"))
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    _served_matches(tmp_path / "served", net, x, steps)  # the earlier export still serves
+
+
+def test_serving_export_replaces_an_earlier_one(tmp_path, data):
+    x, steps = data
+    net = make_chain("gru", "carry", strategy="packed")
+    net(x, steps)
+    net.export_serving(str(tmp_path / "served"))
+    for variable in net.trainable_variables:
+        variable.assign(variable * 0.5)
+    net.export_serving(str(tmp_path / "served"))
+    _served_matches(tmp_path / "served", net, x, steps)
+    assert [p.name for p in tmp_path.iterdir()] == ["served"]
+    assert oct((tmp_path / "served").stat().st_mode & 0o777) != oct(0o700)
+
+
+def test_serving_export_into_a_file_is_refused(tmp_path, data):
+    x, steps = data
+    net = make_chain("gru", "carry", strategy="packed")
+    net(x, steps)
+    (tmp_path / "served").write_text("keep me")
+    with pytest.raises(ValueError, match=r"`path` must be a directory .*received '.*served', a file"):
+        net.export_serving(str(tmp_path / "served"))
+    assert (tmp_path / "served").read_text() == "keep me"
+
+
 def test_serving_export_needs_a_built_model(tmp_path):
     net = Chain(keras.layers.GRU(3, return_sequences=True), keras.layers.GRUCell(3))
     with pytest.raises(ValueError, match="needs a built model"):
