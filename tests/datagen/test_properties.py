@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
-from click.testing import CliRunner  # noqa: E402
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+import hypothesis
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 import datagen  # noqa: E402
 from datagen.cli import main  # noqa: E402

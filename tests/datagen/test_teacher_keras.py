@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
 import datagen
 from datagen import _gru
-
-keras = pytest.importorskip("keras")
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import datagen
 from datagen._tfrecord import feature_spec
-
-tf = pytest.importorskip("tensorflow")
 
 
 def test_batches_are_ragged_with_uniform_timesteps(small_npz):

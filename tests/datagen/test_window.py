@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import datagen
 
-tf = pytest.importorskip("tensorflow")
 
 # small_npz: 300 samples, T = 6 (tests/datagen/conftest.py)
 
