@@ -848,6 +848,11 @@ def _check_options(output_size, state, strategy, max_steps) -> None:
         raise ValueError(f"`output_size` must be a positive int or None; received {output_size!r}")
     if max_steps is not None and (not _is_int(max_steps) or max_steps < 0):
         raise ValueError(f"`max_steps` must be a non-negative int or None; received {max_steps!r}")
+    if max_steps is not None and max_steps > _validate.INT32_MAX:
+        raise ValueError(
+            f"`max_steps` must be a non-negative int of at most {_validate.INT32_MAX} (steps are int32) or None; "
+            f"received {max_steps!r}"
+        )
 
 
 def _is_int(value: Any) -> bool:

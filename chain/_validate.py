@@ -36,14 +36,14 @@ def check_inputs(x, steps, input_size: int | None, max_steps: int | None):
     _check_static(x, steps, input_size)
     if steps.shape.rank == 1:
         steps = tf.broadcast_to(steps[None, :], tf.stack([tf.shape(x)[0], tf.shape(steps)[0]]))
-    cap = _INT32_MAX if max_steps is None else max_steps
+    cap = INT32_MAX if max_steps is None else max_steps
     if tf.executing_eagerly():
         _check_values_eagerly(x, steps, max_steps, cap)
         return x, tf.cast(steps, tf.int32)
     return x, _with_graph_asserts(x, steps, max_steps, cap)
 
 
-_INT32_MAX = 2**31 - 1
+INT32_MAX = 2**31 - 1
 
 
 def _to_int_tensor(steps, max_steps: int | None) -> tf.Tensor:
@@ -61,7 +61,7 @@ def _to_int_tensor(steps, max_steps: int | None) -> tf.Tensor:
 
 
 def _bound(max_steps: int | None) -> str:
-    return f"[0, {max_steps}] (max_steps)" if max_steps is not None else f"[0, {_INT32_MAX}] (int32)"
+    return f"[0, {max_steps}] (max_steps)" if max_steps is not None else f"[0, {INT32_MAX}] (int32)"
 
 
 def _uint64(steps, max_steps: int | None) -> tf.Tensor:

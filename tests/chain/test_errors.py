@@ -70,6 +70,7 @@ def test_bad_values_raise_invalid_argument_in_graph_mode(net, steps, match):
         ({"max_steps": -1}, r"`max_steps` must be a non-negative int or None; received -1"),
         ({"output_size": True}, r"`output_size` must be a positive int or None; received True"),
         ({"max_steps": True}, r"`max_steps` must be a non-negative int or None; received True"),
+        ({"max_steps": 2**31}, r"`max_steps` must be a non-negative int of at most 2147483647 \(steps are int32\) or None; received 2147483648"),
         ({"compiled": "no"}, r"`compiled` must be True or False; received 'no'"),
     ],
 )
