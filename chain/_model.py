@@ -654,10 +654,20 @@ class Chain(keras.Model):
     def predict(self, x: Any = None, *args: Any, **kwargs: Any) -> tf.RaggedTensor:
         """`keras.Model.predict` on `(x, steps)`, or a dataset of `(x, steps)` or `((x, steps), y)`.
 
+        `x` alone (an array, `(x,)` or a dataset of x) runs at the lengths the chain predicts,
+        as `generate(x)` does.
+
         Returns:
             RaggedTensor of shape `(n, T, None, output_size)`; T is `None` only when the
             batches had different T.
+
+        Raises:
+            ValueError: `x` alone and the chain has no `lengths` part.
         """
+        if not isinstance(x, tf.data.Dataset):
+            given, steps = _train.predict_inputs(x)
+            if steps is None:
+                _train.check_predict_lengths(self, given)
         out = super().predict(x, *args, **kwargs)
         return _train.uniform_t(out) if isinstance(out, tf.RaggedTensor) else out
 

@@ -105,15 +105,40 @@ def unpack(data: Any) -> tuple[tf.Tensor, tf.Tensor, Any, Any]:
 
 
 def predict_inputs(data: Any) -> tuple[Any, Any]:
-    """`(x, steps)` from a predict batch: `(x, steps)`, `((x, steps),)` or `((x, steps), y[, w])`."""
-    if isinstance(data, (tuple, list)) and data and isinstance(data[0], (tuple, list)):
+    """`(x, steps)` from a predict batch: `(x, steps)`, `((x, steps),)` or `((x, steps), y[, w])`.
+
+    `x` alone (a tensor, `(x,)` or `[x]`) gives `steps` None: the lengths are to be predicted.
+    """
+    while isinstance(data, (tuple, list)) and len(data) == 1:
         data = data[0]
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
+    if not isinstance(data, (tuple, list)):
+        return data, None
+    if data and isinstance(data[0], (tuple, list)):
+        data = data[0]
+    if len(data) != 2:
         raise ValueError(
-            "Chain.predict expects inputs (x, steps), or a dataset of (x, steps) or "
-            f"((x, steps), y); received {type(data).__name__} {getattr(data, 'shape', '')}"
+            "Chain.predict expects inputs (x, steps), x alone (with predicted lengths), or a dataset of "
+            f"those or of ((x, steps), y); received {_describe(data)}"
         )
     return data[0], data[1]
+
+
+def _describe(data: Any) -> str:
+    if isinstance(data, (tuple, list)):
+        return f"a {type(data).__name__} of {len(data)} parts"
+    shape = getattr(data, "shape", None)
+    return f"a {type(data).__name__}" + ("" if shape is None else f" of shape {tuple(shape)}")
+
+
+def check_predict_lengths(net: Any, x: Any) -> None:
+    """Raises the ValueError of a predict without `steps` on a chain that cannot predict them."""
+    if net.lengths is None:
+        shape = getattr(x, "shape", None)
+        raise ValueError(
+            "`Chain.predict` without `steps` needs predicted lengths: build the Chain with "
+            "`lengths=chain.LengthHead()` or `lengths=chain.StopToken()`, or pass `(x, steps)`; received x"
+            + ("" if shape is None else f" of shape {tuple(shape)}") + " and lengths=None"
+        )
 
 
 # ----------------------------------------------------------------------------- steps
@@ -221,6 +246,9 @@ def test_step(net: Any, data: Any) -> dict[str, tf.Tensor]:
 def predict_step(net: Any, data: Any) -> tf.RaggedTensor:
     """The ragged output `(batch, T, None, output_size)` of one predict batch."""
     x, steps = predict_inputs(data)
+    if steps is None:
+        check_predict_lengths(net, x)
+        return net.generate(x)
     return net(x, steps, training=False)
 
 

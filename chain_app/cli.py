@@ -53,17 +53,21 @@ def _check_out(run_dir: Path, resume: bool, overwrite: bool) -> None:
         raise click.BadParameter(str(error), param_hint="'--out'") from None
 
 
-def _check_window(data_dir: Path, window: int) -> None:
-    """`--window` at most the dataset's T (read from its manifest alone), else exit 2."""
+def _check_window(data_dir: Path, window: int, batch_size: int, heldout: Path | None) -> None:
+    """`--window` at most the dataset's T and full batches possible (manifest alone), else exit 2."""
     import datagen
 
     try:
-        timesteps = datagen.info(data_dir)["timesteps"]
-    except datagen.DatasetError:
+        facts = datagen.info(data_dir, split=None if heldout else "train",
+                             heldout_fraction=_DEFAULTS.heldout_fraction)  # fmt: skip
+    except (datagen.DatasetError, ValueError):
         return  # the run reports the dataset's problem itself
-    if window > timesteps:
-        raise click.BadParameter(f"must be at most T = {timesteps}, the dataset's outer steps; received {window}",
-                                 param_hint="'--window'")  # fmt: skip
+    if window > facts["timesteps"]:
+        raise click.BadParameter(f"must be at most T = {facts['timesteps']}, the dataset's outer steps; "
+                                 f"received {window}", param_hint="'--window'")  # fmt: skip
+    if batch_size > facts["samples"]:
+        raise click.BadParameter(f"`--window` needs full batches: must be at most the {facts['samples']} "
+                                 f"training samples; received {batch_size}", param_hint="'--batch-size'")  # fmt: skip
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -126,7 +130,7 @@ def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overw
         raise click.UsageError("use one of --resume and --overwrite, not both")
     _check_out(run_dir, resume, overwrite)
     if options["window"] is not None:
-        _check_window(data_dir, options["window"])
+        _check_window(data_dir, options["window"], options["batch_size"], heldout)
     from .fit import fit_run, tensorboard_available
 
     logs = tensorboard_available()

@@ -362,6 +362,21 @@ def test_window_larger_than_t_is_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("heldout, samples", [(False, 36), (True, 40)])
+def test_window_with_a_batch_larger_than_the_training_samples_exits_2_before_anything_is_written(
+        tmp_path, heldout, samples):  # fmt: skip
+    import datagen
+
+    datagen.make(tmp_path / "data", n_samples=40, timesteps=6)
+    extra = ["--heldout", str(tmp_path / "data")] if heldout else []
+    args = ["fit", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--window", "2", *extra]
+    result = CliRunner().invoke(main, [*args, "--batch-size", str(samples + 1)])
+    assert result.exit_code == 2
+    assert (f"Invalid value for '--batch-size': `--window` needs full batches: must be at most the {samples} "
+            f"training samples; received {samples + 1}") in result.output  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
 def test_fit_in_windows_trains_a_stateful_chain_and_reports(tmp_path):
     import datagen
     from chain_app import fit as app_fit

@@ -104,9 +104,16 @@ def test_predict_of_batches_with_other_t_leaves_t_unknown():
     assert out.row_lengths().numpy().tolist() == [3, 3, 5, 5]
 
 
-def test_predict_inputs_rejects_a_lone_tensor():
-    with pytest.raises(ValueError, match=r"Chain.predict expects inputs \(x, steps\)"):
-        predict_inputs(tf.zeros([2, 3, 4]))
+def test_predict_inputs_read_a_lone_tensor_as_x_without_steps():
+    x = tf.zeros([2, 3, 4])
+    for given in (x, (x,), [x]):
+        got_x, steps = predict_inputs(given)
+        assert got_x is x and steps is None
+
+
+def test_predict_inputs_reject_other_structures():
+    with pytest.raises(ValueError, match=r"Chain.predict expects inputs \(x, steps\).*received a tuple of 3 parts"):
+        predict_inputs((tf.zeros([2, 3, 4]), tf.zeros([2, 3]), tf.zeros([2])))
 
 
 # ----------------------------------------------------------------------------- sample weights

@@ -69,6 +69,27 @@ def test_generate_needs_a_length_or_stop_head():
         net.generate(x_batch())
 
 
+@pytest.mark.parametrize("part", ["length", "stop"])
+def test_predict_without_steps_runs_at_predicted_lengths(part):
+    # `predict(x)` is the Keras way to score many samples in batches; with a lengths part it
+    # must give what `generate(x)` gives, for arrays, `(x,)` and a dataset of x alone.
+    net = length_net(2) if part == "length" else stop_net(stop_bias=10.0)
+    x = x_batch(batch=6)
+    want = net.generate(x)
+    for given in (x, (x,), tf.data.Dataset.from_tensor_slices(x).batch(4)):
+        out = net.predict(given, batch_size=4, verbose=0) if not isinstance(given, tf.data.Dataset) \
+            else net.predict(given, verbose=0)
+        assert out.shape.as_list() == [6, 5, None, 2]
+        assert_same(out, want)
+
+
+def test_predict_without_steps_needs_a_length_or_stop_head():
+    net = make_chain(strategy="packed")
+    with pytest.raises(ValueError, match=r"`Chain.predict` without `steps` needs predicted lengths.*"
+                                         r"received x of shape \(3, 5, 4\) and lengths=None"):
+        net.predict(x_batch(), verbose=0)
+
+
 def test_stop_targets_mark_last_steps_and_empty_cells():
     last, empty = stop_targets(tf.constant([[2, 0], [1, 3]]))
     assert last.numpy().tolist() == [False, True, True, False, False, True]
