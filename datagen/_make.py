@@ -130,6 +130,7 @@ def make_dataset(out: Any, spec: Spec, plan: Plan, *, workers: int = 1, overwrit
         raise ParameterError("resume", "`resume` and `overwrite` exclude each other; received both")
     path = _check_out(out)
     _memory.check_fits(spec, _rng.BLOCK + min(plan.shard_size, plan.n_samples), min(workers, len(plan.shards)))
+    _memory.check_disk(spec, plan.samples_written, path, _bytes_in(path) if overwrite or resume else 0.0)
     slice_name = None if plan.num_shards == 1 else plan.manifest_name[len("manifest.") : -len(".json")]
     with locked(path, slice_name):
         _check_fresh(path, plan, overwrite, resume)
@@ -144,6 +145,13 @@ def make_dataset(out: Any, spec: Spec, plan: Plan, *, workers: int = 1, overwrit
         _storage.atomic_write(path / plan.manifest_name, _manifest.dumps(manifest))
         (path / _manifest.pending_name(plan.manifest_name)).unlink(missing_ok=True)
     return manifest
+
+
+def _bytes_in(path: Path) -> float:
+    """Bytes of the files directly in `path` (0 if it does not exist)."""
+    if not path.is_dir():
+        return 0.0
+    return float(sum(entry.stat().st_size for entry in os.scandir(path) if entry.is_file(follow_symlinks=False)))
 
 
 def _slice_manifests(directories: list[Path]) -> dict[int, tuple[Path, dict[str, Any]]]:

@@ -86,6 +86,14 @@ class Plan:
         total, count, index = self.total_shards, self.num_shards, self.shard_index
         return range(total * index // count, total * (index + 1) // count)
 
+    @property
+    def samples_written(self) -> int:
+        """The samples in this run's shards."""
+        shards = self.shards
+        if not shards:
+            return 0
+        return self.bounds(shards[-1])[1] - self.bounds(shards[0])[0]
+
     def bounds(self, shard: int) -> tuple[int, int]:
         """The sample range ``[start, stop)`` of a shard."""
         return shard * self.shard_size, min((shard + 1) * self.shard_size, self.n_samples)

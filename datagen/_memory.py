@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from pathlib import Path
 
 from ._params import ParameterError, Spec
@@ -82,3 +83,50 @@ def check_fits(spec: Spec, samples: int, processes: int = 1, *, name: str = "siz
                                         f"of memory, more than this machine's {memory / _GIB:.3g} GiB; "
                                         f"received {processes}")  # fmt: skip
     return each * processes
+
+
+def bytes_stored(spec: Spec, samples: int) -> float:
+    """Bytes that ``samples`` samples take on disk before compression: float32 inputs and targets,
+    int32 lengths (float, since sizes may exceed int64)."""
+    per_outer = 4.0 + 4.0 * spec.input_size
+    per_inner = 4.0 * spec.output_size
+    return float(samples) * spec.timesteps * (per_outer + mean_steps(spec) * per_inner)
+
+
+def check_disk(spec: Spec, samples: int, out: Path, reclaimed: float = 0.0) -> float:
+    """Refuses, up front, a dataset that plainly cannot fit in the free space where it goes.
+
+    Compression may shrink the shards, so only a dataset whose uncompressed size is over twice the
+    free space is refused.
+
+    Args:
+        spec: the content's parameters.
+        samples: the samples this run writes.
+        out: the dataset's directory (it may not exist yet).
+        reclaimed: bytes of files there that this run replaces.
+
+    Returns:
+        The estimate in bytes.
+
+    Raises:
+        ValueError (ParameterError, naming `n_samples`): the estimate is over twice the free space.
+    """
+    need = bytes_stored(spec, samples)
+    place = Path(out)
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    try:
+        usage = shutil.disk_usage(place)
+    except OSError:
+        return need
+    if usage.total == 0:  # a pseudo file system (/proc, /sys): no size to go by
+        return need
+    free = float(usage.free) + reclaimed
+    if need > 2 * free:
+        raise ParameterError(
+            "n_samples",
+            f"{samples} samples would take about {need / _GIB:.3g} GiB on disk uncompressed (T={spec.timesteps}, "
+            f"input_size={spec.input_size}, output_size={spec.output_size}, about {mean_steps(spec):.3g} inner "
+            f"steps per outer step), over twice the {free / _GIB:.3g} GiB free at {str(out)!r}; received {samples}",
+        )
+    return need

@@ -59,8 +59,8 @@ def make(file_format: str, **options: Any) -> None:
     the shards and its own manifest.slice-i-of-K.json; `datagen merge` then joins them.
 
     A run holds --out locked until it ends (the K slices of one dataset may run at once). Exit
-    status: 0 done; 2 a bad option, sizes that cannot fit in memory, or an --out that cannot be
-    written, with nothing written; 1 another run is writing --out (nothing written), a disk
+    status: 0 done; 2 a bad option, sizes that cannot fit in memory (or plainly not on the disk),
+    or an --out that cannot be written, with nothing written; 1 another run is writing --out (nothing written), a disk
     is full ("no space left while writing FILE"; finish with --resume) or a stored file is bad.
     """
     manifest = _run(lambda: _api.make(**options, format=file_format, progress=True))

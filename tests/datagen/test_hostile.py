@@ -7,6 +7,7 @@ values or files the code cannot hold.
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import json
 import re
@@ -306,6 +307,33 @@ def test_generate_refuses_sizes_that_cannot_fit_in_memory():
     with pytest.raises(datagen.ParameterError, match=r"GiB of memory to generate 2000000001024 samples") as caught:
         datagen.generate(10**12, timesteps=4)
     assert caught.value.name == "n_samples"
+
+
+def test_a_dataset_over_twice_the_free_disk_exits_2_at_once_writing_nothing(tmp_path):
+    out = tmp_path / "new" / "d"
+    started = time.monotonic()
+    line = one_error_line(run("make", "--out", out, "--samples", "3000000000000"), 2)
+    assert time.monotonic() - started < 60  # refused up front, not after listing 3e9 shard names
+    assert line.startswith("Error: Invalid value for '--samples': 3000000000000 samples would take about ")
+    assert "GiB on disk uncompressed" in line and "free at" in line and line.endswith("received 3000000000000")
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_disk_check_counts_the_files_a_run_replaces(monkeypatch, tmp_path):
+    from datagen import _memory
+
+    need = _memory.bytes_stored(datagen._params.Spec(), 4000)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(_memory.shutil, "disk_usage", lambda _: usage(10 * need, 0, need / 3))
+    with pytest.raises(datagen.ParameterError, match=r"4000 samples would take about .* received 4000") as caught:
+        datagen.make(tmp_path / "d", n_samples=4000, shard_size=1000)  # over twice the free space
+    assert caught.value.name == "n_samples" and not (tmp_path / "d").exists()
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "old.bin").write_bytes(b"\0" * int(need))
+    with pytest.raises(datagen.ParameterError, match=r"4000 samples would take about"):
+        datagen.make(tmp_path / "d", n_samples=4000, shard_size=1000)  # old.bin stays: no room
+    manifest = datagen.make(tmp_path / "d", n_samples=4000, shard_size=1000, overwrite=True)  # its bytes count
+    assert manifest["counts"]["samples"] == 4000
 
 
 def test_workers_whose_memory_adds_up_past_the_machine_are_refused(monkeypatch, tmp_path):
