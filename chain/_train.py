@@ -126,18 +126,21 @@ def predict_inputs(data: Any) -> tuple[Any, Any]:
 def _describe(data: Any) -> str:
     if isinstance(data, (tuple, list)):
         return f"a {type(data).__name__} of {len(data)} parts"
+    return f"a {type(data).__name__}{_of_shape(data)}"
+
+
+def _of_shape(data: Any) -> str:
     shape = getattr(data, "shape", None)
-    return f"a {type(data).__name__}" + ("" if shape is None else f" of shape {tuple(shape)}")
+    return "" if shape is None else f" of shape {tuple(shape)}"
 
 
 def check_predict_lengths(net: Any, x: Any) -> None:
     """Raises the ValueError of a predict without `steps` on a chain that cannot predict them."""
     if net.lengths is None:
-        shape = getattr(x, "shape", None)
         raise ValueError(
             "`Chain.predict` without `steps` needs predicted lengths: build the Chain with "
-            "`lengths=chain.LengthHead()` or `lengths=chain.StopToken()`, or pass `(x, steps)`; received x"
-            + ("" if shape is None else f" of shape {tuple(shape)}") + " and lengths=None"
+            "`lengths=chain.LengthHead()` or `lengths=chain.StopToken()`, or pass `(x, steps)`; "
+            f"received x{_of_shape(x)} and lengths=None"
         )
 
 

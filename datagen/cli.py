@@ -60,8 +60,9 @@ def make(file_format: str, **options: Any) -> None:
 
     A run holds --out locked until it ends (the K slices of one dataset may run at once). Exit
     status: 0 done; 2 a bad option, sizes that cannot fit in memory (or plainly not on the disk),
-    or an --out that cannot be written, with nothing written; 1 another run is writing --out (nothing written), a disk
-    is full ("no space left while writing FILE"; finish with --resume) or a stored file is bad.
+    or an --out that cannot be written, with nothing written; 1 another run is writing --out
+    (nothing written), a disk is full ("no space left while writing FILE"; finish with --resume)
+    or a stored file is bad.
     """
     manifest = _run(lambda: _api.make(**options, format=file_format, progress=True))
     counts = manifest["counts"]
