@@ -128,3 +128,27 @@ def sampling_probability(value: Any, step: Any) -> tf.Tensor:
 def coins(n: tf.Tensor, probability: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
     """`(n, 1)`: 1 where a step feeds the model's own output (with `probability`), else 0."""
     return tf.cast(tf.random.uniform(tf.stack([n, 1])) < probability, dtype)
+
+
+class Feed:
+    """What feeds B's `prev` in one call: `targets` `(N, D)` or None, and the probability of the
+    model's own output instead (scheduled sampling) or None (teacher forcing)."""
+
+    def __init__(self, targets: tf.Tensor | None, sampling: tf.Tensor | None) -> None:
+        self.targets, self.sampling = targets, sampling
+
+    @property
+    def key(self) -> tuple[bool, bool]:
+        return self.targets is not None, self.sampling is not None
+
+    def specs(self, width: int | None, dtype: tf.DType) -> list[tf.TensorSpec]:
+        specs = [tf.TensorSpec([None, width], dtype, name="targets")] if self.targets is not None else []
+        return specs + ([tf.TensorSpec([], tf.float32, name="sampling")] if self.sampling is not None else [])
+
+    def tensors(self) -> list[tf.Tensor]:
+        return [t for t in (self.targets, self.sampling) if t is not None]
+
+    def rebuilt(self, fed: Any) -> "Feed":
+        fed = list(fed)
+        targets = fed.pop(0) if self.targets is not None else None
+        return Feed(targets, fed.pop(0) if self.sampling is not None else None)

@@ -12,17 +12,24 @@ weight paths.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import keras
 import tensorflow as tf
 
-from . import _generate
+from ._generate import Generated, Generation
 from ._losses import replica_mean
 
 
 class Lengths:
-    """Base class of length-prediction parts.
+    """Base class of length-prediction parts: subclass it to predict lengths one's own way.
+
+    A part makes its layers (`layers`), computes what the train and test steps need of them
+    (`logits`), adds a loss term (`loss`), counts its hits for an accuracy (`hits`) and generates
+    at the lengths it predicts (`generate`). `fit`, `evaluate`, `generate`, `chain evaluate`
+    and saving call nothing else. Register a subclass with
+    `keras.saving.register_keras_serializable` so that saved chains load, and give it
+    `get_config` if its constructor takes arguments. See the docs' "Extending" page.
 
     Attributes:
         metric: the name of the accuracy that `fit` and `evaluate` log.
@@ -33,36 +40,45 @@ class Lengths:
     tracker = "lengths_tracker"
 
     def layers(self, max_steps: int, ir_size: int, b_size: int) -> dict[str, keras.layers.Layer]:
-        """Built layers, by the Chain attribute each is attached to; `{}` for none."""
+        """Built layers, by the Chain attribute each is attached to; `{}` for none.
+
+        Args:
+            max_steps: the chain's cap on lengths.
+            ir_size: the width of `IR`.
+            b_size: the width of B's outputs (before the head).
+        """
         return {}
 
-    def logits(self, net: Any, ir: tf.Tensor, b_flat: tf.Tensor) -> dict[str, tf.Tensor]:
-        """What the train and test steps compute, from `IR` `(batch, T, ir_size)` and B's outputs
-        `(N, H)`; the entries reach `loss` and `hits` as `parts`."""
+    def logits(self, layers: Mapping[str, keras.layers.Layer], ir: tf.Tensor, b_flat: tf.Tensor) -> dict[str, tf.Tensor]:
+        """What the train and test steps compute; the entries reach `loss` and `hits` as `parts`.
+
+        Args:
+            layers: the layers `layers` made, by name.
+            ir: model A's output `(batch, T, ir_size)`.
+            b_flat: B's outputs `(N, H)` at every real inner step, before the head.
+        """
         return {}
 
     def loss(self, parts: dict[str, tf.Tensor], steps: tf.Tensor, outer: tf.Tensor | None,
              inner: tf.Tensor | None) -> tf.Tensor:  # fmt: skip
         """This replica's float32 loss term, with sample weights per `(b, t)` (`outer`) and per
-        real inner step (`inner`), each None for none."""
+        real inner step (`inner`), each None for none (`chain.replica_mean` averages)."""
         return tf.constant(0.0)
 
     def hits(self, parts: dict[str, tf.Tensor], steps: tf.Tensor) -> tf.Tensor:
         """Float 0/1 per prediction, averaged into the accuracy `metric`."""
         raise NotImplementedError
 
-    def generate(self, net: Any, x: tf.Tensor, a_in: Any, b_in: Any) -> tuple[tf.Tensor, tf.Tensor, list, list]:
-        """`(flat (N, output_size), steps (batch, T) int32, model A's and B's final states)`."""
-        raise NotImplementedError
+    def generate(self, generation: Generation) -> Generated:
+        """Runs the chain free at the lengths this part predicts.
 
-    @staticmethod
-    def run_at(net: Any, x: tf.Tensor, a_in: Any, b_in: Any, steps_of) -> tuple[tf.Tensor, tf.Tensor, list, list]:
-        """Runs the chain at the lengths `steps_of(ir)` gives: what a part's `generate` returns."""
-        ir, a_out = net._a.call(x, a_in, False)
-        steps = steps_of(ir)
-        flat, b_out = net.b_outputs_from_ir(ir, steps, training=False, head=net.head, initial_state=b_in,
-                                            final=True, differentiable=False)  # fmt: skip
-        return flat, steps, a_out, b_out
+        Args:
+            generation: model A's output, the part's layers, and `run_at` / `run_until`.
+
+        Returns:
+            What `generation.run_at` or `generation.run_until` returns.
+        """
+        raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
         return {}
@@ -88,8 +104,8 @@ class LengthHead(Lengths):
         head.build((None, None, ir_size))
         return {"length_head": head}
 
-    def logits(self, net, ir, b_flat):
-        return {"length_logits": net.length_head(ir)}
+    def logits(self, layers, ir, b_flat):
+        return {"length_logits": layers["length_head"](ir)}
 
     def loss(self, parts, steps, outer, inner):
         logits = tf.cast(parts["length_logits"], tf.float32)
@@ -99,8 +115,9 @@ class LengthHead(Lengths):
         guess = tf.argmax(parts["length_logits"], axis=-1, output_type=tf.int32)
         return tf.cast(tf.equal(guess, steps), tf.float32)
 
-    def generate(self, net, x, a_in, b_in):
-        return self.run_at(net, x, a_in, b_in, lambda ir: tf.argmax(net.length_head(ir), axis=-1, output_type=tf.int32))
+    def generate(self, generation):
+        logits = generation.layers["length_head"](generation.ir)
+        return generation.run_at(tf.argmax(logits, axis=-1, output_type=tf.int32))
 
 
 @keras.saving.register_keras_serializable(package="chain")
@@ -118,8 +135,8 @@ class StopToken(Lengths):
         empty.build((None, None, ir_size))
         return {"stop_head": stop, "empty_head": empty}
 
-    def logits(self, net, ir, b_flat):
-        return {"stop_logits": net.stop_head(b_flat)[:, 0], "empty_logits": net.empty_head(ir)[..., 0]}
+    def logits(self, layers, ir, b_flat):
+        return {"stop_logits": layers["stop_head"](b_flat)[:, 0], "empty_logits": layers["empty_head"](ir)[..., 0]}
 
     def loss(self, parts, steps, outer, inner):
         last, empty = stop_targets(steps)
@@ -131,8 +148,10 @@ class StopToken(Lengths):
                           tf.reshape(tf.equal(parts["empty_logits"] > 0, empty), [-1])], 0)  # fmt: skip
         return tf.cast(hits, tf.float32)
 
-    def generate(self, net, x, a_in, b_in):
-        return _generate.generate_with_stop(net, x, a_in, b_in)
+    def generate(self, generation):
+        stop_head = generation.layers["stop_head"]
+        empty = generation.layers["empty_head"](generation.ir)[..., 0] > 0
+        return generation.run_until(lambda out: stop_head(out)[:, 0] > 0, empty)
 
 
 def _bce(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

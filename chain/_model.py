@@ -1,28 +1,29 @@
-"""`Chain`: model A, then model B for `steps[b, t]` inner steps on each `IR[b, t]`."""
+"""`Chain`: model A, then model B for `steps[b, t]` inner steps on each `IR[b, t]`.
+
+The class is the Keras-facing face only. What it is made of lives in modules named for it:
+options (`_options`), building (`_build`), the forward pass (`_forward`), traced graph functions
+(`_graphs`), state across calls (`_state`), the train steps (`_train`), generation
+(`_generate`) and the serving export (`_export`).
+"""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from . import _cells, _feedback, _lengths, _losses, _model_a, _ragged, _train, _validate
-from ._strategies import STRATEGIES
+from . import _build, _cells, _export, _feedback, _model_a, _ragged, _state, _train, _validate
+from ._feedback import Feed
+from ._forward import Forward
+from ._generate import Generated, Generation
+from ._graphs import Graphs
+from ._lengths import LengthHead, Lengths, StopToken
+from ._options import AUTO, STATES, ChainOptions, one_loss_weight
+from ._state import StateVariables
 
-STATES = ("carry", "reset", "init")
-_AUTO = "auto"
-
-
-class _Compiled:
-    """Holds the graph functions that eager calls run through (kept out of Keras tracking)."""
-
-    def __init__(self) -> None:
-        self.fns: dict[bool, Any] = {}
+__all__ = ["Chain", "STATES"]
 
 
 @keras.saving.register_keras_serializable(package="chain")
@@ -103,63 +104,49 @@ class Chain(keras.Model):
         model_b: keras.layers.Layer,
         output_size: int | None = None,
         state: str = "carry",
-        strategy: str = _AUTO,
+        strategy: str = AUTO,
         max_steps: int | None = None,
         compiled: bool = True,
-        fused: bool | str = _AUTO,
+        fused: bool | str = AUTO,
         predict_lengths: bool = False,
         stop: str | None = None,
         stateful: bool = False,
-        lengths: Any = None,
+        lengths: Lengths | None = None,
         feedback: bool = False,
         feedback_sampling: Any = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_options(output_size, state, strategy, max_steps)
-        part = _lengths.from_options(lengths, predict_lengths, stop, max_steps)
-        if not (isinstance(fused, bool) or (isinstance(fused, str) and fused == _AUTO)):
-            raise ValueError(f"`fused` must be 'auto', True or False; received {fused!r}")
-        if not isinstance(stateful, bool):
-            raise ValueError(f"`stateful` must be True or False; received {stateful!r}")
-        if not isinstance(feedback, bool):
-            raise ValueError(f"`feedback` must be True or False; received {feedback!r}")
-        if not isinstance(compiled, bool):
-            raise ValueError(f"`compiled` must be True or False; received {compiled!r}")
-        if isinstance(feedback_sampling, dict):  # a schedule, as get_config wrote it
-            feedback_sampling = keras.saving.deserialize_keras_object(feedback_sampling)
-        _feedback.check_sampling(feedback_sampling)
-        if feedback_sampling != 0.0 and not feedback:
-            raise ValueError(
-                "`feedback_sampling` picks between targets and the model's own outputs fed back "
-                f"to model B, so it needs feedback=True; received feedback_sampling={feedback_sampling!r}"
-            )
+        options = ChainOptions.checked(output_size, state, strategy, max_steps, compiled, fused, predict_lengths,
+                                       stop, stateful, lengths, feedback, feedback_sampling)  # fmt: skip
         _cells.check_model_b(model_b)
         self.model_a = model_a
         self.model_b = model_b
-        self.output_size = output_size
-        self.state = state
-        self.strategy = strategy
-        self.max_steps = max_steps
-        # Not `self.compiled`: Keras uses that name for "compile() was called".
-        self.graph_calls = compiled
-        self.fused = fused
-        self.lengths = part
-        self.stateful = stateful
-        self.feedback = feedback
-        self.feedback_sampling = feedback_sampling
+        self.options = options
         self.feedback_size: int | None = None
-        self.trackers = _train.Trackers(part)
+        self.input_size: int | None = None
+        self.trackers = _train.Trackers(options.lengths)
         self.flat_compile = _train.FlatCompile()
         self.loss_tracker = self.trackers.loss
         self.masked_mse_tracker = self.trackers.mse
-        if part is not None:
-            setattr(self, part.tracker, self.trackers.lengths)
-        self._generic = _cells.generic_adapter(model_b)
-        self._fast, self._fast_path = _cells.fast_adapter(model_b, fused)
-        self._a = _model_a.ModelAState(model_a)
-        self._graphs = _Compiled()
-        self.input_size: int | None = None
+        if options.lengths is not None:
+            setattr(self, options.lengths.tracker, self.trackers.lengths)
+        fast, self._fast_path = _cells.fast_adapter(model_b, fused)
+        self._forward = Forward(options, _model_a.ModelAState(model_a), _cells.generic_adapter(model_b), fast)
+        self._graphs = Graphs(self._forward, self.compute_dtype)
+        self._kept: StateVariables | None = None
+
+    # The options, read-only (see the class docstring). Not `compiled`: Keras uses that name.
+    output_size = property(lambda self: self.options.output_size)
+    state = property(lambda self: self.options.state)
+    strategy = property(lambda self: self.options.strategy)
+    max_steps = property(lambda self: self.options.max_steps)
+    graph_calls = property(lambda self: self.options.compiled)
+    fused = property(lambda self: self.options.fused)
+    lengths = property(lambda self: self.options.lengths)
+    stateful = property(lambda self: self.options.stateful)
+    feedback = property(lambda self: self.options.feedback)
+    feedback_sampling = property(lambda self: self.options.feedback_sampling)
 
     # ------------------------------------------------------------------ building
 
@@ -173,109 +160,39 @@ class Chain(keras.Model):
             ValueError: `x`'s shape conflicts with model A's declared input, model A does not
                 return `(batch, T, ir_size)`, or model B does not return `[outputs, *states]`.
         """
-        if input_shape and isinstance(input_shape[0], (list, tuple, tf.TensorShape)):
-            input_shape = input_shape[0]
-        shape = _model_a_shape(self.model_a, tuple(tf.TensorShape(input_shape).as_list()))
-        self.input_size = int(shape[-1])
-        ir = self._a.symbolic(shape)
-        if len(ir.shape) != 3:
-            raise ValueError(
-                "model A must return IR of shape (batch, T, ir_size), one vector per outer step; "
-                f"received an output of shape {tuple(ir.shape)} for x of shape {shape}. For a "
-                "Keras recurrent layer, set `return_sequences=True`"
-            )
-        ir_size = int(ir.shape[-1])
-        if self.feedback:
-            self.feedback_size = self._feedback_width()
-        b_size = self._build_b(shape[0], ir_size)
-        for adapter in (self._generic, self._fast):
-            adapter.output_size = b_size
-        self.init_layers = [
-            keras.layers.Dense(s, activation="tanh", name=f"init_{i}")
-            for i, s in enumerate(self._generic.state_sizes)
-        ] if self.state == "init" else []
-        for layer in self.init_layers:
-            layer.build((None, ir_size))
-        self.head = keras.layers.Dense(self.output_size, name="head") if self.output_size else None
-        if self.head is not None:
-            self.head.build((None, b_size))
-        self._build_length_heads(ir_size, b_size)
-        if self.feedback:
-            self.feedback_start = self.add_weight(
-                shape=(self.feedback_size,), initializer="zeros", name="feedback_start"
-            )
-        self._state_vars = _StateVariables(self, shape[0]) if self.stateful else None
-        self.built = True
-
-    def _feedback_width(self) -> int:
-        """D, the width of `prev`: `output_size`, or B's output width without a head."""
-        if self.output_size:
-            return self.output_size
-        outputs = getattr(self.model_b, "outputs", None)
-        width = outputs[0].shape[-1] if outputs else getattr(self.model_b, "output_size", None)
-        if not isinstance(width, int):
-            raise ValueError(
-                "feedback=True feeds model B its previous output, whose width is not known before "
-                f"model B is built (received a {type(self.model_b).__name__} with output_size "
-                f"{width!r}): give the Chain an `output_size`"
-            )
-        return width
-
-    def _build_b(self, batch, ir_size: int) -> int:
-        """Builds model B on symbolic `(batch, ir_size [+ D])` inputs; returns its output width."""
-        sizes = self._generic.state_sizes
-        width = ir_size + (self.feedback_size or 0)
-        declared = getattr(self.model_b, "inputs", None)
-        declared = declared[0].shape[-1] if declared else None
-        if self.feedback and declared is not None and declared != width:
-            raise ValueError(
-                "feedback=True feeds model B `[IR, prev]`, inputs of size ir_size + D = "
-                f"{ir_size} + {self.feedback_size} = {width}; received a model B whose input has "
-                f"size {declared}. Build it on `keras.Input(shape=({width},))`"
-            )
-        x = keras.KerasTensor((batch, width))
-        states = [keras.KerasTensor((batch, s)) for s in sizes]
-        try:
-            if isinstance(self._generic, _cells.ModelAdapter):
-                outs = self.model_b([x, *states])
-                if not isinstance(outs, (list, tuple)):
-                    raise TypeError("a single output")
-                out, new = outs[0], list(outs[1:])
-            else:
-                out, new = self._generic.step(x, states, False)
-        except TypeError as error:
-            raise ValueError(
-                "model B must return `[outputs, *new_states]` with one new state per state input "
-                f"({len(sizes)} of sizes {sizes}); calling it on IR rows of size {ir_size} failed: "
-                f"{error}. A functional model B is `keras.Model([x, *states], [out, *new_states])`"
-            ) from None
-        got = [int(t.shape[-1]) for t in new]
-        if got != sizes or len(out.shape) != 2:
-            raise ValueError(
-                "model B must return `[outputs (batch, H), *new_states]` with new states of sizes "
-                f"{sizes}; received outputs of shape {tuple(out.shape)} and new states of sizes {got}"
-            )
-        return int(out.shape[-1])
-
-    def _build_length_heads(self, ir_size: int, b_size: int) -> None:
+        shape = _build.x_shape(input_shape, self.model_a)
+        parts = _build.build_parts(self._forward, self.model_b, shape)
+        self.input_size, self.feedback_size = parts.input_size, parts.feedback_size
+        self.init_layers = parts.init_layers
+        self.head = parts.head
         self.length_head = self.stop_head = self.empty_head = None
-        if self.lengths is not None:
-            for name, layer in self.lengths.layers(self.max_steps, ir_size, b_size).items():
-                setattr(self, name, layer)
+        for name, layer in parts.length_layers.items():  # attributes: saved files keep their paths
+            setattr(self, name, layer)
+        if self.feedback:
+            parts.feedback_start = self.feedback_start = self.add_weight(
+                shape=(parts.feedback_size,), initializer="zeros", name="feedback_start"
+            )
+        self._forward.attach(parts)
+        self._kept = StateVariables(self._forward, shape[0], self.compute_dtype) if self.stateful else None
+        self.built = True
 
     @property
     def predict_lengths(self) -> bool:
         """Whether the lengths part is a `chain.LengthHead`."""
-        return isinstance(self.lengths, _lengths.LengthHead)
+        return isinstance(self.lengths, LengthHead)
 
     @property
     def stop(self) -> str | None:
         """`"token"` when the lengths part is a `chain.StopToken`, else None."""
-        return "token" if isinstance(self.lengths, _lengths.StopToken) else None
+        return "token" if isinstance(self.lengths, StopToken) else None
+
+    @property
+    def length_layers(self) -> dict[str, keras.layers.Layer]:
+        """The layers of the lengths part, by the names it gave them (`{}` for none)."""
+        return dict(self._forward.parts.length_layers) if self.built else {}
 
     def get_build_config(self) -> dict[str, Any]:
-        batch = self._state_vars.batch if getattr(self, "_state_vars", None) is not None else None
-        return {"input_size": self.input_size, "batch": batch}
+        return {"input_size": self.input_size, "batch": self._kept.batch if self._kept is not None else None}
 
     def build_from_config(self, config: dict[str, Any]) -> None:
         if config and config.get("input_size") is not None:
@@ -332,64 +249,38 @@ class Chain(keras.Model):
         a_in, b_in = self._states_in(initial_state, x)
         final = bool(return_state or self.stateful)
         if x.shape[1] == 0:  # no outer step: nothing runs, and the states pass through
-            flat = tf.zeros([0, self.output_size or self._generic.output_size], self.compute_dtype)
-            return flat, self._unchanged(a_in, b_in, x)
+            flat = tf.zeros([0, self.output_size or self._forward.generic.output_size], self.compute_dtype)
+            return flat, self._states_out(*self._defaults(a_in, b_in, x))
         feed = self._feed(targets, training)
         if tf.executing_eagerly() and self.graph_calls:
-            fn = self._graph_forward(training, differentiable, a_in is not None, head, final, feed)
-            if b_in is None:
-                b_in = self._unchanged(None, None, x)["model_b"]
-            flat, a_out, b_out = fn(tf.cast(x, self.compute_dtype), steps, a_in or [], b_in, *feed.tensors())
+            b_in = b_in if b_in is not None else self._defaults(None, None, x)[1]
+            result = self._graphs.run(x, steps, a_in, b_in, training, differentiable, final, head, feed)
         else:
-            flat, a_out, b_out = self._forward(x, steps, a_in, b_in, training, differentiable, final, head, feed)
-        if self.stateful:
-            self._state_vars.assign(a_out, b_out)
-        return flat, {"model_a": list(a_out), "model_b": list(b_out)}
+            result = self._forward.run(x, steps, a_in, b_in, training, differentiable, final, head, feed)
+        return result.flat, self._states_out(result.a_states, result.b_states)
 
-    def _unchanged(self, a_in, b_in, x) -> dict[str, list]:
-        batch = tf.shape(x)[0]
-        zeros = lambda sizes: [tf.zeros(tf.stack([batch, s]), self.compute_dtype) for s in sizes]  # noqa: E731
-        a = list(a_in) if a_in is not None else zeros(self._a.state_sizes)
-        b = list(b_in) if b_in is not None else zeros(self._b_state_sizes())
-        return {"model_a": a, "model_b": b}
+    def _defaults(self, a_in, b_in, x) -> tuple[list, list]:
+        a_zero, b_zero = self._forward.zero_states(x, self.compute_dtype)
+        return (list(a_in) if a_in is not None else a_zero), (list(b_in) if b_in is not None else b_zero)
 
-    def _graph_forward(self, training: bool, differentiable: bool, has_a: bool, head: bool, final: bool,
-                       feed: "_Feed"):  # fmt: skip
-        key = (training, differentiable, has_a, head, final, feed.key)
-        fn = self._graphs.fns.get(key)
-        if fn is None:
-            x_spec, a_specs, b_specs = self._specs(has_a)
-            signature = [x_spec, tf.TensorSpec([None, None], tf.int32, name="steps"), a_specs, b_specs,
-                         *feed.specs(self.feedback_size, self.compute_dtype)]  # fmt: skip
+    def _states_out(self, a_out: list, b_out: list) -> dict[str, list]:
+        if self._kept is not None:
+            self._kept.assign(a_out, b_out)
+        return {"model_a": list(a_out), "model_b": list(b_out)}
 
-            def run(x, steps, a_in, b_in, *fed):
-                return self._forward(x, steps, a_in if has_a else None, b_in or None, training,
-                                     differentiable, final, head, feed.rebuilt(fed))  # fmt: skip
+    def _states_in(self, initial_state: Any, x: tf.Tensor) -> tuple[list | None, list | None]:
+        if not self.built:
+            self.build(tuple(x.shape))
+        return _state.states_in(self._forward, self._kept, initial_state, x, self.compute_dtype)
 
-            fn = tf.function(run, input_signature=signature, autograph=False)
-            self._graphs.fns[key] = fn
-        return fn
-
-    def _specs(self, has_a: bool) -> tuple[tf.TensorSpec, list, list]:
-        """Input signatures of the graph functions: `x`, model A's states, model B's states."""
-        dtype = self.compute_dtype
-        return (
-            tf.TensorSpec([None, None, self.input_size], dtype, name="x"),
-            [tf.TensorSpec([None, s], dtype) for s in self._a.state_sizes] if has_a else [],
-            [tf.TensorSpec([None, s], dtype) for s in self._b_state_sizes()],
-        )
-
-    def _b_state_sizes(self) -> list[int]:
-        return self.step_adapter().state_sizes if self.state == "carry" else []
-
-    def _feed(self, targets: tf.Tensor | None, training: bool) -> "_Feed":
+    def _feed(self, targets: tf.Tensor | None, training: bool) -> Feed:
         """What feeds B's `prev` in this call: nothing, targets, or targets mixed with own outputs."""
         if targets is None or not self.feedback:
-            return _Feed(None, None)
+            return Feed(None, None)
         if not training or self.feedback_sampling == 0.0:
-            return _Feed(targets, None)
+            return Feed(targets, None)
         step = self.optimizer.iterations if getattr(self, "optimizer", None) is not None else 0
-        return _Feed(targets, _feedback.sampling_probability(self.feedback_sampling, step))
+        return Feed(targets, _feedback.sampling_probability(self.feedback_sampling, step))
 
     def flat_targets(self, targets: Any, steps: tf.Tensor) -> tf.Tensor:
         """The flat values `(sum(steps), D)` of `targets` that feed B's `prev` (teacher forcing).
@@ -408,22 +299,6 @@ class Chain(keras.Model):
             )
         return _validate.check_targets(targets, steps, self.feedback_size, self.compute_dtype)
 
-    def _forward(self, x, steps, a_in, b_in, training, differentiable, final, head, feed=None):
-        return self._parts(x, steps, a_in, b_in, training, differentiable, final, head, feed)[1:]
-
-    def _parts(self, x, steps, a_in, b_in, training, differentiable, final, head, feed=None):
-        """`(ir, flat, a_out, b_out)`; the final states without gradient, `[]` unless `final`."""
-        ir, a_out = self._a.call(x, a_in, training)
-        feed = feed or _Feed(None, None)
-        result = self.b_outputs_from_ir(
-            ir, steps, training=training, head=self.head if head else None, initial_state=b_in,
-            final=final, differentiable=differentiable, targets=feed.targets, sampling=feed.sampling,
-        )  # fmt: skip
-        if not final:
-            return ir, result, [], []
-        flat, b_out = result
-        return ir, flat, [tf.stop_gradient(s) for s in a_out], [tf.stop_gradient(s) for s in b_out]
-
     def forward_parts(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False,
                       differentiable: bool = True, targets: Any = None) -> tuple[tf.Tensor, tf.Tensor]:  # fmt: skip
         """`(IR (batch, T, ir_size), B's outputs (sum(steps), H))` before the head, for the train
@@ -431,10 +306,10 @@ class Chain(keras.Model):
         `feedback`, `targets` feed `prev` (teacher forcing, or scheduled sampling in training)."""
         a_in, b_in = self._states_in(None, x)
         feed = self._feed(self.flat_targets(targets, steps) if self.feedback else None, training)
-        ir, flat, a_out, b_out = self._parts(x, steps, a_in, b_in, training, differentiable, self.stateful, False, feed)
+        result = self._forward.run(x, steps, a_in, b_in, training, differentiable, self.stateful, False, feed)
         if self.stateful:
-            self._state_vars.assign(a_out, b_out)
-        return ir, flat
+            self._states_out(result.a_states, result.b_states)
+        return result.ir, result.flat
 
     def flat_outputs(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
         """The flat values `(sum(steps), output_size)` of the output, in `(b, t, k)` order.
@@ -446,9 +321,9 @@ class Chain(keras.Model):
         """
         return self.run_flat(x, steps, training)[0]
 
-    def b_outputs_from_ir(self, ir: tf.Tensor, steps: tf.Tensor, training: bool = False, head=None,
-                          initial_state=None, final: bool = False, differentiable: bool = True,
-                          targets: tf.Tensor | None = None, sampling: tf.Tensor | None = None):  # fmt: skip
+    def b_outputs_from_ir(self, ir: tf.Tensor, steps: tf.Tensor, training: bool = False, head: Any = None,
+                          initial_state: list | None = None, final: bool = False, differentiable: bool = True,
+                          targets: tf.Tensor | None = None, sampling: tf.Tensor | None = None) -> Any:  # fmt: skip
         """B's outputs `(sum(steps), H)` from model A's output `ir` `(batch, T, ir_size)`.
 
         With `head` (a row-wise layer), `head` of them; the strategy may apply it step by step.
@@ -457,67 +332,27 @@ class Chain(keras.Model):
         `targets` `(sum(steps), D)` feed `prev` (teacher forcing), each step's own output instead
         with probability `sampling`; without `targets`, B runs free on its own outputs.
         """
-        ir_rows = tf.reshape(ir, [-1, ir.shape[-1]])
-        adapter = self.step_adapter()
-        init = self.initial_states(ir_rows, tf.shape(steps)[0], adapter, initial_state)
-        if 0 in tuple(steps.shape):  # known to be empty: nothing to trace (Keras cells refuse 0 rows)
-            width = head.units if head is not None else adapter.output_size
-            flat = tf.zeros([0, width], ir.dtype)
-            return (flat, init if self.state == "carry" else []) if final else flat
-        run = STRATEGIES[self.resolved_strategy()]
-        carry = self.state == "carry"
-        if not self.feedback or targets is None:  # free-running B sees its own outputs
-            flat, finals = run(adapter, adapter.project(ir_rows), steps, init, carry, training, head,
-                               final=final, differentiable=differentiable)  # fmt: skip
-            return (flat, finals) if final else flat
-        targets = tf.cast(targets, ir.dtype)
-        fb = init[-1]
-        prev = _feedback.shifted_targets(targets, steps, carry, fb if carry else None, self.feedback_start)
-        rows = tf.repeat(tf.range(tf.shape(ir_rows)[0]), tf.reshape(steps, [-1]))  # each step's (b, t)
-        if sampling is None:  # teacher forcing: every step's input is known before the loop
-            inner = adapter.inner
-            xp = inner.project_fed(ir_rows, rows, prev)
-            flat, finals = run(inner, xp, steps, init[:-1], carry, training, head, final=final,
-                               differentiable=differentiable, per_step=True)  # fmt: skip
-            if final and carry:
-                finals = [*finals, _feedback.teacher_final(targets, steps, fb)]
-        else:
-            own = _feedback.coins(tf.shape(prev)[0], sampling, ir.dtype)
-            flat, finals = run(adapter, tf.concat([tf.gather(ir_rows, rows), prev, own], 1), steps, init, carry, training,
-                               head, final=final, differentiable=differentiable, per_step=True)  # fmt: skip
-        return (flat, finals) if final else flat
+        return self._forward.b_outputs(ir, steps, training, head, initial_state, final, differentiable, targets, sampling)
 
-    def initial_states(self, ir_rows: tf.Tensor, batch: tf.Tensor, adapter, initial_state=None) -> list[tf.Tensor]:
+    def initial_states(self, ir_rows: tf.Tensor, batch: tf.Tensor, adapter: Any, initial_state: Any = None) -> list:
         """B's states at the start of each run (see `state`), from `IR` rows `(batch * T, ir_size)`."""
-        if self.state == "init":
-            fb = adapter.zero_states(tf.shape(ir_rows)[0], ir_rows.dtype)[len(self.init_layers):]
-            return [*(layer(ir_rows) for layer in self.init_layers), *fb]
-        if self.state == "carry" and initial_state is not None:
-            return [tf.cast(s, ir_rows.dtype) for s in initial_state]
-        rows = batch if self.state == "carry" else tf.shape(ir_rows)[0]
-        return adapter.zero_states(rows, ir_rows.dtype)
+        return self._forward.initial_states(ir_rows, batch, adapter, initial_state)
 
-    def _states_in(self, initial_state: Any, x: tf.Tensor) -> tuple[list | None, list | None]:
-        """`(model A's, model B's)` starting states: given, kept (stateful) or None (defaults)."""
-        if not self.built:
-            self.build(tuple(x.shape))
-        a_in, b_in = _validate.check_initial_state(
-            initial_state, x, self._a.state_sizes, self._b_state_sizes(), self.state, self.compute_dtype
-        )
-        if self.stateful:
-            self._state_vars.check_batch(x)
-            a_kept, b_kept = self._state_vars.values()
-            a_in = a_kept if a_in is None and self._a.state_sizes else a_in
-            b_in = b_kept if b_in is None and self.state == "carry" else b_in
-        return a_in, b_in
+    def step_adapter(self) -> _cells.StepAdapter:
+        """The step adapter that runs model B under the resolved strategy.
+
+        With `feedback`, one that feeds B's own previous output back (free-running); its
+        `inner` adapter runs the teacher-forced steps.
+        """
+        return self._forward.step_adapter()
 
     def reset_states(self) -> None:
         """Sets the kept states of a `stateful=True` chain to zeros, like a Keras RNN layer's.
 
         Also resets every Keras layer inside model A that has `stateful=True` itself.
         """
-        if getattr(self, "_state_vars", None) is not None:
-            self._state_vars.reset()
+        if self._kept is not None:
+            self._kept.reset()
         for layer in _model_a.stateful_layers(self.model_a):
             layer.reset_state()
 
@@ -530,9 +365,7 @@ class Chain(keras.Model):
         lengths, carry and reset modes, inference and training) it was the fastest in every
         case. Under `jit_compile=True`, choose `"padded"` explicitly.
         """
-        if self.strategy != _AUTO:
-            return self.strategy
-        return "packed"
+        return self.options.resolved_strategy()
 
     @property
     def fast_path(self) -> _cells.FastPath:
@@ -577,14 +410,14 @@ class Chain(keras.Model):
                 not one number.
         """
         weighted = kwargs.pop("weighted_metrics", None)
-        loss_weights = _one_loss_weight(kwargs.pop("loss_weights", None))
+        loss_weights = one_loss_weight(kwargs.pop("loss_weights", None))
         jit = kwargs.get("jit_compile", "auto")
         if jit == "auto":
             kwargs["jit_compile"] = False
         elif jit and self.resolved_strategy() == "packed":
             raise ValueError(
                 "`jit_compile=True` cannot compile the 'packed' strategy"
-                + (" (strategy='auto' resolves to 'packed')" if self.strategy == _AUTO else "")
+                + (" (strategy='auto' resolves to 'packed')" if self.strategy == AUTO else "")
                 + ": its shapes depend on the values of `steps`. Build the Chain with "
                 "strategy='padded' or 'loop' for XLA inference, or compile with jit_compile=False"
             )
@@ -695,17 +528,6 @@ class Chain(keras.Model):
         """One step of `predict`: the ragged output of `(x, steps)`, `y` ignored if present."""
         return _train.predict_step(self, data)
 
-    def step_adapter(self) -> _cells.StepAdapter:
-        """The step adapter that runs model B under the resolved strategy.
-
-        With `feedback`, one that feeds B's own previous output back (free-running); its
-        `inner` adapter runs the teacher-forced steps.
-        """
-        inner = self._fast if self.resolved_strategy() == "packed" else self._generic
-        if not self.feedback:
-            return inner
-        return _feedback.FreeRunning(inner, self.feedback_size, lambda: self.head, lambda: self.feedback_start)
-
     # ------------------------------------------------------------------ generation
 
     def generate(self, x: Any, steps: Any = None, initial_state: Any = None, return_state: bool = False) -> Any:
@@ -717,9 +539,10 @@ class Chain(keras.Model):
 
         The `lengths` part predicts them: with `chain.LengthHead()` the length head's argmax at
         each `(b, t)`; with `chain.StopToken()` each `(b, t)` runs until its stop logit is
-        positive or it reaches `max_steps` (none at all where the empty head fires). States go in and out as in a call
-        (and a stateful chain keeps them), so a sequence can be generated one outer step at a
-        time: the windows give what one call on the whole sequence gives.
+        positive or it reaches `max_steps` (none at all where the empty head fires); with a
+        part of one's own, its `generate`. States go in and out as in a call (and a stateful
+        chain keeps them), so a sequence can be generated one outer step at a time: the windows
+        give what one call on the whole sequence gives.
 
         Args:
             x: `(batch, T, input_size)` floats.
@@ -733,8 +556,8 @@ class Chain(keras.Model):
             with `return_state`, `(output, states)`.
 
         Raises:
-            ValueError: no `steps` and the model has neither a length head nor a stop head, or
-                `x`, `steps` or `initial_state` is bad.
+            ValueError: no `steps` and the model has no lengths part, or `x`, `steps` or
+                `initial_state` is bad.
         """
         if steps is not None:
             return self(x, steps, initial_state=initial_state, return_state=return_state)
@@ -751,29 +574,19 @@ class Chain(keras.Model):
         _validate.check_inputs(x, tf.zeros(tf.shape(x)[:2], tf.int32), self.input_size, None)
         a_in, b_in = self._states_in(initial_state, x)
         if self.state == "carry" and b_in is None:
-            b_in = self._unchanged(None, None, x)["model_b"]
+            b_in = self._defaults(None, None, x)[1]
         if tf.executing_eagerly() and self.graph_calls:
-            flat, steps, a_out, b_out = self._graph_generate(a_in is not None)(x, a_in or [], b_in or [])
+            made = self._graphs.generate(self._generate_flat, x, a_in, b_in)
         else:
-            flat, steps, a_out, b_out = self._generate_flat(x, a_in, b_in)
-        a_out, b_out = [tf.stop_gradient(s) for s in a_out], [tf.stop_gradient(s) for s in b_out]
-        if self.stateful:
-            self._state_vars.assign(a_out, b_out)
-        out = _ragged.ragged_from_flat(flat, steps)
-        return (out, {"model_a": list(a_out), "model_b": list(b_out)}) if return_state else out
+            made = self._generate_flat(x, a_in, b_in)
+        a_out, b_out = [tf.stop_gradient(s) for s in made.a_states], [tf.stop_gradient(s) for s in made.b_states]
+        states = self._states_out(a_out, b_out)
+        out = _ragged.ragged_from_flat(made.flat, made.steps)
+        return (out, states) if return_state else out
 
-    def _generate_flat(self, x: tf.Tensor, a_in=None, b_in=None):
-        return self.lengths.generate(self, x, a_in, b_in or None)
-
-    def _graph_generate(self, has_a: bool):
-        key = ("generate", has_a)
-        fn = self._graphs.fns.get(key)
-        if fn is None:
-            signature = list(self._specs(has_a))
-            fn = tf.function(lambda x, a, b: self._generate_flat(x, a if has_a else None, b),
-                             input_signature=signature, autograph=False)  # fmt: skip
-            self._graphs.fns[key] = fn
-        return fn
+    def _generate_flat(self, x: tf.Tensor, a_in: list | None, b_in: list | None) -> Generated:
+        parts = self._forward.parts
+        return self.lengths.generate(Generation(self._forward, x, a_in, b_in or None, parts.length_layers))
 
     # ------------------------------------------------------------------ serving
 
@@ -795,21 +608,8 @@ class Chain(keras.Model):
         """
         if not self.built:
             raise ValueError("`export_serving` needs a built model: call it on data first")
-        if os.path.isfile(path):
-            raise ValueError(f"`path` must be a directory to write the SavedModel into; received {path!r}, a file")
-        signature = [
-            tf.TensorSpec([None, None, self.input_size], tf.float32, name="x"),
-            tf.TensorSpec([None, None], tf.int32, name="steps"),
-        ]
-        module = tf.Module()
-        module.weights = [v.value for v in self.weights]
-        module.serve = tf.function(self._serve, input_signature=signature)
-        _write_directory(path, lambda into: tf.saved_model.save(module, into, signatures={"serving_default": module.serve}))
-
-    def _serve(self, x: tf.Tensor, steps: tf.Tensor) -> dict[str, tf.Tensor]:
-        x, steps = _validate.check_inputs(x, steps, self.input_size, self.max_steps)
-        flat = self.run_flat(x, steps, differentiable=False)[0]
-        return {"flat_values": flat, "row_lengths": steps}
+        run = lambda x, steps: self.run_flat(x, steps, differentiable=False)[0]  # noqa: E731
+        _export.export_serving(run, self.input_size, self.max_steps, self.weights, path)
 
     # ------------------------------------------------------------------ config
 
@@ -818,17 +618,7 @@ class Chain(keras.Model):
             **super().get_config(),
             "model_a": keras.saving.serialize_keras_object(self.model_a),
             "model_b": keras.saving.serialize_keras_object(self.model_b),
-            "output_size": self.output_size,
-            "state": self.state,
-            "strategy": self.strategy,
-            "max_steps": self.max_steps,
-            "compiled": self.graph_calls,
-            "fused": self.fused,
-            "lengths": None if self.lengths is None else keras.saving.serialize_keras_object(self.lengths),
-            "stateful": self.stateful,
-            "feedback": self.feedback,
-            "feedback_sampling": self.feedback_sampling if not callable(self.feedback_sampling)
-            else keras.saving.serialize_keras_object(self.feedback_sampling),
+            **self.options.config(),
         }
 
     @classmethod
@@ -837,150 +627,3 @@ class Chain(keras.Model):
         for key in ("model_a", "model_b"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
-
-
-def _one_loss_weight(loss_weights: Any) -> float | None:
-    if loss_weights is None or isinstance(loss_weights, (int, float)):
-        return loss_weights
-    raise ValueError(
-        "`loss_weights` must be one number (a Chain has one output loss) or None; "
-        f"received {loss_weights!r}"
-    )
-
-
-def _check_options(output_size, state, strategy, max_steps) -> None:
-    if state not in STATES:
-        raise ValueError(f"`state` must be one of {STATES}; received {state!r}")
-    allowed = (*STRATEGIES, _AUTO)
-    if strategy not in allowed:
-        raise ValueError(f"`strategy` must be one of {allowed}; received {strategy!r}")
-    if output_size is not None and (not _is_int(output_size) or output_size <= 0):
-        raise ValueError(f"`output_size` must be a positive int or None; received {output_size!r}")
-    if max_steps is not None and (not _is_int(max_steps) or max_steps < 0):
-        raise ValueError(f"`max_steps` must be a non-negative int or None; received {max_steps!r}")
-    if max_steps is not None and max_steps > _validate.INT32_MAX:
-        raise ValueError(
-            f"`max_steps` must be a non-negative int of at most {_validate.INT32_MAX} (steps are int32) or None; "
-            f"received {max_steps!r}"
-        )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # True would be a size of 1
-
-
-def _model_a_shape(model_a: Any, shape: tuple) -> tuple:
-    """`x`'s shape, with the sizes that a functional model A declares filled in.
-
-    Raises:
-        ValueError: a size of `x` differs from the one model A declares.
-    """
-    declared = _model_a.declared_input_shape(model_a)
-    if declared is None:
-        return shape
-    if len(declared) != len(shape) or any(
-        d is not None and s is not None and d != s for d, s in zip(declared[1:], shape[1:])
-    ):
-        raise ValueError(
-            f"`x` has shape {shape} but model A declares its input as {declared}: pass x of that "
-            "shape, or build model A with `keras.Input(shape=(None, input_size))` for any T"
-        )
-    return tuple(s if s is not None else d for s, d in zip(shape, declared))
-
-
-class _StateVariables:
-    """The states a `stateful=True` chain keeps between calls (kept out of Keras tracking).
-
-    Model A's state (where it has one, see `chain._model_a`) and, in carry mode, model B's, each
-    `(batch, s)`; `batch` is fixed by the first call, as in a stateful Keras RNN layer.
-    """
-
-    def __init__(self, net: Chain, batch: int | None) -> None:
-        if batch is None:
-            raise ValueError(
-                "`stateful=True` needs a fixed batch size: call the chain on a batch of known size "
-                "first, or build model A with `keras.Input(batch_shape=(batch, T, input_size))`; "
-                "received a batch of unknown size"
-            )
-        self.batch = int(batch)
-        dtype = net.compute_dtype
-        with tf.init_scope():
-            self.a = [tf.Variable(tf.zeros([self.batch, s], dtype), trainable=False) for s in net._a.state_sizes]
-            self.b = [tf.Variable(tf.zeros([self.batch, s], dtype), trainable=False) for s in net._b_state_sizes()]
-
-    def check_batch(self, x: tf.Tensor) -> None:
-        batch = x.shape[0]
-        if batch is not None and batch != self.batch:
-            raise ValueError(
-                f"a stateful chain keeps states for a batch of {self.batch}; received x of shape "
-                f"{tuple(x.shape)}. Keep the batch size fixed (drop the remainder), or use "
-                "`initial_state`/`return_state` instead of `stateful=True`"
-            )
-
-    def values(self) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
-        return [tf.convert_to_tensor(v) for v in self.a], [tf.convert_to_tensor(v) for v in self.b]
-
-    def assign(self, a_out, b_out) -> None:
-        for v, s in zip(self.a, a_out):
-            v.assign(tf.cast(s, v.dtype))
-        for v, s in zip(self.b, b_out):
-            v.assign(tf.cast(s, v.dtype))
-
-    def reset(self) -> None:
-        for v in [*self.a, *self.b]:
-            v.assign(tf.zeros_like(v))
-
-
-class _Feed:
-    """What feeds B's `prev` in one call: `targets` `(N, D)` or None, and the probability of the
-    model's own output instead (scheduled sampling) or None (teacher forcing)."""
-
-    def __init__(self, targets: tf.Tensor | None, sampling: tf.Tensor | None) -> None:
-        self.targets, self.sampling = targets, sampling
-
-    @property
-    def key(self) -> tuple[bool, bool]:
-        return self.targets is not None, self.sampling is not None
-
-    def specs(self, width: int | None, dtype) -> list[tf.TensorSpec]:
-        specs = [tf.TensorSpec([None, width], dtype, name="targets")] if self.targets is not None else []
-        return specs + ([tf.TensorSpec([], tf.float32, name="sampling")] if self.sampling is not None else [])
-
-    def tensors(self) -> list[tf.Tensor]:
-        return [t for t in (self.targets, self.sampling) if t is not None]
-
-    def rebuilt(self, fed) -> "_Feed":
-        fed = list(fed)
-        targets = fed.pop(0) if self.targets is not None else None
-        return _Feed(targets, fed.pop(0) if self.sampling is not None else None)
-
-
-def _write_directory(path: str, write) -> None:
-    """Runs `write(directory)` on a fresh directory beside `path`, then puts that one at `path`.
-
-    A failure removes the new directory and leaves `path` as it was. A remote path
-    (`scheme://...`) is written in place: renaming a directory there is not atomic.
-    """
-    path = os.fspath(path)
-    if "://" in path:
-        write(path)
-        return
-    target = os.path.abspath(path)
-    parent, name = os.path.split(target)
-    os.makedirs(parent, exist_ok=True)
-    fresh = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(fresh, 0o777 & ~umask)  # as a plain mkdir would make it, not mkdtemp's 0o700
-    try:
-        write(fresh)
-        if os.path.isdir(target):
-            old = fresh + ".old"
-            os.rename(target, old)
-            os.rename(fresh, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(fresh, target)
-    except BaseException:
-        shutil.rmtree(fresh, ignore_errors=True)
-        raise

@@ -8,7 +8,7 @@ replica returns its share of the global objective (see `chain._losses`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
@@ -19,6 +19,9 @@ from ._losses import NoiseFloorRatio as NoiseFloorRatio
 from ._losses import flat_values as flat_values
 from ._losses import ragged_mse as ragged_mse
 from ._lengths import stop_targets as stop_targets
+
+if TYPE_CHECKING:
+    from ._model import Chain
 
 
 def pad_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -134,7 +137,7 @@ def _of_shape(data: Any) -> str:
     return "" if shape is None else f" of shape {tuple(shape)}"
 
 
-def check_predict_lengths(net: Any, x: Any) -> None:
+def check_predict_lengths(net: "Chain", x: Any) -> None:
     """Raises the ValueError of a predict without `steps` on a chain that cannot predict them."""
     if net.lengths is None:
         raise ValueError(
@@ -147,7 +150,7 @@ def check_predict_lengths(net: Any, x: Any) -> None:
 # ----------------------------------------------------------------------------- steps
 
 
-def forward(net: Any, x: tf.Tensor, steps: tf.Tensor, training: bool, y: Any = None) -> dict[str, tf.Tensor]:
+def forward(net: "Chain", x: tf.Tensor, steps: tf.Tensor, training: bool, y: Any = None) -> dict[str, tf.Tensor]:
     """Runs the chain once and every configured head; with `feedback`, `y` feeds `prev`.
 
     Returns:
@@ -157,11 +160,11 @@ def forward(net: Any, x: tf.Tensor, steps: tf.Tensor, training: bool, y: Any = N
     ir, b_flat = net.forward_parts(x, steps, training=training, differentiable=training, targets=targets)
     parts = {"flat": b_flat if net.head is None else net.head(b_flat)}
     if net.lengths is not None:
-        parts.update(net.lengths.logits(net, ir, b_flat))
+        parts.update(net.lengths.logits(net.length_layers, ir, b_flat))
     return parts
 
 
-def objective(net: Any, parts: dict[str, tf.Tensor], y: Any, steps: tf.Tensor,
+def objective(net: "Chain", parts: dict[str, tf.Tensor], y: Any, steps: tf.Tensor,
               weights: tuple[Any, Any] = (None, None)) -> tf.Tensor:  # fmt: skip
     """The float32 loss to differentiate on one replica: output loss plus the heads' losses.
 
@@ -188,7 +191,7 @@ def objective(net: Any, parts: dict[str, tf.Tensor], y: Any, steps: tf.Tensor,
     return total
 
 
-def update_trackers(net: Any, parts: dict[str, tf.Tensor], y: Any, steps: tf.Tensor,
+def update_trackers(net: "Chain", parts: dict[str, tf.Tensor], y: Any, steps: tf.Tensor,
                     total: tf.Tensor, inner: tf.Tensor | None = None) -> dict[str, tf.Tensor]:  # fmt: skip
     """Updates the built-in and compiled metrics; returns the logs `fit` shows.
 
@@ -212,20 +215,20 @@ def update_trackers(net: Any, parts: dict[str, tf.Tensor], y: Any, steps: tf.Ten
     return {m.name: m.result() for m in [*trackers.all(), *compiled.all_metrics()]}
 
 
-def _ensure_built(net: Any, x: Any) -> None:
+def _ensure_built(net: "Chain", x: Any) -> None:
     """Builds the model from the first batch, as a Keras call would (while tracing `fit`)."""
     if not net.built:
         net.build(tuple(x.shape))
 
 
-def _prepare(net: Any, data: Any) -> tuple[tf.Tensor, tf.Tensor, Any, tuple[Any, Any]]:
+def _prepare(net: "Chain", data: Any) -> tuple[tf.Tensor, tf.Tensor, Any, tuple[Any, Any]]:
     x, steps, y, sample_weight = unpack(data)
     _ensure_built(net, x)
     x, steps = _validate.check_inputs(x, steps, net.input_size, net.max_steps)
     return x, steps, y, sample_weights(sample_weight, steps)
 
 
-def train_step(net: Any, data: Any) -> dict[str, tf.Tensor]:
+def train_step(net: "Chain", data: Any) -> dict[str, tf.Tensor]:
     """One optimisation step on `((x, steps), y[, sample_weight])`; see `Chain.train_step`."""
     x, steps, y, weights = _prepare(net, data)
     with tf.GradientTape() as tape:
@@ -238,7 +241,7 @@ def train_step(net: Any, data: Any) -> dict[str, tf.Tensor]:
     return update_trackers(net, parts, y, steps, total, weights[1])
 
 
-def test_step(net: Any, data: Any) -> dict[str, tf.Tensor]:
+def test_step(net: "Chain", data: Any) -> dict[str, tf.Tensor]:
     """One evaluation step on `((x, steps), y[, sample_weight])`; see `Chain.test_step`."""
     x, steps, y, weights = _prepare(net, data)
     parts = forward(net, x, steps, training=False, y=y)
@@ -246,7 +249,7 @@ def test_step(net: Any, data: Any) -> dict[str, tf.Tensor]:
     return update_trackers(net, parts, y, steps, total, weights[1])
 
 
-def predict_step(net: Any, data: Any) -> tf.RaggedTensor:
+def predict_step(net: "Chain", data: Any) -> tf.RaggedTensor:
     """The ragged output `(batch, T, None, output_size)` of one predict batch."""
     x, steps = predict_inputs(data)
     if steps is None:

@@ -55,7 +55,7 @@ def reference_flat(net, x, steps) -> tf.Tensor:
                 out, states = _b_step(net.model_b, inp, states)
                 rows.append(net.head(out) if net.head is not None else out)
     if not rows:
-        width = net.output_size or net._generic.output_size
+        width = net.output_size or net.step_adapter().output_size
         return tf.zeros([0, width])
     return tf.concat(rows, 0)
 

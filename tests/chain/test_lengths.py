@@ -254,8 +254,8 @@ class ConstantLength(Lengths):
     def hits(self, parts, steps):
         return tf.cast(tf.equal(steps, self.n), tf.float32)
 
-    def generate(self, net, x, a_in, b_in):
-        return self.run_at(net, x, a_in, b_in, lambda ir: tf.fill(tf.shape(ir)[:2], self.n))
+    def generate(self, generation):
+        return generation.run_at(tf.fill(tf.shape(generation.ir)[:2], self.n))
 
 
 def test_a_part_of_ones_own_composes_through_the_protocol():

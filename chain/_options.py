@@ -1,0 +1,109 @@
+"""The options of a `Chain`: checked once where they enter, and written to its config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from . import _feedback, _lengths, _validate
+from ._strategies import STRATEGIES
+
+STATES = ("carry", "reset", "init")
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class ChainOptions:
+    """A Chain's options, checked; see `Chain` for what each means."""
+
+    output_size: int | None
+    state: str
+    strategy: str
+    max_steps: int | None
+    compiled: bool
+    fused: bool | str
+    lengths: _lengths.Lengths | None
+    stateful: bool
+    feedback: bool
+    feedback_sampling: Any
+
+    @classmethod
+    def checked(cls, output_size: Any, state: Any, strategy: Any, max_steps: Any, compiled: Any, fused: Any,
+                predict_lengths: Any, stop: Any, stateful: Any, lengths: Any, feedback: Any,
+                feedback_sampling: Any) -> "ChainOptions":  # fmt: skip
+        """The options from the constructor's arguments, shorthands resolved.
+
+        Raises:
+            ValueError: an option of the wrong kind or out of range, or options that conflict;
+                the message names the argument and the value received.
+        """
+        _check_sizes(output_size, state, strategy, max_steps)
+        part = _lengths.from_options(lengths, predict_lengths, stop, max_steps)
+        if not (isinstance(fused, bool) or (isinstance(fused, str) and fused == AUTO)):
+            raise ValueError(f"`fused` must be 'auto', True or False; received {fused!r}")
+        for name, value in (("stateful", stateful), ("feedback", feedback), ("compiled", compiled)):
+            if not isinstance(value, bool):
+                raise ValueError(f"`{name}` must be True or False; received {value!r}")
+        if isinstance(feedback_sampling, dict):  # a schedule, as `config` wrote it
+            feedback_sampling = keras.saving.deserialize_keras_object(feedback_sampling)
+        _feedback.check_sampling(feedback_sampling)
+        if feedback_sampling != 0.0 and not feedback:
+            raise ValueError(
+                "`feedback_sampling` picks between targets and the model's own outputs fed back "
+                f"to model B, so it needs feedback=True; received feedback_sampling={feedback_sampling!r}"
+            )
+        return cls(output_size, state, strategy, max_steps, compiled, fused, part, stateful, feedback,
+                   feedback_sampling)  # fmt: skip
+
+    def resolved_strategy(self) -> str:
+        """`strategy`, or `"packed"` for `"auto"` (the fastest in every case `bench run` measured)."""
+        return "packed" if self.strategy == AUTO else self.strategy
+
+    def config(self) -> dict[str, Any]:
+        """The options as `Chain.get_config` writes them."""
+        sampling = self.feedback_sampling
+        return {
+            "output_size": self.output_size,
+            "state": self.state,
+            "strategy": self.strategy,
+            "max_steps": self.max_steps,
+            "compiled": self.compiled,
+            "fused": self.fused,
+            "lengths": None if self.lengths is None else keras.saving.serialize_keras_object(self.lengths),
+            "stateful": self.stateful,
+            "feedback": self.feedback,
+            "feedback_sampling": keras.saving.serialize_keras_object(sampling) if callable(sampling) else sampling,
+        }
+
+
+def _check_sizes(output_size: Any, state: Any, strategy: Any, max_steps: Any) -> None:
+    if state not in STATES:
+        raise ValueError(f"`state` must be one of {STATES}; received {state!r}")
+    allowed = (*STRATEGIES, AUTO)
+    if strategy not in allowed:
+        raise ValueError(f"`strategy` must be one of {allowed}; received {strategy!r}")
+    if output_size is not None and (not _is_int(output_size) or output_size <= 0):
+        raise ValueError(f"`output_size` must be a positive int or None; received {output_size!r}")
+    if max_steps is not None and (not _is_int(max_steps) or max_steps < 0):
+        raise ValueError(f"`max_steps` must be a non-negative int or None; received {max_steps!r}")
+    if max_steps is not None and max_steps > _validate.INT32_MAX:
+        raise ValueError(
+            f"`max_steps` must be a non-negative int of at most {_validate.INT32_MAX} (steps are int32) or None; "
+            f"received {max_steps!r}"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True would be a size of 1
+
+
+def one_loss_weight(loss_weights: Any) -> float | None:
+    """`compile`'s `loss_weights`: one number or None (a Chain has one output loss)."""
+    if loss_weights is None or isinstance(loss_weights, (int, float)):
+        return loss_weights
+    raise ValueError(
+        "`loss_weights` must be one number (a Chain has one output loss) or None; "
+        f"received {loss_weights!r}"
+    )
