@@ -1,12 +1,13 @@
-"""The README's python blocks and every `>>>` example in the packages run, so a wrong one fails.
+"""The documentation's examples run, so a wrong one fails.
 
-README blocks run one by one, each in a fresh namespace, in a temporary folder where
-`teacher-data` is a small teacher dataset (64 samples) made with `datagen.make`. A block that
-cannot run here is preceded in the README by a marker line
+The python blocks of README.md and of every page under docs/ run one by one, each in a fresh
+namespace, in a temporary folder where `teacher-data` is a small teacher dataset (64 samples) made
+with `datagen.make`. A block that cannot run here is preceded in its page by a marker line
 
     <!-- docs-test: skip: REASON -->
 
-and is reported as skipped with that reason (`pytest -ra` lists it).
+and is reported as skipped with that reason (`pytest -ra` lists it). Every `>>>` example in the
+packages runs too.
 """
 
 from __future__ import annotations
@@ -19,18 +20,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("chain", "datagen", "bench")
+PACKAGES = ("chain", "chain_app", "datagen", "bench")
+PAGES = ("README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md")))
 _BLOCK = re.compile(
     r"(?:^<!-- docs-test: skip: (?P<reason>[^\n]+?) -->\n)?^```python\n(?P<code>.*?)^```", re.S | re.M
 )
 
 
-def readme_blocks() -> list:
-    text = (ROOT / "README.md").read_text()
+def python_blocks(page: str) -> list:
+    text = (ROOT / page).read_text()
     blocks = []
     for match in _BLOCK.finditer(text):
         line = text[: match.start("code")].count("\n") + 1
-        blocks.append(pytest.param(match["code"], match["reason"], id=f"README.md:{line}"))
+        blocks.append(pytest.param(page, match["code"], match["reason"], id=f"{page}:{line}"))
     return blocks
 
 
@@ -53,22 +55,24 @@ def teacher_data(tmp_path_factory) -> Path:
     return out
 
 
-def test_the_readme_has_python_blocks():
-    assert len(readme_blocks()) >= 3
+def test_the_readme_and_the_guide_have_python_blocks():
+    assert len(python_blocks("README.md")) >= 1
+    guide = ("model", "state", "training", "feedback", "lengths", "extending")
+    assert all(python_blocks(f"docs/{page}.md") for page in guide)
 
 
-@pytest.mark.parametrize(("code", "reason"), readme_blocks())
-def test_readme_block_runs(code, reason, teacher_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("page", "code", "reason"), [block for page in PAGES for block in python_blocks(page)])
+def test_doc_block_runs(page, code, reason, teacher_data, tmp_path, monkeypatch):
     if reason:
-        pytest.skip(f"README block marked docs-test skip: {reason}")
+        pytest.skip(f"{page} block marked docs-test skip: {reason}")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "teacher-data").symlink_to(teacher_data, target_is_directory=True)
-    exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
+    exec(compile(code, page, "exec"), {"__name__": "__docs__"})
 
 
 def test_every_package_module_with_examples_is_collected():
     found = modules_with_examples()
-    assert "chain._model" in found and "datagen" in found
+    assert "chain._model" in found and "chain_app.options" in found and "datagen" in found
 
 
 def test_a_wrong_example_fails_the_runner():
