@@ -1,4 +1,8 @@
-"""The documentation's examples run, so a wrong one fails.
+"""The documentation holds: the site builds in strict mode, and its examples run.
+
+The site (`mkdocs.yml`, `docs/`) is built once per session with `mkdocs build --strict`, so a
+broken link or anchor, a page missing from the nav, or an API reference that no longer resolves
+fails the build.
 
 The python blocks of README.md and of every page under docs/ run one by one, each in a fresh
 namespace, in a temporary folder where `teacher-data` is a small teacher dataset (64 samples) made
@@ -14,10 +18,14 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("chain", "chain_app", "datagen", "bench")
@@ -46,12 +54,27 @@ def modules_with_examples() -> list[str]:
     return names
 
 
+def mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "NO_MKDOCS_2_WARNING": "1"}  # fmt: skip
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)]
+    return subprocess.run(command, cwd=config.parent, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(scope="session")
 def teacher_data(tmp_path_factory) -> Path:
     import datagen
 
     out = tmp_path_factory.mktemp("docs") / "teacher-data"
     datagen.make(out, task="teacher", n_samples=64, noise=0.05)
+    return out
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    result = mkdocs_build(ROOT / "mkdocs.yml", out)
+    assert result.returncode == 0, result.stderr[-4000:]
     return out
 
 
@@ -68,6 +91,56 @@ def test_doc_block_runs(page, code, reason, teacher_data, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "teacher-data").symlink_to(teacher_data, target_is_directory=True)
     exec(compile(code, page, "exec"), {"__name__": "__docs__"})
+
+
+def test_the_site_builds_every_page_of_the_nav(site):
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+
+    def pages(nav):
+        for entry in nav:
+            value = next(iter(entry.values())) if isinstance(entry, dict) else entry
+            yield from pages(value) if isinstance(value, list) else [value]
+
+    listed = list(pages(config["nav"]))
+    assert sorted(listed) == sorted(str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md"))
+    for page in listed:
+        html = site / ("index.html" if page == "index.md" else page.removesuffix(".md") + "/index.html")
+        assert html.is_file(), page
+
+
+def test_the_api_reference_renders_from_the_docstrings(site):
+    chain_page = (site / "api/chain/index.html").read_text()
+    for name in ("chain.Chain", "chain.Chain.call", "chain.Lengths", "chain.to_padded", "chain.STRATEGIES",
+                 "chain_app.fit.fit_run", "chain_app.options.FitOptions"):  # fmt: skip
+        assert f'id="{name}"' in chain_page, name
+    assert "RaggedTensor of shape" in chain_page  # Chain.call's Returns section
+    assert 'id="datagen.load"' in (site / "api/datagen/index.html").read_text()
+    assert 'id="bench.run_sweep"' in (site / "api/bench/index.html").read_text()
+
+
+def test_the_command_reference_renders_every_command(site):
+    from bench.cli import main as bench_main
+    from chain_app.cli import main as chain_main
+    from datagen.cli import main as datagen_main
+
+    page = (site / "cli/index.html").read_text()
+    for prog, group in (("chain", chain_main), ("datagen", datagen_main), ("bench", bench_main)):
+        for command in group.commands:
+            assert f'id="{prog}-{command}"' in page, (prog, command)
+    assert "--predict-lengths" in page and "--shard-index" in page and "--versus" in page
+
+
+def test_a_broken_anchor_fails_the_strict_build(tmp_path):
+    # The site's validation settings turn an unknown anchor (by default only logged) into a failure.
+    validation = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["validation"]
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs/index.md").write_text("# Home\n\nSee [the other page](other.md#no-such-heading).\n")
+    (tmp_path / "docs/other.md").write_text("# Other\n")
+    config = {"site_name": "t", "nav": ["index.md", "other.md"], "validation": validation}
+    (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config))
+    result = mkdocs_build(tmp_path / "mkdocs.yml", tmp_path / "site")
+    assert result.returncode == 1
+    assert "no-such-heading" in result.stderr
 
 
 def test_every_package_module_with_examples_is_collected():
