@@ -3,10 +3,11 @@
 Run a sweep with ``bench run`` (see ``bench run --help``), compare saved runs with
 ``pytest-benchmark --storage .benchmarks compare``, and re-render one with ``bench report RUN``.
 
->>> from bench import Sizes, make_workload
->>> workload = make_workload(Sizes(batch=2, timesteps=3), longest_step=4, lengths="zipf", seed=0)
->>> workload["steps"].shape
-(2, 3)
+Examples:
+    >>> from bench import Sizes, make_workload
+    >>> workload = make_workload(Sizes(batch=2, timesteps=3), longest_step=4, lengths="zipf", seed=0)
+    >>> workload["steps"].shape
+    (2, 3)
 """
 
 from ._results import load_records as load_records

@@ -1,6 +1,7 @@
 """chain: run model B for `steps[b, t]` inner steps on each output of model A.
 
->>> from chain import Chain
+Examples:
+    >>> from chain import Chain
 """
 
 from ._backend import check_backend as _check_backend
@@ -20,6 +21,7 @@ from ._train import pad_targets as pad_targets
 from ._train import ragged_mse as ragged_mse
 
 STRATEGIES: tuple[str, ...] = tuple(_STRATEGY_FUNCTIONS)
+"""The ways of running model B that `Chain(strategy=...)` takes besides `"auto"`; all compute the same."""
 
 # The application layer (run directories, the `chain` command) lives in `chain_app`, which
 # depends on this library; these names reach it on first use only, so `import chain` does not

@@ -53,10 +53,11 @@ def ragged_mse(y_true: Any, y_pred: Any) -> tf.Tensor:
     Raises:
         ValueError: the last dimensions (output sizes) differ.
 
-    >>> import tensorflow as tf
-    >>> y = tf.ragged.constant([[[[1.0], [3.0]], []]], ragged_rank=2)
-    >>> float(ragged_mse(y, y * 0))
-    5.0
+    Examples:
+        >>> import tensorflow as tf
+        >>> y = tf.ragged.constant([[[[1.0], [3.0]], []]], ragged_rank=2)
+        >>> float(ragged_mse(y, y * 0))
+        5.0
     """
     true, pred = flat_values(y_true), flat_values(y_pred)
     check_output_size(true, pred)
@@ -88,10 +89,11 @@ class NoiseFloorRatio(keras.metrics.Mean):
     Raises:
         ValueError: `noise_floor` is not a finite number > 0.
 
-    >>> m = NoiseFloorRatio(0.5)
-    >>> m.update_state([[1.0, 1.0]], [[0.0, 0.0]])
-    >>> float(m.result())
-    2.0
+    Examples:
+        >>> m = NoiseFloorRatio(0.5)
+        >>> m.update_state([[1.0, 1.0]], [[0.0, 0.0]])
+        >>> float(m.result())
+        2.0
     """
 
     def __init__(self, noise_floor: float, name: str = "mse_over_noise_floor", **kwargs: Any):
@@ -131,10 +133,11 @@ def sample_weights(sample_weight: Any, steps: tf.Tensor) -> tuple[tf.Tensor | No
     Raises:
         ValueError: `sample_weight` has another rank, or a shape that `steps` cannot take.
 
-    >>> import tensorflow as tf
-    >>> outer, inner = sample_weights(tf.constant([2.0, 0.0]), tf.constant([[1, 2], [1, 0]]))
-    >>> inner.numpy().tolist()
-    [2.0, 2.0, 2.0, 0.0]
+    Examples:
+        >>> import tensorflow as tf
+        >>> outer, inner = sample_weights(tf.constant([2.0, 0.0]), tf.constant([[1, 2], [1, 0]]))
+        >>> inner.numpy().tolist()
+        [2.0, 2.0, 2.0, 0.0]
     """
     if sample_weight is None:
         return None, None

@@ -76,26 +76,15 @@ class Chain(keras.Model):
             `[0, 1]`, or a schedule called with the optimizer's step (e.g. a
             `keras.optimizers.schedules.LearningRateSchedule`). Needs `feedback=True`.
 
-    Call args:
-        x: `(batch, T, input_size)` floats, or a tuple `(x, steps)` as `fit` passes it.
-        steps: `(batch, T)` integers in `[0, max_steps]`, or `(T,)` shared by the batch (a
-            rank-1 `steps` is always `(T,)`).
-        initial_state: `{"model_a": [...], "model_b": [...]}` of `(batch, s)` tensors (either key
-            may be left out; a list stands for model B's), as `return_state` gives them.
-        return_state: also return the final states, without gradient (a window edge).
-        targets: with `feedback=True`, the targets `(batch, T, None, D)` (ragged, or padded
-            `(batch, T, L, D)`) whose previous step feeds each inner step (teacher forcing).
+    Call it as `net(x, steps)`: `Chain.call` lists the arguments and what it returns.
 
-    Returns:
-        RaggedTensor of shape `(batch, T, None, output_size)` with ragged_rank 2 and row lengths
-        equal to `steps`; with `return_state`, `(output, {"model_a": [...], "model_b": [...]})`.
-
-    >>> import keras, numpy as np
-    >>> net = Chain(keras.layers.GRU(8, return_sequences=True), keras.layers.GRUCell(8),
-    ...             output_size=2)
-    >>> out = net(np.zeros((3, 5, 4), "float32"), np.full((3, 5), 2))
-    >>> out.shape.as_list()
-    [3, 5, None, 2]
+    Examples:
+        >>> import keras, numpy as np
+        >>> net = Chain(keras.layers.GRU(8, return_sequences=True), keras.layers.GRUCell(8),
+        ...             output_size=2)
+        >>> out = net(np.zeros((3, 5, 4), "float32"), np.full((3, 5), 2))
+        >>> out.shape.as_list()
+        [3, 5, None, 2]
     """
 
     def __init__(
@@ -210,7 +199,24 @@ class Chain(keras.Model):
 
     def call(self, x: Any, steps: Any = None, training: bool | None = None, initial_state: Any = None,
              return_state: bool = False, targets: Any = None) -> Any:  # fmt: skip
-        """Runs the chain; see the class docstring for the arguments and what it returns."""
+        """Runs the chain.
+
+        Args:
+            x: `(batch, T, input_size)` floats, or a tuple `(x, steps)` as `fit` passes it.
+            steps: `(batch, T)` integers in `[0, max_steps]`, or `(T,)` shared by the batch (a
+                rank-1 `steps` is always `(T,)`).
+            training: Keras' training flag; `fit` passes True.
+            initial_state: `{"model_a": [...], "model_b": [...]}` of `(batch, s)` tensors (either
+                key may be left out; a list stands for model B's), as `return_state` gives them.
+            return_state: also return the final states, without gradient (a window edge).
+            targets: with `feedback=True`, the targets `(batch, T, None, D)` (ragged, or padded
+                `(batch, T, L, D)`) whose previous step feeds each inner step (teacher forcing).
+
+        Returns:
+            RaggedTensor of shape `(batch, T, None, output_size)` with ragged_rank 2 and row
+            lengths equal to `steps`; with `return_state`,
+            `(output, {"model_a": [...], "model_b": [...]})`.
+        """
         if steps is None:
             if not isinstance(x, (tuple, list)) or len(x) != 2:
                 raise ValueError(
@@ -373,10 +379,11 @@ class Chain(keras.Model):
 
         It applies to the `packed` strategy; `loop` and `padded` call model B as it is.
 
-        >>> import keras
-        >>> net = Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.LSTMCell(4))
-        >>> net.fast_path
-        FastPath(fused=True, reason='fast path: LSTMCell')
+        Examples:
+            >>> import keras
+            >>> net = Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.LSTMCell(4))
+            >>> net.fast_path
+            FastPath(fused=True, reason='fast path: LSTMCell')
         """
         if self.resolved_strategy() != "packed":
             return _cells.FastPath(False, f"strategy {self.resolved_strategy()!r} calls model B as it is")

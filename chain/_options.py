@@ -11,6 +11,7 @@ from . import _feedback, _lengths, _validate
 from ._strategies import STRATEGIES
 
 STATES = ("carry", "reset", "init")
+"""Where model B's state comes from at each outer step; `docs/semantics.md` states each."""
 AUTO = "auto"
 
 

@@ -38,11 +38,12 @@ def to_padded(out: tf.RaggedTensor, longest_step: int | None = None) -> tuple[tf
         ValueError: `longest_step` is not an int, is negative, or is shorter than a run of `out`
             (eagerly).
 
-    >>> import tensorflow as tf
-    >>> out = from_padded(tf.ones([1, 2, 3, 1]), tf.constant([[1, 3]]))
-    >>> dense, mask = to_padded(out)
-    >>> mask.numpy().astype(int).tolist()
-    [[[1, 0, 0], [1, 1, 1]]]
+    Examples:
+        >>> import tensorflow as tf
+        >>> out = from_padded(tf.ones([1, 2, 3, 1]), tf.constant([[1, 3]]))
+        >>> dense, mask = to_padded(out)
+        >>> mask.numpy().astype(int).tolist()
+        [[[1, 0, 0], [1, 1, 1]]]
     """
     lengths = tf.cast(out.values.row_lengths(), tf.int32)
     longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
@@ -67,7 +68,7 @@ def _dense_shape(mask: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
     return tf.concat([tf.shape(mask, out_type=tf.int64), tf.shape(values, out_type=tf.int64)[1:]], 0)
 
 
-def from_padded(dense: tf.Tensor, steps) -> tf.RaggedTensor:
+def from_padded(dense: tf.Tensor, steps: tf.Tensor | np.ndarray) -> tf.RaggedTensor:
     """Turns a padded tensor back into the ragged output.
 
     Args:

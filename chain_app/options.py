@@ -126,8 +126,9 @@ class FitOptions:
             both `predict_lengths` and `stop_token` are set, or `feedback_sampling` without
             `feedback`.
 
-    >>> FitOptions(epochs=3).epochs
-    3
+    Examples:
+        >>> FitOptions(epochs=3).epochs
+        3
     """
 
     state: str = "carry"

@@ -1,9 +1,10 @@
 """datagen: input sequences paired with ragged target sequences whose law is known exactly.
 
->>> import datagen
->>> data = datagen.generate(4, task="echo")
->>> data["x"].shape, data["steps"].shape
-((4, 16, 4), (4, 16))
+Examples:
+    >>> import datagen
+    >>> data = datagen.generate(4, task="echo")
+    >>> data["x"].shape, data["steps"].shape
+    ((4, 16, 4), (4, 16))
 """
 
 from ._api import make as make

@@ -42,21 +42,23 @@ def make(
 ) -> dict[str, Any]:
     """Generates a dataset and stores it as shards, truth files and a JSON manifest.
 
-    The content depends only on the generation parameters (those of :func:`datagen.generate`)
-    and ``n_samples``: any ``shard_size``, ``workers`` or slicing gives the same samples. Files are
-    written atomically (temporary file, then rename) and the manifest last.
+    The content depends only on the generation parameters and ``n_samples``: any ``shard_size``,
+    ``workers`` or slicing gives the same samples. Files are written atomically (temporary file,
+    then rename) and the manifest last.
+
+    The generation parameters ``task``, ``timesteps``, ``input_size``, ``output_size``,
+    ``longest_step``, ``lengths``, ``zero_fraction``, ``noise``, ``seed`` and ``teacher_hidden``
+    are those of [`datagen.generate`][].
 
     Args:
         out: the dataset directory, created if needed.
         n_samples: samples in the whole dataset (``--samples``).
-        task, timesteps, input_size, output_size, longest_step, lengths, zero_fraction, noise,
-            seed, teacher_hidden: as in :func:`datagen.generate`.
         format: ``npz`` (default) or ``tfrecord``.
         shard_size: samples per shard file.
         workers: processes generating shards in parallel.
         num_shards: ``K``, the number of slices the dataset is cut into (one per machine).
         shard_index: ``i`` in ``[0, K)``, the slice this run makes: a contiguous range of
-            shards, described by ``manifest.slice-i-of-K.json``; see :func:`datagen.merge`.
+            shards, described by ``manifest.slice-i-of-K.json``; see [`datagen.merge`][].
         overwrite: replace an existing dataset in ``out``.
         resume: finish an interrupted run: keep the shards whose sha256 matches the recorded
             one, make the missing or corrupt ones.

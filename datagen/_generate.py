@@ -136,9 +136,10 @@ def generate(
         ValueError: a parameter is out of range, or the arrays asked for cannot fit in this
             machine's memory (estimated up front); the message names it and the value received.
 
-    >>> data = generate(8, task="running", seed=1)
-    >>> data["x"].shape, bool(data["y_values"].shape[0] == data["steps"].sum())
-    ((8, 16, 4), True)
+    Examples:
+        >>> data = generate(8, task="running", seed=1)
+        >>> data["x"].shape, bool(data["y_values"].shape[0] == data["steps"].sum())
+        ((8, 16, 4), True)
     """
     spec = Spec(task, timesteps, input_size, output_size, longest_step, lengths,
                 zero_fraction, noise, seed, teacher_hidden)  # fmt: skip

@@ -23,12 +23,12 @@ def info(directory: str | os.PathLike[str], *, split: str | None = None,
          heldout_fraction: float = 0.1) -> dict[str, Any]:  # fmt: skip
     """The manifest's facts about a dataset, checked, without reading or decoding any shard.
 
-    Use it where only sizes and counts are needed; :func:`datagen.read` reads the samples.
+    Use it where only sizes and counts are needed; [`datagen.read`][] reads the samples.
 
     Args:
         directory: the dataset directory (holding ``manifest.json``).
         split: ``None``, ``"train"`` or ``"heldout"``: which split ``samples`` counts (see
-            :func:`datagen.split_range`).
+            [`datagen.split_range`][]).
         heldout_fraction: the held-out share, in (0, 1).
 
     Returns:
@@ -43,12 +43,13 @@ def info(directory: str | os.PathLike[str], *, split: str | None = None,
         DatasetError: the directory is missing, not a dataset, or its manifest is invalid.
         ValueError: ``split`` or ``heldout_fraction`` is invalid, or ``split`` is empty.
 
-    >>> import datagen, tempfile
-    >>> out = tempfile.mkdtemp()
-    >>> _ = datagen.make(out, n_samples=20, timesteps=3, shard_size=10)
-    >>> facts = datagen.info(out, split="heldout")
-    >>> facts["timesteps"], facts["counts"]["shards"], facts["splits"], facts["samples"]
-    (3, 2, {'train': 18, 'heldout': 2}, 2)
+    Examples:
+        >>> import datagen, tempfile
+        >>> out = tempfile.mkdtemp()
+        >>> _ = datagen.make(out, n_samples=20, timesteps=3, shard_size=10)
+        >>> facts = datagen.info(out, split="heldout")
+        >>> facts["timesteps"], facts["counts"]["shards"], facts["splits"], facts["samples"]
+        (3, 2, {'train': 18, 'heldout': 2}, 2)
     """
     split_range(1 << 30, split, heldout_fraction)  # validates before any file is read
     root = Path(os.fspath(directory))

@@ -11,10 +11,10 @@ GENERATOR_VERSION = "1.0.0"
 """Bumped whenever the same parameters and seed would give different content."""
 
 TASKS: tuple[str, ...] = ("echo", "running", "bursts", "teacher", "ar", "ar-reset")
-"""Target laws, see :mod:`datagen._tasks`."""
+"""Target laws, see `datagen._tasks`."""
 
 LENGTHS: tuple[str, ...] = ("fixed", "uniform", "poisson", "geometric", "zipf", "input")
-"""Distributions of ``steps[b, t]``, see :mod:`datagen._lengths`."""
+"""Distributions of ``steps[b, t]``, see `datagen._lengths`."""
 
 FORMATS: tuple[str, ...] = ("npz", "tfrecord")
 """Shard file formats."""

@@ -125,8 +125,9 @@ def read(directory: str | os.PathLike[str], verify: bool = False, *, split: str 
     Args:
         directory: the dataset directory (holding ``manifest.json``).
         verify: also check every shard's sha256 against the manifest.
-        split: ``None`` for all samples, ``"train"`` or ``"heldout"`` (see :func:`split_range`:
-            held-out is the last ``ceil(heldout_fraction * n)`` samples by index).
+        split: ``None`` for all samples, ``"train"`` or ``"heldout"`` (see
+            [`split_range`][datagen.split_range]: held-out is the last
+            ``ceil(heldout_fraction * n)`` samples by index).
         heldout_fraction: the held-out share, in (0, 1).
 
     Returns:

@@ -19,8 +19,9 @@ def windows_per_sample(timesteps: int, window: int) -> int:
         ValueError: ``timesteps`` is not a positive integer, or ``window`` is not an integer in
             ``[1, timesteps]``.
 
-    >>> windows_per_sample(16, 5)
-    4
+    Examples:
+        >>> windows_per_sample(16, 5)
+        4
     """
     timesteps = validate_count("timesteps", timesteps, 1)
     window = validate_count("window", window, 1, timesteps)
@@ -60,8 +61,8 @@ def load(
 ) -> Any:
     """Loads a dataset as batches of ``((x, steps), y)``, whole or in windows along T.
 
-    Shards are read and checked with :func:`datagen.read` (no TensorFlow parsing), so a missing
-    or corrupt shard fails here, naming the file, before any training starts.
+    Shards are read and checked with [`datagen.read`][] (no TensorFlow parsing), so a
+    missing or corrupt shard fails here, naming the file, before any training starts.
 
     With ``window=W`` (truncated backpropagation through time with state carried), each batch of
     ``batch_size`` samples (shuffled as usual when ``shuffle``) is yielded as
@@ -98,13 +99,14 @@ def load(
         ValueError: an argument is out of range; with ``window``, a ``window`` that is not an
             integer in ``[1, T]``, or a ``batch_size`` larger than the split's samples.
 
-    >>> dataset = load("demo-data", batch_size=4)  # doctest: +SKIP
-    >>> (x, steps), y = next(iter(dataset))  # doctest: +SKIP
-    >>> y.shape  # doctest: +SKIP
-    TensorShape([4, 16, None, 4])
-    >>> windows = load("demo-data", batch_size=4, window=5)  # doctest: +SKIP
-    >>> [y.shape[1] for _, y in windows.take(windows_per_sample(16, 5))]  # doctest: +SKIP
-    [5, 5, 5, 1]
+    Examples:
+        >>> dataset = load("demo-data", batch_size=4)  # doctest: +SKIP
+        >>> (x, steps), y = next(iter(dataset))  # doctest: +SKIP
+        >>> y.shape  # doctest: +SKIP
+        TensorShape([4, 16, None, 4])
+        >>> windows = load("demo-data", batch_size=4, window=5)  # doctest: +SKIP
+        >>> [y.shape[1] for _, y in windows.take(windows_per_sample(16, 5))]  # doctest: +SKIP
+        [5, 5, 5, 1]
     """
     batch_size = validate_count("batch_size", batch_size, 1)
     if window is not None:

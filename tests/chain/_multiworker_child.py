@@ -2,8 +2,8 @@
 
 Usage: `python _multiworker_child.py RESULT_JSON`, with TF_CONFIG for a worker or without it
 for the single-process reference. Keras 3.15's `fit` cannot start under this strategy (its
-symbolic build reduces a one-replica batch across workers), so this is the custom loop of the
-README: padded targets, `experimental_distribute_dataset`, `strategy.run(net.train_step)`.
+symbolic build reduces a one-replica batch across workers), so this is the custom loop of
+docs/training.md: padded targets, `experimental_distribute_dataset`, `strategy.run(net.train_step)`.
 """
 
 from __future__ import annotations

@@ -149,10 +149,10 @@ def test_unpack_rejects_a_lone_tensor():
         chain._train.unpack(tf.zeros([2]))
 
 
-def test_custom_training_loop_from_the_readme():
+def test_custom_training_loop_from_the_docs():
     data, (x, steps, y) = ragged_dataset()
     keras.utils.set_random_seed(0)
-    # --- README: custom training loop ---
+    # --- docs/training.md: a custom training loop ---
     net = chain.Chain(keras.layers.GRU(16, return_sequences=True), keras.layers.GRUCell(16),
                       output_size=2)
     optimizer = keras.optimizers.Adam(1e-2)
