@@ -1,24 +1,20 @@
-"""Fast paths of the standard Keras cells: each cell's step and its hand-written backward step.
+"""Fast paths of cells: each cell's step and its hand-written backward step, and their registry.
 
-A *kernel* is what :func:`chain._scan.scan` needs of a cell:
+A *kernel* (:class:`Kernel`) is what :func:`chain._scan.scan` needs of a cell to run it on the
+fast path: B's input projection outside the inner loop, one forward step that also returns the
+few tensors its backward step needs, and that backward step. The packed strategy then runs one
+loop forward and one back, instead of TensorFlow's autodiff through a `tf.while_loop`.
 
-- ``project(ir)``: B's input projection, ``ir @ W + b`` `(n, G)`. B's input is ``IR[b, t]``
-  repeated, so it is computed once per ``(b, t)``, outside the inner loop.
-- ``params()``: the tensors of the weights used inside the loop, in the compute dtype.
-- ``forward(x, states, params) -> (out, new_states, records)``: one inner step on projected
-  inputs `x` `(n, G)`; ``records`` are what ``backward`` needs besides `x` and the states.
-- ``backward(step, d_out, d_new) -> (d_x, d_states, d_params)``: the gradients of the step's
-  input, previous states and weights, given those of its output (None when ``out_is_state``:
-  then it is already in ``d_new[0]``) and of its new states; ``step`` is a :class:`Step`.
-
-Kernels exist for ``GRUCell`` (both ``reset_after`` conventions), ``LSTMCell``,
-``SimpleRNNCell`` (tanh, relu, sigmoid and linear), each with or without bias and with the default
-activations, and for ``StackedRNNCells`` of these. :func:`kernel_for` says which, or why not.
+A kernel is registered for a cell class with :func:`register_kernel`, the way a Keras cell plugs
+into `keras.layers.RNN`. The built-in kernels are registered the same way: ``GRUCell`` (both
+``reset_after`` conventions), ``LSTMCell``, ``SimpleRNNCell`` (tanh, relu, sigmoid and linear),
+each with or without bias and with the default activations, and ``StackedRNNCells`` of
+registered cells. :func:`kernel_for` says which kernel a cell gets, or why none.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
 
 import keras
 import tensorflow as tf
@@ -33,8 +29,15 @@ def _cast(variable, dtype) -> tf.Tensor:
     return tf.cast(tf.convert_to_tensor(variable), dtype)
 
 
-class Step(NamedTuple):
-    """What the backward pass knows of one forward step."""
+class KernelStep(NamedTuple):
+    """What a kernel's backward step knows of one forward step.
+
+    Attributes:
+        states: the states before the step, `(n, s)` each.
+        out: the step's output `(n, H)`.
+        records: what the kernel's `forward` returned as records.
+        params: the tensors that `params` gave, in the compute dtype.
+    """
 
     states: list[tf.Tensor]  # the states before the step, `(n, s)` each
     out: tf.Tensor  # the step's output `(n, H)`
@@ -79,6 +82,7 @@ class GRUKernel(_CellKernel):
     def __init__(self, cell):
         super().__init__(cell)
         self.state_sizes = [self.units]
+        self.name = "GRUCell (reset_after=True)"
         self.record_widths = [self.units] * 4
         self.n_params = 1 + int(cell.use_bias)
 
@@ -126,6 +130,7 @@ class GRUv1Kernel(_CellKernel):
     def __init__(self, cell):
         super().__init__(cell)
         self.state_sizes = [self.units]
+        self.name = "GRUCell (reset_after=False)"
         self.record_widths = [self.units] * 3
         self.n_params = 2
 
@@ -164,6 +169,7 @@ class LSTMKernel(_CellKernel):
     def __init__(self, cell):
         super().__init__(cell)
         self.state_sizes = [self.units, self.units]
+        self.name = "LSTMCell"
         self.record_widths = [self.units] * 5
         self.n_params = 1
 
@@ -217,6 +223,7 @@ class SimpleRNNKernel(_CellKernel):
     def __init__(self, cell):
         super().__init__(cell)
         self.state_sizes = [self.units]
+        self.name = f"SimpleRNNCell ({getattr(cell.activation, '__name__', cell.activation)})"
         self.activation = cell.activation if cell.activation is not None else _LINEAR
         self.derivative = _derivative_from_output(self.activation)
 
@@ -247,6 +254,7 @@ class StackKernel:
 
     def __init__(self, cell: keras.layers.StackedRNNCells, layers: list) -> None:
         self.cell, self.layers = cell, layers
+        self.name = f"StackedRNNCells of {', '.join(type(c).__name__ for c in cell.cells)}"
         self.width = layers[-1].width
         self.state_sizes = [s for k in layers for s in k.state_sizes]
         self.record_widths = [w for k in layers for w in k.record_widths]
@@ -309,7 +317,7 @@ class StackKernel:
             own = p[1 + int(has_bias):] if i > 0 else p
             d_n = list(per_d_new[i])
             d_n[0] = d_n[0] + d_above
-            d_x, d_prev, d_p = k.backward(Step(per_states[i], outs[i], per_records[i], own), None, d_n)
+            d_x, d_prev, d_p = k.backward(KernelStep(per_states[i], outs[i], per_records[i], own), None, d_n)
             d_states[i] = d_prev
             if i == 0:
                 d_params[i] = d_p
@@ -327,36 +335,127 @@ def _default_activations(cell) -> bool:
     return cell.activation is _TANH and recurrent is _SIGMOID
 
 
-def kernel_for(cell) -> tuple[object | None, str]:
-    """The kernel of a standard Keras cell, or None and the reason there is none.
+@runtime_checkable
+class Kernel(Protocol):
+    """What the packed scan needs of a cell to run it on the fast path.
+
+    Shapes: `n` rows (runs), `G` the width of the projected input, `H` the output width.
+
+    Attributes:
+        name: what `Chain.fast_path` reports, e.g. `"LSTMCell"`.
+        width: `H`, the width of the step's output.
+        state_sizes: the width of each state tensor, in the cell's flat order.
+        record_widths: the width of each tensor `forward` records for `backward`.
+        out_is_state: whether the output is the first new state (then `backward` gets its
+            gradient in `d_new[0]` and `d_out` is None).
+    """
+
+    name: str
+    width: int
+    state_sizes: list[int]
+    record_widths: list[int]
+    out_is_state: bool
+
+    def project(self, ir: tf.Tensor) -> tf.Tensor:
+        """B's input projection of IR rows `(n, ir_size) -> (n, G)`, once per `(b, t)`."""
+
+    def project_fed(self, ir: tf.Tensor, rows: tf.Tensor, prev: tf.Tensor) -> tf.Tensor:
+        """`project([ir[rows], prev])` `(m, G)` for feedback, `prev` `(m, D)`."""
+
+    def params(self, dtype: tf.DType) -> list[tf.Tensor]:
+        """The tensors of the weights used inside the loop, in `dtype` (read from variables, so
+        that autodiff carries their gradients back to the cell's weights)."""
+
+    def forward(self, x: tf.Tensor, states: list[tf.Tensor],
+                params: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:  # fmt: skip
+        """One inner step on projected inputs `(n, G)`: `(out (n, H), new_states, records)`."""
+
+    def backward(self, step: KernelStep, d_out: tf.Tensor | None,
+                 d_new: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:  # fmt: skip
+        """`(d_x (n, G), d_states, d_params)` of a step, given the gradients of its output
+        (None when `out_is_state`) and of its new states."""
+
+
+KernelMaker = Callable[[Any], Kernel]
+_REGISTRY: dict[type, KernelMaker] = {}
+
+
+def register_kernel(cell_type: type, make: KernelMaker) -> None:
+    """Registers the fast path of the cells of class `cell_type` (exactly: not its subclasses).
+
+    Args:
+        cell_type: a Keras cell class.
+        make: `make(cell) -> Kernel`, called when a Chain is made with such a cell as model B
+            (or inside a `StackedRNNCells`, or a functional model around one). It raises a
+            `ValueError` whose message says why where a cell of that class has no fast path
+            (e.g. an activation it does not know); that message is `Chain.fast_path`'s reason.
+
+    Raises:
+        ValueError: `cell_type` is not a class, or `make` is not callable.
+    """
+    if not isinstance(cell_type, type):
+        raise ValueError(f"`cell_type` must be a cell class; received {cell_type!r}")
+    if not callable(make):
+        raise ValueError(f"`make` must be a callable cell -> Kernel; received {make!r}")
+    _REGISTRY[cell_type] = make
+
+
+def registered_kernels() -> dict[type, KernelMaker]:
+    """The cell classes with a fast path, and what makes each kernel."""
+    return dict(_REGISTRY)
+
+
+def kernel_for(cell: Any) -> tuple[Kernel | None, str]:
+    """The kernel registered for `cell`'s class, or None and the reason there is none.
 
     Returns:
-        `(kernel, reason)`: `reason` says which fast path runs, or why `cell` has none.
+        `(kernel, reason)`: `reason` names the fast path that runs, or says why `cell` has none.
     """
-    kind = type(cell)
-    name = kind.__name__
-    if kind is keras.layers.StackedRNNCells:
-        layers = []
-        for inner in cell.cells:
-            k, why = kernel_for(inner)
-            if k is None:
-                return None, f"StackedRNNCells: {why}"
-            layers.append(k)
-        return StackKernel(cell, layers), f"StackedRNNCells of {', '.join(type(c).__name__ for c in cell.cells)}"
-    if kind not in (keras.layers.GRUCell, keras.layers.LSTMCell, keras.layers.SimpleRNNCell):
-        return None, f"{name} is not a standard Keras cell (GRUCell, LSTMCell, SimpleRNNCell, StackedRNNCells)"
+    name = type(cell).__name__
+    make = _REGISTRY.get(type(cell))
+    if make is None:
+        known = ", ".join(kind.__name__ for kind in _REGISTRY)
+        return None, f"{name} has no registered kernel (registered: {known}; see chain.register_kernel)"
     for attr in ("dropout", "recurrent_dropout"):
         if (getattr(cell, attr, 0.0) or 0.0) > 0:
             return None, f"{name} uses {attr}"
-    if kind is keras.layers.SimpleRNNCell:
-        try:
-            return SimpleRNNKernel(cell), f"SimpleRNNCell ({getattr(cell.activation, '__name__', cell.activation)})"
-        except ValueError as error:
-            return None, f"SimpleRNNCell: {error}"
-    if not _default_activations(cell):
-        return None, f"{name} with non-default activations (the fast path needs tanh and sigmoid)"
-    if kind is keras.layers.LSTMCell:
-        return LSTMKernel(cell), "LSTMCell"
-    if cell.reset_after:
-        return GRUKernel(cell), "GRUCell (reset_after=True)"
-    return GRUv1Kernel(cell), "GRUCell (reset_after=False)"
+    try:
+        kernel = make(cell)
+    except ValueError as error:
+        return None, str(error)
+    return kernel, getattr(kernel, "name", name)
+
+
+def _stack(cell: keras.layers.StackedRNNCells) -> "StackKernel":
+    layers = []
+    for inner in cell.cells:
+        kernel, why = kernel_for(inner)
+        if kernel is None:
+            raise ValueError(f"StackedRNNCells: {why}")
+        if not isinstance(kernel, _CellKernel):  # a stack projects each layer's input with the cell's own kernel
+            raise ValueError(f"StackedRNNCells: {why} is not a built-in kernel, and a stack runs built-in kernels only")
+        layers.append(kernel)
+    return StackKernel(cell, layers)
+
+
+def _simple_rnn(cell: keras.layers.SimpleRNNCell) -> "SimpleRNNKernel":
+    try:
+        return SimpleRNNKernel(cell)
+    except ValueError as error:
+        raise ValueError(f"SimpleRNNCell: {error}") from None
+
+
+def _gated(make: KernelMaker) -> KernelMaker:
+    """`make`, for a gated cell whose fast path needs its default activations."""
+    def checked(cell):
+        if not _default_activations(cell):
+            raise ValueError(f"{type(cell).__name__} with non-default activations (the fast path needs tanh and sigmoid)")
+        return make(cell)
+
+    return checked
+
+
+register_kernel(keras.layers.GRUCell, _gated(lambda cell: GRUKernel(cell) if cell.reset_after else GRUv1Kernel(cell)))
+register_kernel(keras.layers.LSTMCell, _gated(lambda cell: LSTMKernel(cell)))
+register_kernel(keras.layers.SimpleRNNCell, _simple_rnn)
+register_kernel(keras.layers.StackedRNNCells, _stack)

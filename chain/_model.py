@@ -8,6 +8,7 @@ options (`_options`), building (`_build`), the forward pass (`_forward`), traced
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import keras
@@ -123,7 +124,7 @@ class Chain(keras.Model):
         fast, self._fast_path = _cells.fast_adapter(model_b, fused)
         self._forward = Forward(options, _model_a.ModelAState(model_a), _cells.generic_adapter(model_b), fast)
         self._graphs = Graphs(self._forward, self.compute_dtype)
-        self._kept: StateVariables | None = None
+        self._kept_vars: StateVariables | None = None
 
     # The options, read-only (see the class docstring). Not `compiled`: Keras uses that name.
     output_size = property(lambda self: self.options.output_size)
@@ -133,9 +134,30 @@ class Chain(keras.Model):
     graph_calls = property(lambda self: self.options.compiled)
     fused = property(lambda self: self.options.fused)
     lengths = property(lambda self: self.options.lengths)
-    stateful = property(lambda self: self.options.stateful)
     feedback = property(lambda self: self.options.feedback)
     feedback_sampling = property(lambda self: self.options.feedback_sampling)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether calls start from and keep the states of the last call (see the class docstring).
+
+        As on a Keras RNN layer it may be set: False sets the kept states aside (e.g. to score
+        whole sequences between windows), True takes them up again.
+        """
+        return self.options.stateful
+
+    @stateful.setter
+    def stateful(self, value: bool) -> None:
+        if not isinstance(value, bool) or (value and self.built and self._kept_vars is None):
+            raise ValueError(
+                "`stateful` may be set to False, or back to True on a chain built with stateful=True; "
+                f"received {value!r}"
+            )
+        self.options = dataclasses.replace(self.options, stateful=value)
+
+    @property
+    def _kept(self) -> StateVariables | None:
+        return self._kept_vars if self.options.stateful else None
 
     # ------------------------------------------------------------------ building
 
@@ -162,7 +184,7 @@ class Chain(keras.Model):
                 shape=(parts.feedback_size,), initializer="zeros", name="feedback_start"
             )
         self._forward.attach(parts)
-        self._kept = StateVariables(self._forward, shape[0], self.compute_dtype) if self.stateful else None
+        self._kept_vars = StateVariables(self._forward, shape[0], self.compute_dtype) if self.stateful else None
         self.built = True
 
     @property
@@ -181,7 +203,7 @@ class Chain(keras.Model):
         return dict(self._forward.parts.length_layers) if self.built else {}
 
     def get_build_config(self) -> dict[str, Any]:
-        return {"input_size": self.input_size, "batch": self._kept.batch if self._kept is not None else None}
+        return {"input_size": self.input_size, "batch": self._kept_vars.batch if self._kept_vars is not None else None}
 
     def build_from_config(self, config: dict[str, Any]) -> None:
         if config and config.get("input_size") is not None:
@@ -357,8 +379,8 @@ class Chain(keras.Model):
 
         Also resets every Keras layer inside model A that has `stateful=True` itself.
         """
-        if self._kept is not None:
-            self._kept.reset()
+        if self._kept_vars is not None:
+            self._kept_vars.reset()
         for layer in _model_a.stateful_layers(self.model_a):
             layer.reset_state()
 

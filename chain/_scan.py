@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
-from ._kernels import Step
+from ._kernels import KernelStep
 from ._plan import entries as entries
 from ._plan import offsets as _offsets
 
@@ -280,7 +280,7 @@ def _backward(kernel, fwd: _Forward, d_outs: tf.Tensor, n_sources):
             d_out = None
         out = _rows(fwd.outs, offs[j], n)
         records = [ta.read(j) for ta in fwd.record_tas]
-        d_x, d_prev, d_w = kernel.backward(Step(prev, out, records, fwd.weights), d_out, d_new)
+        d_x, d_prev, d_w = kernel.backward(KernelStep(prev, out, records, fwd.weights), d_out, d_new)
         d_weights = [a + tf.cast(g, acc_dtype) for a, g in zip(d_weights, d_w)]
         return d_prev, tf.pad(sums, paddings[j]) + d_x, d_weights
 
