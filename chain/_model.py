@@ -21,7 +21,7 @@ from ._forward import Forward
 from ._generate import Generated, Generation
 from ._graphs import Graphs
 from ._lengths import LengthHead, Lengths, StopToken
-from ._options import AUTO, STATES, ChainOptions, one_loss_weight
+from ._options import AUTO, STATES, ChainOptions
 from ._state import StateVariables
 
 __all__ = ["Chain", "STATES"]
@@ -349,23 +349,6 @@ class Chain(keras.Model):
         """
         return self.run_flat(x, steps, training)[0]
 
-    def b_outputs_from_ir(self, ir: tf.Tensor, steps: tf.Tensor, training: bool = False, head: Any = None,
-                          initial_state: list | None = None, final: bool = False, differentiable: bool = True,
-                          targets: tf.Tensor | None = None, sampling: tf.Tensor | None = None) -> Any:  # fmt: skip
-        """B's outputs `(sum(steps), H)` from model A's output `ir` `(batch, T, ir_size)`.
-
-        With `head` (a row-wise layer), `head` of them; the strategy may apply it step by step.
-        With `final`, returns `(flat, final_states)`, B's carried states `(batch, s)` at the end
-        (carry mode; `[]` otherwise), from `initial_state` (zeros by default). With `feedback`,
-        `targets` `(sum(steps), D)` feed `prev` (teacher forcing), each step's own output instead
-        with probability `sampling`; without `targets`, B runs free on its own outputs.
-        """
-        return self._forward.b_outputs(ir, steps, training, head, initial_state, final, differentiable, targets, sampling)
-
-    def initial_states(self, ir_rows: tf.Tensor, batch: tf.Tensor, adapter: Any, initial_state: Any = None) -> list:
-        """B's states at the start of each run (see `state`), from `IR` rows `(batch * T, ir_size)`."""
-        return self._forward.initial_states(ir_rows, batch, adapter, initial_state)
-
     def step_adapter(self) -> _cells.StepAdapter:
         """The step adapter that runs model B under the resolved strategy.
 
@@ -438,18 +421,7 @@ class Chain(keras.Model):
             ValueError: `jit_compile=True` with the `packed` strategy, or `loss_weights` that is
                 not one number.
         """
-        weighted = kwargs.pop("weighted_metrics", None)
-        loss_weights = one_loss_weight(kwargs.pop("loss_weights", None))
-        jit = kwargs.get("jit_compile", "auto")
-        if jit == "auto":
-            kwargs["jit_compile"] = False
-        elif jit and self.resolved_strategy() == "packed":
-            raise ValueError(
-                "`jit_compile=True` cannot compile the 'packed' strategy"
-                + (" (strategy='auto' resolves to 'packed')" if self.strategy == AUTO else "")
-                + ": its shapes depend on the values of `steps`. Build the Chain with "
-                "strategy='padded' or 'loop' for XLA inference, or compile with jit_compile=False"
-            )
+        kwargs, weighted, loss_weights = _train.compile_arguments(kwargs, self.options)
         super().compile(optimizer=optimizer, **kwargs)
         self.flat_compile = _train.FlatCompile(loss, metrics, weighted, loss_weights)
 
@@ -488,20 +460,7 @@ class Chain(keras.Model):
             ValueError: `class_weight` is given, or the model was compiled with
                 `jit_compile=True`.
         """
-        if kwargs.get("class_weight") is not None:
-            raise ValueError(
-                "`class_weight` does not apply to a Chain: its targets are ragged real-valued "
-                "sequences, not class labels. Weight samples or outer steps with "
-                "`sample_weight` of shape (batch,) or (batch, T) instead; received class_weight="
-                f"{kwargs['class_weight']!r}"
-            )
-        if self.compiled and self.jit_compile:
-            raise ValueError(
-                "`fit` cannot run under `jit_compile=True`: gradients of the dynamic loops over "
-                "T and the inner steps do not compile under XLA, whatever the strategy. Compile "
-                "with jit_compile=False to train; jit_compile=True serves `evaluate` and "
-                "`predict` with strategy='padded' or 'loop'"
-            )
+        _train.check_fit_arguments(kwargs, bool(self.compiled and self.jit_compile))
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a dataset shuffles itself; Keras only warns
         x = self._for_replicas(x)

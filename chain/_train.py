@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from . import _validate
+from ._options import AUTO, ChainOptions, one_loss_weight
 from ._losses import FlatLoss, check_output_size, global_count, replica_mean, sample_weights, target_values
 from ._losses import NoiseFloorRatio as NoiseFloorRatio
 from ._losses import flat_values as flat_values
@@ -85,6 +86,54 @@ def _metric(spec: Any, taken: set[str] = frozenset()) -> keras.metrics.Metric:
         return found
     name = spec if isinstance(spec, str) else getattr(found, "__name__", "metric")
     return keras.metrics.MeanMetricWrapper(found, name=f"weighted_{name}" if name in taken else name)
+
+
+# ----------------------------------------------------------------------------- compile and fit
+
+
+def compile_arguments(kwargs: dict[str, Any], options: ChainOptions) -> tuple[dict[str, Any], Any, float | None]:
+    """`(kwargs for keras.Model.compile, weighted_metrics, loss_weights)` of `Chain.compile`.
+
+    Raises:
+        ValueError: `jit_compile=True` with the `packed` strategy, or `loss_weights` that is not
+            one number.
+    """
+    kwargs = dict(kwargs)
+    weighted = kwargs.pop("weighted_metrics", None)
+    loss_weights = one_loss_weight(kwargs.pop("loss_weights", None))
+    jit = kwargs.get("jit_compile", "auto")
+    if jit == "auto":
+        kwargs["jit_compile"] = False
+    elif jit and options.resolved_strategy() == "packed":
+        raise ValueError(
+            "`jit_compile=True` cannot compile the 'packed' strategy"
+            + (" (strategy='auto' resolves to 'packed')" if options.strategy == AUTO else "")
+            + ": its shapes depend on the values of `steps`. Build the Chain with "
+            "strategy='padded' or 'loop' for XLA inference, or compile with jit_compile=False"
+        )
+    return kwargs, weighted, loss_weights
+
+
+def check_fit_arguments(kwargs: dict[str, Any], jit_compiled: bool) -> None:
+    """Refuses what `Chain.fit` cannot do: `class_weight`, and training under XLA.
+
+    Raises:
+        ValueError: `class_weight` is given, or the model was compiled with `jit_compile=True`.
+    """
+    if kwargs.get("class_weight") is not None:
+        raise ValueError(
+            "`class_weight` does not apply to a Chain: its targets are ragged real-valued "
+            "sequences, not class labels. Weight samples or outer steps with "
+            "`sample_weight` of shape (batch,) or (batch, T) instead; received class_weight="
+            f"{kwargs['class_weight']!r}"
+        )
+    if jit_compiled:
+        raise ValueError(
+            "`fit` cannot run under `jit_compile=True`: gradients of the dynamic loops over "
+            "T and the inner steps do not compile under XLA, whatever the strategy. Compile "
+            "with jit_compile=False to train; jit_compile=True serves `evaluate` and "
+            "`predict` with strategy='padded' or 'loop'"
+        )
 
 
 # ----------------------------------------------------------------------------- data

@@ -27,7 +27,7 @@ def score(net: Any, batches: tf.data.Dataset, info: dict[str, Any]) -> dict[str,
     kept, net.stateful = net.stateful, False  # whole sequences: the state crosses every window edge
     try:
         logs = net.evaluate(batches, return_dict=True, verbose=0)
-        lengths = length_accuracy(net, batches) if net.predict_lengths or net.stop else None
+        lengths = length_accuracy(net, batches) if net.lengths is not None else None
     finally:
         net.stateful = kept
     mse, floor = float(logs["masked_mse"]), info["noise_floor"]
