@@ -199,6 +199,31 @@ def test_killing_the_parent_of_a_parallel_make_ends_its_workers(tmp_path):
         parent.communicate()
 
 
+def test_ctrl_c_of_a_parallel_run_ends_it_without_worker_tracebacks():
+    # Job 0 ends at once, so its worker waits idle for more; job 1 presses Ctrl-C (SIGINT to the
+    # whole process group, as a terminal does) and carries on. An idle worker raised
+    # KeyboardInterrupt and printed its traceback; now the parent alone stops, once job 1 is done.
+    code = ("import os, signal, time\n"
+            "from datagen import _pool\n"
+            "def job(index):\n"
+            "    if index == 1:\n"
+            "        time.sleep(0.5)\n"
+            "        os.killpg(0, signal.SIGINT)\n"
+            "        time.sleep(0.5)\n"
+            "    return index\n"
+            "try:\n"
+            "    print(list(_pool.imap(job, [0, 1], 2)))\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted')\n")  # fmt: skip
+    process = python(code, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert (process.returncode, stdout, stderr) == (0, "interrupted\n", "")
+
+
 # 11: manifests whose shards or counts disagree
 
 
