@@ -59,15 +59,17 @@ def make(
             shards, described by ``manifest.slice-i-of-K.json``; see :func:`datagen.merge`.
         overwrite: replace an existing dataset in ``out``.
         resume: finish an interrupted run: keep the shards whose sha256 matches the recorded
-            one, make the missing or corrupt ones.
+            one, make the missing or corrupt ones. The run must have had the same parameters
+            and generator version.
         progress: show a progress bar on stderr.
 
     Returns:
         The manifest written (a JSON-ready dict).
 
     Raises:
-        ValueError: a parameter is invalid, or ``out`` holds a dataset and neither
-            ``overwrite`` nor ``resume`` is set; the message names the parameter and value.
+        ValueError: a parameter is invalid, ``out`` holds a dataset and neither ``overwrite``
+            nor ``resume`` is set, or ``resume`` finds a run of other parameters or another
+            generator version; the message names the parameter and value.
         DatasetError: ``resume`` found an unreadable manifest.
     """
     spec = Spec(task, timesteps, input_size, output_size, longest_step, lengths,

@@ -14,7 +14,7 @@ from ._errors import DatasetError
 from ._generate import generate_spec, law_truth
 from ._lock import locked
 from ._manifest import Plan
-from ._params import ParameterError, Spec, validate_count
+from ._params import GENERATOR_VERSION, ParameterError, Spec, validate_count
 from ._tasks import TEACHER_KEYS
 
 TEACHER_FILE = "teacher.npz"
@@ -82,6 +82,10 @@ def _verified(out: Path, spec: Spec, plan: Plan) -> dict[int, dict[str, Any]]:
     else:
         return {}
     previous = _manifest.load(path)
+    version = previous["generator"]["version"]
+    if version != GENERATOR_VERSION:
+        raise ParameterError("resume", f"`resume` needs the generator version that wrote {str(path)!r}: it was "
+                                       f"written by version {version!r}, this is version {GENERATOR_VERSION!r}")
     if previous["params"] != _manifest.params(spec, plan):
         raise ParameterError("resume", f"`resume` needs the same parameters as the run that wrote {str(path)!r}")
     good = {}
@@ -136,9 +140,9 @@ def make_dataset(out: Any, spec: Spec, plan: Plan, *, workers: int = 1, overwrit
         _check_fresh(path, plan, overwrite, resume)
         if overwrite and plan.num_shards == 1:
             _clear_stale(path, plan)
+        done = _verified(path, spec, plan) if resume else {}
         if resume:
             _clear_temporaries(path)
-        done = _verified(path, spec, plan) if resume else {}
         truth_files = _write_truth(spec, path)
         _generate_missing(path, spec, plan, done, workers, progress, truth_files)
         manifest = _manifest.build(spec, plan, [done[shard] for shard in plan.shards], truth_files)
@@ -178,6 +182,10 @@ def _check_complete(found: dict[int, tuple[Path, dict[str, Any]]]) -> tuple[Spec
     path, first = found[min(found)]
     spec, plan = _manifest.spec_and_plan(first, path)
     for entry, manifest in found.values():
+        version = manifest["generator"]["version"]
+        if version != GENERATOR_VERSION:
+            raise ParameterError("directories", f"{entry}: made by generator version {version!r}, this is version "
+                                                f"{GENERATOR_VERSION!r}; merge with the version that made the slices")
         if manifest["params"] != first["params"] or manifest["slice"]["count"] != plan.num_shards:
             raise DatasetError(f"{entry}: parameters differ from {path}")
     missing = sorted(set(range(plan.num_shards)) - set(found))
@@ -204,8 +212,8 @@ def merge(*directories: Any, out: Any = None) -> dict[str, Any]:
     Slices are made by ``make(..., num_shards=K, shard_index=i)`` for ``i`` in ``0..K-1``, on any
     machines, into one shared directory or separate ones. Each writes its shards and
     ``manifest.slice-i-of-K.json``. ``merge`` checks that all K slices are present with equal
-    parameters, verifies every shard and truth file by sha256, copies them into ``out`` when they
-    live elsewhere, and writes ``manifest.json`` atomically.
+    parameters and this generator version, verifies every shard and truth file by sha256, copies
+    them into ``out`` when they live elsewhere, and writes ``manifest.json`` atomically.
 
     Args:
         *directories: directories holding the slices (each may hold several).
@@ -216,7 +224,8 @@ def merge(*directories: Any, out: Any = None) -> dict[str, Any]:
 
     Raises:
         DatasetError: a slice is missing, differs, or a file fails its checksum.
-        ValueError: no directory given, or ``out`` missing with several directories.
+        ValueError: no directory given, ``out`` missing with several directories, or a slice made
+            by another generator version.
     """
     if not directories:
         raise ParameterError("directories", "`merge` needs at least one directory; received none")

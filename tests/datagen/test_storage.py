@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import datagen
 from datagen import _storage
+from datagen.cli import main
 
 from .conftest import SMALL
 
@@ -180,6 +182,55 @@ def test_resume_with_other_parameters_is_refused(tmp_path):
     datagen.make(tmp_path / "d", n_samples=20, shard_size=10)
     with pytest.raises(ValueError, match="`resume` needs the same parameters"):
         datagen.make(tmp_path / "d", n_samples=20, shard_size=10, seed=5, resume=True)
+
+
+def set_version(manifest_path: Path, version: str) -> None:
+    manifest = json.loads(manifest_path.read_text())
+    manifest["generator"]["version"] = version
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def files_of(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize("manifest", ["manifest.json", "manifest.pending.json"])
+def test_resume_of_a_run_by_another_generator_version_is_refused_writing_nothing(tmp_path, manifest):
+    out = tmp_path / "d"
+    datagen.make(out, n_samples=40, shard_size=10)
+    (out / "manifest.json").rename(out / manifest)
+    (out / "shard-00003.npz").unlink()
+    (out / ".shard-00003.npz.123-abcd.tmp").write_bytes(b"half")
+    set_version(out / manifest, "0.9.0")
+    before = files_of(out)
+    message = (rf"^`resume` needs the generator version that wrote '{out / manifest}': it was written by version "
+               rf"'0.9.0', this is version '{datagen.GENERATOR_VERSION}'$")  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        datagen.make(out, n_samples=40, shard_size=10, resume=True)
+    result = CliRunner().invoke(main, ["make", "--out", str(out), "--samples", "40", "--shard-size", "10", "--resume"])
+    assert result.exit_code == 2 and result.output.splitlines()[-1] == f"Error: Invalid value for '--resume': " + (
+        f"`resume` needs the generator version that wrote '{out / manifest}': it was written by version '0.9.0', "
+        f"this is version '{datagen.GENERATOR_VERSION}'"
+    ), result.output
+    assert files_of(out) == before
+
+
+def test_merge_of_slices_by_another_generator_version_is_refused_writing_nothing(tmp_path):
+    for index in range(2):
+        datagen.make(tmp_path / "s", **SMALL, num_shards=2, shard_index=index, shard_size=100)
+    slice_one = tmp_path / "s" / "manifest.slice-00001-of-00002.json"
+    set_version(slice_one, "0.9.0")
+    before = files_of(tmp_path / "s")
+    message = (rf"^{slice_one}: made by generator version '0.9.0', this is version "
+               rf"'{datagen.GENERATOR_VERSION}'; merge with the version that made the slices$")  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        datagen.merge(tmp_path / "s")
+    result = CliRunner().invoke(main, ["merge", str(tmp_path / "s"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == f"Error: Invalid value for 'DIRS': {slice_one}: made by generator " + (
+        f"version '0.9.0', this is version '{datagen.GENERATOR_VERSION}'; merge with the version that made the slices"
+    )
+    assert files_of(tmp_path / "s") == before and not (tmp_path / "m").exists()
 
 
 def test_corrupt_shard_is_detected_naming_the_file(tmp_path):
