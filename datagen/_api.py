@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -12,7 +11,7 @@ from . import _manifest
 from ._errors import DatasetError
 from ._make import make_dataset
 from ._manifest import Plan
-from ._params import Spec
+from ._params import Spec, validate_path
 from ._read import manifest_path, read_truth
 from ._tasks import TEACHER_KEYS
 
@@ -93,11 +92,12 @@ def teacher_weights(source: str | os.PathLike[str] | Mapping[str, Any]) -> dict[
 
     Raises:
         DatasetError: the dataset or truth is not a teacher's.
+        ValueError: ``source`` is neither a mapping nor a non-empty path.
     """
     if isinstance(source, Mapping):
         truth = dict(source)
     else:
-        root = Path(os.fspath(source))
+        root = validate_path("source", source)
         path = manifest_path(root)
         truth = read_truth(root, _manifest.load(path), path)
     missing = [key for key in TEACHER_KEYS if key not in truth]

@@ -14,7 +14,7 @@ from ._errors import DatasetError
 from ._generate import generate_spec, law_truth
 from ._lock import locked
 from ._manifest import Plan
-from ._params import GENERATOR_VERSION, ParameterError, Spec, validate_count
+from ._params import GENERATOR_VERSION, ParameterError, Spec, validate_count, validate_flag, validate_path
 from ._tasks import TEACHER_KEYS
 
 TEACHER_FILE = "teacher.npz"
@@ -23,7 +23,7 @@ _FLUSH_SECONDS = 1.0
 
 def _check_out(out: Any) -> Path:
     """``out`` must be a directory, or creatable as one, that this process may write."""
-    path = Path(os.fspath(out))
+    path = validate_path("out", out)
     if path.exists() and not path.is_dir():
         raise ParameterError("out", f"`out` must be a directory; received {str(path)!r}, an existing file")
     parent = path
@@ -130,6 +130,8 @@ def make_dataset(out: Any, spec: Spec, plan: Plan, *, workers: int = 1, overwrit
                  resume: bool = False, progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """Writes the plan's shards, truth files and manifest; see :func:`datagen.make`."""
     workers = validate_count("workers", workers, 1)
+    overwrite, resume = validate_flag("overwrite", overwrite), validate_flag("resume", resume)
+    progress = validate_flag("progress", progress)
     if overwrite and resume:
         raise ParameterError("resume", "`resume` and `overwrite` exclude each other; received both")
     path = _check_out(out)
@@ -224,14 +226,14 @@ def merge(*directories: Any, out: Any = None) -> dict[str, Any]:
 
     Raises:
         DatasetError: a slice is missing, differs, or a file fails its checksum.
-        ValueError: no directory given, ``out`` missing with several directories, or a slice made
-            by another generator version.
+        ValueError: no directory given, a directory or ``out`` that is not a non-empty path,
+            ``out`` missing with several directories, or a slice made by another generator version.
     """
     if not directories:
         raise ParameterError("directories", "`merge` needs at least one directory; received none")
     if out is None and len(directories) > 1:
         raise ParameterError("out", f"`out` is required when merging {len(directories)} directories; received None")
-    sources = [Path(os.fspath(directory)) for directory in directories]
+    sources = [validate_path("directories", directory) for directory in directories]
     target = _check_out(sources[0] if out is None else out)
     found = _slice_manifests(sources)
     spec, plan = _check_complete(found)

@@ -370,6 +370,41 @@ def test_split_is_the_last_fraction_by_index(small_npz):
     assert datagen.split_range(10, "heldout", 0.25) == (7, 10)
 
 
+PATH = r"must be a non-empty path \(str or os.PathLike\); received "
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda d: datagen.read(None), rf"^`directory` {PATH}None$"),
+    (lambda d: datagen.read(""), rf"^`directory` {PATH}''$"),
+    (lambda d: datagen.read(b"data"), rf"^`directory` {PATH}b'data'$"),
+    (lambda d: datagen.read(d, verify="no"), r"^`verify` must be True or False; received 'no'$"),
+    (lambda d: datagen.read(d, None), r"^`verify` must be True or False; received None$"),
+    (lambda d: datagen.info(None), rf"^`directory` {PATH}None$"),
+    (lambda d: datagen.info(3), rf"^`directory` {PATH}3$"),
+    (lambda d: datagen.teacher_weights(None), rf"^`source` {PATH}None$"),
+    (lambda d: datagen.merge(None), rf"^`directories` {PATH}None$"),
+    (lambda d: datagen.merge(d, out=""), rf"^`out` {PATH}''$"),
+    (lambda d: datagen.generate(4, return_truth="no"), r"^`return_truth` must be True or False; received 'no'$"),
+])  # fmt: skip
+def test_path_and_flag_arguments_of_the_wrong_kind_are_named(small_npz, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(small_npz)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"out": None}, rf"^`out` {PATH}None$"),
+    ({"out": ""}, rf"^`out` {PATH}''$"),
+    ({"overwrite": "no"}, r"^`overwrite` must be True or False; received 'no'$"),
+    ({"resume": 1}, r"^`resume` must be True or False; received 1$"),
+    ({"progress": None}, r"^`progress` must be True or False; received None$"),
+])  # fmt: skip
+def test_make_names_a_path_or_flag_of_the_wrong_kind_writing_nothing(tmp_path, monkeypatch, kwargs, match):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=match):
+        datagen.make(**{"out": tmp_path / "d", "n_samples": 20, **kwargs})
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("split,fraction,match", [
     ("test", 0.1, r"`split` must be one of None, 'train', 'heldout'; received 'test'"),
     ("train", 1.5, r"`heldout_fraction` must be in \(0, 1\); received 1.5"),
