@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import click
 
+from datagen._command_line import OutputDir
+
 from .options import CHECKS, STATES, STRATEGIES, FitOptions, OptionError
 
 _DEFAULTS = FitOptions()
@@ -77,7 +79,7 @@ def main() -> None:
 
 @main.command("fit")
 @click.argument("data_dir", type=click.Path(path_type=Path))
-@click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), default="chain-run",
+@click.option("--out", "run_dir", type=OutputDir(path_type=Path), default="chain-run",
               show_default=True, help="Run directory: checkpoints, history, plot, TensorBoard logs, report.")
 @click.option("--state", type=click.Choice(STATES), default=_DEFAULTS.state, show_default=True,
               help="Where B's state comes from.")

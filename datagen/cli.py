@@ -7,6 +7,7 @@ from typing import Any, Callable
 import click
 
 from . import _api, _inspect, _make
+from ._command_line import OutputDir
 from ._errors import DatasetError
 from ._params import FORMATS, LENGTHS, TASKS, ParameterError
 
@@ -43,7 +44,7 @@ def main() -> None:
 @click.option("--noise", type=float, default=0.05, show_default=True, help="Std of Gaussian target noise.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Root seed (>= 0).")
 @click.option("--teacher-hidden", type=int, default=8, show_default=True, help="Units of the teacher's GRUs.")
-@click.option("--out", default="demo-data", show_default=True, help="Dataset directory.")
+@click.option("--out", type=OutputDir(), default="demo-data", show_default=True, help="Dataset directory.")
 @click.option("--format", "file_format", default="npz", show_default=True, help=f"Shard format: {', '.join(FORMATS)}.")
 @click.option("--shard-size", type=int, default=1024, show_default=True, help="Samples per shard.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel worker processes.")
@@ -91,7 +92,7 @@ def inspect(directory: str, verify: bool, plot_path: str | None, sample: int) ->
 
 @main.command()
 @click.argument("directories", nargs=-1, required=True, metavar="DIRS...", type=click.Path(file_okay=False))
-@click.option("--out", default=None, help="Merged dataset directory (default: the only DIRS given).")
+@click.option("--out", type=OutputDir(), default=None, help="Merged dataset directory (default: the only DIRS given).")
 def merge(directories: tuple[str, ...], out: str | None) -> None:
     """Join the slices made with --num-shards/--shard-index into one manifest.json.
 
