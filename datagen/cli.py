@@ -79,11 +79,13 @@ def make(file_format: str, **options: Any) -> None:
 def inspect(directory: str, verify: bool, plot_path: str | None, sample: int) -> None:
     """Print a dataset's counts, length histogram, padding ratio and noise floor.
 
-    Exit status: 0 done; 2 a bad option (--plot must end in .png, in an existing directory);
-    1 the dataset is missing, corrupt or hostile (the message names the file).
+    Exit status: 0 done; 2 a bad option (--plot must end in .png, in an existing directory;
+    --sample must be one of the dataset's), checked before anything is printed; 1 the dataset is
+    missing, corrupt or hostile (the message names the file).
     """
     if plot_path is not None:
         _run(lambda: _inspect.check_plot_path(plot_path))
+        _run(lambda: _inspect.check_sample(directory, sample))
     click.echo(_run(lambda: _inspect.summary(directory, verify)))
     if plot_path is not None:
         _run(lambda: _inspect.plot(directory, plot_path, sample))

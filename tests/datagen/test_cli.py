@@ -120,10 +120,13 @@ def test_inspect_plot_writes_a_png(small_npz, tmp_path):
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 10_000
 
 
-def test_inspect_plot_rejects_a_sample_out_of_range(small_npz, tmp_path):
-    result = run("inspect", str(small_npz), "--plot", str(tmp_path / "p.png"), "--sample", "300")
+@pytest.mark.parametrize("sample", ["300", "-1"])
+def test_inspect_plot_rejects_a_sample_out_of_range_before_the_summary(small_npz, tmp_path, sample):
+    result = run("inspect", str(small_npz), "--plot", str(tmp_path / "p.png"), "--sample", sample)
     assert result.exit_code == 2
-    assert "Invalid value for '--sample': `sample` must be in [0, 299]; received 300" in result.output
+    assert result.output.splitlines()[-1] == f"Error: Invalid value for '--sample': `sample` must be in [0, 299]; " \
+                                             f"received {sample}"
+    assert "samples" not in result.output  # refused before the summary, not after it
     assert not (tmp_path / "p.png").exists()
 
 
