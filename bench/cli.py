@@ -16,7 +16,7 @@ import click
 
 from bench import _report, _results, _runner, _workloads
 from bench._workloads import CELLS, PHASES, REFERENCE, TORCH_STRATEGIES, Sweep
-from datagen._command_line import OutputDir
+from datagen._command_line import OneLineGroup, OutputDir
 
 INT32_MAX = 2**31 - 1  # steps and sizes reach TensorFlow as int32
 SEED_MAX = 2**32 - 1  # keras.utils.set_random_seed seeds numpy's legacy generator too
@@ -141,7 +141,7 @@ def _device(value: str) -> str:
     return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Benchmarks of chained ragged models, saved where `pytest-benchmark compare` reads them."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported

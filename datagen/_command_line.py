@@ -1,4 +1,10 @@
-"""What the three commands (``datagen``, ``chain``, ``bench``) share: output directory options."""
+"""What the three commands (``datagen``, ``chain``, ``bench``) share: one-line errors and output
+directory options.
+
+Click prints an error's message as given, so a line break in a path the user passed would split
+the error over two lines, and the reason after the path would fall off the line that starts
+``Error:``. Every error these commands print goes through :func:`one_line` instead.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,24 @@ import os
 from typing import Any
 
 import click
+
+_BREAKS = {ord(char): repr(char)[1:-1] for char in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks escaped as Python writes them (``\\n``), so it stays one line."""
+    return text.translate(_BREAKS)
+
+
+class OneLineGroup(click.Group):
+    """A command group whose subcommands' errors, click's own included, print on one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as error:
+            error.message = one_line(error.message)
+            raise
 
 
 class OutputDir(click.Path):

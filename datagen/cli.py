@@ -7,7 +7,7 @@ from typing import Any, Callable
 import click
 
 from . import _api, _inspect, _make
-from ._command_line import OutputDir
+from ._command_line import OneLineGroup, OutputDir
 from ._errors import DatasetError
 from ._params import FORMATS, LENGTHS, TASKS, ParameterError
 
@@ -26,7 +26,7 @@ def _run(action: Callable[[], Any]) -> Any:
         raise click.ClickException(str(error)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="ragged-chain", prog_name="datagen")
 def main() -> None:
     """Make and inspect datasets of inputs with known ragged targets."""
