@@ -42,11 +42,10 @@ def _check_fresh(out: Path, plan: Plan, overwrite: bool, resume: bool) -> None:
     ours += [_storage.shard_name(shard, plan.file_format) for shard in plan.shards]
     clash = next((name for name in ours if (out / name).exists()), None)
     if clash is not None:
-        raise ParameterError(
-            "out",
-            f"`out` already holds a dataset ({str(out / clash)!r}); pass overwrite=True "
-            "(--overwrite) to replace it or resume=True (--resume) to finish it",
-        )
+        held = f"already holds a dataset ({str(out / clash)!r})"
+        raise ParameterError("out", f"`out` {held}; pass overwrite=True to replace it or resume=True to finish it",
+                             cli_message=f"{str(out)!r} {held}; pass --overwrite to replace it or --resume to "
+                                         "finish it")  # fmt: skip
 
 
 def _write_shard(job: tuple[Spec, Plan, int, str]) -> dict[str, Any]:
@@ -133,7 +132,8 @@ def make_dataset(out: Any, spec: Spec, plan: Plan, *, workers: int = 1, overwrit
     overwrite, resume = validate_flag("overwrite", overwrite), validate_flag("resume", resume)
     progress = validate_flag("progress", progress)
     if overwrite and resume:
-        raise ParameterError("resume", "`resume` and `overwrite` exclude each other; received both")
+        raise ParameterError("resume", "`resume` and `overwrite` exclude each other; received both",
+                             cli_message="use one of --resume and --overwrite, not both")
     path = _check_out(out)
     _memory.check_fits(spec, _rng.BLOCK + min(plan.shard_size, plan.n_samples), min(workers, len(plan.shards)))
     _memory.check_disk(spec, plan.samples_written, path, _bytes_in(path) if overwrite or resume else 0.0)

@@ -34,11 +34,14 @@ class ParameterError(ValueError):
     Attributes:
         name: the Python name of the parameter (``longest_step``); the CLI option is the same
             name with dashes (``--longest-step``).
+        cli_message: the message as ``datagen``'s command line says it, where it advises other
+            arguments (``--overwrite`` for ``overwrite=True``); None where the message is the same.
     """
 
-    def __init__(self, name: str, message: str) -> None:
+    def __init__(self, name: str, message: str, *, cli_message: str | None = None) -> None:
         super().__init__(message)
         self.name = name
+        self.cli_message = cli_message
 
 
 @dataclasses.dataclass(frozen=True)

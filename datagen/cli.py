@@ -21,9 +21,9 @@ def _run(action: Callable[[], Any]) -> Any:
         return action()
     except ParameterError as error:
         hint = _OPTION_OF.get(error.name, "--" + error.name.replace("_", "-"))
-        raise click.BadParameter(str(error), param_hint=f"'{hint}'") from None
+        raise click.BadParameter(error.cli_message or str(error), param_hint=f"'{hint}'") from None
     except DatasetError as error:
-        raise click.ClickException(str(error)) from None
+        raise click.ClickException(error.cli_message or str(error)) from None
 
 
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

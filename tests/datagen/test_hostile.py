@@ -69,7 +69,8 @@ def test_a_directory_another_run_writes_is_refused_and_left_as_it_was(tmp_path, 
     try:
         before = listing(out)
         line = one_error_line(run("make", "--out", out, "--samples", "20", *extra), 1)
-        assert f"{out}: another datagen run is writing this directory" in line
+        assert line == (f"Error: {out}: another datagen run is writing this directory (it holds .datagen.lock); "
+                        "wait for it to finish or choose another --out")
         assert listing(out) == before
     finally:
         os.close(descriptor)
@@ -81,7 +82,9 @@ def test_merge_into_a_directory_another_run_writes_is_refused(tmp_path):
         datagen.make(tmp_path / "s", n_samples=20, shard_size=10, num_shards=2, shard_index=index)
     descriptor = hold_lock(tmp_path / "all")
     try:
-        with pytest.raises(datagen.DatasetError, match=r"another datagen run is writing this directory"):
+        with pytest.raises(datagen.DatasetError, match=r"another datagen run is writing this directory "
+                                                       r"\(it holds .datagen.lock\); wait for it to finish "
+                                                       r"or choose another `out`$"):  # fmt: skip
             datagen.merge(tmp_path / "s", out=tmp_path / "all")
         assert not (tmp_path / "all" / "manifest.json").exists()
     finally:

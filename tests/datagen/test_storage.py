@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,9 @@ def test_num_shards_and_shard_index_are_validated(tmp_path):
 def test_existing_dataset_is_refused_unless_overwrite(tmp_path):
     datagen.make(tmp_path / "d", n_samples=20, shard_size=5)
     before = (tmp_path / "d" / "manifest.json").read_bytes()
-    with pytest.raises(ValueError, match=r"`out` already holds a dataset .*manifest.json.*overwrite"):
+    message = (rf"^`out` already holds a dataset \({re.escape(repr(str(tmp_path / 'd' / 'manifest.json')))}\); "
+               r"pass overwrite=True to replace it or resume=True to finish it$")  # arguments only, no options
+    with pytest.raises(ValueError, match=message):
         datagen.make(tmp_path / "d", n_samples=20, seed=1)
     assert (tmp_path / "d" / "manifest.json").read_bytes() == before
     with pytest.raises(ValueError, match="`resume` and `overwrite` exclude each other"):
