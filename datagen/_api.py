@@ -60,7 +60,8 @@ def make(
         resume: finish an interrupted run: keep the shards whose sha256 matches the recorded
             one, make the missing or corrupt ones. The run must have had the same parameters
             and generator version.
-        progress: show a progress bar on stderr.
+        progress: show progress on stderr: a bar on a terminal, else a line per tenth of the
+            shards made.
 
     Returns:
         The manifest written (a JSON-ready dict).

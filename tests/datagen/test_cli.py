@@ -95,6 +95,19 @@ def test_existing_dataset_needs_overwrite(tmp_path):
     assert run("make", "--out", str(tmp_path), "--samples", "6", "--resume").exit_code == 0
 
 
+def test_make_reports_progress_in_lines_where_stderr_is_not_a_terminal(tmp_path):
+    # CliRunner's stderr is not a terminal, as a log or a pipe: no bar, and no bar's label alone
+    args = ["make", "--out", str(tmp_path / "d"), "--samples", "40", "--shard-size", "10", "--task", "running"]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [f"datagen make: {done}/4 shards" for done in (1, 2, 3, 4)]
+    assert result.stdout.splitlines() == [f"wrote 40 samples ({datagen.read(tmp_path / 'd')['steps'].sum()} real "
+                                          f"inner steps) in 4 shard(s) to {tmp_path / 'd'}"]  # fmt: skip
+    many = run("make", "--out", str(tmp_path / "e"), "--samples", "40", "--shard-size", "1", "--task", "running")
+    assert many.exit_code == 0, many.output
+    assert many.stderr.splitlines() == [f"datagen make: {done}/40 shards" for done in range(4, 41, 4)]  # tenths
+
+
 def test_inspect_prints_counts_histogram_padding_and_noise_floor(small_npz):
     result = run("inspect", str(small_npz), "--verify")
     assert result.exit_code == 0, result.output
