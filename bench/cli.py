@@ -16,6 +16,7 @@ import click
 
 from bench import _report, _results, _runner, _workloads
 from bench._workloads import CELLS, PHASES, REFERENCE, TORCH_STRATEGIES, Sweep
+from datagen._command_line import OneLineGroup, OutputDir
 
 INT32_MAX = 2**31 - 1  # steps and sizes reach TensorFlow as int32
 SEED_MAX = 2**32 - 1  # keras.utils.set_random_seed seeds numpy's legacy generator too
@@ -140,7 +141,7 @@ def _device(value: str) -> str:
     return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Benchmarks of chained ragged models, saved where `pytest-benchmark compare` reads them."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
@@ -274,9 +275,9 @@ def _interrupt(signum: int, frame: Any) -> None:
               help="Tiny sweep (about 75 s on 2 cores): L in 1,4, batch 16, T 8, 2 rounds, "
                    "strategies loop, packed, reference and torch-packed; options given explicitly "
                    "still win.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="bench-results", show_default=True,
+@click.option("--out", type=OutputDir(path_type=Path), default="bench-results", show_default=True,
               help="Directory of the run folders (results.json, results.csv, plot.png, logs).")
-@click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=".benchmarks", show_default=True,
+@click.option("--storage", type=OutputDir(path_type=Path), default=".benchmarks", show_default=True,
               help="pytest-benchmark storage directory (pass the same to `pytest-benchmark --storage`).")
 @click.option("--save", "name", default=None, callback=_check_name,
               help="Run name, saved as NNNN_NAME.json. Default: bench_<UTC time>.")
@@ -380,7 +381,7 @@ def _summary(rows: list[dict[str, Any]], files: _results.RunFiles, plot: Path, s
 @click.argument("run_ref", metavar="RUN")
 @click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=".benchmarks", show_default=True,
               help="pytest-benchmark storage to look RUN up in when it is a run id.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=OutputDir(path_type=Path), default=None,
               help="Where to write results.json, results.csv and plot.png. Default: the run folder, or "
                    "bench-results/RUN_ID for a pytest-benchmark file.")
 def report(run_ref: str, storage: Path, out: Path | None) -> None:

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import click
 
+from datagen._command_line import OneLineGroup, OutputDir
+
 from .options import CHECKS, STATES, STRATEGIES, FitOptions, OptionError
 
 _DEFAULTS = FitOptions()
@@ -38,10 +40,24 @@ def _runtime_errors() -> tuple[type[Exception], ...]:
     return datagen.DatasetError, ValueError, FileNotFoundError, TrainingDiverged, OSError, MemoryError
 
 
+def _own_errors() -> tuple[type[Exception], ...]:
+    """Errors whose one-line messages this project writes (a path in them may hold a line break)."""
+    import datagen
+
+    from .options import TrainingDiverged
+    from .runs import RunDirError
+
+    return datagen.DatasetError, datagen.ParameterError, OptionError, RunDirError, TrainingDiverged
+
+
 def _one_line(error: Exception) -> click.ClickException:
+    """The error in one line: ours whole (the group escapes line breaks), another library's first line."""
     if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.strerror:
         return click.ClickException(f"{error.filename or ''}: {error.strerror}".lstrip(": "))
-    return click.ClickException(str(error).splitlines()[0] if str(error) else type(error).__name__)
+    message = str(error)
+    if not isinstance(error, _own_errors()):
+        message = message.splitlines()[0] if message else type(error).__name__
+    return click.ClickException(message)
 
 
 def _check_out(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -70,14 +86,14 @@ def _check_window(data_dir: Path, window: int, batch_size: int, heldout: Path | 
                                  f"training samples; received {batch_size}", param_hint="'--batch-size'")  # fmt: skip
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def main() -> None:
     """Train and score chained models on datagen datasets."""
 
 
 @main.command("fit")
 @click.argument("data_dir", type=click.Path(path_type=Path))
-@click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), default="chain-run",
+@click.option("--out", "run_dir", type=OutputDir(path_type=Path), default="chain-run",
               show_default=True, help="Run directory: checkpoints, history, plot, TensorBoard logs, report.")
 @click.option("--state", type=click.Choice(STATES), default=_DEFAULTS.state, show_default=True,
               help="Where B's state comes from.")
