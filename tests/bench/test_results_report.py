@@ -163,3 +163,31 @@ def test_run_files_keep_one_record_per_case_across_visits(tmp_path):
     assert [r["params"]["longest_step"] for r in files.records] == [1, 4]
     stored = json.loads(files.storage_file.read_text())["benchmarks"]
     assert [b["stats"]["rounds"] for b in stored] == [4, 1]
+
+
+def test_the_compare_command_runs_from_the_project_root_without_hypothesis(tmp_path):
+    """What `bench run` prints works after `pip install -e .` alone, without the `test` extra.
+
+    pytest-benchmark's compare builds a pytest config, which loads `tests/conftest.py` from the
+    project root. A `hypothesis` package first on the path that fails to import stands for the
+    missing test-only dependency.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    missing = tmp_path / "missing" / "hypothesis"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'hypothesis'\", name='hypothesis')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(missing.parent), str(root)])}
+    blocked = subprocess.run([sys.executable, "-c", "import hypothesis"], env=env, capture_output=True, text=True)
+    assert "No module named 'hypothesis'" in blocked.stderr
+    files = _results.RunFiles.create(tmp_path / "out", tmp_path / "storage", "t", Sweep((Case(**PARAMS),)))
+    files.add(_ok(4))
+    command = [sys.executable, "-m", "pytest_benchmark", "--storage", str(tmp_path / "storage"), "compare", "0001",
+               "--group-by", "param:longest_step"]  # fmt: skip
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "test_chain[packed-4]" in done.stdout + done.stderr and "longest_step=4" in done.stdout + done.stderr
