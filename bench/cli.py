@@ -8,7 +8,6 @@ import json
 import math
 import os
 import signal
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import click
 
 from bench import _report, _results, _runner, _workloads
 from bench._workloads import CELLS, PHASES, REFERENCE, TORCH_STRATEGIES, Sweep
+from datagen._atomic import cannot_create_in
 
 INT32_MAX = 2**31 - 1  # steps and sizes reach TensorFlow as int32
 SEED_MAX = 2**32 - 1  # keras.utils.set_random_seed seeds numpy's legacy generator too
@@ -74,13 +74,11 @@ def check_output_dir(path: Path, option: str) -> None:
             f"expected a directory that can be made; received {str(path)!r}, whose parent {str(ancestor)!r} is not a directory",
             param_hint=option,
         )
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".bench-probe-", dir=ancestor))
-    except OSError as exc:
+    reason = cannot_create_in(ancestor)
+    if reason is not None:
         raise click.BadParameter(
-            f"expected a writable directory; received {str(path)!r} ({str(ancestor)!r}: {exc.strerror or exc})",
-            param_hint=option,
-        ) from None
+            f"expected a writable directory; received {str(path)!r} ({str(ancestor)!r}: {reason})", param_hint=option
+        )
 
 
 def _choices(allowed: tuple[str, ...]) -> Any:

@@ -75,14 +75,18 @@ def check_target(run_dir: Path, *, resume: bool, overwrite: bool, names: dict[st
         names: how messages spell `resume`, `overwrite` and "another run directory".
 
     Raises:
-        RunDirError: `run_dir` (or a parent) is a file, both flags are set, `resume` without a
-            run, or a non-empty directory without `resume` or `overwrite`.
+        RunDirError: `run_dir` (or a parent) is a file, its nearest existing directory cannot be
+            written, both flags are set, `resume` without a run, or a non-empty directory
+            without `resume` or `overwrite`.
     """
     if resume and overwrite:
         raise RunDirError(f"use one of {names['resume']} and {names['overwrite']}, not both")
     ancestor = _existing_ancestor(run_dir)
     if not ancestor.is_dir():
         raise RunDirError(f"{ancestor} is a file, not a directory; pass {names['other']}")
+    reason = _atomic.cannot_create_in(ancestor)
+    if reason is not None:
+        raise RunDirError(f"{run_dir} cannot be written ({ancestor}: {reason}); pass {names['other']}")
     if resume:
         if not (run_dir / STATE_FILE).is_file():
             raise RunDirError(f"{run_dir} holds no run to resume (no {STATE_FILE})")

@@ -249,6 +249,16 @@ def test_out_pointing_at_a_file_exits_2(datasets, tmp_path):
     assert result.exit_code == 2 and "is a file" in result.output
 
 
+def test_an_unwritable_out_exits_2_before_anything_starts(datasets, tmp_path):
+    result = run("fit", datasets["a"], "--out", "/proc/chain-run", *QUICK)
+    assert result.exit_code == 2, result.output
+    assert ("Invalid value for '--out': /proc/chain-run cannot be written (/proc: No such file or directory); "
+            "pass another --out") in result.output  # fmt: skip
+    assert result.output.strip().splitlines()[-1].startswith("Error: ")
+    with pytest.raises(ValueError, match="cannot be written .*; pass another run directory"):
+        fit_run(datasets["a"], "/proc/chain-run/deeper", FitOptions(epochs=1))
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
