@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
+import chain
 import datagen
 from chain import FitOptions, fit_run
 from chain_app.cli import main
@@ -26,9 +27,11 @@ QUICK = ["--epochs", "2", "--hidden", "8", "--batch-size", "16"]
 def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     made = {}
-    for name, extra in {"a": {}, "b": {"seed": 1}, "wide": {"input_size": 5}}.items():
+    # "same": the law of "a" (task, seed, sizes), other samples, count and noise; "b": another teacher
+    laws = {"a": {}, "same": {"n_samples": 40, "noise": 0.1, "shard_size": 40}, "b": {"seed": 1}, "wide": {"input_size": 5}}
+    for name, extra in laws.items():
         made[name] = root / name
-        datagen.make(made[name], task="teacher", **SMALL, **extra)
+        datagen.make(made[name], task="teacher", **{**SMALL, **extra})
     return made
 
 
@@ -85,11 +88,44 @@ def test_fit_with_predicted_lengths_reports_length_accuracy(datasets, tmp_path):
 def test_evaluate_scores_a_run_on_another_dataset(datasets, tmp_path):
     out = tmp_path / "run"
     assert run("fit", datasets["a"], "--out", out, *QUICK, "--epochs", "1").exit_code == 0
-    result = run("evaluate", out, datasets["b"])
+    result = run("evaluate", out, datasets["same"])
     assert result.exit_code == 0, result.output
     scores = json.loads(result.output)
-    assert scores["samples"] == 48 and scores["epochs"] == 1
+    assert scores["samples"] == 40 and scores["epochs"] == 1
     assert scores["mse_over_noise_floor"] == pytest.approx(scores["mse"] / scores["noise_floor"])
+
+
+def test_evaluate_on_data_of_another_law_exits_2_naming_both_digests(datasets, finished):
+    from chain_app import laws
+
+    digest = {name: laws.law_digest(datagen.info(datasets[name])["manifest"]) for name in ("a", "same", "b")}
+    assert digest["a"] == digest["same"] != digest["b"]
+    result = run("evaluate", finished, datasets["b"])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line == (f"Error: Invalid value for 'DATA_DIR': {datasets['b']} was made by another law (law digest "
+                    f"{digest['b'][:12]}) than the run's training data (law digest {digest['a'][:12]}): its scores "
+                    "say nothing of the fit; pass --allow-other-law to score it anyway")  # fmt: skip
+    with pytest.raises(laws.OtherLaw, match=f"law digest {digest['b'][:12]}"):
+        chain.evaluate_run(finished, datasets["b"])
+    result = CliRunner().invoke(main, ["evaluate", str(finished), str(datasets["b"]), "--allow-other-law"])
+    assert result.exit_code == 0, result.output
+    assert "WARNING: " in result.stderr and "scored anyway (--allow-other-law)" in result.stderr
+    assert json.loads(result.stdout)["samples"] == 48
+
+
+def test_evaluate_help_says_how_to_make_comparable_data():
+    text = " ".join(run("evaluate", "--help").output.split())
+    assert "made by `datagen make` with the training set's --task, --seed and law options" in text
+    assert "--allow-other-law" in text and "held-out split" in text
+
+
+def test_a_run_from_before_law_digests_is_checked_against_its_training_data(datasets, copy_of):
+    state = json.loads((copy_of / "state.json").read_text())
+    del state["train_info"]["law_digest"]
+    (copy_of / "state.json").write_text(json.dumps(state))
+    result = run("evaluate", copy_of, datasets["b"])
+    assert result.exit_code == 2 and "was made by another law" in result.output
 
 
 @pytest.mark.parametrize(
@@ -157,10 +193,10 @@ def test_a_heldout_set_of_other_sizes_exits_1_naming_both(datasets, tmp_path):
     assert "the dataset's input_size is 5 but the model's input_size is 4" in result.output
 
 
-def test_evaluate_on_a_dataset_of_other_sizes_exits_1(datasets, tmp_path):
-    out = tmp_path / "run"
-    assert run("fit", datasets["a"], "--out", out, *QUICK, "--epochs", "1").exit_code == 0
-    result = run("evaluate", out, datasets["wide"])
+def test_evaluate_on_a_dataset_of_other_sizes_exits_1(datasets, finished):
+    result = run("evaluate", finished, datasets["wide"])  # other sizes: another teacher, another law
+    assert result.exit_code == 2 and "was made by another law" in result.output
+    result = run("evaluate", finished, datasets["wide"], "--allow-other-law")
     assert result.exit_code == 1 and "input_size is 5 but the model's input_size is 4" in result.output
 
 
@@ -195,7 +231,7 @@ def test_fit_with_a_stop_token_reports_length_accuracy(datasets, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert 0 <= report["length_accuracy"] <= 1
-    scores = json.loads(run("evaluate", out, datasets["b"]).output)
+    scores = json.loads(run("evaluate", out, datasets["same"]).output)
     assert 0 <= scores["length_accuracy"] <= 1
 
 
