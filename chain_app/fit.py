@@ -22,15 +22,18 @@ import tensorflow as tf
 import chain
 
 from . import data, report, runs
-from .options import FitOptions, TrainingDiverged
+from .options import FLOAT32_MAX, FitOptions, TrainingDiverged
 
 HELDOUT_BATCH = 256
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+RATIO = "mse_over_noise_floor"
 
 
 def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int) -> chain.Chain:
     """A GRU model A, a GRUCell model B and a Dense head, compiled with Adam and cosine decay.
 
-    The noise-floor ratio is a metric only when the noise floor is > 0.
+    The noise-floor ratio is a metric (for the progress display) only when the noise floor is a
+    normal float32 number, the metric's precision; the logs' ratios are `_Ratios`', in float64.
     """
     keras.utils.set_random_seed(options.seed)
     net = chain.Chain(
@@ -52,7 +55,7 @@ def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int)
     )
     floor = info["noise_floor"]
     net.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss="mse",
-                metrics=[chain.NoiseFloorRatio(floor)] if floor > 0 else [])  # fmt: skip
+                metrics=[chain.NoiseFloorRatio(floor)] if floor >= FLOAT32_TINY else [])  # fmt: skip
     net.optimizer.build(net.trainable_variables)  # so that the epoch-0 checkpoint holds its slots
     return net
 
@@ -115,8 +118,14 @@ class _NanGuard(keras.callbacks.Callback):
 
 
 def divergence(net: chain.Chain, logs: dict[str, Any]) -> str | None:
-    """Why an epoch's checkpoint would not be good, or None: every loss, metric and weight finite."""
+    """Why an epoch's checkpoint would not be good, or None: every loss, metric and weight finite.
+
+    The noise-floor ratios are left out: they follow the masked MSE, and a tiny floor alone can
+    make them overflow.
+    """
     for key, value in logs.items():
+        if key.endswith(RATIO):
+            continue
         if not math.isfinite(float(value)):
             where = "held-out" if key.startswith("val_") else "training"
             return f"the {where} `{key}` became {float(value)}"
@@ -127,20 +136,37 @@ def divergence(net: chain.Chain, logs: dict[str, Any]) -> str | None:
     return None
 
 
-class _HeldoutRatio(keras.callbacks.Callback):
-    """Puts the held-out MSE over the held-out set's own noise floor in the epoch's logs."""
+class _Ratios(keras.callbacks.Callback):
+    """Puts the training and held-out MSE over their own sets' noise floors in the epoch's logs.
 
-    def __init__(self, noise_floor: float) -> None:
+    Computed in float64 from the masked MSE: a floor below float32's range (noise 1e-30 gives
+    1e-60) still gives a finite ratio. A set whose floor is 0 has no ratio.
+    """
+
+    def __init__(self, train_floor: float, heldout_floor: float) -> None:
         super().__init__()
-        self.noise_floor = noise_floor
+        self.floors = {"": train_floor, "val_": heldout_floor}
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if logs is None or "val_masked_mse" not in logs:
-            return
-        if self.noise_floor > 0:
-            logs["val_mse_over_noise_floor"] = float(logs["val_masked_mse"]) / self.noise_floor
-        else:
-            logs.pop("val_mse_over_noise_floor", None)
+        for prefix, floor in self.floors.items():
+            if logs is None or f"{prefix}masked_mse" not in logs:
+                continue
+            if floor > 0:
+                logs[f"{prefix}{RATIO}"] = float(logs[f"{prefix}masked_mse"]) / floor
+            else:
+                logs.pop(f"{prefix}{RATIO}", None)
+
+
+class _TensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback, given only the values that fit its float32 scalars.
+
+    A noise-floor ratio over float32's largest (a floor of 1e-60) is left out of the logs; it is
+    in history.csv.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        fits = {key: value for key, value in (logs or {}).items() if abs(float(value)) <= FLOAT32_MAX}
+        super().on_epoch_end(epoch, fits)
 
 
 class _Checkpoint(keras.callbacks.Callback):
@@ -274,7 +300,8 @@ def _train(net: chain.Chain, run_dir: Path, state: dict[str, Any], train: dict[s
     opts = runs.options_of(state)
     first = state["epochs_done"]
     guard = _NanGuard()
-    callbacks = [guard, _HeldoutRatio(state["heldout_info"]["noise_floor"]), _Checkpoint(run_dir, state, guard)]
+    ratios = _Ratios(state["train_info"]["noise_floor"], state["heldout_info"]["noise_floor"])
+    callbacks = [guard, ratios, _Checkpoint(run_dir, state, guard)]
     if opts.window:
         batches, per_epoch, per_batch = data.window_batches(train, opts.batch_size, opts.seed, first, opts.epochs,
                                                             opts.window)  # fmt: skip
@@ -282,7 +309,7 @@ def _train(net: chain.Chain, run_dir: Path, state: dict[str, Any], train: dict[s
     else:
         batches, per_epoch = data.epoch_batches(train, opts.batch_size, opts.seed, first, opts.epochs)
     if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / runs.TENSORBOARD_DIR), write_graph=False))
+        callbacks.append(_TensorBoard(str(run_dir / runs.TENSORBOARD_DIR), write_graph=False))
     net.fit(batches, validation_data=held, epochs=opts.epochs, initial_epoch=first,
             steps_per_epoch=per_epoch, callbacks=[*callbacks, *more], verbose=verbose)  # fmt: skip
     if guard.bad is not None:

@@ -375,6 +375,24 @@ def test_fit_logs_scalars_per_epoch_to_tensorboard(finished):
     assert ("epoch_learning_rate", 1) in train
 
 
+def test_a_tiny_noise_floor_is_fitted_with_its_ratios_in_float64(tmp_path):
+    datagen.make(tmp_path / "data", task="teacher", **SMALL, noise=1e-30)  # a floor of 1e-60: 0 in float32
+    out = tmp_path / "run"
+    result = run("fit", tmp_path / "data", "--out", out, *QUICK)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["noise_floor"] == pytest.approx(1e-60, rel=1e-12)
+    assert report["heldout_mse_over_noise_floor"] == pytest.approx(report["heldout_mse"] / 1e-60)
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [int(row["epoch"]) for row in rows] == [1, 2]
+    for row in rows:
+        for prefix in ("", "val_"):
+            ratio = float(row[f"{prefix}mse_over_noise_floor"])
+            assert ratio == pytest.approx(float(row[f"{prefix}masked_mse"]) / 1e-60, rel=1e-5) and ratio > 1e50
+    held = _scalars(out / "tensorboard" / "validation")  # what fits float32 is logged, the ratio is not
+    assert ("epoch_masked_mse", 1) in held and not any(tag == "epoch_mse_over_noise_floor" for tag, _ in held)
+
+
 def test_fit_without_tensorboard_says_which_package(datasets, copy_of, tmp_path, monkeypatch):
     import chain_app.fit
 

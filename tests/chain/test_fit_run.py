@@ -332,3 +332,13 @@ def test_a_run_reads_each_source_once(datasets, tmp_path, decodes):
 def test_a_run_with_a_separate_heldout_set_reads_each_once(datasets, tmp_path, decodes):
     fit_run(datasets["a"], tmp_path / "apart", FitOptions(epochs=1, **OPTIONS), heldout=datasets["b"], verbose=0)
     assert sorted(decodes) == sorted(str(p) for d in ("a", "b") for p in datasets[d].glob("shard-*"))
+
+
+def test_an_overflowing_noise_floor_ratio_is_no_divergence():
+    from chain_app.fit import divergence
+
+    net = make_chain(strategy="packed", max_steps=3)
+    net.compile(optimizer="adam", loss="mse")
+    logs = {"loss": 0.5, "masked_mse": 0.5, "mse_over_noise_floor": math.inf, "val_mse_over_noise_floor": math.inf}
+    assert divergence(net, logs) is None
+    assert divergence(net, {**logs, "val_masked_mse": math.nan}) == "the held-out `val_masked_mse` became nan"
