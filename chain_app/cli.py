@@ -96,7 +96,7 @@ def main() -> None:
 @click.option("--heldout", type=click.Path(path_type=Path), default=None,
               help="A separate held-out dataset; default: the last 10% of DATA_DIR by index.")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True, callback=_checked("seed"),
-              help="Seeds weights and per-epoch shuffles, in [0, 2**31 - 1].")
+              help="Seeds weights, per-epoch shuffles and scheduled sampling, in [0, 2**31 - 1].")
 @click.option("--window", type=int, default=None, callback=_checked("window"),
               help="Train on consecutive windows of W outer steps per sample, in order, with the state "
                    "carried and reset per sample (truncated backpropagation through time).")

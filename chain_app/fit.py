@@ -48,6 +48,7 @@ def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int)
         stateful=options.window is not None,
         feedback=options.feedback,
         feedback_sampling=options.feedback_sampling,
+        sampling_seed=options.seed,
     )
     net.build((options.batch_size if options.window else None, None, info["input_size"]))
     schedule = keras.optimizers.schedules.CosineDecay(

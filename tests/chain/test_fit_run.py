@@ -342,3 +342,36 @@ def test_an_overflowing_noise_floor_ratio_is_no_divergence():
     logs = {"loss": 0.5, "masked_mse": 0.5, "mse_over_noise_floor": math.inf, "val_mse_over_noise_floor": math.inf}
     assert divergence(net, logs) is None
     assert divergence(net, {**logs, "val_masked_mse": math.nan}) == "the held-out `val_masked_mse` became nan"
+
+
+# ----------------------------------------------------------------------------- interrupted and resumed
+
+
+class _StopAfterFirstEpoch(keras.callbacks.Callback):
+    """Stops the run like Ctrl-C once epoch 1's checkpoint is written (callbacks run after it)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+RESUMED = {  # each option family; tiny models and data, 3 epochs
+    "feedback": {"feedback": True},
+    "feedback-sampling": {"feedback": True, "feedback_sampling": 0.5},
+    "windows": {"window": 2},
+    "lengths": {"predict_lengths": True},
+}
+
+
+@pytest.mark.slow  # 10 to 25 s each on 2 cores; test_feedback checks the sampling draws' seeds quickly
+@pytest.mark.parametrize("family", RESUMED)
+def test_a_run_stopped_after_epoch_1_and_resumed_ends_with_the_uninterrupted_weights(datasets, tmp_path, family):
+    options = FitOptions(epochs=3, hidden=4, batch_size=16, **RESUMED[family])
+    fit_run(datasets["a"], tmp_path / "whole", options, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        fit_run(datasets["a"], tmp_path / "parts", options, verbose=0, callbacks=[_StopAfterFirstEpoch()])
+    assert json.loads((tmp_path / "parts" / "state.json").read_text())["epochs_done"] == 1
+    fit_run(datasets["a"], tmp_path / "parts", options, resume=True, verbose=0)
+    (whole, _), (parts, state) = load_run(tmp_path / "whole"), load_run(tmp_path / "parts")
+    assert state["epochs_done"] == 3
+    for a, b in zip(whole.get_weights(), parts.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
