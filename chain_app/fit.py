@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -158,16 +159,48 @@ class _Ratios(keras.callbacks.Callback):
                 logs.pop(f"{prefix}{RATIO}", None)
 
 
+class _LogsUnwritable(OSError):
+    """TensorBoard could not write its logs (a full disk, say); the message says where and why."""
+
+
 class _TensorBoard(keras.callbacks.TensorBoard):
-    """Keras' TensorBoard callback, given only the values that fit its float32 scalars.
+    """Keras' TensorBoard callback, given only the values that fit its float32 scalars, failing
+    with `_LogsUnwritable` where its logs cannot be written.
 
     A noise-floor ratio over float32's largest (a floor of 1e-60) is left out of the logs; it is
     in history.csv.
     """
 
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._writing(super().on_train_begin, logs)  # opens the training logs
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._writing(super().on_test_begin, logs)  # opens the held-out logs
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._writing(super().on_test_end, logs)
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         fits = {key: value for key, value in (logs or {}).items() if abs(float(value)) <= FLOAT32_MAX}
-        super().on_epoch_end(epoch, fits)
+        self._writing(super().on_epoch_end, epoch, fits)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._writing(super().on_train_end, logs)
+
+    def _writing(self, hook: Any, *args: Any) -> None:
+        try:
+            hook(*args)
+        except (tf.errors.OpError, OSError) as error:
+            why = error.message if isinstance(error, tf.errors.OpError) else error.strerror or str(error)
+            why = re.sub(r"^\{\{[^}]*\}\}\s*", "", why).splitlines()[0]  # TensorFlow's op name, its details
+            raise _LogsUnwritable(f"{self.log_dir}: cannot write TensorBoard logs ({why})") from None
+
+
+def _remove_empty_logs(directory: Path) -> None:
+    """Removes the empty event files that a failed open of TensorBoard's writers leaves."""
+    for path in directory.glob("*/events.out.tfevents.*"):
+        if path.is_file() and path.stat().st_size == 0:
+            path.unlink()
 
 
 class _Checkpoint(keras.callbacks.Callback):
@@ -233,6 +266,8 @@ def fit_run(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
         FileNotFoundError: `resume` without a checkpoint in `run_dir`.
         ModuleNotFoundError: `tensorboard=True` without the `tensorboard` package.
         TrainingDiverged: a loss or a weight became NaN or infinite.
+        OSError: a file of the run cannot be written (a full disk); TensorBoard's, in one line
+            naming the logs and the last good checkpoint.
     """
     run_dir, data_dir = Path(os.fspath(run_dir)), Path(os.fspath(data_dir))
     heldout = None if heldout is None else Path(os.fspath(heldout))
@@ -311,8 +346,13 @@ def _train(net: chain.Chain, run_dir: Path, state: dict[str, Any], train: dict[s
         batches, per_epoch = data.epoch_batches(train, opts.batch_size, opts.seed, first, opts.epochs)
     if tensorboard:
         callbacks.append(_TensorBoard(str(run_dir / runs.TENSORBOARD_DIR), write_graph=False))
-    net.fit(batches, validation_data=held, epochs=opts.epochs, initial_epoch=first,
-            steps_per_epoch=per_epoch, callbacks=[*callbacks, *more], verbose=verbose)  # fmt: skip
+    try:
+        net.fit(batches, validation_data=held, epochs=opts.epochs, initial_epoch=first,
+                steps_per_epoch=per_epoch, callbacks=[*callbacks, *more], verbose=verbose)  # fmt: skip
+    except _LogsUnwritable as error:
+        _remove_empty_logs(run_dir / runs.TENSORBOARD_DIR)
+        raise OSError(f"{error}; the last good checkpoint (epoch {state['epochs_done']}) is kept in "
+                      f"{run_dir}") from None  # fmt: skip
     if guard.bad is not None:
         done = state["epochs_done"]
         raise TrainingDiverged(f"{guard.bad} (epoch {done + 1}): training stopped; the last good "

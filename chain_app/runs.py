@@ -169,6 +169,8 @@ def read_state(run_dir: Path) -> dict[str, Any]:
         state = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"{path}: unreadable run state ({type(error).__name__}: {error})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: corrupt run state (its JSON is nested too deeply)") from None
     return _check_state(state, path)
 
 
@@ -192,11 +194,23 @@ def _commit_model(run_dir: Path) -> None:
 
 
 def save_checkpoint(net: Any, run_dir: Path, state: dict[str, Any]) -> None:
-    """Writes the pair `model.keras` and `state.json` so that a crash never mixes two epochs."""
-    with _atomic.atomic_path(run_dir / NEXT_MODEL_FILE, suffix=".keras") as temporary:
-        net.save(temporary)
-    state["model_sha256"] = _sha256(run_dir / NEXT_MODEL_FILE)
-    _atomic.atomic_write(run_dir / STATE_FILE, json.dumps(state, indent=1))
+    """Writes the pair `model.keras` and `state.json` so that a crash never mixes two epochs.
+
+    Raises:
+        OSError: a file cannot be written (a full disk); it names the file, not its temporary
+            one, and the previous pair is left as it was.
+    """
+    target = run_dir / NEXT_MODEL_FILE
+    try:
+        with _atomic.atomic_path(target, suffix=".keras") as temporary:
+            net.save(temporary)
+        state["model_sha256"] = _sha256(target)
+        target = run_dir / STATE_FILE
+        _atomic.atomic_write(target, json.dumps(state, indent=1))
+    except OSError as error:
+        if target.name == STATE_FILE:  # the new model is no checkpoint without its state
+            (run_dir / NEXT_MODEL_FILE).unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), str(target)) from None
     _commit_model(run_dir)
 
 

@@ -6,6 +6,7 @@ import csv
 import re
 import json
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -301,7 +302,9 @@ def test_an_unwritable_out_exits_2_before_anything_starts(datasets, tmp_path):
         ("{}", "not a run state, missing `options`, `data_dir`, `epochs_done`, `history`"),
         ('{"epochs_done": "two"}', "`epochs_done` must be an integer >= 0; received 'two'"),
         ("not json", "state.json: unreadable run state (JSONDecodeError"),
+        ("[" * 100_000 + "]" * 100_000, "state.json: corrupt run state (its JSON is nested too deeply)"),
     ],
+    ids=["empty", "epochs", "not-json", "nested"],
 )
 def test_a_damaged_state_exits_1_with_one_line(datasets, copy_of, damage, message):
     state = json.loads((copy_of / "state.json").read_text())
@@ -391,6 +394,52 @@ def test_a_tiny_noise_floor_is_fitted_with_its_ratios_in_float64(tmp_path):
             assert ratio == pytest.approx(float(row[f"{prefix}masked_mse"]) / 1e-60, rel=1e-5) and ratio > 1e50
     held = _scalars(out / "tensorboard" / "validation")  # what fits float32 is logged, the ratio is not
     assert ("epoch_masked_mse", 1) in held and not any(tag == "epoch_mse_over_noise_floor" for tag, _ in held)
+
+
+def test_a_full_disk_while_tensorboard_opens_its_file_exits_1_in_one_line(datasets, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+
+    def full(logdir, *args, **kwargs):  # as TensorFlow fails: an empty event file, then the error
+        (Path(logdir) / "events.out.tfevents.1.host.0.v2").parent.mkdir(parents=True, exist_ok=True)
+        (Path(logdir) / "events.out.tfevents.1.host.0.v2").touch()
+        raise tf.errors.ResourceExhaustedError(None, None, "{{function_node __wrapped__CreateSummaryFileWriter}} "
+                                               f"{logdir}/events.out.tfevents.1.host.0.v2; No space left on device\n"
+                                               "\tFailed to flush 1 events")  # fmt: skip
+
+    import tensorflow.summary  # the module Keras' TensorBoard callback writes through (not always tf.summary)
+
+    monkeypatch.setattr(tensorflow.summary, "create_file_writer", full)
+    result = run("fit", datasets["a"], "--out", out, *QUICK)
+    assert result.exit_code == 1, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"Error: {out / 'tensorboard'}: cannot write TensorBoard logs (") and "Traceback" not in result.output
+    assert line.endswith(f"events.out.tfevents.1.host.0.v2; No space left on device); the last good checkpoint "
+                         f"(epoch 0) is kept in {out}")  # fmt: skip
+    assert not list(out.rglob("events.*")) and not list(out.glob(".*"))  # nothing half-written
+    assert load_run(out)[1]["epochs_done"] == 0
+
+
+def test_a_full_disk_while_checkpointing_exits_1_naming_the_file(datasets, tmp_path, monkeypatch):
+    import errno
+
+    from datagen import _atomic
+
+    real = _atomic.atomic_write
+
+    def full(path, data):
+        if str(path).endswith("state.json") and '"epochs_done": 1' in str(data):
+            with _atomic.atomic_path(path) as temporary:
+                temporary.write_text(str(data)[:10])  # half of it, then the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(_atomic, "atomic_write", full)
+    out = tmp_path / "run"
+    result = run("fit", datasets["a"], "--out", out, *QUICK)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == f"Error: {out / 'state.json'}: No space left on device"
+    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "state.json", "tensorboard"]  # epoch 0's pair
+    assert load_run(out)[1]["epochs_done"] == 0
 
 
 def test_fit_without_tensorboard_says_which_package(datasets, copy_of, tmp_path, monkeypatch):
