@@ -144,7 +144,8 @@ def layout(rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str, 
     panels = [("real_steps_per_s", "real inner steps / s", 1.0, p) for p in phases]
     panels += [(memory, f"peak memory (MiB, {MEMORY_LABELS[memory]})", MIB, p) for p in phases]
     labels = sorted({series_label(r, rows) for r in rows})
-    series = {(state, i): _series(rows, state, panel[3], panel[0]) for state in states for i, panel in enumerate(panels)}
+    series = {(state, i): _series(rows, state, phase, metric)
+              for state in states for i, (metric, _, _, phase) in enumerate(panels)}
     return states, panels, labels, series
 
 

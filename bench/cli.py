@@ -231,7 +231,9 @@ def _execute(sweep: Sweep, files: _results.RunFiles, isolate: str) -> None:
         _runner.run_sweep(sweep, files.run_dir / "work", on_end, isolate=isolate)
     except KeyboardInterrupt:
         if not files.records:
-            raise click.ClickException(f"interrupted before any case ended; nothing to report in {files.run_dir}") from None
+            raise click.ClickException(
+                f"interrupted before any case ended; nothing to report in {files.run_dir}"
+            ) from None
         raise click.ClickException(
             f"interrupted; the {len(files.records)} cases that ended are saved in {files.run_dir} "
             f"(render them with `bench report {files.run_dir}`)"
@@ -413,12 +415,15 @@ def report(run_ref: str, storage: Path, out: Path | None) -> None:
     run_dir = out or (path if path.is_dir() else path.parent if path.name == "results.json" else Path("bench-results") / run_id)
     check_output_dir(run_dir, "'--out'")
     if not records:
-        raise click.ClickException(f"{path} holds no case that ended (a run interrupted before any did); nothing to report")
+        raise click.ClickException(
+            f"{path} holds no case that ended (a run interrupted before any did); nothing to report"
+        )
     rows = [_results.row(r) for r in records]
     with _saving("cannot save the report"):
         _results.write_atomic(run_dir / "results.csv", _results.to_csv(rows))
         if not (run_dir / "results.json").exists() or out is not None:
-            _results.write_atomic(run_dir / "results.json", json.dumps({"run_id": run_id, "records": records}, indent=2))
+            document = json.dumps({"run_id": run_id, "records": records}, indent=2)
+            _results.write_atomic(run_dir / "results.json", document)
         plot = _report.plot(rows, run_dir / "plot.png", _report.title(run_id, rows))
     click.echo(_report.table(rows))
     click.echo(f"\nresults: {run_dir / 'results.json'}, {run_dir / 'results.csv'}, {plot}")

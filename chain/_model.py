@@ -968,8 +968,8 @@ class _Feed:
 
     def rebuilt(self, fed) -> "_Feed":
         fed = list(fed)
-        targets, sampling, seed = (fed.pop(0) if t is not None else None for t in (self.targets, self.sampling, self.seed))
-        return _Feed(targets, sampling, seed)
+        given = (self.targets, self.sampling, self.seed)
+        return _Feed(*(fed.pop(0) if t is not None else None for t in given))
 
 
 def _write_directory(path: str, write) -> None:

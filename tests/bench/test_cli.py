@@ -256,7 +256,8 @@ def test_report_of_a_run_interrupted_before_any_case_ended_says_so(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"run_id": "0001_x", "records": []}))
     result = _run("report", str(tmp_path))
     assert result.exit_code == 1, result.output
-    assert result.output == f"Error: {tmp_path} holds no case that ended (a run interrupted before any did); nothing to report\n"
+    assert result.output == (f"Error: {tmp_path} holds no case that ended (a run interrupted before any did); "
+                             "nothing to report\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
 
 

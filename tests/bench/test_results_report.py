@@ -180,7 +180,8 @@ def test_the_compare_command_runs_from_the_project_root_without_hypothesis(tmp_p
     root = Path(__file__).resolve().parents[2]
     missing = tmp_path / "missing" / "hypothesis"
     missing.mkdir(parents=True)
-    (missing / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'hypothesis'\", name='hypothesis')\n")
+    failing = 'raise ModuleNotFoundError("No module named \'hypothesis\'", name="hypothesis")\n'
+    (missing / "__init__.py").write_text(failing)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(missing.parent), str(root)])}
     blocked = subprocess.run([sys.executable, "-c", "import hypothesis"], env=env, capture_output=True, text=True)
     assert "No module named 'hypothesis'" in blocked.stderr

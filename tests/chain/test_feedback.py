@@ -210,7 +210,8 @@ def test_sampling_draws_follow_the_seed_and_the_optimizer_step():
 
 @pytest.mark.parametrize("value", [-1, 2**63, 1.5, True])
 def test_a_sampling_seed_that_is_no_integer_at_least_0_is_refused(value):
-    with pytest.raises(ValueError, match=rf"`sampling_seed` must be an integer in \[0, 2\*\*63 - 1\]; received {value}"):
+    message = rf"`sampling_seed` must be an integer in \[0, 2\*\*63 - 1\]; received {value}"
+    with pytest.raises(ValueError, match=message):
         _net(feedback_sampling=0.5, sampling_seed=value)
 
 
