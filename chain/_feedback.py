@@ -125,6 +125,12 @@ def sampling_probability(value: Any, step: Any) -> tf.Tensor:
     return tf.constant(float(value), tf.float32)
 
 
-def coins(n: tf.Tensor, probability: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
-    """`(n, 1)`: 1 where a step feeds the model's own output (with `probability`), else 0."""
-    return tf.cast(tf.random.uniform(tf.stack([n, 1])) < probability, dtype)
+def coins(n: tf.Tensor, probability: tf.Tensor, dtype: tf.DType, seed: tf.Tensor | None = None) -> tf.Tensor:
+    """`(n, 1)`: 1 where a step feeds the model's own output (with `probability`), else 0.
+
+    With `seed` (`(2,)` int64) the draws are stateless, a function of the seed alone; without,
+    they come from TensorFlow's global random state.
+    """
+    shape = tf.stack([n, 1])
+    draws = tf.random.uniform(shape) if seed is None else tf.random.stateless_uniform(shape, seed)
+    return tf.cast(draws < probability, dtype)

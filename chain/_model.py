@@ -75,6 +75,10 @@ class Chain(keras.Model):
             model's own output instead of the target while training with targets. A float in
             `[0, 1]`, or a schedule called with the optimizer's step (e.g. a
             `keras.optimizers.schedules.LearningRateSchedule`). Needs `feedback=True`.
+        sampling_seed: seeds scheduled sampling's draws, an integer >= 0. With an optimizer (in
+            `fit`) a step's draws are a function of `(sampling_seed, optimizer.iterations)`, so a
+            run resumed from a checkpoint draws what the uninterrupted run draws; without one
+            they come from TensorFlow's global random state.
 
     Call it as `net(x, steps)`: `Chain.call` lists the arguments and what it returns.
 
@@ -103,6 +107,7 @@ class Chain(keras.Model):
         lengths: Any = None,
         feedback: bool = False,
         feedback_sampling: Any = 0.0,
+        sampling_seed: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -124,6 +129,8 @@ class Chain(keras.Model):
                 "`feedback_sampling` picks between targets and the model's own outputs fed back "
                 f"to model B, so it needs feedback=True; received feedback_sampling={feedback_sampling!r}"
             )
+        if not _is_int(sampling_seed) or not 0 <= sampling_seed < 2**63:
+            raise ValueError(f"`sampling_seed` must be an integer in [0, 2**63 - 1]; received {sampling_seed!r}")
         _cells.check_model_b(model_b)
         self.model_a = model_a
         self.model_b = model_b
@@ -138,6 +145,7 @@ class Chain(keras.Model):
         self.stateful = stateful
         self.feedback = feedback
         self.feedback_sampling = feedback_sampling
+        self.sampling_seed = int(sampling_seed)
         self.feedback_size: int | None = None
         self.trackers = _train.Trackers(part)
         self.flat_compile = _train.FlatCompile()
@@ -395,8 +403,11 @@ class Chain(keras.Model):
             return _Feed(None, None)
         if not training or self.feedback_sampling == 0.0:
             return _Feed(targets, None)
-        step = self.optimizer.iterations if getattr(self, "optimizer", None) is not None else 0
-        return _Feed(targets, _feedback.sampling_probability(self.feedback_sampling, step))
+        if getattr(self, "optimizer", None) is None:
+            return _Feed(targets, _feedback.sampling_probability(self.feedback_sampling, 0))
+        step = self.optimizer.iterations
+        seed = tf.stack([tf.constant(self.sampling_seed, tf.int64), tf.cast(step, tf.int64)])
+        return _Feed(targets, _feedback.sampling_probability(self.feedback_sampling, step), seed)
 
     def flat_targets(self, targets: Any, steps: tf.Tensor) -> tf.Tensor:
         """The flat values `(sum(steps), D)` of `targets` that feed B's `prev` (teacher forcing).
@@ -425,6 +436,7 @@ class Chain(keras.Model):
         result = self.b_outputs_from_ir(
             ir, steps, training=training, head=self.head if head else None, initial_state=b_in,
             final=final, differentiable=differentiable, targets=feed.targets, sampling=feed.sampling,
+            sampling_seed=feed.seed,
         )  # fmt: skip
         if not final:
             return ir, result, [], []
@@ -455,14 +467,16 @@ class Chain(keras.Model):
 
     def b_outputs_from_ir(self, ir: tf.Tensor, steps: tf.Tensor, training: bool = False, head=None,
                           initial_state=None, final: bool = False, differentiable: bool = True,
-                          targets: tf.Tensor | None = None, sampling: tf.Tensor | None = None):  # fmt: skip
+                          targets: tf.Tensor | None = None, sampling: tf.Tensor | None = None,
+                          sampling_seed: tf.Tensor | None = None):  # fmt: skip
         """B's outputs `(sum(steps), H)` from model A's output `ir` `(batch, T, ir_size)`.
 
         With `head` (a row-wise layer), `head` of them; the strategy may apply it step by step.
         With `final`, returns `(flat, final_states)`, B's carried states `(batch, s)` at the end
         (carry mode; `[]` otherwise), from `initial_state` (zeros by default). With `feedback`,
         `targets` `(sum(steps), D)` feed `prev` (teacher forcing), each step's own output instead
-        with probability `sampling`; without `targets`, B runs free on its own outputs.
+        with probability `sampling` (drawn statelessly from `sampling_seed` `(2,)` int64 when
+        given); without `targets`, B runs free on its own outputs.
         """
         ir_rows = tf.reshape(ir, [-1, ir.shape[-1]])
         adapter = self.step_adapter()
@@ -489,7 +503,7 @@ class Chain(keras.Model):
             if final and carry:
                 finals = [*finals, _feedback.teacher_final(targets, steps, fb)]
         else:
-            own = _feedback.coins(tf.shape(prev)[0], sampling, ir.dtype)
+            own = _feedback.coins(tf.shape(prev)[0], sampling, ir.dtype, sampling_seed)
             flat, finals = run(adapter, tf.concat([tf.gather(ir_rows, rows), prev, own], 1), steps, init, carry, training,
                                head, final=final, differentiable=differentiable, per_step=True)  # fmt: skip
         return (flat, finals) if final else flat
@@ -837,6 +851,7 @@ class Chain(keras.Model):
             "feedback": self.feedback,
             "feedback_sampling": self.feedback_sampling if not callable(self.feedback_sampling)
             else keras.saving.serialize_keras_object(self.feedback_sampling),
+            "sampling_seed": self.sampling_seed,
         }
 
     @classmethod
@@ -940,27 +955,29 @@ class _StateVariables:
 
 
 class _Feed:
-    """What feeds B's `prev` in one call: `targets` `(N, D)` or None, and the probability of the
-    model's own output instead (scheduled sampling) or None (teacher forcing)."""
+    """What feeds B's `prev` in one call: `targets` `(N, D)` or None, the probability of the
+    model's own output instead (scheduled sampling) or None (teacher forcing), and the seed of
+    that draw `(2,)` int64, or None (TensorFlow's global random state)."""
 
-    def __init__(self, targets: tf.Tensor | None, sampling: tf.Tensor | None) -> None:
-        self.targets, self.sampling = targets, sampling
+    def __init__(self, targets: tf.Tensor | None, sampling: tf.Tensor | None, seed: tf.Tensor | None = None) -> None:
+        self.targets, self.sampling, self.seed = targets, sampling, seed
 
     @property
-    def key(self) -> tuple[bool, bool]:
-        return self.targets is not None, self.sampling is not None
+    def key(self) -> tuple[bool, bool, bool]:
+        return self.targets is not None, self.sampling is not None, self.seed is not None
 
     def specs(self, width: int | None, dtype) -> list[tf.TensorSpec]:
         specs = [tf.TensorSpec([None, width], dtype, name="targets")] if self.targets is not None else []
-        return specs + ([tf.TensorSpec([], tf.float32, name="sampling")] if self.sampling is not None else [])
+        specs += [tf.TensorSpec([], tf.float32, name="sampling")] if self.sampling is not None else []
+        return specs + ([tf.TensorSpec([2], tf.int64, name="sampling_seed")] if self.seed is not None else [])
 
     def tensors(self) -> list[tf.Tensor]:
-        return [t for t in (self.targets, self.sampling) if t is not None]
+        return [t for t in (self.targets, self.sampling, self.seed) if t is not None]
 
     def rebuilt(self, fed) -> "_Feed":
         fed = list(fed)
-        targets = fed.pop(0) if self.targets is not None else None
-        return _Feed(targets, fed.pop(0) if self.sampling is not None else None)
+        given = (self.targets, self.sampling, self.seed)
+        return _Feed(*(fed.pop(0) if t is not None else None for t in given))
 
 
 def _write_directory(path: str, write) -> None:
