@@ -135,6 +135,20 @@ def _series(rows: list[dict[str, Any]], state: str, phase: str, metric: str) -> 
     return {key: sorted(points) for key, points in sorted(out.items())}
 
 
+def layout(rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str, float, str]], list[str], dict]:
+    """What `plot` draws, without matplotlib: the state columns, the panel rows `(metric, label,
+    scale, phase)`, the series labels, and each panel's series by `(state, row)`."""
+    states = sorted({r["state"] for r in rows}, key=str) or ["carry"]  # a record may lack its state
+    phases = [p for p in PHASES if any(r["phase"] == p for r in rows)] or ["forward"]
+    memory = memory_key(rows)
+    panels = [("real_steps_per_s", "real inner steps / s", 1.0, p) for p in phases]
+    panels += [(memory, f"peak memory (MiB, {MEMORY_LABELS[memory]})", MIB, p) for p in phases]
+    labels = sorted({series_label(r, rows) for r in rows})
+    series = {(state, i): _series(rows, state, phase, metric)
+              for state in states for i, (metric, _, _, phase) in enumerate(panels)}
+    return states, panels, labels, series
+
+
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     """Saves a PNG: real inner steps per second and peak memory against `longest_step`.
 
@@ -150,21 +164,16 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    states = sorted({r["state"] for r in rows}) or ["carry"]
-    phases = [p for p in PHASES if any(r["phase"] == p for r in rows)] or ["forward"]
-    memory = memory_key(rows)
-    panels = [("real_steps_per_s", "real inner steps / s", 1.0, p) for p in phases]
-    panels += [(memory, f"peak memory (MiB, {MEMORY_LABELS[memory]})", MIB, p) for p in phases]
-    strategies = sorted({series_label(r, rows) for r in rows})
-    colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(strategies)}
+    states, panels, labels, series = layout(rows)
+    colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(labels)}
     fig, axes = plt.subplots(len(panels), len(states), figsize=(6 * len(states), 3.4 * len(panels)), squeeze=False)
     for col, state in enumerate(states):
-        for row_i, (metric, label, scale, phase) in enumerate(panels):
+        for row_i, (_, label, scale, phase) in enumerate(panels):
             ax = axes[row_i][col]
-            _panel(ax, _series(rows, state, phase, metric), colours, scale)
+            _panel(ax, series[(state, row_i)], colours, scale)
             ax.set_title(f"{state} state, {phase}: {label}")
             ax.set_ylabel(label)
-    handles = [plt.Line2D([], [], color=colours[s], lw=2, marker="o", label=s) for s in strategies]
+    handles = [plt.Line2D([], [], color=colours[s], lw=2, marker="o", label=s) for s in labels]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.04, 1, 0.98))

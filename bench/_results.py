@@ -38,6 +38,7 @@ from pytest_benchmark.utils import get_commit_info, get_machine_id
 from bench._measure import RATES, rates, versus_figures
 from bench._workloads import PARAM_NAMES, Sweep
 from datagen._atomic import atomic_write
+from datagen._storage import read_file
 
 STAT_COLUMNS = ("median_s", "mean_s", "min_s", "max_s", "stddev_s", "rounds", "passes")
 FIGURE_COLUMNS = (
@@ -51,9 +52,16 @@ COLUMNS = (*PARAM_NAMES, "status", "message", *STAT_COLUMNS, *FIGURE_COLUMNS)
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and a rename, making its directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, text)
+    """Writes `text` to `path` through a temporary file and a rename, making its directory.
+
+    Raises:
+        OSError: naming `path` (not the temporary file); `path` is left as it was.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, text)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
 STATUSES = ("ok", "error", "skipped")
@@ -81,11 +89,29 @@ def reserve_run(storage: Path, name: str, header: dict[str, Any]) -> Path:
     store = FileStorage(storage, logger=_Quiet(), default_machine_id=get_machine_id())
     token = secrets.token_hex(8)
     before = set(store.query())
-    store.save({**header, "benchmarks": [], "bench": {"token": token}}, name)
+    try:
+        store.save({**header, "benchmarks": [], "bench": {"token": token}}, name)
+    except OSError:
+        _remove_half_written(set(store.query(f"[0-9][0-9][0-9][0-9]_{name}")) - before)
+        raise
     for path in store.query(f"[0-9][0-9][0-9][0-9]_{name}"):
         if path not in before and json.loads(path.read_text()).get("bench", {}).get("token") == token:
             return path
     raise RuntimeError(f"pytest-benchmark saved run {name!r} in {storage} but it cannot be found")
+
+
+def _remove_half_written(paths: set[Path]) -> None:
+    """Removes the files among `paths` that are not whole JSON: what a failed save left behind.
+
+    pytest-benchmark writes its file in place; another run's, saved at the same moment, is whole.
+    """
+    for path in paths:
+        try:
+            json.loads(path.read_bytes())
+        except ValueError:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def row(record: dict[str, Any]) -> dict[str, Any]:
@@ -240,25 +266,28 @@ class RunFiles:
         write_atomic(self.run_dir / "results.csv", to_csv([row(r) for r in self.records]))
 
 
+MAX_RUN_BYTES = 256 * 2**20  # far above any sweep's results.json; /dev/zero and the like are refused
+
+
 def load_records(path: Path) -> tuple[str, list[dict[str, Any]]]:
     """Reads a saved run: a run directory, its ``results.json``, or a pytest-benchmark file.
+
+    Only a regular file of at most `MAX_RUN_BYTES` is read (a FIFO or a device is refused
+    before any read), and its records are checked against the schema the table and plot read
+    (`check_record`).
 
     Returns:
         The run id and the end records (failures included when the file lists them).
 
     Raises:
-        ValueError: When the file is neither format, or a record lacks its params or status.
+        ValueError: When the file is not a regular file, too large, not JSON, neither format,
+            its run id is not a plain name, or a record does not fit the schema.
     """
     if path.is_dir():
         path = path / "results.json"
-    try:
-        data = json.loads(path.read_text())
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not JSON text ({exc.reason})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})") from None
+    data = _read_json(path)
     if isinstance(data, dict) and isinstance(data.get("records"), list):
-        return str(data.get("run_id", path.parent.name)), _checked(data["records"], path)
+        return _run_id(data.get("run_id", path.parent.name), path), _checked(data["records"], path)
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise ValueError(f"{path} is neither a bench results.json nor a pytest-benchmark saved run")
     records = [
@@ -268,21 +297,81 @@ def load_records(path: Path) -> tuple[str, list[dict[str, Any]]]:
     extra = data.get("bench") if isinstance(data.get("bench"), dict) else {}
     failures = extra.get("failures", [])
     failures = failures if isinstance(failures, list) else [failures]
-    return str(extra.get("run_id", path.stem)), _checked(records + failures, path)
+    return _run_id(extra.get("run_id", path.stem), path), _checked(records + failures, path)
+
+
+def _read_json(path: Path) -> Any:
+    raw = read_file(path, max_bytes=MAX_RUN_BYTES, what="run file")  # a DatasetError is a ValueError
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not JSON text ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise ValueError(f"{path} is not a run: its JSON is nested too deeply") from None
+
+
+def _run_id(value: Any, path: Path) -> str:
+    """A run id that can name a folder: letters, digits, '-', '_' and '.', not '.' or '..'."""
+    if not isinstance(value, str) or value in ("", ".", "..") or not all(ch.isalnum() or ch in "-_." for ch in value):
+        raise ValueError(f"{path}: `run_id` must be letters, digits, '-', '_' or '.'; received {_short(value)}")
+    return value
+
+
+# The schema of an end record, as far as the table, the CSV and the plot read it.
+TEXT_PARAMS = ("strategy", "state", "phase", "lengths", "device", "cell")
+TEXT_FIGURES = ("peak_rss_method", "tensorflow_version", "keras_version", "torch_version", "versus")
 
 
 def _checked(records: list[Any], path: Path) -> list[dict[str, Any]]:
-    """The records, each a dict with a ``params`` dict and a ``status`` of `STATUSES`."""
+    """The records, each checked by `check_record`; a ValueError names the record and its field."""
     for i, record in enumerate(records):
-        if not isinstance(record, dict) or not isinstance(record.get("params"), dict):
-            raise ValueError(f"record {i} of {path} has no `params` dict; received {_short(record)}")
-        if record.get("status") not in STATUSES:
-            raise ValueError(
-                f"record {i} of {path} needs a `status` of {', '.join(STATUSES)}; received {record.get('status')!r}"
-            )
-        if record["status"] == "ok" and not isinstance(record.get("benchmark"), dict):
-            raise ValueError(f"record {i} of {path} has status 'ok' but no `benchmark` dict")
+        try:
+            check_record(record)
+        except ValueError as exc:
+            raise ValueError(f"record {i} of {path} {exc}") from None
     return records
+
+
+def check_record(record: Any) -> None:
+    """Raises a ValueError (``has ...``, ``needs ...``) when an end record does not fit the schema.
+
+    A record is a dict with a ``params`` dict (``strategy``, ``state``, ``phase``, ``lengths``,
+    ``device`` and ``cell`` strings, ``longest_step`` and ``hidden`` integers, each where given),
+    a ``status`` of `STATUSES`, and a ``benchmark`` dict (an ``ok`` record) or null
+    whose ``stats`` and ``extra_info`` are dicts or null, holding numbers (or null) where the
+    table reads numbers.
+    """
+    if not isinstance(record, dict) or not isinstance(record.get("params"), dict):
+        raise ValueError(f"has no `params` dict; received {_short(record)}")
+    if record.get("status") not in STATUSES:
+        raise ValueError(f"needs a `status` of {', '.join(STATUSES)}; received {_short(record.get('status'))}")
+    bench = record.get("benchmark")
+    if record["status"] == "ok" and not isinstance(bench, dict):
+        raise ValueError("has status 'ok' but no `benchmark` dict")
+    for name in PARAM_NAMES:  # any may be missing (older runs lack cell and hidden)
+        _check_value(record["params"].get(name), f"params.{name}", str if name in TEXT_PARAMS else int)
+    if bench is None:
+        return
+    if not isinstance(bench, dict):
+        raise ValueError(f"needs a `benchmark` dict or null; received {_short(bench)}")
+    for part, names in (("stats", [c.removesuffix("_s") for c in STAT_COLUMNS]), ("extra_info", FIGURE_COLUMNS)):
+        values = bench.get(part)
+        if values is not None and not isinstance(values, dict):
+            raise ValueError(f"needs `benchmark.{part}` to be a dict or null; received {_short(values)}")
+        for name in names:
+            kind = str if name in TEXT_FIGURES else float
+            _check_value((values or {}).get(name), f"benchmark.{part}.{name}", kind)
+
+
+def _check_value(value: Any, where: str, kind: type) -> None:
+    """`value` is null or of `kind` (`str`, `int`, or `float`: any number); booleans are no numbers."""
+    numbers = (int,) if kind is int else (int, float)
+    ok = isinstance(value, str) if kind is str else isinstance(value, numbers) and not isinstance(value, bool)
+    if value is not None and not ok:
+        expected = {str: "a string", int: "an integer", float: "a number"}[kind]
+        raise ValueError(f"needs `{where}` to be {expected} or null; received {_short(value)}")
 
 
 def _short(value: Any) -> str:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import math
 import os
 import signal
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
 
 from bench import _report, _results, _runner, _workloads
 from bench._workloads import CELLS, PHASES, REFERENCE, TORCH_STRATEGIES, Sweep
+from datagen._atomic import cannot_create_in
+from datagen._command_line import OneLineGroup, OutputDir
 
 INT32_MAX = 2**31 - 1  # steps and sizes reach TensorFlow as int32
 SEED_MAX = 2**32 - 1  # keras.utils.set_random_seed seeds numpy's legacy generator too
@@ -74,13 +76,11 @@ def check_output_dir(path: Path, option: str) -> None:
             f"expected a directory that can be made; received {str(path)!r}, whose parent {str(ancestor)!r} is not a directory",
             param_hint=option,
         )
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".bench-probe-", dir=ancestor))
-    except OSError as exc:
+    reason = cannot_create_in(ancestor)
+    if reason is not None:
         raise click.BadParameter(
-            f"expected a writable directory; received {str(path)!r} ({str(ancestor)!r}: {exc.strerror or exc})",
-            param_hint=option,
-        ) from None
+            f"expected a writable directory; received {str(path)!r} ({str(ancestor)!r}: {reason})", param_hint=option
+        )
 
 
 def _choices(allowed: tuple[str, ...]) -> Any:
@@ -140,7 +140,7 @@ def _device(value: str) -> str:
     return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Benchmarks of chained ragged models, saved where `pytest-benchmark compare` reads them."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
@@ -231,6 +231,10 @@ def _execute(sweep: Sweep, files: _results.RunFiles, isolate: str) -> None:
     try:
         _runner.run_sweep(sweep, files.run_dir / "work", on_end, isolate=isolate)
     except KeyboardInterrupt:
+        if not files.records:
+            raise click.ClickException(
+                f"interrupted before any case ended; nothing to report in {files.run_dir}"
+            ) from None
         raise click.ClickException(
             f"interrupted; the {len(files.records)} cases that ended are saved in {files.run_dir} "
             f"(render them with `bench report {files.run_dir}`)"
@@ -274,9 +278,9 @@ def _interrupt(signum: int, frame: Any) -> None:
               help="Tiny sweep (about 75 s on 2 cores): L in 1,4, batch 16, T 8, 2 rounds, "
                    "strategies loop, packed, reference and torch-packed; options given explicitly "
                    "still win.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="bench-results", show_default=True,
+@click.option("--out", type=OutputDir(path_type=Path), default="bench-results", show_default=True,
               help="Directory of the run folders (results.json, results.csv, plot.png, logs).")
-@click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=".benchmarks", show_default=True,
+@click.option("--storage", type=OutputDir(path_type=Path), default=".benchmarks", show_default=True,
               help="pytest-benchmark storage directory (pass the same to `pytest-benchmark --storage`).")
 @click.option("--save", "name", default=None, callback=_check_name,
               help="Run name, saved as NNNN_NAME.json. Default: bench_<UTC time>.")
@@ -331,14 +335,29 @@ def run(ctx: click.Context, **opts: Any) -> None:
         click.echo("\n".join(c.id for c in sweep.cases))
         click.echo(f"{len(sweep.cases)} cases; {_describe(sweep)}; nothing run or written (--dry-run)")
         return
-    files = _results.RunFiles.create(opts["out"], opts["storage"], opts["name"], sweep)
+    with _saving("cannot save the run"):
+        files = _results.RunFiles.create(opts["out"], opts["storage"], opts["name"], sweep)
     click.echo(f"{len(sweep.cases)} cases; run {files.run_id}; {_describe(sweep)}")
     _warn_if_busy(sweep.threads)
-    files.save()
-    _execute(sweep, files, opts["isolate"])
-    rows = [_results.row(r) for r in files.records]
-    plot = _render(rows, files.run_dir, _report.title(files.run_id, rows, sweep.sizes))
+    with _saving(f"cannot save the run (the cases saved before are in {files.run_dir})"):
+        files.save()
+        _execute(sweep, files, opts["isolate"])
+        rows = [_results.row(r) for r in files.records]
+        plot = _render(rows, files.run_dir, _report.title(files.run_id, rows, sweep.sizes))
     _summary(rows, files, plot, opts["storage"])
+
+
+@contextlib.contextmanager
+def _saving(what: str) -> Iterator[None]:
+    """Turns a failed write (a full disk, say) into one line: WHAT: FILE: REASON (exit 1).
+
+    Every file is written through a temporary one and a rename, so the failed one is left as it was.
+    """
+    try:
+        yield
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise click.ClickException(f"{what}: {where}{exc.strerror or exc}") from None
 
 
 def _describe(sweep: Sweep) -> str:
@@ -380,7 +399,7 @@ def _summary(rows: list[dict[str, Any]], files: _results.RunFiles, plot: Path, s
 @click.argument("run_ref", metavar="RUN")
 @click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=".benchmarks", show_default=True,
               help="pytest-benchmark storage to look RUN up in when it is a run id.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=OutputDir(path_type=Path), default=None,
               help="Where to write results.json, results.csv and plot.png. Default: the run folder, or "
                    "bench-results/RUN_ID for a pytest-benchmark file.")
 def report(run_ref: str, storage: Path, out: Path | None) -> None:
@@ -396,25 +415,36 @@ def report(run_ref: str, storage: Path, out: Path | None) -> None:
         raise click.BadParameter(f"cannot read a run from {str(path)!r}: {exc}", param_hint="'RUN'") from None
     run_dir = out or (path if path.is_dir() else path.parent if path.name == "results.json" else Path("bench-results") / run_id)
     check_output_dir(run_dir, "'--out'")
+    if not records:
+        raise click.ClickException(
+            f"{path} holds no case that ended (a run interrupted before any did); nothing to report"
+        )
     rows = [_results.row(r) for r in records]
-    _results.write_atomic(run_dir / "results.csv", _results.to_csv(rows))
-    if not (run_dir / "results.json").exists() or out is not None:
-        _results.write_atomic(run_dir / "results.json", json.dumps({"run_id": run_id, "records": records}, indent=2))
-    plot = _report.plot(rows, run_dir / "plot.png", _report.title(run_id, rows))
+    with _saving("cannot save the report"):
+        _results.write_atomic(run_dir / "results.csv", _results.to_csv(rows))
+        if not (run_dir / "results.json").exists() or out is not None:
+            document = json.dumps({"run_id": run_id, "records": records}, indent=2)
+            _results.write_atomic(run_dir / "results.json", document)
+        plot = _report.plot(rows, run_dir / "plot.png", _report.title(run_id, rows))
     click.echo(_report.table(rows))
     click.echo(f"\nresults: {run_dir / 'results.json'}, {run_dir / 'results.csv'}, {plot}")
 
 
 def _resolve_run(run_ref: str, storage: Path) -> Path:
     path = Path(run_ref)
-    if path.exists():
-        return path
-    matches = sorted(storage.glob(f"*/{run_ref}*.json")) if storage.is_dir() else []
+    try:
+        if path.exists():
+            return path
+    except OSError as exc:  # a name too long, say
+        raise click.BadParameter(f"cannot look at {run_ref!r} ({exc.strerror or exc})", param_hint="'RUN'") from None
+    is_id = bool(run_ref) and all(ch.isalnum() or ch in "-_." for ch in run_ref)  # no glob pattern
+    matches = sorted(storage.glob(f"*/{run_ref}*.json")) if is_id and storage.is_dir() else []
     if len(matches) != 1:
-        found = "no saved run" if not matches else f"{len(matches)} saved runs"
+        found = ("no saved run matches" if not matches else f"{len(matches)} saved runs match") if is_id else (
+            "no such file, and no run id")
         raise click.BadParameter(
             f"expected a run folder, a results or pytest-benchmark JSON file, or a run id in {storage}; "
-            f"received {run_ref!r} ({found} matches)",
+            f"received {run_ref!r} ({found})",
             param_hint="'RUN'",
         )
     return matches[0]

@@ -125,30 +125,38 @@ def sampling_probability(value: Any, step: Any) -> tf.Tensor:
     return tf.constant(float(value), tf.float32)
 
 
-def coins(n: tf.Tensor, probability: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
-    """`(n, 1)`: 1 where a step feeds the model's own output (with `probability`), else 0."""
-    return tf.cast(tf.random.uniform(tf.stack([n, 1])) < probability, dtype)
+def coins(n: tf.Tensor, probability: tf.Tensor, dtype: tf.DType, seed: tf.Tensor | None = None) -> tf.Tensor:
+    """`(n, 1)`: 1 where a step feeds the model's own output (with `probability`), else 0.
+
+    With `seed` (`(2,)` int64) the draws are stateless, a function of the seed alone; without,
+    they come from TensorFlow's global random state.
+    """
+    shape = tf.stack([n, 1])
+    draws = tf.random.uniform(shape) if seed is None else tf.random.stateless_uniform(shape, seed)
+    return tf.cast(draws < probability, dtype)
 
 
 class Feed:
-    """What feeds B's `prev` in one call: `targets` `(N, D)` or None, and the probability of the
-    model's own output instead (scheduled sampling) or None (teacher forcing)."""
+    """What feeds B's `prev` in one call: `targets` `(N, D)` or None, the probability of the
+    model's own output instead (scheduled sampling) or None (teacher forcing), and the seed of
+    that draw `(2,)` int64, or None (TensorFlow's global random state)."""
 
-    def __init__(self, targets: tf.Tensor | None, sampling: tf.Tensor | None) -> None:
-        self.targets, self.sampling = targets, sampling
+    def __init__(self, targets: tf.Tensor | None, sampling: tf.Tensor | None, seed: tf.Tensor | None = None) -> None:
+        self.targets, self.sampling, self.seed = targets, sampling, seed
 
     @property
-    def key(self) -> tuple[bool, bool]:
-        return self.targets is not None, self.sampling is not None
+    def key(self) -> tuple[bool, bool, bool]:
+        return self.targets is not None, self.sampling is not None, self.seed is not None
 
     def specs(self, width: int | None, dtype: tf.DType) -> list[tf.TensorSpec]:
         specs = [tf.TensorSpec([None, width], dtype, name="targets")] if self.targets is not None else []
-        return specs + ([tf.TensorSpec([], tf.float32, name="sampling")] if self.sampling is not None else [])
+        specs += [tf.TensorSpec([], tf.float32, name="sampling")] if self.sampling is not None else []
+        return specs + ([tf.TensorSpec([2], tf.int64, name="sampling_seed")] if self.seed is not None else [])
 
     def tensors(self) -> list[tf.Tensor]:
-        return [t for t in (self.targets, self.sampling) if t is not None]
+        return [t for t in (self.targets, self.sampling, self.seed) if t is not None]
 
     def rebuilt(self, fed: Any) -> "Feed":
         fed = list(fed)
-        targets = fed.pop(0) if self.targets is not None else None
-        return Feed(targets, fed.pop(0) if self.sampling is not None else None)
+        targets, sampling, seed = (fed.pop(0) if t is not None else None for t in (self.targets, self.sampling, self.seed))
+        return Feed(targets, sampling, seed)

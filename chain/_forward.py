@@ -112,7 +112,7 @@ class Forward:
         feed = feed or Feed(None, None)
         out = self.b_outputs(ir, steps, training=training, head=self.parts.head if head else None,
                              initial_state=b_in, final=final, differentiable=differentiable,
-                             targets=feed.targets, sampling=feed.sampling)  # fmt: skip
+                             targets=feed.targets, sampling=feed.sampling, sampling_seed=feed.seed)  # fmt: skip
         if not final:
             return Result(ir, out, [], [])
         flat, b_out = out
@@ -120,8 +120,17 @@ class Forward:
 
     def b_outputs(self, ir: tf.Tensor, steps: tf.Tensor, training: bool = False, head=None,
                   initial_state: StateList | None = None, final: bool = False, differentiable: bool = True,
-                  targets: tf.Tensor | None = None, sampling: tf.Tensor | None = None):  # fmt: skip
-        """B's outputs `(sum(steps), H)` from `ir` `(batch, T, ir_size)`; see `Chain.b_outputs_from_ir`."""
+                  targets: tf.Tensor | None = None, sampling: tf.Tensor | None = None,
+                  sampling_seed: tf.Tensor | None = None):  # fmt: skip
+        """B's outputs `(sum(steps), H)` from model A's output `ir` `(batch, T, ir_size)`.
+
+        With `head` (a row-wise layer), `head` of them; the strategy may apply it step by step.
+        With `final`, returns `(flat, final_states)`, B's carried states `(batch, s)` at the end
+        (carry mode; `[]` otherwise), from `initial_state` (zeros by default). With `feedback`,
+        `targets` `(sum(steps), D)` feed `prev` (teacher forcing), each step's own output instead
+        with probability `sampling` (drawn statelessly from `sampling_seed` `(2,)` int64 when
+        given); without `targets`, B runs free on its own outputs.
+        """
         ir_rows = tf.reshape(ir, [-1, ir.shape[-1]])
         adapter = self.step_adapter()
         init = self.initial_states(ir_rows, tf.shape(steps)[0], adapter, initial_state)
@@ -146,7 +155,7 @@ class Forward:
             if final and carry:
                 finals = [*finals, _feedback.teacher_final(targets, steps, fb)]
         else:
-            own = _feedback.coins(tf.shape(prev)[0], sampling, ir.dtype)
+            own = _feedback.coins(tf.shape(prev)[0], sampling, ir.dtype, sampling_seed)
             xp = tf.concat([tf.gather(ir_rows, rows), prev, own], 1)
             flat, finals = run(adapter, xp, steps, init, carry, training, head, per_step=True, **kwargs)
         return (flat, finals) if final else flat

@@ -76,6 +76,10 @@ class Chain(keras.Model):
             model's own output instead of the target while training with targets. A float in
             `[0, 1]`, or a schedule called with the optimizer's step (e.g. a
             `keras.optimizers.schedules.LearningRateSchedule`). Needs `feedback=True`.
+        sampling_seed: seeds scheduled sampling's draws, an integer >= 0. With an optimizer (in
+            `fit`) a step's draws are a function of `(sampling_seed, optimizer.iterations)`, so a
+            run resumed from a checkpoint draws what the uninterrupted run draws; without one
+            they come from TensorFlow's global random state.
 
     Call it as `net(x, steps)`: `Chain.call` lists the arguments and what it returns.
 
@@ -104,11 +108,12 @@ class Chain(keras.Model):
         lengths: Lengths | None = None,
         feedback: bool = False,
         feedback_sampling: Any = 0.0,
+        sampling_seed: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         options = ChainOptions.checked(output_size, state, strategy, max_steps, compiled, fused, predict_lengths,
-                                       stop, stateful, lengths, feedback, feedback_sampling)  # fmt: skip
+                                       stop, stateful, lengths, feedback, feedback_sampling, sampling_seed)  # fmt: skip
         _cells.check_model_b(model_b)
         self.model_a = model_a
         self.model_b = model_b
@@ -136,6 +141,7 @@ class Chain(keras.Model):
     lengths = property(lambda self: self.options.lengths)
     feedback = property(lambda self: self.options.feedback)
     feedback_sampling = property(lambda self: self.options.feedback_sampling)
+    sampling_seed = property(lambda self: self.options.sampling_seed)
 
     @property
     def stateful(self) -> bool:
@@ -307,8 +313,11 @@ class Chain(keras.Model):
             return Feed(None, None)
         if not training or self.feedback_sampling == 0.0:
             return Feed(targets, None)
-        step = self.optimizer.iterations if getattr(self, "optimizer", None) is not None else 0
-        return Feed(targets, _feedback.sampling_probability(self.feedback_sampling, step))
+        if getattr(self, "optimizer", None) is None:
+            return Feed(targets, _feedback.sampling_probability(self.feedback_sampling, 0))
+        step = self.optimizer.iterations
+        seed = tf.stack([tf.constant(self.sampling_seed, tf.int64), tf.cast(step, tf.int64)])
+        return Feed(targets, _feedback.sampling_probability(self.feedback_sampling, step), seed)
 
     def flat_targets(self, targets: Any, steps: tf.Tensor) -> tf.Tensor:
         """The flat values `(sum(steps), D)` of `targets` that feed B's `prev` (teacher forcing).

@@ -29,11 +29,12 @@ class ChainOptions:
     stateful: bool
     feedback: bool
     feedback_sampling: Any
+    sampling_seed: int
 
     @classmethod
     def checked(cls, output_size: Any, state: Any, strategy: Any, max_steps: Any, compiled: Any, fused: Any,
                 predict_lengths: Any, stop: Any, stateful: Any, lengths: Any, feedback: Any,
-                feedback_sampling: Any) -> "ChainOptions":  # fmt: skip
+                feedback_sampling: Any, sampling_seed: Any) -> "ChainOptions":  # fmt: skip
         """The options from the constructor's arguments, shorthands resolved.
 
         Raises:
@@ -55,8 +56,10 @@ class ChainOptions:
                 "`feedback_sampling` picks between targets and the model's own outputs fed back "
                 f"to model B, so it needs feedback=True; received feedback_sampling={feedback_sampling!r}"
             )
+        if not _is_int(sampling_seed) or not 0 <= sampling_seed < 2**63:
+            raise ValueError(f"`sampling_seed` must be an integer in [0, 2**63 - 1]; received {sampling_seed!r}")
         return cls(output_size, state, strategy, max_steps, compiled, fused, part, stateful, feedback,
-                   feedback_sampling)  # fmt: skip
+                   feedback_sampling, int(sampling_seed))  # fmt: skip
 
     def resolved_strategy(self) -> str:
         """`strategy`, or `"packed"` for `"auto"` (the fastest in every case `bench run` measured)."""
@@ -76,6 +79,7 @@ class ChainOptions:
             "stateful": self.stateful,
             "feedback": self.feedback,
             "feedback_sampling": keras.saving.serialize_keras_object(sampling) if callable(sampling) else sampling,
+            "sampling_seed": self.sampling_seed,
         }
 
 

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import click
 
+from datagen._command_line import OneLineGroup, OutputDir
+
 from .options import CHECKS, STATES, STRATEGIES, FitOptions, OptionError
 
 _DEFAULTS = FitOptions()
@@ -38,10 +40,24 @@ def _runtime_errors() -> tuple[type[Exception], ...]:
     return datagen.DatasetError, ValueError, FileNotFoundError, TrainingDiverged, OSError, MemoryError
 
 
+def _own_errors() -> tuple[type[Exception], ...]:
+    """Errors whose one-line messages this project writes (a path in them may hold a line break)."""
+    import datagen
+
+    from .options import TrainingDiverged
+    from .runs import RunDirError
+
+    return datagen.DatasetError, datagen.ParameterError, OptionError, RunDirError, TrainingDiverged
+
+
 def _one_line(error: Exception) -> click.ClickException:
+    """The error in one line: ours whole (the group escapes line breaks), another library's first line."""
     if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.strerror:
         return click.ClickException(f"{error.filename or ''}: {error.strerror}".lstrip(": "))
-    return click.ClickException(str(error).splitlines()[0] if str(error) else type(error).__name__)
+    message = str(error)
+    if not isinstance(error, _own_errors()):
+        message = message.splitlines()[0] if message else type(error).__name__
+    return click.ClickException(message)
 
 
 def _check_out(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -70,14 +86,14 @@ def _check_window(data_dir: Path, window: int, batch_size: int, heldout: Path | 
                                  f"training samples; received {batch_size}", param_hint="'--batch-size'")  # fmt: skip
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def main() -> None:
     """Train and score chained models on datagen datasets."""
 
 
 @main.command("fit")
 @click.argument("data_dir", type=click.Path(path_type=Path))
-@click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), default="chain-run",
+@click.option("--out", "run_dir", type=OutputDir(path_type=Path), default="chain-run",
               show_default=True, help="Run directory: checkpoints, history, plot, TensorBoard logs, report.")
 @click.option("--state", type=click.Choice(STATES), default=_DEFAULTS.state, show_default=True,
               help="Where B's state comes from.")
@@ -96,7 +112,7 @@ def main() -> None:
 @click.option("--heldout", type=click.Path(path_type=Path), default=None,
               help="A separate held-out dataset; default: the last 10% of DATA_DIR by index.")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True, callback=_checked("seed"),
-              help="Seeds weights and per-epoch shuffles, in [0, 2**31 - 1].")
+              help="Seeds weights, per-epoch shuffles and scheduled sampling, in [0, 2**31 - 1].")
 @click.option("--window", type=int, default=None, callback=_checked("window"),
               help="Train on consecutive windows of W outer steps per sample, in order, with the state "
                    "carried and reset per sample (truncated backpropagation through time).")
@@ -157,24 +173,53 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @click.option("--batch-size", type=int, default=256, show_default=True, callback=_checked("batch_size"),
               help="Samples per batch.")
-def evaluate(run_dir: Path, data_dir: Path, batch_size: int) -> None:
+@click.option("--allow-other-law", is_flag=True,
+              help="Score DATA_DIR even when another law made it (with a warning): its MSE then says "
+                   "nothing of the fit.")
+def evaluate(run_dir: Path, data_dir: Path, batch_size: int, allow_other_law: bool) -> None:
     """Score the last checkpoint of RUN_DIR on every sample of DATA_DIR; print JSON.
 
     Prints mse (over real inner steps), noise_floor, mse_over_noise_floor (left out, with the
     reason, when the noise floor is 0), samples and, for a model that predicts lengths,
     length_accuracy.
+
+    DATA_DIR must come from the law the run was trained on: made by `datagen make` with the
+    training set's --task, --seed and law options (--teacher-hidden, --input-size,
+    --output-size, ...); --samples, --noise, --lengths and the storage may differ, and the first
+    samples of a larger set repeat the training set's. The run's own held-out split (the last 10%
+    of its data by default) is scored in its report.json. Data of another law (another task or
+    seed: another teacher) exits 2 naming both law digests, unless --allow-other-law.
     """
     from . import runs
 
     if not any((run_dir / name).is_file() for name in (runs.MODEL_FILE, runs.NEXT_MODEL_FILE)):
         raise click.BadParameter(f"{run_dir} holds no checkpoint ({runs.MODEL_FILE})", param_hint="'RUN_DIR'")
+    _check_law(run_dir, data_dir, allow_other_law)
     from .report import evaluate_run
 
     try:
-        result = evaluate_run(run_dir, data_dir, batch_size=batch_size)
+        result = evaluate_run(run_dir, data_dir, batch_size=batch_size, allow_other_law=allow_other_law)
     except _runtime_errors() as error:
         raise _one_line(error) from None
     click.echo(json.dumps(result, indent=1))
+
+
+def _check_law(run_dir: Path, data_dir: Path, allow: bool) -> None:
+    """Exit 2 when another law made DATA_DIR, or a warning with --allow-other-law (no TensorFlow)."""
+    import datagen
+
+    from . import laws, runs
+
+    try:
+        state = runs.read_state(run_dir)
+        laws.check_same_law(state, data_dir, laws.law_digest(datagen.info(data_dir)["manifest"]))
+    except laws.OtherLaw as error:
+        if not allow:
+            raise click.BadParameter(f"{error}; pass --allow-other-law to score it anyway",
+                                     param_hint="'DATA_DIR'") from None  # fmt: skip
+        click.echo(f"chain evaluate: WARNING: {error}; scored anyway (--allow-other-law)", err=True)
+    except (ValueError, OSError):
+        return  # a missing or damaged state or dataset: the evaluation reports it
 
 
 if __name__ == "__main__":

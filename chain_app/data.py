@@ -9,6 +9,8 @@ from typing import Any
 import datagen
 import tensorflow as tf
 
+from . import laws
+
 Source = tuple[Path, "str | None"]
 
 
@@ -24,7 +26,8 @@ def sources(state: dict[str, Any]) -> dict[str, Source]:
 
 
 def describe(directory: Path, split: str | None, fraction: float) -> dict[str, Any]:
-    """Sizes, noise floor and sample count of a dataset's split, from its manifest alone.
+    """Sizes, noise floor, sample count and law digest (`laws.law_digest`) of a dataset's split,
+    from its manifest alone.
 
     Raises:
         datagen.DatasetError: the directory is missing, not a dataset, or its manifest invalid.
@@ -32,7 +35,7 @@ def describe(directory: Path, split: str | None, fraction: float) -> dict[str, A
     """
     facts = datagen.info(directory, split=split, heldout_fraction=fraction)
     keys = ("input_size", "output_size", "longest_step", "noise_floor", "samples", "task", "timesteps")
-    return {key: facts[key] for key in keys}
+    return {**{key: facts[key] for key in keys}, "law_digest": laws.law_digest(facts["manifest"])}
 
 
 def check_sizes(net: Any, info: dict[str, Any], where: str) -> None:

@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,18 @@ import tensorflow as tf
 import chain
 
 from . import data, report, runs
-from .options import FitOptions, TrainingDiverged
+from .options import FLOAT32_MAX, FitOptions, TrainingDiverged
 
 HELDOUT_BATCH = 256
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+RATIO = "mse_over_noise_floor"
 
 
 def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int) -> chain.Chain:
     """A GRU model A, a GRUCell model B and a Dense head, compiled with Adam and cosine decay.
 
-    The noise-floor ratio is a metric only when the noise floor is > 0.
+    The noise-floor ratio is a metric (for the progress display) only when the noise floor is a
+    normal float32 number, the metric's precision; the logs' ratios are `_Ratios`', in float64.
     """
     keras.utils.set_random_seed(options.seed)
     net = chain.Chain(
@@ -45,6 +49,7 @@ def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int)
         stateful=options.window is not None,
         feedback=options.feedback,
         feedback_sampling=options.feedback_sampling,
+        sampling_seed=options.seed,
     )
     net.build((options.batch_size if options.window else None, None, info["input_size"]))
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -52,7 +57,7 @@ def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int)
     )
     floor = info["noise_floor"]
     net.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss="mse",
-                metrics=[chain.NoiseFloorRatio(floor)] if floor > 0 else [])  # fmt: skip
+                metrics=[chain.NoiseFloorRatio(floor)] if floor >= FLOAT32_TINY else [])  # fmt: skip
     net.optimizer.build(net.trainable_variables)  # so that the epoch-0 checkpoint holds its slots
     return net
 
@@ -115,8 +120,14 @@ class _NanGuard(keras.callbacks.Callback):
 
 
 def divergence(net: chain.Chain, logs: dict[str, Any]) -> str | None:
-    """Why an epoch's checkpoint would not be good, or None: every loss, metric and weight finite."""
+    """Why an epoch's checkpoint would not be good, or None: every loss, metric and weight finite.
+
+    The noise-floor ratios are left out: they follow the masked MSE, and a tiny floor alone can
+    make them overflow.
+    """
     for key, value in logs.items():
+        if key.endswith(RATIO):
+            continue
         if not math.isfinite(float(value)):
             where = "held-out" if key.startswith("val_") else "training"
             return f"the {where} `{key}` became {float(value)}"
@@ -127,20 +138,69 @@ def divergence(net: chain.Chain, logs: dict[str, Any]) -> str | None:
     return None
 
 
-class _HeldoutRatio(keras.callbacks.Callback):
-    """Puts the held-out MSE over the held-out set's own noise floor in the epoch's logs."""
+class _Ratios(keras.callbacks.Callback):
+    """Puts the training and held-out MSE over their own sets' noise floors in the epoch's logs.
 
-    def __init__(self, noise_floor: float) -> None:
+    Computed in float64 from the masked MSE: a floor below float32's range (noise 1e-30 gives
+    1e-60) still gives a finite ratio. A set whose floor is 0 has no ratio.
+    """
+
+    def __init__(self, train_floor: float, heldout_floor: float) -> None:
         super().__init__()
-        self.noise_floor = noise_floor
+        self.floors = {"": train_floor, "val_": heldout_floor}
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if logs is None or "val_masked_mse" not in logs:
-            return
-        if self.noise_floor > 0:
-            logs["val_mse_over_noise_floor"] = float(logs["val_masked_mse"]) / self.noise_floor
-        else:
-            logs.pop("val_mse_over_noise_floor", None)
+        for prefix, floor in self.floors.items():
+            if logs is None or f"{prefix}masked_mse" not in logs:
+                continue
+            if floor > 0:
+                logs[f"{prefix}{RATIO}"] = float(logs[f"{prefix}masked_mse"]) / floor
+            else:
+                logs.pop(f"{prefix}{RATIO}", None)
+
+
+class _LogsUnwritable(OSError):
+    """TensorBoard could not write its logs (a full disk, say); the message says where and why."""
+
+
+class _TensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback, given only the values that fit its float32 scalars, failing
+    with `_LogsUnwritable` where its logs cannot be written.
+
+    A noise-floor ratio over float32's largest (a floor of 1e-60) is left out of the logs; it is
+    in history.csv.
+    """
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._writing(super().on_train_begin, logs)  # opens the training logs
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._writing(super().on_test_begin, logs)  # opens the held-out logs
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._writing(super().on_test_end, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        fits = {key: value for key, value in (logs or {}).items() if abs(float(value)) <= FLOAT32_MAX}
+        self._writing(super().on_epoch_end, epoch, fits)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._writing(super().on_train_end, logs)
+
+    def _writing(self, hook: Any, *args: Any) -> None:
+        try:
+            hook(*args)
+        except (tf.errors.OpError, OSError) as error:
+            why = error.message if isinstance(error, tf.errors.OpError) else error.strerror or str(error)
+            why = re.sub(r"^\{\{[^}]*\}\}\s*", "", why).splitlines()[0]  # TensorFlow's op name, its details
+            raise _LogsUnwritable(f"{self.log_dir}: cannot write TensorBoard logs ({why})") from None
+
+
+def _remove_empty_logs(directory: Path) -> None:
+    """Removes the empty event files that a failed open of TensorBoard's writers leaves."""
+    for path in directory.glob("*/events.out.tfevents.*"):
+        if path.is_file() and path.stat().st_size == 0:
+            path.unlink()
 
 
 class _Checkpoint(keras.callbacks.Callback):
@@ -206,6 +266,8 @@ def fit_run(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
         FileNotFoundError: `resume` without a checkpoint in `run_dir`.
         ModuleNotFoundError: `tensorboard=True` without the `tensorboard` package.
         TrainingDiverged: a loss or a weight became NaN or infinite.
+        OSError: a file of the run cannot be written (a full disk); TensorBoard's, in one line
+            naming the logs and the last good checkpoint.
     """
     run_dir, data_dir = Path(os.fspath(run_dir)), Path(os.fspath(data_dir))
     heldout = None if heldout is None else Path(os.fspath(heldout))
@@ -274,7 +336,8 @@ def _train(net: chain.Chain, run_dir: Path, state: dict[str, Any], train: dict[s
     opts = runs.options_of(state)
     first = state["epochs_done"]
     guard = _NanGuard()
-    callbacks = [guard, _HeldoutRatio(state["heldout_info"]["noise_floor"]), _Checkpoint(run_dir, state, guard)]
+    ratios = _Ratios(state["train_info"]["noise_floor"], state["heldout_info"]["noise_floor"])
+    callbacks = [guard, ratios, _Checkpoint(run_dir, state, guard)]
     if opts.window:
         batches, per_epoch, per_batch = data.window_batches(train, opts.batch_size, opts.seed, first, opts.epochs,
                                                             opts.window)  # fmt: skip
@@ -282,9 +345,14 @@ def _train(net: chain.Chain, run_dir: Path, state: dict[str, Any], train: dict[s
     else:
         batches, per_epoch = data.epoch_batches(train, opts.batch_size, opts.seed, first, opts.epochs)
     if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / runs.TENSORBOARD_DIR), write_graph=False))
-    net.fit(batches, validation_data=held, epochs=opts.epochs, initial_epoch=first,
-            steps_per_epoch=per_epoch, callbacks=[*callbacks, *more], verbose=verbose)  # fmt: skip
+        callbacks.append(_TensorBoard(str(run_dir / runs.TENSORBOARD_DIR), write_graph=False))
+    try:
+        net.fit(batches, validation_data=held, epochs=opts.epochs, initial_epoch=first,
+                steps_per_epoch=per_epoch, callbacks=[*callbacks, *more], verbose=verbose)  # fmt: skip
+    except _LogsUnwritable as error:
+        _remove_empty_logs(run_dir / runs.TENSORBOARD_DIR)
+        raise OSError(f"{error}; the last good checkpoint (epoch {state['epochs_done']}) is kept in "
+                      f"{run_dir}") from None  # fmt: skip
     if guard.bad is not None:
         done = state["epochs_done"]
         raise TrainingDiverged(f"{guard.bad} (epoch {done + 1}): training stopped; the last good "

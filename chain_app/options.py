@@ -111,7 +111,8 @@ class FitOptions:
         strategy: the Chain strategy.
         predict_lengths: add a length head trained on `steps`.
         stop_token: add a stop head instead.
-        seed: seeds the weights and the per-epoch shuffles, in [0, 2**31 - 1].
+        seed: seeds the weights, the per-epoch shuffles and scheduled sampling's draws, in
+            [0, 2**31 - 1].
         heldout_fraction: share of the dataset held out when no separate held-out set is given.
         window: train on consecutive windows of this many outer steps, each sample's in order,
             with the state carried (a stateful chain) and reset per sample: truncated

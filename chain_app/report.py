@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from . import data, runs
+from . import data, laws, runs
 from .options import INT32_MAX, check_int
 
 NO_RATIO = "the noise floor is 0 (a dataset made with noise 0), so the ratio is undefined"
@@ -75,8 +75,17 @@ def write_report(net: Any, run_dir: Path, state: dict[str, Any], heldout: tf.dat
 
 
 def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str],
-                 batch_size: int = 256) -> dict[str, Any]:  # fmt: skip
+                 batch_size: int = 256, allow_other_law: bool = False) -> dict[str, Any]:  # fmt: skip
     """Scores the last checkpoint of a run on another dataset (all of its samples).
+
+    The dataset must come from the law the run was trained on (see `chain_app.laws`): made by
+    `datagen make` with the training set's task, seed and law options.
+
+    Args:
+        run_dir: the run directory.
+        data_dir: the dataset to score.
+        batch_size: samples per batch.
+        allow_other_law: score a dataset of another law all the same.
 
     Returns:
         `data_dir`, `run_dir`, `epochs`, then `score`'s entries.
@@ -84,13 +93,18 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
     Raises:
         FileNotFoundError: no checkpoint in `run_dir`.
         datagen.DatasetError: the dataset is missing or corrupt.
+        chain_app.laws.OtherLaw: the dataset was made by another law (a ValueError), unless
+            `allow_other_law`.
         ValueError: `batch_size` is invalid, the dataset does not fit the model, or the
             checkpoint is damaged.
     """
     batch_size = check_int("batch_size", batch_size, 1, INT32_MAX)
-    info = data.describe(Path(os.fspath(data_dir)), None, 0.1)
+    data_dir = Path(os.fspath(data_dir))
+    info = data.describe(data_dir, None, 0.1)
     net, state = runs.load_run(Path(os.fspath(run_dir)))
+    if not allow_other_law:
+        laws.check_same_law(state, data_dir, info["law_digest"])
     data.check_sizes(net, info, str(data_dir))
-    batches = data.batches(data.read((Path(os.fspath(data_dir)), None), 0.1), batch_size)
+    batches = data.batches(data.read((data_dir, None), 0.1), batch_size)
     return {"data_dir": str(data_dir), "run_dir": str(run_dir), "epochs": state["epochs_done"],
             **score(net, batches, info)}  # fmt: skip

@@ -75,14 +75,18 @@ def check_target(run_dir: Path, *, resume: bool, overwrite: bool, names: dict[st
         names: how messages spell `resume`, `overwrite` and "another run directory".
 
     Raises:
-        RunDirError: `run_dir` (or a parent) is a file, both flags are set, `resume` without a
-            run, or a non-empty directory without `resume` or `overwrite`.
+        RunDirError: `run_dir` (or a parent) is a file, its nearest existing directory cannot be
+            written, both flags are set, `resume` without a run, or a non-empty directory
+            without `resume` or `overwrite`.
     """
     if resume and overwrite:
         raise RunDirError(f"use one of {names['resume']} and {names['overwrite']}, not both")
     ancestor = _existing_ancestor(run_dir)
     if not ancestor.is_dir():
         raise RunDirError(f"{ancestor} is a file, not a directory; pass {names['other']}")
+    reason = _atomic.cannot_create_in(ancestor)
+    if reason is not None:
+        raise RunDirError(f"{run_dir} cannot be written ({ancestor}: {reason}); pass {names['other']}")
     if resume:
         if not (run_dir / STATE_FILE).is_file():
             raise RunDirError(f"{run_dir} holds no run to resume (no {STATE_FILE})")
@@ -165,6 +169,8 @@ def read_state(run_dir: Path) -> dict[str, Any]:
         state = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"{path}: unreadable run state ({type(error).__name__}: {error})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: corrupt run state (its JSON is nested too deeply)") from None
     return _check_state(state, path)
 
 
@@ -188,11 +194,23 @@ def _commit_model(run_dir: Path) -> None:
 
 
 def save_checkpoint(net: Any, run_dir: Path, state: dict[str, Any]) -> None:
-    """Writes the pair `model.keras` and `state.json` so that a crash never mixes two epochs."""
-    with _atomic.atomic_path(run_dir / NEXT_MODEL_FILE, suffix=".keras") as temporary:
-        net.save(temporary)
-    state["model_sha256"] = _sha256(run_dir / NEXT_MODEL_FILE)
-    _atomic.atomic_write(run_dir / STATE_FILE, json.dumps(state, indent=1))
+    """Writes the pair `model.keras` and `state.json` so that a crash never mixes two epochs.
+
+    Raises:
+        OSError: a file cannot be written (a full disk); it names the file, not its temporary
+            one, and the previous pair is left as it was.
+    """
+    target = run_dir / NEXT_MODEL_FILE
+    try:
+        with _atomic.atomic_path(target, suffix=".keras") as temporary:
+            net.save(temporary)
+        state["model_sha256"] = _sha256(target)
+        target = run_dir / STATE_FILE
+        _atomic.atomic_write(target, json.dumps(state, indent=1))
+    except OSError as error:
+        if target.name == STATE_FILE:  # the new model is no checkpoint without its state
+            (run_dir / NEXT_MODEL_FILE).unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), str(target)) from None
     _commit_model(run_dir)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -12,7 +11,7 @@ from . import _manifest
 from ._errors import DatasetError
 from ._make import make_dataset
 from ._manifest import Plan
-from ._params import Spec
+from ._params import Spec, validate_path
 from ._read import manifest_path, read_truth
 from ._tasks import TEACHER_KEYS
 
@@ -61,15 +60,18 @@ def make(
             shards, described by ``manifest.slice-i-of-K.json``; see [`datagen.merge`][].
         overwrite: replace an existing dataset in ``out``.
         resume: finish an interrupted run: keep the shards whose sha256 matches the recorded
-            one, make the missing or corrupt ones.
-        progress: show a progress bar on stderr.
+            one, make the missing or corrupt ones. The run must have had the same parameters
+            and generator version.
+        progress: show progress on stderr: a bar on a terminal, else a line per tenth of the
+            shards made.
 
     Returns:
         The manifest written (a JSON-ready dict).
 
     Raises:
-        ValueError: a parameter is invalid, or ``out`` holds a dataset and neither
-            ``overwrite`` nor ``resume`` is set; the message names the parameter and value.
+        ValueError: a parameter is invalid, ``out`` holds a dataset and neither ``overwrite``
+            nor ``resume`` is set, or ``resume`` finds a run of other parameters or another
+            generator version; the message names the parameter and value.
         DatasetError: ``resume`` found an unreadable manifest.
     """
     spec = Spec(task, timesteps, input_size, output_size, longest_step, lengths,
@@ -93,11 +95,12 @@ def teacher_weights(source: str | os.PathLike[str] | Mapping[str, Any]) -> dict[
 
     Raises:
         DatasetError: the dataset or truth is not a teacher's.
+        ValueError: ``source`` is neither a mapping nor a non-empty path.
     """
     if isinstance(source, Mapping):
         truth = dict(source)
     else:
-        root = Path(os.fspath(source))
+        root = validate_path("source", source)
         path = manifest_path(root)
         truth = read_truth(root, _manifest.load(path), path)
     missing = [key for key in TEACHER_KEYS if key not in truth]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -50,3 +51,20 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | memoryview | str) -
         with open(temporary, "wb") as handle:
             handle.write(data)
         os.chmod(temporary, 0o644)
+
+
+def cannot_create_in(directory: str | os.PathLike[str]) -> str | None:
+    """Why this process cannot create entries in `directory`, or None when it can.
+
+    Tried with a temporary directory, removed at once, so that read-only and virtual file systems
+    (such as /proc) are caught where permission bits alone would pass, as for root.
+
+    >>> import tempfile
+    >>> cannot_create_in(tempfile.mkdtemp()) is None
+    True
+    """
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=directory))
+    except OSError as error:
+        return error.strerror or str(error)
+    return None

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import _lengths, _memory, _rng, _tasks
-from ._params import Spec, validate_count
+from ._params import Spec, validate_count, validate_flag
 
 X_LOW, X_HIGH = -1.0, 1.0
 """Inputs are i.i.d. uniform on [X_LOW, X_HIGH) (see ``_lengths`` for ``input`` lengths)."""
@@ -145,6 +145,7 @@ def generate(
                 zero_fraction, noise, seed, teacher_hidden)  # fmt: skip
     n_samples = validate_count("n_samples", n_samples, 1)
     start = validate_count("start", start, 0)
+    return_truth = validate_flag("return_truth", return_truth)
     _memory.check_fits(spec, _rng.BLOCK)
     _memory.check_fits(spec, _rng.BLOCK + 2 * n_samples, name="n_samples")
     # writable arrays of the caller's own, never views of the cached blocks

@@ -9,6 +9,7 @@ from typing import Any
 
 from . import _manifest
 from ._errors import DatasetError
+from ._params import validate_path
 from ._read import manifest_path, split_range
 
 
@@ -41,7 +42,8 @@ def info(directory: str | os.PathLike[str], *, split: str | None = None,
 
     Raises:
         DatasetError: the directory is missing, not a dataset, or its manifest is invalid.
-        ValueError: ``split`` or ``heldout_fraction`` is invalid, or ``split`` is empty.
+        ValueError: ``directory`` is not a non-empty path, ``split`` or ``heldout_fraction`` is
+            invalid, or ``split`` is empty.
 
     Examples:
         >>> import datagen, tempfile
@@ -51,8 +53,8 @@ def info(directory: str | os.PathLike[str], *, split: str | None = None,
         >>> facts["timesteps"], facts["counts"]["shards"], facts["splits"], facts["samples"]
         (3, 2, {'train': 18, 'heldout': 2}, 2)
     """
+    root = validate_path("directory", directory)
     split_range(1 << 30, split, heldout_fraction)  # validates before any file is read
-    root = Path(os.fspath(directory))
     path = manifest_path(root)
     manifest = _manifest.load(path)
     spec, plan = _manifest.spec_and_plan(manifest, path)

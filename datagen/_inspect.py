@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from . import _storage
-from ._params import ParameterError
+from ._info import info
+from ._params import ParameterError, validate_count
 from ._read import read
 
 _BAR = 40
@@ -84,6 +85,16 @@ def check_plot_path(path: str | os.PathLike[str]) -> Path:
     return target
 
 
+def check_sample(directory: str | os.PathLike[str], sample: int) -> int:
+    """``sample`` must index a sample of the dataset; its size comes from the manifest alone.
+
+    Raises:
+        ValueError (ParameterError ``sample``): not an integer in ``[0, n - 1]``.
+        DatasetError: the manifest cannot be read.
+    """
+    return validate_count("sample", sample, 0, info(directory)["counts"]["samples"] - 1)
+
+
 def plot(directory: str | os.PathLike[str], path: str | os.PathLike[str], sample: int = 0) -> Path:
     """Draws one sample's input and its ragged outputs to a PNG (matplotlib, Agg backend).
 
@@ -104,9 +115,7 @@ def plot(directory: str | os.PathLike[str], path: str | os.PathLike[str], sample
     """
     target = check_plot_path(path)
     data = read(directory)
-    n = len(data["x"])
-    if not 0 <= sample < n:
-        raise ParameterError("sample", f"`sample` must be in [0, {n - 1}]; received {sample}")
+    validate_count("sample", sample, 0, len(data["x"]) - 1)
     import matplotlib
 
     matplotlib.use("Agg")

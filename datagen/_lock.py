@@ -56,8 +56,9 @@ def _acquire(path: Path, shared: bool, directory: Path) -> int:
         fcntl.flock(descriptor, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(descriptor)
-        raise BusyError(f"{directory}: another datagen run is writing this directory (it holds {path.name}); "
-                        "wait for it to finish or choose another --out") from None  # fmt: skip
+        busy = (f"{directory}: another datagen run is writing this directory (it holds {path.name}); "
+                "wait for it to finish")  # fmt: skip
+        raise BusyError(f"{busy} or choose another `out`", cli_message=f"{busy} or choose another --out") from None
     except OSError as error:
         os.close(descriptor)
         reason = error.strerror or error

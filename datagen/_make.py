@@ -14,7 +14,7 @@ from ._errors import DatasetError
 from ._generate import generate_spec, law_truth
 from ._lock import locked
 from ._manifest import Plan
-from ._params import ParameterError, Spec, validate_count
+from ._params import GENERATOR_VERSION, ParameterError, Spec, validate_count, validate_flag, validate_path
 from ._tasks import TEACHER_KEYS
 
 TEACHER_FILE = "teacher.npz"
@@ -23,7 +23,7 @@ _FLUSH_SECONDS = 1.0
 
 def _check_out(out: Any) -> Path:
     """``out`` must be a directory, or creatable as one, that this process may write."""
-    path = Path(os.fspath(out))
+    path = validate_path("out", out)
     if path.exists() and not path.is_dir():
         raise ParameterError("out", f"`out` must be a directory; received {str(path)!r}, an existing file")
     parent = path
@@ -42,11 +42,10 @@ def _check_fresh(out: Path, plan: Plan, overwrite: bool, resume: bool) -> None:
     ours += [_storage.shard_name(shard, plan.file_format) for shard in plan.shards]
     clash = next((name for name in ours if (out / name).exists()), None)
     if clash is not None:
-        raise ParameterError(
-            "out",
-            f"`out` already holds a dataset ({str(out / clash)!r}); pass overwrite=True "
-            "(--overwrite) to replace it or resume=True (--resume) to finish it",
-        )
+        held = f"already holds a dataset ({str(out / clash)!r})"
+        raise ParameterError("out", f"`out` {held}; pass overwrite=True to replace it or resume=True to finish it",
+                             cli_message=f"{str(out)!r} {held}; pass --overwrite to replace it or --resume to "
+                                         "finish it")  # fmt: skip
 
 
 def _write_shard(job: tuple[Spec, Plan, int, str]) -> dict[str, Any]:
@@ -82,6 +81,10 @@ def _verified(out: Path, spec: Spec, plan: Plan) -> dict[int, dict[str, Any]]:
     else:
         return {}
     previous = _manifest.load(path)
+    version = previous["generator"]["version"]
+    if version != GENERATOR_VERSION:
+        raise ParameterError("resume", f"`resume` needs the generator version that wrote {str(path)!r}: it was "
+                                       f"written by version {version!r}, this is version {GENERATOR_VERSION!r}")
     if previous["params"] != _manifest.params(spec, plan):
         raise ParameterError("resume", f"`resume` needs the same parameters as the run that wrote {str(path)!r}")
     good = {}
@@ -92,15 +95,32 @@ def _verified(out: Path, spec: Spec, plan: Plan) -> dict[int, dict[str, Any]]:
     return good
 
 
+class _ProgressLines:
+    """Progress where stderr is not a terminal (a log, a pipe): a line per tenth of the shards
+    made, as ``datagen make: 12/120 shards``, where a bar would leave only its label."""
+
+    def __init__(self, length: int) -> None:
+        self.length, self.done, self.tenths = length, 0, 0
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if self.done * 10 // self.length > self.tenths:
+            self.tenths = self.done * 10 // self.length
+            print(f"datagen make: {self.done}/{self.length} shards", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def _progress(enabled: bool, length: int) -> Iterator[Any]:
+    """A bar on a terminal's stderr, lines on any other (see :class:`_ProgressLines`), or None."""
     if not enabled:
         yield None
-        return
-    import click
+    elif not sys.stderr.isatty():
+        yield _ProgressLines(length)
+    else:
+        import click
 
-    with click.progressbar(length=length, label="datagen make", file=sys.stderr, show_pos=True) as bar:
-        yield bar
+        with click.progressbar(length=length, label="datagen make", file=sys.stderr, show_pos=True) as bar:
+            yield bar
 
 
 def _generate_missing(out: Path, spec: Spec, plan: Plan, done: dict[int, dict[str, Any]], workers: int,
@@ -126,8 +146,11 @@ def make_dataset(out: Any, spec: Spec, plan: Plan, *, workers: int = 1, overwrit
                  resume: bool = False, progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """Writes the plan's shards, truth files and manifest; see :func:`datagen.make`."""
     workers = validate_count("workers", workers, 1)
+    overwrite, resume = validate_flag("overwrite", overwrite), validate_flag("resume", resume)
+    progress = validate_flag("progress", progress)
     if overwrite and resume:
-        raise ParameterError("resume", "`resume` and `overwrite` exclude each other; received both")
+        raise ParameterError("resume", "`resume` and `overwrite` exclude each other; received both",
+                             cli_message="use one of --resume and --overwrite, not both")
     path = _check_out(out)
     _memory.check_fits(spec, _rng.BLOCK + min(plan.shard_size, plan.n_samples), min(workers, len(plan.shards)))
     _memory.check_disk(spec, plan.samples_written, path, _bytes_in(path) if overwrite or resume else 0.0)
@@ -136,9 +159,9 @@ def make_dataset(out: Any, spec: Spec, plan: Plan, *, workers: int = 1, overwrit
         _check_fresh(path, plan, overwrite, resume)
         if overwrite and plan.num_shards == 1:
             _clear_stale(path, plan)
+        done = _verified(path, spec, plan) if resume else {}
         if resume:
             _clear_temporaries(path)
-        done = _verified(path, spec, plan) if resume else {}
         truth_files = _write_truth(spec, path)
         _generate_missing(path, spec, plan, done, workers, progress, truth_files)
         manifest = _manifest.build(spec, plan, [done[shard] for shard in plan.shards], truth_files)
@@ -178,6 +201,10 @@ def _check_complete(found: dict[int, tuple[Path, dict[str, Any]]]) -> tuple[Spec
     path, first = found[min(found)]
     spec, plan = _manifest.spec_and_plan(first, path)
     for entry, manifest in found.values():
+        version = manifest["generator"]["version"]
+        if version != GENERATOR_VERSION:
+            raise ParameterError("directories", f"{entry}: made by generator version {version!r}, this is version "
+                                                f"{GENERATOR_VERSION!r}; merge with the version that made the slices")
         if manifest["params"] != first["params"] or manifest["slice"]["count"] != plan.num_shards:
             raise DatasetError(f"{entry}: parameters differ from {path}")
     missing = sorted(set(range(plan.num_shards)) - set(found))
@@ -204,8 +231,8 @@ def merge(*directories: Any, out: Any = None) -> dict[str, Any]:
     Slices are made by ``make(..., num_shards=K, shard_index=i)`` for ``i`` in ``0..K-1``, on any
     machines, into one shared directory or separate ones. Each writes its shards and
     ``manifest.slice-i-of-K.json``. ``merge`` checks that all K slices are present with equal
-    parameters, verifies every shard and truth file by sha256, copies them into ``out`` when they
-    live elsewhere, and writes ``manifest.json`` atomically.
+    parameters and this generator version, verifies every shard and truth file by sha256, copies
+    them into ``out`` when they live elsewhere, and writes ``manifest.json`` atomically.
 
     Args:
         *directories: directories holding the slices (each may hold several).
@@ -216,13 +243,14 @@ def merge(*directories: Any, out: Any = None) -> dict[str, Any]:
 
     Raises:
         DatasetError: a slice is missing, differs, or a file fails its checksum.
-        ValueError: no directory given, or ``out`` missing with several directories.
+        ValueError: no directory given, a directory or ``out`` that is not a non-empty path,
+            ``out`` missing with several directories, or a slice made by another generator version.
     """
     if not directories:
         raise ParameterError("directories", "`merge` needs at least one directory; received none")
     if out is None and len(directories) > 1:
         raise ParameterError("out", f"`out` is required when merging {len(directories)} directories; received None")
-    sources = [Path(os.fspath(directory)) for directory in directories]
+    sources = [validate_path("directories", directory) for directory in directories]
     target = _check_out(sources[0] if out is None else out)
     found = _slice_manifests(sources)
     spec, plan = _check_complete(found)

@@ -50,6 +50,11 @@ def pending_name(final: str) -> str:
     return final.replace(".json", ".pending.json")
 
 
+def is_pending(path: Path) -> bool:
+    """Whether ``path`` names an in-progress manifest, which lists only the shards made so far."""
+    return path.name.endswith(".pending.json")
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """How a dataset is cut into shards and which slice of them a run makes."""
@@ -155,6 +160,9 @@ def build(spec: Spec, plan: Plan, shards: list[dict[str, Any]], truth_files: lis
 def load(path: Path) -> dict[str, Any]:
     """Reads and checks a manifest, with no evaluation of anything in it.
 
+    An in-progress manifest (``*.pending.json``) may list any subset of the plan's shards; every
+    other manifest must list all of them.
+
     Raises:
         DatasetError: the file is missing, too big, not JSON, or not a valid manifest.
     """
@@ -163,7 +171,7 @@ def load(path: Path) -> dict[str, Any]:
         manifest = json.loads(data)
     except (ValueError, RecursionError) as error:
         raise DatasetError(f"{path}: manifest is not valid JSON ({error})") from None
-    check(manifest, path)
+    check(manifest, path, partial=is_pending(path))
     return manifest
 
 
@@ -172,8 +180,12 @@ def _require(condition: bool, path: Path, what: str) -> None:
         raise DatasetError(f"{path}: invalid manifest: {what}")
 
 
-def check(manifest: Any, path: Path) -> None:
-    """Checks a manifest's structure and that its shards tile its sample range."""
+def check(manifest: Any, path: Path, partial: bool = False) -> None:
+    """Checks a manifest's structure and that its shards tile its sample range.
+
+    With ``partial`` (an in-progress manifest), the shards need only be some of the plan's, in
+    order: a run interrupted partway has made some and not others.
+    """
     _require(isinstance(manifest, dict), path, "not a JSON object")
     _require(manifest.get("format_version") == FORMAT_VERSION, path, f"format_version must be {FORMAT_VERSION}")
     generator = manifest.get("generator")
@@ -184,10 +196,15 @@ def check(manifest: Any, path: Path) -> None:
     _require(isinstance(shards, list) and len(shards) > 0, path, "`shards` must be a non-empty list")
     for record in shards:
         _check_record(record, path)
-    starts = [record["start"] for record in shards]
-    stops = [record["stop"] for record in shards]
-    _require(starts[1:] == stops[:-1], path, "shard sample ranges are not contiguous")
-    _check_tiling(shards, plan, path)
+    if partial:
+        _check_subset(shards, plan, path)
+    else:
+        starts = [record["start"] for record in shards]
+        stops = [record["stop"] for record in shards]
+        _require(starts[1:] == stops[:-1], path, "shard sample ranges are not contiguous")
+        _check_tiling(shards, plan, path)
+    names = [record.get("file") for record in shards]
+    _require(len(set(map(str, names))) == len(names), path, "a shard file is listed more than once")
     _check_counts(manifest, spec, shards, path)
     _check_slice(manifest["slice"], plan, path)
     _check_law(manifest, spec, path)
@@ -207,8 +224,18 @@ def _check_tiling(shards: list[dict[str, Any]], plan: Plan, path: Path) -> None:
         first, last = plan.bounds(plan.shards[0])[0], plan.bounds(plan.shards[-1])[1]
         _require(False, path, f"shard ranges must tile [{first}, {last}) in {len(expected)} shard(s) of "
                               f"{plan.shard_size} samples; received {len(got)} range(s) from {got[0]} to {got[-1]}")
-    names = [record.get("file") for record in shards]
-    _require(len(set(map(str, names))) == len(names), path, "a shard file is listed more than once")
+
+
+def _check_subset(shards: list[dict[str, Any]], plan: Plan, path: Path) -> None:
+    """Each shard is one of the plan's, each at most once, in order: disjoint ranges inside the slice."""
+    expected = {plan.bounds(shard) for shard in plan.shards}
+    got = [(record["start"], record["stop"]) for record in shards]
+    stray = next((bounds for bounds in got if bounds not in expected), None)
+    if stray is not None:
+        first, last = plan.bounds(plan.shards[0])[0], plan.bounds(plan.shards[-1])[1]
+        _require(False, path, f"shard range {stray} is not one of the {len(expected)} shard(s) of "
+                              f"{plan.shard_size} samples in [{first}, {last})")
+    _require(got == sorted(set(got)), path, "shard ranges overlap or are out of order")
 
 
 def _is_count(value: Any) -> bool:
@@ -221,7 +248,7 @@ def _check_counts(manifest: dict[str, Any], spec: Spec, shards: list[dict[str, A
     keys = ("samples", "timesteps", "real_steps", "shards")
     _require(isinstance(counts, dict) and all(_is_count(counts.get(key)) for key in keys), path,
              "`counts` must hold four integers >= 0")
-    expected = {"samples": shards[-1]["stop"] - shards[0]["start"], "timesteps": spec.timesteps,
+    expected = {"samples": sum(record["stop"] - record["start"] for record in shards), "timesteps": spec.timesteps,
                 "real_steps": sum(record["real_steps"] for record in shards), "shards": len(shards)}  # fmt: skip
     for key, value in expected.items():
         _require(counts[key] == value, path, f"`counts.{key}` is {counts[key]}, the shards give {value}")

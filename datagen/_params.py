@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
+import os
+from pathlib import Path
 from typing import Any
 
 GENERATOR_VERSION = "1.0.0"
@@ -32,11 +34,14 @@ class ParameterError(ValueError):
     Attributes:
         name: the Python name of the parameter (``longest_step``); the CLI option is the same
             name with dashes (``--longest-step``).
+        cli_message: the message as ``datagen``'s command line says it, where it advises other
+            arguments (``--overwrite`` for ``overwrite=True``); None where the message is the same.
     """
 
-    def __init__(self, name: str, message: str) -> None:
+    def __init__(self, name: str, message: str, *, cli_message: str | None = None) -> None:
         super().__init__(message)
         self.name = name
+        self.cli_message = cli_message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,3 +137,24 @@ def validate_count(name: str, value: Any, low: int = 0, high: float = math.inf) 
 def validate_choice(name: str, value: Any, options: tuple[str, ...]) -> str:
     """Validates a string argument that must be one of ``options``."""
     return _choice(name, value, options)
+
+
+def validate_flag(name: str, value: Any) -> bool:
+    """Validates a True/False argument: ``'no'`` or ``None`` would otherwise pass by truthiness."""
+    if not isinstance(value, bool):
+        raise ParameterError(name, f"`{name}` must be True or False; received {value!r}")
+    return value
+
+
+def validate_path(name: str, value: Any) -> Path:
+    """Validates a file system path argument: a non-empty ``str`` or ``os.PathLike`` of one.
+
+    An empty path would stand for the current directory, so it is refused too.
+    """
+    try:
+        text = os.fspath(value)
+    except TypeError:
+        text = None
+    if not isinstance(text, str) or not text:
+        raise ParameterError(name, f"`{name}` must be a non-empty path (str or os.PathLike); received {value!r}")
+    return Path(text)

@@ -4,11 +4,16 @@ Each worker asks the kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG
 also watches its parent's pid from a thread (every other system, and the moment between the
 fork and that request). So ``kill -9`` of ``datagen make --workers N`` leaves no worker blocked on
 a pipe. A failed shard cancels the shards not started yet instead of waiting for all of them.
+
+Ctrl-C is the parent's to handle: workers ignore SIGINT, and are started with it blocked so that
+one arriving while they start is neither lost by the parent nor raised inside a worker. The
+parent stops handing out shards, waits for the running ones and raises KeyboardInterrupt.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import ctypes.util
 import multiprocessing
@@ -24,7 +29,9 @@ _WATCH_SECONDS = 0.5
 
 
 def _die_with(parent: int) -> None:
-    """Kills this process when ``parent`` is gone; runs first in every worker."""
+    """Kills this process when ``parent`` is gone, and leaves Ctrl-C to it; runs first in every worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -63,6 +70,18 @@ def imap(function: Callable[[Any], Any], jobs: Iterable[Any], workers: int) -> I
         min(workers, len(jobs)), mp_context=context(), initializer=_die_with, initargs=(os.getpid(),)
     )
     try:
-        yield from pool.map(function, jobs, chunksize=1)
+        with _sigint_blocked():  # map() submits every job, so the workers start here
+            results = pool.map(function, jobs, chunksize=1)
+        yield from results
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Holds SIGINT back (it is delivered on exit) while workers fork and inherit the mask."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

@@ -13,7 +13,7 @@ import numpy as np
 from . import _manifest, _storage
 from ._errors import DatasetError
 from ._manifest import Plan
-from ._params import ParameterError, Spec
+from ._params import ParameterError, Spec, validate_flag, validate_path
 from ._tasks import TEACHER_KEYS
 
 
@@ -140,8 +140,11 @@ def read(directory: str | os.PathLike[str], verify: bool = False, *, split: str 
     Raises:
         DatasetError: the manifest or a file is missing, corrupt, inconsistent, or names a file
             outside the directory; the message names the file.
+        ValueError: ``directory`` is not a non-empty path, ``verify`` not True or False, or
+            ``split`` or ``heldout_fraction`` is invalid.
     """
-    root = Path(os.fspath(directory))
+    root = validate_path("directory", directory)
+    verify = validate_flag("verify", verify)
     split_range(1 << 30, split, heldout_fraction)  # validates before any file is read
     path = manifest_path(root)
     manifest = _manifest.load(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._params import ParameterError, validate_count
+from ._params import ParameterError, validate_count, validate_flag
 from ._read import read
 
 
@@ -113,8 +113,8 @@ def load(
         window = validate_count("window", window, 1)
     if seed is not None:
         seed = validate_count("seed", seed, 0, 2**63 - 1)
-    if not isinstance(shuffle, bool):
-        raise ParameterError("shuffle", f"`shuffle` must be True or False; received {shuffle!r}")
+    shuffle = validate_flag("shuffle", shuffle)
+    drop_remainder = validate_flag("drop_remainder", drop_remainder)
     data = read(directory, verify, split=split, heldout_fraction=heldout_fraction)
     samples, timesteps = data["steps"].shape
     if window is not None:

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import click
 
 from . import _api, _inspect, _make
+from ._command_line import OneLineGroup, OutputDir
 from ._errors import DatasetError
 from ._params import FORMATS, LENGTHS, TASKS, ParameterError
 
@@ -20,12 +21,12 @@ def _run(action: Callable[[], Any]) -> Any:
         return action()
     except ParameterError as error:
         hint = _OPTION_OF.get(error.name, "--" + error.name.replace("_", "-"))
-        raise click.BadParameter(str(error), param_hint=f"'{hint}'") from None
+        raise click.BadParameter(error.cli_message or str(error), param_hint=f"'{hint}'") from None
     except DatasetError as error:
-        raise click.ClickException(str(error)) from None
+        raise click.ClickException(error.cli_message or str(error)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="ragged-chain", prog_name="datagen")
 def main() -> None:
     """Make and inspect datasets of inputs with known ragged targets."""
@@ -43,7 +44,7 @@ def main() -> None:
 @click.option("--noise", type=float, default=0.05, show_default=True, help="Std of Gaussian target noise.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Root seed (>= 0).")
 @click.option("--teacher-hidden", type=int, default=8, show_default=True, help="Units of the teacher's GRUs.")
-@click.option("--out", default="demo-data", show_default=True, help="Dataset directory.")
+@click.option("--out", type=OutputDir(), default="demo-data", show_default=True, help="Dataset directory.")
 @click.option("--format", "file_format", default="npz", show_default=True, help=f"Shard format: {', '.join(FORMATS)}.")
 @click.option("--shard-size", type=int, default=1024, show_default=True, help="Samples per shard.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel worker processes.")
@@ -78,11 +79,13 @@ def make(file_format: str, **options: Any) -> None:
 def inspect(directory: str, verify: bool, plot_path: str | None, sample: int) -> None:
     """Print a dataset's counts, length histogram, padding ratio and noise floor.
 
-    Exit status: 0 done; 2 a bad option (--plot must end in .png, in an existing directory);
-    1 the dataset is missing, corrupt or hostile (the message names the file).
+    Exit status: 0 done; 2 a bad option (--plot must end in .png, in an existing directory;
+    --sample must be one of the dataset's), checked before anything is printed; 1 the dataset is
+    missing, corrupt or hostile (the message names the file).
     """
     if plot_path is not None:
         _run(lambda: _inspect.check_plot_path(plot_path))
+        _run(lambda: _inspect.check_sample(directory, sample))
     click.echo(_run(lambda: _inspect.summary(directory, verify)))
     if plot_path is not None:
         _run(lambda: _inspect.plot(directory, plot_path, sample))
@@ -91,7 +94,7 @@ def inspect(directory: str, verify: bool, plot_path: str | None, sample: int) ->
 
 @main.command()
 @click.argument("directories", nargs=-1, required=True, metavar="DIRS...", type=click.Path(file_okay=False))
-@click.option("--out", default=None, help="Merged dataset directory (default: the only DIRS given).")
+@click.option("--out", type=OutputDir(), default=None, help="Merged dataset directory (default: the only DIRS given).")
 def merge(directories: tuple[str, ...], out: str | None) -> None:
     """Join the slices made with --num-shards/--shard-index into one manifest.json.
 

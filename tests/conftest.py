@@ -6,14 +6,23 @@ import pytest
 # Quiet TensorFlow's start-up logging and keep tests on the CPU's default thread pools.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from hypothesis import settings  # the `test` extra installs it; without it the suite fails, not skips
 
-# Property-based tests run a small, bounded number of examples in the default (fast) tier.
-# `HYPOTHESIS_PROFILE=slow python -m pytest ...` runs ten times more. No example database is
-# written, so a run leaves no files; a failure prints its example and a blob to reproduce it.
-settings.register_profile("fast", max_examples=20, deadline=None, database=None, print_blob=True)
-settings.register_profile("slow", max_examples=200, deadline=None, database=None, print_blob=True)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
+def pytest_configure(config):
+    """Registers the Hypothesis profiles when pytest itself runs.
+
+    Only here, not at import: `pytest-benchmark compare` loads this file through pytest's config
+    (without running this hook) where only `pip install -e .` was done, without Hypothesis. The
+    `test` extra installs it; without it the suite fails here, not skips.
+
+    Property-based tests run a small, bounded number of examples in the default (fast) tier.
+    `HYPOTHESIS_PROFILE=slow python -m pytest ...` runs ten times more. No example database is
+    written, so a run leaves no files; a failure prints its example and a blob to reproduce it.
+    """
+    from hypothesis import settings
+
+    settings.register_profile("fast", max_examples=20, deadline=None, database=None, print_blob=True)
+    settings.register_profile("slow", max_examples=200, deadline=None, database=None, print_blob=True)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 
 # ----------------------------------------------------------------------------- tiers

@@ -1,5 +1,7 @@
 """`bench run` and `bench report` options: bad values exit 2 with one line naming them."""
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -220,3 +222,109 @@ def test_an_interrupted_run_exits_1_keeping_the_cases_that_ended(tmp_path, monke
     records = json.loads((run_dir / "results.json").read_text())["records"]
     assert [(r["params"]["longest_step"], r["message"]) for r in records] == [(1, "crashed")]
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # the handlers are put back
+
+
+def test_report_of_a_glob_pattern_that_is_no_file_exits_2(tmp_path):
+    (tmp_path / "storage" / "machine").mkdir(parents=True)  # a storage to look run ids up in
+    line = _one_error_line(_run("report", "*", "--storage", str(tmp_path / "storage")), "'RUN'")
+    assert "received '*' (no such file, and no run id)" in line, line
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_report_of_a_file_that_is_not_regular_exits_2_without_reading_it(tmp_path, kind):
+    import os
+
+    path = "/dev/zero" if kind == "device" else str(tmp_path / "fifo")
+    if kind == "fifo":
+        os.mkfifo(path)  # reading it would wait for a writer forever
+    line = _one_error_line(_run("report", path), "'RUN'")
+    assert f"cannot read a run from {path!r}: {path}: not a regular file; a run file must be one" in line, line
+
+
+def test_report_of_a_run_file_too_large_exits_2(tmp_path, monkeypatch):
+    from bench import _results
+
+    monkeypatch.setattr(_results, "MAX_RUN_BYTES", 10)
+    (tmp_path / "results.json").write_text('{"run_id": "0001_x", "records": []}')
+    line = _one_error_line(_run("report", str(tmp_path)), "'RUN'")
+    assert "results.json: run file larger than 10 bytes" in line, line
+
+
+def test_report_of_a_run_interrupted_before_any_case_ended_says_so(tmp_path):
+    import json
+
+    (tmp_path / "results.json").write_text(json.dumps({"run_id": "0001_x", "records": []}))
+    result = _run("report", str(tmp_path))
+    assert result.exit_code == 1, result.output
+    assert result.output == (f"Error: {tmp_path} holds no case that ended (a run interrupted before any did); "
+                             "nothing to report\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def _sweep_args(tmp_path):
+    return ["run", "--strategies", "packed", "--no-peers", "--states", "reset", "--phases", "forward",
+            "--longest-steps", "1,2", "--out", str(tmp_path / "out"), "--storage", str(tmp_path / "s"), "--save", "cut"]
+
+
+def test_a_run_interrupted_before_any_case_ended_suggests_no_report(tmp_path, monkeypatch):
+    from bench import _runner
+
+    def interrupted(sweep, work, on_end, isolate):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_runner, "run_sweep", interrupted)
+    result = _run(*_sweep_args(tmp_path))
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last == f"Error: interrupted before any case ended; nothing to report in {tmp_path / 'out' / '0001_cut'}"
+
+
+def test_a_full_disk_while_saving_a_run_exits_1_in_one_line_keeping_the_saved_files(tmp_path, monkeypatch):
+    import errno
+    import json
+
+    from bench import _results, _runner
+    from datagen import _atomic
+
+    def two_cases(sweep, work, on_end, isolate):
+        for case in sweep.cases:
+            on_end({"event": "end", "params": dict(vars(case)), "status": "error", "message": "x", "benchmark": None})
+
+    def full(path, data):
+        if Path(path).name == "results.json" and data.count('"message": "x"') == 2:  # the second case's save
+            with _atomic.atomic_path(path) as temporary:
+                temporary.write_text(str(data)[:50])  # half of it, then the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device")
+        _atomic.atomic_write(path, data)
+
+    monkeypatch.setattr(_runner, "run_sweep", two_cases)
+    monkeypatch.setattr(_results, "atomic_write", full)
+    result = _run(*_sweep_args(tmp_path))
+    run_dir = tmp_path / "out" / "0001_cut"
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"Error: cannot save the run (the cases saved before are in {run_dir}): ")
+    assert last.endswith(f"{run_dir / 'results.json'}: No space left on device") and "Traceback" not in result.output
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]  # no temporary file left
+    records = json.loads((run_dir / "results.json").read_text())["records"]
+    assert [r["params"]["longest_step"] for r in records] == [1]  # the case saved before the disk filled
+    for saved in (tmp_path / "s").rglob("*.json"):
+        json.loads(saved.read_text())  # whole: pytest-benchmark compare can read it
+
+
+def test_a_full_disk_while_reserving_the_run_leaves_no_half_written_file(tmp_path, monkeypatch):
+    import errno
+
+    from pytest_benchmark.storage.file import FileStorage
+
+    def full(self, output_json, save):
+        path = self.get(f"0001_{save}.json")
+        path.write_text('{"machine_info": {')  # what a write cut short leaves
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FileStorage, "save", full)
+    result = _run(*_sweep_args(tmp_path))
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == "Error: cannot save the run: No space left on device"
+    assert not [p for p in (tmp_path / "s").rglob("*") if p.is_file()]
+    assert not (tmp_path / "out").exists()

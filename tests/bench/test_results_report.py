@@ -163,3 +163,108 @@ def test_run_files_keep_one_record_per_case_across_visits(tmp_path):
     assert [r["params"]["longest_step"] for r in files.records] == [1, 4]
     stored = json.loads(files.storage_file.read_text())["benchmarks"]
     assert [b["stats"]["rounds"] for b in stored] == [4, 1]
+
+
+def test_the_compare_command_runs_from_the_project_root_without_hypothesis(tmp_path):
+    """What `bench run` prints works after `pip install -e .` alone, without the `test` extra.
+
+    pytest-benchmark's compare builds a pytest config, which loads `tests/conftest.py` from the
+    project root. A `hypothesis` package first on the path that fails to import stands for the
+    missing test-only dependency.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    missing = tmp_path / "missing" / "hypothesis"
+    missing.mkdir(parents=True)
+    failing = 'raise ModuleNotFoundError("No module named \'hypothesis\'", name="hypothesis")\n'
+    (missing / "__init__.py").write_text(failing)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(missing.parent), str(root)])}
+    blocked = subprocess.run([sys.executable, "-c", "import hypothesis"], env=env, capture_output=True, text=True)
+    assert "No module named 'hypothesis'" in blocked.stderr
+    files = _results.RunFiles.create(tmp_path / "out", tmp_path / "storage", "t", Sweep((Case(**PARAMS),)))
+    files.add(_ok(4))
+    command = [sys.executable, "-m", "pytest_benchmark", "--storage", str(tmp_path / "storage"), "compare", "0001",
+               "--group-by", "param:longest_step"]  # fmt: skip
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "test_chain[packed-4]" in done.stdout + done.stderr and "longest_step=4" in done.stdout + done.stderr
+
+
+# ----------------------------------------------------------------------------- hand-edited runs
+
+
+def _edits(document):
+    """`(name, edited document)`: each key the report reads deleted, and its value of each other type."""
+    records = document["records"]
+    places = [("", document), ("records[0].", records[0]), ("records[1].", records[1]),
+              ("params.", records[0]["params"]), ("benchmark.", records[0]["benchmark"]),
+              ("stats.", records[0]["benchmark"]["stats"]), ("extra_info.", records[0]["benchmark"]["extra_info"])]
+    others = {"null": None, "text": "x", "number": -1.5, "integer": 3, "bool": True, "list": [1], "dict": {"a": 1}}
+    for prefix, holder in places:
+        for key in list(holder):
+            kept = holder[key]
+            del holder[key]
+            yield f"{prefix}{key} deleted", json.dumps(document)
+            for kind, value in others.items():
+                if type(value) is not type(kept):
+                    holder[key] = value
+                    yield f"{prefix}{key} = {kind}", json.dumps(document)
+            holder[key] = kept
+    for kind, value in {**others, "nested": "[" * 100_000 + "]" * 100_000}.items():
+        yield f"document = {kind}", value if kind == "nested" else json.dumps(value)
+
+
+def _edited_report_is_one_line_or_a_table(tmp_path, name, text):
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    (run_dir / "results.json").write_text(text)
+    result = CliRunner().invoke(main, ["report", str(run_dir), "--out", str(tmp_path / "out")])
+    assert isinstance(result.exception, (SystemExit, type(None))), (name, result.exception)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    if result.exit_code == 0:
+        assert "real steps/s" in result.output and not errors, (name, result.output)
+        assert (tmp_path / "out" / "plot.png").is_file(), name
+    else:
+        assert result.exit_code in (1, 2) and len(errors) == 1, (name, result.output)
+        assert result.output.rstrip().endswith(errors[0]), (name, result.output)
+    return result.exit_code
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """A results.json as `bench run` writes it: an ok case with a partner, and a failed case."""
+    root = tmp_path_factory.mktemp("saved")
+    files = _results.RunFiles.create(root / "made", root / "storage", "t", Sweep((Case(**PARAMS),)))
+    ok = _ok(4)
+    ok["benchmark"]["extra_info"].update(versus="phase=train", versus_ratio=1.5, peak_tensor_bytes=2**20)
+    files.add(ok)
+    files.add(_failed())
+    return json.loads((files.run_dir / "results.json").read_text())
+
+
+def _drawn_without_matplotlib(rows, path, title):
+    """`_report.plot` less the drawing (a quarter of a second each): what it reads of the rows."""
+    _report.layout(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def test_a_hand_edited_results_json_gives_one_error_line_or_a_report(saved_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(_report, "plot", _drawn_without_matplotlib)
+    codes = [_edited_report_is_one_line_or_a_table(tmp_path, name, text) for name, text in _edits(saved_run)]
+    assert len(codes) > 300 and codes.count(0) > 30 and codes.count(2) > 100  # both outcomes are exercised
+
+
+@pytest.mark.slow  # a minute: each report that passes draws its plot
+def test_a_hand_edited_results_json_gives_one_error_line_or_a_plotted_report(saved_run, tmp_path):
+    codes = [_edited_report_is_one_line_or_a_table(tmp_path, name, text) for name, text in _edits(saved_run)]
+    assert len(codes) > 300 and codes.count(0) > 30

@@ -6,6 +6,7 @@ import csv
 import re
 import json
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
+import chain
 import datagen
 from chain import FitOptions, fit_run
 from chain_app.cli import main
@@ -26,9 +28,12 @@ QUICK = ["--epochs", "2", "--hidden", "8", "--batch-size", "16"]
 def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     made = {}
-    for name, extra in {"a": {}, "b": {"seed": 1}, "wide": {"input_size": 5}}.items():
+    # "same": the law of "a" (task, seed, sizes), other samples, count and noise; "b": another teacher
+    laws = {"a": {}, "same": {"n_samples": 40, "noise": 0.1, "shard_size": 40}, "b": {"seed": 1},
+            "wide": {"input_size": 5}}
+    for name, extra in laws.items():
         made[name] = root / name
-        datagen.make(made[name], task="teacher", **SMALL, **extra)
+        datagen.make(made[name], task="teacher", **{**SMALL, **extra})
     return made
 
 
@@ -85,11 +90,44 @@ def test_fit_with_predicted_lengths_reports_length_accuracy(datasets, tmp_path):
 def test_evaluate_scores_a_run_on_another_dataset(datasets, tmp_path):
     out = tmp_path / "run"
     assert run("fit", datasets["a"], "--out", out, *QUICK, "--epochs", "1").exit_code == 0
-    result = run("evaluate", out, datasets["b"])
+    result = run("evaluate", out, datasets["same"])
     assert result.exit_code == 0, result.output
     scores = json.loads(result.output)
-    assert scores["samples"] == 48 and scores["epochs"] == 1
+    assert scores["samples"] == 40 and scores["epochs"] == 1
     assert scores["mse_over_noise_floor"] == pytest.approx(scores["mse"] / scores["noise_floor"])
+
+
+def test_evaluate_on_data_of_another_law_exits_2_naming_both_digests(datasets, finished):
+    from chain_app import laws
+
+    digest = {name: laws.law_digest(datagen.info(datasets[name])["manifest"]) for name in ("a", "same", "b")}
+    assert digest["a"] == digest["same"] != digest["b"]
+    result = run("evaluate", finished, datasets["b"])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line == (f"Error: Invalid value for 'DATA_DIR': {datasets['b']} was made by another law (law digest "
+                    f"{digest['b'][:12]}) than the run's training data (law digest {digest['a'][:12]}): its scores "
+                    "say nothing of the fit; pass --allow-other-law to score it anyway")  # fmt: skip
+    with pytest.raises(laws.OtherLaw, match=f"law digest {digest['b'][:12]}"):
+        chain.evaluate_run(finished, datasets["b"])
+    result = CliRunner().invoke(main, ["evaluate", str(finished), str(datasets["b"]), "--allow-other-law"])
+    assert result.exit_code == 0, result.output
+    assert "WARNING: " in result.stderr and "scored anyway (--allow-other-law)" in result.stderr
+    assert json.loads(result.stdout)["samples"] == 48
+
+
+def test_evaluate_help_says_how_to_make_comparable_data():
+    text = " ".join(run("evaluate", "--help").output.split())
+    assert "made by `datagen make` with the training set's --task, --seed and law options" in text
+    assert "--allow-other-law" in text and "held-out split" in text
+
+
+def test_a_run_from_before_law_digests_is_checked_against_its_training_data(datasets, copy_of):
+    state = json.loads((copy_of / "state.json").read_text())
+    del state["train_info"]["law_digest"]
+    (copy_of / "state.json").write_text(json.dumps(state))
+    result = run("evaluate", copy_of, datasets["b"])
+    assert result.exit_code == 2 and "was made by another law" in result.output
 
 
 @pytest.mark.parametrize(
@@ -157,10 +195,10 @@ def test_a_heldout_set_of_other_sizes_exits_1_naming_both(datasets, tmp_path):
     assert "the dataset's input_size is 5 but the model's input_size is 4" in result.output
 
 
-def test_evaluate_on_a_dataset_of_other_sizes_exits_1(datasets, tmp_path):
-    out = tmp_path / "run"
-    assert run("fit", datasets["a"], "--out", out, *QUICK, "--epochs", "1").exit_code == 0
-    result = run("evaluate", out, datasets["wide"])
+def test_evaluate_on_a_dataset_of_other_sizes_exits_1(datasets, finished):
+    result = run("evaluate", finished, datasets["wide"])  # other sizes: another teacher, another law
+    assert result.exit_code == 2 and "was made by another law" in result.output
+    result = run("evaluate", finished, datasets["wide"], "--allow-other-law")
     assert result.exit_code == 1 and "input_size is 5 but the model's input_size is 4" in result.output
 
 
@@ -195,7 +233,7 @@ def test_fit_with_a_stop_token_reports_length_accuracy(datasets, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert 0 <= report["length_accuracy"] <= 1
-    scores = json.loads(run("evaluate", out, datasets["b"]).output)
+    scores = json.loads(run("evaluate", out, datasets["same"]).output)
     assert 0 <= scores["length_accuracy"] <= 1
 
 
@@ -249,13 +287,25 @@ def test_out_pointing_at_a_file_exits_2(datasets, tmp_path):
     assert result.exit_code == 2 and "is a file" in result.output
 
 
+def test_an_unwritable_out_exits_2_before_anything_starts(datasets, tmp_path):
+    result = run("fit", datasets["a"], "--out", "/proc/chain-run", *QUICK)
+    assert result.exit_code == 2, result.output
+    assert ("Invalid value for '--out': /proc/chain-run cannot be written (/proc: No such file or directory); "
+            "pass another --out") in result.output  # fmt: skip
+    assert result.output.strip().splitlines()[-1].startswith("Error: ")
+    with pytest.raises(ValueError, match="cannot be written .*; pass another run directory"):
+        fit_run(datasets["a"], "/proc/chain-run/deeper", FitOptions(epochs=1))
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
         ("{}", "not a run state, missing `options`, `data_dir`, `epochs_done`, `history`"),
         ('{"epochs_done": "two"}', "`epochs_done` must be an integer >= 0; received 'two'"),
         ("not json", "state.json: unreadable run state (JSONDecodeError"),
+        ("[" * 100_000 + "]" * 100_000, "state.json: corrupt run state (its JSON is nested too deeply)"),
     ],
+    ids=["empty", "epochs", "not-json", "nested"],
 )
 def test_a_damaged_state_exits_1_with_one_line(datasets, copy_of, damage, message):
     state = json.loads((copy_of / "state.json").read_text())
@@ -327,6 +377,71 @@ def test_fit_logs_scalars_per_epoch_to_tensorboard(finished):
         assert held[("epoch_masked_mse", step)] == pytest.approx(float(row["val_masked_mse"]))
         assert held[("epoch_mse_over_noise_floor", step)] == pytest.approx(float(row["val_masked_mse"]) / floor)
     assert ("epoch_learning_rate", 1) in train
+
+
+def test_a_tiny_noise_floor_is_fitted_with_its_ratios_in_float64(tmp_path):
+    datagen.make(tmp_path / "data", task="teacher", **SMALL, noise=1e-30)  # a floor of 1e-60: 0 in float32
+    out = tmp_path / "run"
+    result = run("fit", tmp_path / "data", "--out", out, *QUICK)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["noise_floor"] == pytest.approx(1e-60, rel=1e-12)
+    assert report["heldout_mse_over_noise_floor"] == pytest.approx(report["heldout_mse"] / 1e-60)
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [int(row["epoch"]) for row in rows] == [1, 2]
+    for row in rows:
+        for prefix in ("", "val_"):
+            ratio = float(row[f"{prefix}mse_over_noise_floor"])
+            assert ratio == pytest.approx(float(row[f"{prefix}masked_mse"]) / 1e-60, rel=1e-5) and ratio > 1e50
+    held = _scalars(out / "tensorboard" / "validation")  # what fits float32 is logged, the ratio is not
+    assert ("epoch_masked_mse", 1) in held and not any(tag == "epoch_mse_over_noise_floor" for tag, _ in held)
+
+
+def test_a_full_disk_while_tensorboard_opens_its_file_exits_1_in_one_line(datasets, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+
+    def full(logdir, *args, **kwargs):  # as TensorFlow fails: an empty event file, then the error
+        (Path(logdir) / "events.out.tfevents.1.host.0.v2").parent.mkdir(parents=True, exist_ok=True)
+        (Path(logdir) / "events.out.tfevents.1.host.0.v2").touch()
+        raise tf.errors.ResourceExhaustedError(None, None, "{{function_node __wrapped__CreateSummaryFileWriter}} "
+                                               f"{logdir}/events.out.tfevents.1.host.0.v2; No space left on device\n"
+                                               "\tFailed to flush 1 events")  # fmt: skip
+
+    import tensorflow.summary  # the module Keras' TensorBoard callback writes through (not always tf.summary)
+
+    monkeypatch.setattr(tensorflow.summary, "create_file_writer", full)
+    result = run("fit", datasets["a"], "--out", out, *QUICK)
+    assert result.exit_code == 1, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"Error: {out / 'tensorboard'}: cannot write TensorBoard logs (")
+    assert "Traceback" not in result.output
+    assert line.endswith(f"events.out.tfevents.1.host.0.v2; No space left on device); the last good checkpoint "
+                         f"(epoch 0) is kept in {out}")  # fmt: skip
+    assert not list(out.rglob("events.*")) and not list(out.glob(".*"))  # nothing half-written
+    assert load_run(out)[1]["epochs_done"] == 0
+
+
+def test_a_full_disk_while_checkpointing_exits_1_naming_the_file(datasets, tmp_path, monkeypatch):
+    import errno
+
+    from datagen import _atomic
+
+    real = _atomic.atomic_write
+
+    def full(path, data):
+        if str(path).endswith("state.json") and '"epochs_done": 1' in str(data):
+            with _atomic.atomic_path(path) as temporary:
+                temporary.write_text(str(data)[:10])  # half of it, then the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(_atomic, "atomic_write", full)
+    out = tmp_path / "run"
+    result = run("fit", datasets["a"], "--out", out, *QUICK)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == f"Error: {out / 'state.json'}: No space left on device"
+    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "state.json", "tensorboard"]  # epoch 0's pair
+    assert load_run(out)[1]["epochs_done"] == 0
 
 
 def test_fit_without_tensorboard_says_which_package(datasets, copy_of, tmp_path, monkeypatch):

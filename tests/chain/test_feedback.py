@@ -181,6 +181,40 @@ def test_a_sampling_schedule_follows_the_optimizer_step():
     np.testing.assert_allclose(net(x, steps, targets=targets, training=True).flat_values, free, atol=ATOL)
 
 
+def test_sampling_draws_follow_the_seed_and_the_optimizer_step():
+    """With an optimizer, a step's draws depend on (sampling_seed, iterations) alone: a model
+    loaded from a checkpoint draws what the one that wrote it would have."""
+    x, steps, y = _data(batch=8, big_t=6, seed=11)
+    targets = _ragged(y, steps)
+
+    def draws(net, step):
+        net.optimizer.iterations.assign(step)
+        return net(x, steps, targets=targets, training=True).flat_values.numpy()
+
+    net = _net(feedback_sampling=0.5, sampling_seed=7)
+    net.compile(keras.optimizers.SGD(0.0))
+    first = draws(net, 3)
+    np.testing.assert_array_equal(draws(net, 3), first)
+    assert not np.allclose(draws(net, 4), first)  # the next step draws anew
+    again = Chain.from_config(net.get_config())
+    again.build((None, None, 4))
+    again.set_weights(net.get_weights())
+    again.compile(keras.optimizers.SGD(0.0))
+    again.optimizer.iterations.assign(3)
+    np.testing.assert_array_equal(again(x, steps, targets=targets, training=True).flat_values.numpy(), first)
+    other = _net(feedback_sampling=0.5, sampling_seed=8)
+    other.set_weights(net.get_weights())
+    other.compile(keras.optimizers.SGD(0.0))
+    assert not np.allclose(draws(other, 3), first)
+
+
+@pytest.mark.parametrize("value", [-1, 2**63, 1.5, True])
+def test_a_sampling_seed_that_is_no_integer_at_least_0_is_refused(value):
+    message = rf"`sampling_seed` must be an integer in \[0, 2\*\*63 - 1\]; received {value}"
+    with pytest.raises(ValueError, match=message):
+        _net(feedback_sampling=0.5, sampling_seed=value)
+
+
 @pytest.mark.parametrize("teacher", [True, False])
 def test_windows_with_state_equal_one_call(teacher):
     net = _net("gru", "carry")

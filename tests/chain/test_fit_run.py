@@ -31,9 +31,10 @@ OPTIONS = {"hidden": 8, "batch_size": 16}
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    made = {"a": root / "a", "b": root / "b"}
+    made = {"a": root / "a", "b": root / "b", "same": root / "same"}
     datagen.make(made["a"], task="teacher", **SMALL)
     datagen.make(made["b"], task="teacher", **SMALL, seed=1)
+    datagen.make(made["same"], task="teacher", **{**SMALL, "n_samples": 40, "noise": 0.1})  # the law of "a"
     return made
 
 
@@ -324,10 +325,53 @@ def test_a_run_reads_each_source_once(datasets, tmp_path, decodes):
     fit_run(datasets["a"], tmp_path / "split", FitOptions(epochs=2), resume=True, verbose=0)
     assert len(decodes) == 2  # nothing left to train: the held-out split only
     decodes.clear()
-    chain.evaluate_run(tmp_path / "split", datasets["b"])
-    assert sorted(decodes) == sorted(str(p) for p in datasets["b"].glob("shard-*"))
+    chain.evaluate_run(tmp_path / "split", datasets["same"])
+    assert sorted(decodes) == sorted(str(p) for p in datasets["same"].glob("shard-*"))
 
 
 def test_a_run_with_a_separate_heldout_set_reads_each_once(datasets, tmp_path, decodes):
     fit_run(datasets["a"], tmp_path / "apart", FitOptions(epochs=1, **OPTIONS), heldout=datasets["b"], verbose=0)
     assert sorted(decodes) == sorted(str(p) for d in ("a", "b") for p in datasets[d].glob("shard-*"))
+
+
+def test_an_overflowing_noise_floor_ratio_is_no_divergence():
+    from chain_app.fit import divergence
+
+    net = make_chain(strategy="packed", max_steps=3)
+    net.compile(optimizer="adam", loss="mse")
+    logs = {"loss": 0.5, "masked_mse": 0.5, "mse_over_noise_floor": math.inf, "val_mse_over_noise_floor": math.inf}
+    assert divergence(net, logs) is None
+    assert divergence(net, {**logs, "val_masked_mse": math.nan}) == "the held-out `val_masked_mse` became nan"
+
+
+# ----------------------------------------------------------------------------- interrupted and resumed
+
+
+class _StopAfterFirstEpoch(keras.callbacks.Callback):
+    """Stops the run like Ctrl-C once epoch 1's checkpoint is written (callbacks run after it)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+RESUMED = {  # each option family; tiny models and data, 3 epochs
+    "feedback": {"feedback": True},
+    "feedback-sampling": {"feedback": True, "feedback_sampling": 0.5},
+    "windows": {"window": 2},
+    "lengths": {"predict_lengths": True},
+}
+
+
+@pytest.mark.slow  # 10 to 25 s each on 2 cores; test_feedback checks the sampling draws' seeds quickly
+@pytest.mark.parametrize("family", RESUMED)
+def test_a_run_stopped_after_epoch_1_and_resumed_ends_with_the_uninterrupted_weights(datasets, tmp_path, family):
+    options = FitOptions(epochs=3, hidden=4, batch_size=16, **RESUMED[family])
+    fit_run(datasets["a"], tmp_path / "whole", options, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        fit_run(datasets["a"], tmp_path / "parts", options, verbose=0, callbacks=[_StopAfterFirstEpoch()])
+    assert json.loads((tmp_path / "parts" / "state.json").read_text())["epochs_done"] == 1
+    fit_run(datasets["a"], tmp_path / "parts", options, resume=True, verbose=0)
+    (whole, _), (parts, state) = load_run(tmp_path / "whole"), load_run(tmp_path / "parts")
+    assert state["epochs_done"] == 3
+    for a, b in zip(whole.get_weights(), parts.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

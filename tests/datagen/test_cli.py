@@ -63,7 +63,7 @@ def test_make_options_map_onto_the_api(tmp_path):
          "Invalid value for '--shard-index': `shard_index` must be in [0, 1]; received 2"),
         (["--num-shards", "0"], "Invalid value for '--num-shards': `num_shards` must be >= 1; received 0"),
         (["--samples", "ten"], "Invalid value for '--samples': 'ten' is not a valid integer"),
-        (["--overwrite", "--resume"], "Invalid value for '--resume': `resume` and `overwrite` exclude each other"),
+        (["--overwrite", "--resume"], "Invalid value for '--resume': use one of --resume and --overwrite, not both"),
     ],
 )
 def test_bad_options_exit_2_with_one_line_and_write_nothing(tmp_path, args, message):
@@ -87,9 +87,25 @@ def test_unwritable_out_exits_2(tmp_path):
 def test_existing_dataset_needs_overwrite(tmp_path):
     assert run("make", "--out", str(tmp_path), "--samples", "5").exit_code == 0
     result = run("make", "--out", str(tmp_path), "--samples", "5")
-    assert result.exit_code == 2 and "`out` already holds a dataset" in result.output
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == (  # options only: the library's message names its arguments
+        f"Error: Invalid value for '--out': {str(tmp_path)!r} already holds a dataset "
+        f"({str(tmp_path / 'manifest.json')!r}); pass --overwrite to replace it or --resume to finish it")
     assert run("make", "--out", str(tmp_path), "--samples", "6", "--overwrite").exit_code == 0
     assert run("make", "--out", str(tmp_path), "--samples", "6", "--resume").exit_code == 0
+
+
+def test_make_reports_progress_in_lines_where_stderr_is_not_a_terminal(tmp_path):
+    # CliRunner's stderr is not a terminal, as a log or a pipe: no bar, and no bar's label alone
+    args = ["make", "--out", str(tmp_path / "d"), "--samples", "40", "--shard-size", "10", "--task", "running"]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [f"datagen make: {done}/4 shards" for done in (1, 2, 3, 4)]
+    assert result.stdout.splitlines() == [f"wrote 40 samples ({datagen.read(tmp_path / 'd')['steps'].sum()} real "
+                                          f"inner steps) in 4 shard(s) to {tmp_path / 'd'}"]  # fmt: skip
+    many = run("make", "--out", str(tmp_path / "e"), "--samples", "40", "--shard-size", "1", "--task", "running")
+    assert many.exit_code == 0, many.output
+    assert many.stderr.splitlines() == [f"datagen make: {done}/40 shards" for done in range(4, 41, 4)]  # tenths
 
 
 def test_inspect_prints_counts_histogram_padding_and_noise_floor(small_npz):
@@ -120,10 +136,13 @@ def test_inspect_plot_writes_a_png(small_npz, tmp_path):
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 10_000
 
 
-def test_inspect_plot_rejects_a_sample_out_of_range(small_npz, tmp_path):
-    result = run("inspect", str(small_npz), "--plot", str(tmp_path / "p.png"), "--sample", "300")
+@pytest.mark.parametrize("sample", ["300", "-1"])
+def test_inspect_plot_rejects_a_sample_out_of_range_before_the_summary(small_npz, tmp_path, sample):
+    result = run("inspect", str(small_npz), "--plot", str(tmp_path / "p.png"), "--sample", sample)
     assert result.exit_code == 2
-    assert "Invalid value for '--sample': `sample` must be in [0, 299]; received 300" in result.output
+    assert result.output.splitlines()[-1] == f"Error: Invalid value for '--sample': `sample` must be in [0, 299]; " \
+                                             f"received {sample}"
+    assert "samples" not in result.output  # refused before the summary, not after it
     assert not (tmp_path / "p.png").exists()
 
 

@@ -69,7 +69,8 @@ def test_a_directory_another_run_writes_is_refused_and_left_as_it_was(tmp_path, 
     try:
         before = listing(out)
         line = one_error_line(run("make", "--out", out, "--samples", "20", *extra), 1)
-        assert f"{out}: another datagen run is writing this directory" in line
+        assert line == (f"Error: {out}: another datagen run is writing this directory (it holds .datagen.lock); "
+                        "wait for it to finish or choose another --out")
         assert listing(out) == before
     finally:
         os.close(descriptor)
@@ -81,7 +82,9 @@ def test_merge_into_a_directory_another_run_writes_is_refused(tmp_path):
         datagen.make(tmp_path / "s", n_samples=20, shard_size=10, num_shards=2, shard_index=index)
     descriptor = hold_lock(tmp_path / "all")
     try:
-        with pytest.raises(datagen.DatasetError, match=r"another datagen run is writing this directory"):
+        with pytest.raises(datagen.DatasetError, match=r"another datagen run is writing this directory "
+                                                       r"\(it holds .datagen.lock\); wait for it to finish "
+                                                       r"or choose another `out`$"):  # fmt: skip
             datagen.merge(tmp_path / "s", out=tmp_path / "all")
         assert not (tmp_path / "all" / "manifest.json").exists()
     finally:
@@ -197,6 +200,31 @@ def test_killing_the_parent_of_a_parallel_make_ends_its_workers(tmp_path):
         if parent.poll() is None:
             parent.kill()
         parent.communicate()
+
+
+def test_ctrl_c_of_a_parallel_run_ends_it_without_worker_tracebacks():
+    # Job 0 ends at once, so its worker waits idle for more; job 1 presses Ctrl-C (SIGINT to the
+    # whole process group, as a terminal does) and carries on. An idle worker raised
+    # KeyboardInterrupt and printed its traceback; now the parent alone stops, once job 1 is done.
+    code = ("import os, signal, time\n"
+            "from datagen import _pool\n"
+            "def job(index):\n"
+            "    if index == 1:\n"
+            "        time.sleep(0.5)\n"
+            "        os.killpg(0, signal.SIGINT)\n"
+            "        time.sleep(0.5)\n"
+            "    return index\n"
+            "try:\n"
+            "    print(list(_pool.imap(job, [0, 1], 2)))\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted')\n")  # fmt: skip
+    process = python(code, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert (process.returncode, stdout, stderr) == (0, "interrupted\n", "")
 
 
 # 11: manifests whose shards or counts disagree

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import datagen
 from datagen import _storage
+from datagen.cli import main
 
 from .conftest import SMALL
 
@@ -140,7 +143,9 @@ def test_num_shards_and_shard_index_are_validated(tmp_path):
 def test_existing_dataset_is_refused_unless_overwrite(tmp_path):
     datagen.make(tmp_path / "d", n_samples=20, shard_size=5)
     before = (tmp_path / "d" / "manifest.json").read_bytes()
-    with pytest.raises(ValueError, match=r"`out` already holds a dataset .*manifest.json.*overwrite"):
+    message = (rf"^`out` already holds a dataset \({re.escape(repr(str(tmp_path / 'd' / 'manifest.json')))}\); "
+               r"pass overwrite=True to replace it or resume=True to finish it$")  # arguments only, no options
+    with pytest.raises(ValueError, match=message):
         datagen.make(tmp_path / "d", n_samples=20, seed=1)
     assert (tmp_path / "d" / "manifest.json").read_bytes() == before
     with pytest.raises(ValueError, match="`resume` and `overwrite` exclude each other"):
@@ -180,6 +185,55 @@ def test_resume_with_other_parameters_is_refused(tmp_path):
     datagen.make(tmp_path / "d", n_samples=20, shard_size=10)
     with pytest.raises(ValueError, match="`resume` needs the same parameters"):
         datagen.make(tmp_path / "d", n_samples=20, shard_size=10, seed=5, resume=True)
+
+
+def set_version(manifest_path: Path, version: str) -> None:
+    manifest = json.loads(manifest_path.read_text())
+    manifest["generator"]["version"] = version
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def files_of(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize("manifest", ["manifest.json", "manifest.pending.json"])
+def test_resume_of_a_run_by_another_generator_version_is_refused_writing_nothing(tmp_path, manifest):
+    out = tmp_path / "d"
+    datagen.make(out, n_samples=40, shard_size=10)
+    (out / "manifest.json").rename(out / manifest)
+    (out / "shard-00003.npz").unlink()
+    (out / ".shard-00003.npz.123-abcd.tmp").write_bytes(b"half")
+    set_version(out / manifest, "0.9.0")
+    before = files_of(out)
+    message = (rf"^`resume` needs the generator version that wrote '{out / manifest}': it was written by version "
+               rf"'0.9.0', this is version '{datagen.GENERATOR_VERSION}'$")  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        datagen.make(out, n_samples=40, shard_size=10, resume=True)
+    result = CliRunner().invoke(main, ["make", "--out", str(out), "--samples", "40", "--shard-size", "10", "--resume"])
+    assert result.exit_code == 2 and result.output.splitlines()[-1] == f"Error: Invalid value for '--resume': " + (
+        f"`resume` needs the generator version that wrote '{out / manifest}': it was written by version '0.9.0', "
+        f"this is version '{datagen.GENERATOR_VERSION}'"
+    ), result.output
+    assert files_of(out) == before
+
+
+def test_merge_of_slices_by_another_generator_version_is_refused_writing_nothing(tmp_path):
+    for index in range(2):
+        datagen.make(tmp_path / "s", **SMALL, num_shards=2, shard_index=index, shard_size=100)
+    slice_one = tmp_path / "s" / "manifest.slice-00001-of-00002.json"
+    set_version(slice_one, "0.9.0")
+    before = files_of(tmp_path / "s")
+    message = (rf"^{slice_one}: made by generator version '0.9.0', this is version "
+               rf"'{datagen.GENERATOR_VERSION}'; merge with the version that made the slices$")  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        datagen.merge(tmp_path / "s")
+    result = CliRunner().invoke(main, ["merge", str(tmp_path / "s"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == f"Error: Invalid value for 'DIRS': {slice_one}: made by generator " + (
+        f"version '0.9.0', this is version '{datagen.GENERATOR_VERSION}'; merge with the version that made the slices"
+    )
+    assert files_of(tmp_path / "s") == before and not (tmp_path / "m").exists()
 
 
 def test_corrupt_shard_is_detected_naming_the_file(tmp_path):
@@ -317,6 +371,41 @@ def test_split_is_the_last_fraction_by_index(small_npz):
     np.testing.assert_array_equal(np.concatenate([train["y_values"], heldout["y_values"]]), whole["y_values"])
     np.testing.assert_array_equal(heldout["row_lengths"], whole["steps"][270:].reshape(-1))
     assert datagen.split_range(10, "heldout", 0.25) == (7, 10)
+
+
+PATH = r"must be a non-empty path \(str or os.PathLike\); received "
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda d: datagen.read(None), rf"^`directory` {PATH}None$"),
+    (lambda d: datagen.read(""), rf"^`directory` {PATH}''$"),
+    (lambda d: datagen.read(b"data"), rf"^`directory` {PATH}b'data'$"),
+    (lambda d: datagen.read(d, verify="no"), r"^`verify` must be True or False; received 'no'$"),
+    (lambda d: datagen.read(d, None), r"^`verify` must be True or False; received None$"),
+    (lambda d: datagen.info(None), rf"^`directory` {PATH}None$"),
+    (lambda d: datagen.info(3), rf"^`directory` {PATH}3$"),
+    (lambda d: datagen.teacher_weights(None), rf"^`source` {PATH}None$"),
+    (lambda d: datagen.merge(None), rf"^`directories` {PATH}None$"),
+    (lambda d: datagen.merge(d, out=""), rf"^`out` {PATH}''$"),
+    (lambda d: datagen.generate(4, return_truth="no"), r"^`return_truth` must be True or False; received 'no'$"),
+])  # fmt: skip
+def test_path_and_flag_arguments_of_the_wrong_kind_are_named(small_npz, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(small_npz)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"out": None}, rf"^`out` {PATH}None$"),
+    ({"out": ""}, rf"^`out` {PATH}''$"),
+    ({"overwrite": "no"}, r"^`overwrite` must be True or False; received 'no'$"),
+    ({"resume": 1}, r"^`resume` must be True or False; received 1$"),
+    ({"progress": None}, r"^`progress` must be True or False; received None$"),
+])  # fmt: skip
+def test_make_names_a_path_or_flag_of_the_wrong_kind_writing_nothing(tmp_path, monkeypatch, kwargs, match):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=match):
+        datagen.make(**{"out": tmp_path / "d", "n_samples": 20, **kwargs})
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("split,fraction,match", [
