@@ -37,7 +37,8 @@ class Chain(keras.Model):
         model_a: a Keras layer or model, `(batch, T, input_size) -> (batch, T, ir_size)`.
         model_b: a Keras RNN cell (`GRUCell`, `LSTMCell`, `SimpleRNNCell`, `StackedRNNCells`, or
             a custom cell with `state_size`), or a Keras model called as
-            `model_b([inputs, *states])` that returns `[outputs, *new_states]`.
+            `model_b([inputs, *states])` that returns `[outputs, *new_states]`; new states
+            nested as a cell returns them (`[out, [h, c]]`) are flattened, as Keras does.
         output_size: adds a Dense head with this many units on B's outputs; None returns B's
             outputs.
         state: where B's state comes from. `"carry"`: zeros at the start of each sample, then
@@ -236,13 +237,7 @@ class Chain(keras.Model):
         x = keras.KerasTensor((batch, width))
         states = [keras.KerasTensor((batch, s)) for s in sizes]
         try:
-            if isinstance(self._generic, _cells.ModelAdapter):
-                outs = self.model_b([x, *states])
-                if not isinstance(outs, (list, tuple)):
-                    raise TypeError("a single output")
-                out, new = outs[0], list(outs[1:])
-            else:
-                out, new = self._generic.step(x, states, False)
+            out, new = self._generic.step(x, states, False)
         except TypeError as error:
             raise ValueError(
                 "model B must return `[outputs, *new_states]` with one new state per state input "

@@ -84,6 +84,25 @@ def test_model_b_must_be_a_cell_or_a_model_with_states():
         Chain(keras.layers.GRU(3, return_sequences=True), keras.layers.Dense(3))
 
 
+def _lstm_slice(structure):
+    ipt, h, c = keras.Input((3,)), keras.Input((3,)), keras.Input((3,))
+    out, new = keras.layers.LSTMCell(3)(ipt, [h, c])
+    return keras.Model([ipt, h, c], structure(out, new))
+
+
+@pytest.mark.parametrize(
+    "structure,match",
+    [
+        (lambda out, new: {"out": out, "states": new}, r"it returned a dict, not a list"),
+        (lambda out, new: [[out], new], r"its first output must be one tensor; received \[\[\(None, 3\)\], \[\(None, 3\), \(None, 3\)\]\]"),
+    ],
+)
+def test_a_model_b_whose_outputs_cannot_be_read_as_output_and_new_states_is_named(structure, match):
+    with pytest.raises(ValueError, match=r"a model B must return `\[outputs, \*new_states\]` \(the \(output, new_states\) "
+                                         r"contract of a cell, states nested or flat\): " + match):
+        Chain(keras.layers.GRU(3, return_sequences=True), _lstm_slice(structure))
+
+
 def test_model_b_dropout_is_refused():
     with pytest.raises(ValueError, match=r"must not use dropout: received GRUCell with dropout=0.5"):
         Chain(keras.layers.GRU(3, return_sequences=True), keras.layers.GRUCell(3, dropout=0.5))

@@ -76,6 +76,51 @@ def test_the_questions_own_example(strategy, graph):
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-6, atol=ATOL)
 
 
+def _slice_models(cell_type, n_states, units=4):
+    """The question's models with the slice model B written the natural way, `[out, states]` with
+    the cell's state list nested, and the same model with its states returned flat."""
+    a_in = keras.Input(batch_shape=(2, 3, units))
+    model_a = keras.Model(a_in, keras.layers.SimpleRNN(units, return_sequences=True)(a_in))
+    ipt = keras.Input(batch_shape=(2, units))
+    states = [keras.Input(batch_shape=(2, units)) for _ in range(n_states)]
+    out, new = cell_type(units)(ipt, states)
+    return model_a, keras.Model([ipt, *states], [out, new]), keras.Model([ipt, *states], [out, *new])
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("cell_type,n_states", [(keras.layers.SimpleRNNCell, 1), (keras.layers.LSTMCell, 2)])
+@pytest.mark.parametrize("fused", ["auto", False])
+def test_a_slice_model_b_may_return_its_states_nested_as_a_cell_does(strategy, cell_type, n_states, fused):
+    keras.utils.set_random_seed(0)
+    model_a, nested, flat = _slice_models(cell_type, n_states)
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype("float32")  # the declared batch of 2
+    steps = [[3, 0, 2], [1, 4, 2]]
+    got, got_states = Chain(model_a, nested, strategy=strategy, fused=fused)(x, steps, return_state=True)
+    want, want_states = Chain(model_a, flat, strategy=strategy, fused=fused)(x, steps, return_state=True)
+    np.testing.assert_allclose(got.flat_values.numpy(), want.flat_values.numpy(), atol=1e-6)
+    assert [tuple(s.shape) for s in got_states["model_b"]] == [(2, 4)] * n_states
+    for g, w in zip(got_states["model_b"], want_states["model_b"]):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), atol=1e-6)
+
+
+def test_a_slice_model_b_around_one_cell_with_nested_states_keeps_the_fast_path():
+    _, nested, _ = _slice_models(keras.layers.LSTMCell, 2)
+    net = Chain(keras.layers.GRU(4, return_sequences=True), nested, strategy="packed")
+    assert net.fast_path == (True, "fast path: a functional model around one LSTMCell")
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # Keras warns of flat inputs to nested ones
+def test_a_slice_model_b_with_nested_state_inputs_runs_as_the_flat_one():
+    keras.utils.set_random_seed(0)
+    model_a, _, flat = _slice_models(keras.layers.LSTMCell, 2)
+    ipt, h, c = flat.inputs
+    nested_in = keras.Model([ipt, [h, c]], flat.outputs)
+    x = np.random.default_rng(1).normal(size=(2, 3, 4)).astype("float32")
+    got = Chain(model_a, nested_in, fused=False)(x, [2, 1, 3])
+    want = Chain(model_a, flat, fused=False)(x, [2, 1, 3])
+    np.testing.assert_allclose(got.flat_values.numpy(), want.flat_values.numpy(), atol=1e-6)
+
+
 def test_a_shape_that_conflicts_with_model_as_declared_input_is_refused():
     model_a, model_b = _question_models()
     net = Chain(model_a, model_b)
