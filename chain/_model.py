@@ -493,9 +493,14 @@ class Chain(keras.Model):
         return adapter.zero_states(rows, ir_rows.dtype)
 
     def _states_in(self, initial_state: Any, x: tf.Tensor) -> tuple[list | None, list | None]:
-        """`(model A's, model B's)` starting states: given, kept (stateful) or None (defaults)."""
+        """`(model A's, model B's)` starting states: given, kept (stateful) or None (defaults).
+
+        Builds the chain on the first call; on every later one, checks `x` against the input
+        that model A declares (see `_model_a_shape`)."""
         if not self.built:
             self.build(tuple(x.shape))
+        else:
+            _model_a_shape(self.model_a, tuple(x.shape))
         a_in, b_in = _validate.check_initial_state(
             initial_state, x, self._a.state_sizes, self._b_state_sizes(), self.state, self.compute_dtype
         )

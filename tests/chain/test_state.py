@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import chain
 from chain import STRATEGIES, Chain
 from ..tiers import each_once
 
@@ -126,6 +127,31 @@ def test_a_shape_that_conflicts_with_model_as_declared_input_is_refused():
     net = Chain(model_a, model_b)
     with pytest.raises(ValueError, match=r"`x` has shape \(2, 5, 4\) but model A declares its input as \(2, 3, 4\)"):
         net(np.zeros((2, 5, 4), "float32"), [1] * 5)
+
+
+@pytest.mark.parametrize("graph", [False, True])
+@pytest.mark.parametrize("later_t", [5, 2])
+def test_a_later_call_whose_t_conflicts_with_model_as_declared_input_is_refused(graph, later_t):
+    model_a, model_b = _question_models()
+    net = Chain(model_a, model_b)
+    net(np.zeros((2, 3, 4), "float32"), [1] * 3)  # built at the declared T = 3
+    call = tf.function(lambda x: net(x, [1] * later_t)) if graph else lambda x: net(x, [1] * later_t)
+    with pytest.raises(ValueError, match=rf"`x` has shape \(2, {later_t}, 4\) but model A declares its input as \(2, 3, 4\)"):
+        call(np.zeros((2, later_t, 4), "float32"))
+
+
+def test_generate_and_fit_check_x_against_model_as_declared_input():
+    model_a, model_b = _question_models()
+    net = Chain(model_a, model_b, output_size=4, max_steps=3, lengths=chain.LengthHead())
+    x, steps = np.zeros((2, 3, 4), "float32"), np.ones((2, 3), "int32")
+    net.compile("sgd")
+    net.fit((x, steps), net(x, steps), epochs=1, verbose=0)
+    longer = np.zeros((2, 5, 4), "float32")
+    with pytest.raises(ValueError, match=r"`x` has shape \(2, 5, 4\) but model A declares"):
+        net.generate(longer)
+    with pytest.raises(ValueError, match=r"`x` has shape \(None, 5, 4\) but model A declares"):  # fit's batch
+        net.fit((longer, np.ones((2, 5), "int32")), tf.ragged.constant(np.zeros((2, 5, 1, 4)), ragged_rank=2),
+                epochs=1, verbose=0)
 
 
 def test_model_a_without_return_sequences_is_named():
