@@ -687,6 +687,42 @@ class Chain(keras.Model):
         """
         return _train.train_step(self, data)
 
+    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
+                     training: bool = True) -> tf.Tensor:  # fmt: skip
+        """The loss of one batch, as `fit` minimises it: for a custom training loop.
+
+        The compiled output loss (default `chain.ragged_mse`, times `loss_weights`) plus the
+        lengths part's terms (`LengthHead`'s cross-entropy, `StopToken`'s binary cross-entropies)
+        and the layers' `losses`: what `train_step` differentiates. Without `y_pred` the chain
+        runs on `x` here, as in `fit` (with `feedback`, teacher-forced on `y`); the lengths part
+        needs IR and B's outputs, which a call does not return.
+
+        >>> import chain, keras, numpy as np, tensorflow as tf
+        >>> net = Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.GRUCell(4),
+        ...             output_size=2, max_steps=3, lengths=chain.LengthHead())
+        >>> x, steps = np.zeros((2, 5, 3), "float32"), np.ones((2, 5), "int32")
+        >>> with tf.GradientTape() as tape:
+        ...     loss = net.compute_loss(x=(x, steps), y=net(x, steps))
+        >>> grads = tape.gradient(loss, net.trainable_variables)
+
+        Args:
+            x: `(x, steps)`, as `fit` takes them.
+            y: the targets `(batch, T, None, output_size)`, ragged or padded `(batch, T, L, D)`.
+            y_pred: None (the chain runs here), or `net(x, steps)` of a chain without a lengths
+                part, whose output loss is then taken from it.
+            sample_weight: `(batch,)` per sample or `(batch, T)` per outer step, or None.
+            training: passed to model A and model B.
+
+        Returns:
+            Scalar float32. Under a `tf.distribute` strategy with several replicas, this
+            replica's share of the batch's loss, as in `fit` (their sum is the loss).
+
+        Raises:
+            ValueError: `x` is not `(x, steps)`, `y` is missing, `y_pred` is given to a chain
+                with a lengths part, or an input is bad.
+        """
+        return _train.compute_loss(self, x, y, y_pred, sample_weight, training)
+
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One step of `evaluate` on `((x, steps), y)`; the same losses and logs as `train_step`."""
         return _train.test_step(self, data)

@@ -238,6 +238,23 @@ def train_step(net: Any, data: Any) -> dict[str, tf.Tensor]:
     return update_trackers(net, parts, y, steps, total, weights[1])
 
 
+def compute_loss(net: Any, x: Any, y: Any, y_pred: Any, sample_weight: Any, training: bool) -> tf.Tensor:
+    """The loss of one batch, as `train_step` computes it; see `Chain.compute_loss`."""
+    if not isinstance(x, (tuple, list)) or len(x) != 2:
+        raise ValueError(f"`x` must be the inputs (x, steps), as fit takes them; received {_describe(x)}")
+    if y is None:
+        raise ValueError("`y` must be the targets (batch, T, None, output_size); received None")
+    if y_pred is not None and net.lengths is not None:
+        raise ValueError(
+            f"`y_pred` holds no logits for the lengths part {net.lengths!r}, whose loss reads IR and "
+            "B's outputs: pass y_pred=None, and compute_loss runs the chain on x; received a y_pred"
+        )
+    data = (x, y) if sample_weight is None else (x, y, sample_weight)
+    x, steps, y, weights = _prepare(net, data)
+    parts = forward(net, x, steps, training, y) if y_pred is None else {"flat": flat_values(y_pred)}
+    return objective(net, parts, y, steps, weights)
+
+
 def test_step(net: Any, data: Any) -> dict[str, tf.Tensor]:
     """One evaluation step on `((x, steps), y[, sample_weight])`; see `Chain.test_step`."""
     x, steps, y, weights = _prepare(net, data)

@@ -160,7 +160,7 @@ def test_custom_training_loop_from_the_readme():
     @tf.function
     def train_step(x, steps, y):
         with tf.GradientTape() as tape:
-            loss = chain.ragged_mse(y, net(x, steps, training=True))
+            loss = net.compute_loss(x=(x, steps), y=y)  # fit's loss, a lengths part's terms included
         grads = tape.gradient(loss, net.trainable_variables)
         optimizer.apply_gradients(zip(grads, net.trainable_variables))
         return loss
