@@ -7,6 +7,7 @@ from ._backend import check_backend as _check_backend
 
 _check_backend()
 
+from ._callbacks import WindowedStates as WindowedStates
 from ._lengths import LengthHead as LengthHead
 from ._lengths import Lengths as Lengths
 from ._lengths import StopToken as StopToken
@@ -45,4 +46,5 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["Chain", "LengthHead", "Lengths", "STATES", "STRATEGIES", "StopToken", "from_padded", "to_padded"]
+__all__ += ["WindowedStates"]
 __all__ += ["FitOptions", "NoiseFloorRatio", "TrainingDiverged", "evaluate_run", "fit_run", "pad_targets", "ragged_mse"]

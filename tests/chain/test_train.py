@@ -172,3 +172,74 @@ def test_custom_training_loop_from_the_readme():
     first = ragged_mse(y, make_chain(strategy="packed", output_size=2)(x, steps))
     assert float(ragged_mse(y, net(x, steps))) < float(first) / 3
     assert float(loss) > 0
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+class _ResetsAsTheCliDid(keras.callbacks.Callback):
+    """What `chain fit --window` did before `chain.WindowedStates`: reset at each epoch's batch
+    `i * windows`, and score validation data on whole sequences with the states set aside."""
+
+    def __init__(self, windows):
+        super().__init__()
+        self.windows = windows
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch % self.windows == 0:
+            self.model.reset_states()
+
+    def on_test_begin(self, logs=None):
+        self.model.stateful = False
+
+    def on_test_end(self, logs=None):
+        self.model.stateful = True
+
+
+@pytest.fixture(scope="module")
+def windows(tmp_path_factory):
+    import datagen
+
+    path = tmp_path_factory.mktemp("windows") / "data"
+    datagen.make(path, task="running", n_samples=12, timesteps=6, input_size=INPUT_SIZE, output_size=2)
+    train = datagen.load(path, batch_size=4, split="train", window=4)
+    held = datagen.load(path, batch_size=4, split="heldout")
+    return train, held, datagen.windows_per_sample(6, 4)
+
+
+def _fit_windows(windows, callbacks, validate=True):
+    train, held, _ = windows
+    keras.utils.set_random_seed(3)
+    net = Chain(keras.layers.GRU(6, return_sequences=True), keras.layers.GRUCell(5), output_size=2, stateful=True)
+    net.build((4, None, INPUT_SIZE))
+    net.compile(keras.optimizers.SGD(0.1))
+    history = net.fit(train, validation_data=held if validate else None, epochs=2, callbacks=callbacks,
+                      verbose=0).history
+    return net, history
+
+
+def test_windowed_states_resets_per_sample_as_chain_fit_window_did(windows):
+    per_sample = windows[2]
+    assert per_sample == 2
+    net, history = _fit_windows(windows, [chain.WindowedStates(per_sample)])
+    cli, cli_history = _fit_windows(windows, [_ResetsAsTheCliDid(per_sample)])
+    carried, _ = _fit_windows(windows, [], validate=False)  # held-out batches of 2 need the states set aside
+    for got, want, other in zip(net.get_weights(), cli.get_weights(), carried.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert any(not np.allclose(got, other, atol=1e-6) for got, other in zip(net.get_weights(), carried.get_weights()))
+    np.testing.assert_allclose(history["val_loss"], cli_history["val_loss"], rtol=1e-6)
+    assert net.stateful  # set aside for validation only
+
+
+def test_windowed_states_refuses_bad_windows_and_a_chain_without_states(windows):
+    with pytest.raises(ValueError, match=r"`windows` must be a positive int, the windows per batch of samples; received 0"):
+        chain.WindowedStates(0)
+    net = make_chain(strategy="packed")
+    net.compile("sgd")
+    with pytest.raises(ValueError, match=r"WindowedStates resets the states .* received a Chain with stateful=False"):
+        net.fit(windows[0], epochs=1, callbacks=[chain.WindowedStates(2)], verbose=0)
+    stateful = Chain(keras.layers.GRU(6, return_sequences=True), keras.layers.GRUCell(5), output_size=2, stateful=True)
+    stateful.build((4, None, INPUT_SIZE))
+    stateful.compile("sgd")
+    with pytest.raises(ValueError, match=r"`steps_per_epoch` must be a multiple of 2; received 3"):
+        stateful.fit(windows[0].repeat(), steps_per_epoch=3, callbacks=[chain.WindowedStates(2)], verbose=0)
