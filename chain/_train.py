@@ -222,6 +222,7 @@ def _prepare(net: Any, data: Any) -> tuple[tf.Tensor, tf.Tensor, Any, tuple[Any,
     x, steps, y, sample_weight = unpack(data)
     _ensure_built(net, x)
     x, steps = _validate.check_inputs(x, steps, net.input_size, net.max_steps)
+    y = _validate.check_target_rows(y, steps)
     return x, steps, y, sample_weights(sample_weight, steps)
 
 

@@ -238,17 +238,7 @@ def check_targets(targets, steps: tf.Tensor, width: int, dtype) -> tf.Tensor:
     if isinstance(targets, tf.RaggedTensor):
         if targets.shape.rank != 4 or targets.ragged_rank > 2:
             raise ValueError(f"`targets` must be (batch, T, None, {width}); received a {shape}")
-        lengths = targets.row_lengths(axis=2) if targets.ragged_rank == 2 else None
-        flat = targets.flat_values
-        if lengths is not None and tf.executing_eagerly():
-            given = tf.reshape(lengths, [-1])
-            if given.shape != tf.reshape(steps, [-1]).shape or not bool(
-                tf.reduce_all(tf.cast(given, tf.int32) == tf.reshape(steps, [-1]))
-            ):
-                raise ValueError(
-                    f"`targets` must have steps[b, t] rows at every (b, t); received a {shape} whose "
-                    f"row lengths {lengths.numpy().tolist()} differ from steps {steps.numpy().tolist()}"
-                )
+        flat = check_target_rows(targets, steps, "targets").flat_values
     else:
         targets = tf.convert_to_tensor(targets)
         shape = str(tuple(targets.shape))
@@ -276,3 +266,50 @@ def check_targets(targets, steps: tf.Tensor, width: int, dtype) -> tf.Tensor:
     flat = tf.cast(flat, dtype)
     flat.set_shape([None, width])
     return flat
+
+
+def check_target_rows(y, steps: tf.Tensor, name: str = "y"):
+    """`y`, checked to have `steps[b, t]` rows at every `(b, t)` where it is ragged `(batch, T, None, D)`.
+
+    Equal totals are not enough: rows of other lengths would pair outputs with the wrong targets.
+
+    Args:
+        y: a RaggedTensor `(batch, T, None, D)`, ragged_rank 2 (anything else is returned as is).
+        steps: `(batch, T)` int32, validated.
+        name: the argument's name in messages.
+
+    Raises:
+        ValueError: (eagerly) another batch or T, or the first `(b, t)` whose rows differ, with
+            both lengths; `tf.errors.InvalidArgumentError` with the same in graph mode.
+    """
+    if not isinstance(y, tf.RaggedTensor) or y.ragged_rank != 2:
+        return y
+    outer, rows = tf.cast(y.row_lengths(), tf.int64), tf.cast(y.values.row_lengths(), tf.int64)
+    want, big_t = tf.reshape(steps, [-1]), tf.shape(steps, out_type=tf.int64)[1]
+    shape = f"`{name}` must be (batch, T, None, D) with the (batch, T) of `steps`"
+    rows_message = f"`{name}` must have steps[b, t] rows at every (b, t); received"
+    if tf.executing_eagerly():
+        outer = outer.numpy()
+        if len(outer) != steps.shape[0] or (outer != steps.shape[1]).any():
+            raise ValueError(f"{shape} {tuple(steps.shape)}; received {len(outer)} samples with T in {sorted(set(outer.tolist()))}")
+        rows, want = rows.numpy(), want.numpy()
+        bad = np.flatnonzero(rows != want)
+        if bad.size:
+            b, t = divmod(int(bad[0]), steps.shape[1])
+            raise ValueError(f"{rows_message} {rows[bad[0]]} at (batch={b}, t={t}) where steps[{b}, {t}] = {want[bad[0]]}")
+        return y
+    same_shape = tf.debugging.Assert(
+        tf.reduce_all(outer == big_t) & tf.equal(tf.size(outer), tf.shape(steps)[0]),
+        [f"{shape}; received T", outer, "for steps of shape", tf.shape(steps)],
+    )
+    with tf.control_dependencies([same_shape]):
+        rows = tf.concat([tf.cast(rows, tf.int32), [0]], 0)  # one more, so that `first` exists
+        want = tf.concat([want, [1]], 0)
+        first = tf.argmax(tf.cast(tf.not_equal(rows, want), tf.int32), output_type=tf.int32)
+        t_size = tf.cast(big_t, tf.int32)
+        same_rows = tf.debugging.Assert(
+            tf.equal(first, tf.size(want) - 1),
+            [rows_message, rows[first], "at (batch, t) =", first // t_size, first % t_size, "where steps is", want[first]],
+        )  # fmt: skip
+    with tf.control_dependencies([same_rows]):
+        return y.with_flat_values(tf.identity(y.flat_values))

@@ -243,3 +243,45 @@ def test_windowed_states_refuses_bad_windows_and_a_chain_without_states(windows)
     stateful.compile("sgd")
     with pytest.raises(ValueError, match=r"`steps_per_epoch` must be a multiple of 2; received 3"):
         stateful.fit(windows[0].repeat(), steps_per_epoch=3, callbacks=[chain.WindowedStates(2)], verbose=0)
+
+
+# ----------------------------------------------------------------------------- targets against steps
+
+
+def _targets_of(lengths, big_t=3, out=2):
+    lengths = np.asarray(lengths)
+    cells = tf.RaggedTensor.from_row_lengths(tf.zeros([int(lengths.sum()), out]), lengths.reshape(-1))
+    return tf.RaggedTensor.from_uniform_row_length(cells, big_t)
+
+
+X_ROWS = np.random.default_rng(0).normal(size=(2, 3, INPUT_SIZE)).astype("float32")
+STEPS_ROWS = np.array([[1, 2, 0], [2, 1, 1]], "int32")
+SWAPPED = _targets_of([[1, 2, 0], [1, 2, 1]])  # the same total, other rows at (1, 0) and (1, 1)
+
+
+def test_targets_whose_rows_differ_from_steps_are_named_at_the_first_such_cell():
+    net = make_chain(strategy="packed")
+    message = r"`y` must have steps\[b, t\] rows at every \(b, t\); received 1 at \(batch=1, t=0\) where steps\[1, 0\] = 2"
+    with pytest.raises(ValueError, match=message):
+        net.compute_loss(x=(X_ROWS, STEPS_ROWS), y=SWAPPED)
+    net.compile("sgd", run_eagerly=True)
+    with pytest.raises(ValueError, match=message):
+        net.fit(tf.data.Dataset.from_tensors(((X_ROWS, STEPS_ROWS), SWAPPED)), verbose=0)
+    with pytest.raises(ValueError, match=r"`y` must be \(batch, T, None, D\) with the \(batch, T\) of `steps` \(2, 3\); "
+                                         r"received 3 samples with T in \[2\]"):
+        net.compute_loss(x=(X_ROWS, STEPS_ROWS), y=_targets_of(np.ones((3, 2), "int32"), big_t=2))
+
+
+def test_targets_whose_rows_differ_from_steps_are_refused_in_fit_graph_steps():
+    net = make_chain(strategy="packed")
+    net.compile("sgd")
+    data = tf.data.Dataset.from_tensors(((X_ROWS, STEPS_ROWS), SWAPPED))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"`y` must have steps\[b, t\] rows at every \(b, t\); received\] \[1\] \[at \(batch, t\) =\] \[1\] \[0\] "
+                             r"\[where steps is\] \[2\]"):  # fmt: skip
+        net.fit(data, verbose=0)
+    before = [w.copy() for w in net.get_weights()]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"`y` must have steps\[b, t\] rows"):
+        net.evaluate(data, verbose=0)
+    net.fit(tf.data.Dataset.from_tensors(((X_ROWS, STEPS_ROWS), _targets_of(STEPS_ROWS))), verbose=0)  # rows that match
+    assert any(not np.array_equal(a, b) for a, b in zip(before, net.get_weights()))
