@@ -250,6 +250,14 @@ class Chain(keras.Model):
                 "model B must return `[outputs (batch, H), *new_states]` with new states of sizes "
                 f"{sizes}; received outputs of shape {tuple(out.shape)} and new states of sizes {got}"
             )
+        dtypes = [keras.backend.standardize_dtype(t.dtype) for t in new]
+        if any(d != self.compute_dtype for d in dtypes):
+            raise ValueError(
+                f"`model_b` must return new states of dtype {self.compute_dtype}, the chain's compute dtype, "
+                f"as it feeds them back in; received new states of dtypes {dtypes} from "
+                f"{type(self.model_b).__name__} {self.model_b.name!r}. Cast them, or build model B under the "
+                "chain's dtype policy"
+            )
         return int(out.shape[-1])
 
     def _build_length_heads(self, ir_size: int, b_size: int) -> None:
@@ -279,11 +287,15 @@ class Chain(keras.Model):
     # ------------------------------------------------------------------ calling
 
     def __call__(self, x: Any, steps: Any = None, **kwargs: Any) -> tf.RaggedTensor:
-        # Keras accepts only tensors as positional inputs; let `steps` be a plain list too.
+        # Keras accepts only tensors as positional inputs; let `steps` be a plain list too. `x` and
+        # `steps` are checked before Keras converts them, which would name neither.
+        if steps is None and isinstance(x, (tuple, list)) and len(x) == 2:
+            x, steps = x
         if steps is None:
             return super().__call__(x, **kwargs)
+        _validate.check_x(x)
         if isinstance(steps, (list, tuple, int)):
-            steps = np.asarray(steps)
+            steps = _validate.as_array("steps", steps, "(batch, T) or (T,) array of integers")
         return super().__call__(x, steps, **kwargs)
 
     def call(self, x: Any, steps: Any = None, training: bool | None = None, initial_state: Any = None,
@@ -327,8 +339,7 @@ class Chain(keras.Model):
         a_in, b_in = self._states_in(initial_state, x)
         final = bool(return_state or self.stateful)
         if x.shape[1] == 0:  # no outer step: nothing runs, and the states pass through
-            flat = tf.zeros([0, self.output_size or self._generic.output_size], self.compute_dtype)
-            return flat, self._unchanged(a_in, b_in, x)
+            return self._no_outputs(), self._unchanged(a_in, b_in, x)
         feed = self._feed(targets, training)
         if tf.executing_eagerly() and self.graph_calls:
             fn = self._graph_forward(training, differentiable, a_in is not None, head, final, feed)
@@ -340,6 +351,10 @@ class Chain(keras.Model):
         if self.stateful:
             self._state_vars.assign(a_out, b_out)
         return flat, {"model_a": list(a_out), "model_b": list(b_out)}
+
+    def _no_outputs(self) -> tf.Tensor:
+        """The flat output `(0, output_size)` of a call with no outer step."""
+        return tf.zeros([0, self.output_size or self._generic.output_size], self.compute_dtype)
 
     def _unchanged(self, a_in, b_in, x) -> dict[str, list]:
         batch = tf.shape(x)[0]
@@ -780,15 +795,17 @@ class Chain(keras.Model):
                 "`lengths=chain.LengthHead()` (or `predict_lengths=True`) or `lengths=chain.StopToken()` "
                 "(or `stop='token'`), or pass `steps`; received lengths=None"
             )
-        x = tf.convert_to_tensor(x)
-        x = tf.cast(x, self.compute_dtype) if x.dtype.is_floating else tf.cast(x, tf.float32)
+        x = tf.cast(_validate.as_x(x), self.compute_dtype)
         if not self.built:
             self.build(tuple(x.shape))
         _validate.check_inputs(x, tf.zeros(tf.shape(x)[:2], tf.int32), self.input_size, None)
         a_in, b_in = self._states_in(initial_state, x)
         if self.state == "carry" and b_in is None:
             b_in = self._unchanged(None, None, x)["model_b"]
-        if tf.executing_eagerly() and self.graph_calls:
+        if x.shape[1] == 0:  # no outer step, as in a call: nothing runs, and the states pass through
+            flat, steps = self._no_outputs(), tf.zeros(tf.stack([tf.shape(x)[0], 0]), tf.int32)
+            a_out, b_out = self._unchanged(a_in, b_in, x).values()
+        elif tf.executing_eagerly() and self.graph_calls:
             flat, steps, a_out, b_out = self._graph_generate(a_in is not None)(x, a_in or [], b_in or [])
         else:
             flat, steps, a_out, b_out = self._generate_flat(x, a_in, b_in)

@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from . import _validate
-from ._losses import FlatLoss, check_output_size, global_count, replica_mean, sample_weights, target_values
+from ._losses import FlatLoss, global_count, replica_mean, sample_weights, target_values
 from ._losses import NoiseFloorRatio as NoiseFloorRatio
 from ._losses import flat_values as flat_values
 from ._losses import ragged_mse as ragged_mse
@@ -176,8 +176,7 @@ def objective(net: Any, parts: dict[str, tf.Tensor], y: Any, steps: tf.Tensor,
         Scalar float32. Summed over replicas, it is the global-batch objective.
     """
     outer, inner = weights
-    true, pred = target_values(y, steps), parts["flat"]
-    check_output_size(true, pred)
+    true, pred = target_values(y, steps), parts["flat"]  # widths checked where y enters (`_prepare`)
     compiled: FlatCompile = net.flat_compile
     total = compiled.loss_weight * compiled.loss(true, pred, inner)
     if net.lengths is not None:
@@ -222,6 +221,7 @@ def _prepare(net: Any, data: Any) -> tuple[tf.Tensor, tf.Tensor, Any, tuple[Any,
     x, steps, y, sample_weight = unpack(data)
     _ensure_built(net, x)
     x, steps = _validate.check_inputs(x, steps, net.input_size, net.max_steps)
+    _validate.check_width("y", getattr(y, "shape", None), net.output_size or net.step_adapter().output_size)
     y = _validate.check_target_rows(y, steps)
     return x, steps, y, sample_weights(sample_weight, steps)
 

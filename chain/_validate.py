@@ -29,9 +29,7 @@ def check_inputs(x, steps, input_size: int | None, max_steps: int | None):
         ValueError: a bad rank, dtype, size, or (eagerly) value; values are checked in the
             dtype they came in, before any cast.
     """
-    x = tf.convert_to_tensor(x)
-    if not x.dtype.is_floating:
-        x = tf.cast(x, tf.float32)
+    x = as_x(x)
     steps = _to_int_tensor(steps, max_steps)
     _check_static(x, steps, input_size)
     if steps.shape.rank == 1:
@@ -46,15 +44,64 @@ def check_inputs(x, steps, input_size: int | None, max_steps: int | None):
 INT32_MAX = 2**31 - 1
 
 
+def as_x(x) -> tf.Tensor:
+    """`x` as a float tensor: floats as they are, integers and booleans as float32.
+
+    Raises:
+        ValueError: `x` is not rectangular, or holds strings, objects or complex numbers (a cast
+            would drop the imaginary part).
+    """
+    check_x(x)
+    x = tf.convert_to_tensor(x)
+    return x if x.dtype.is_floating else tf.cast(x, tf.float32)
+
+
+def check_x(x) -> None:
+    """Raises the ValueError of an `x` that is no array of real numbers; a symbolic `x` passes."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = as_array("x", x, "(batch, T, input_size) array").dtype
+    real = _tf_dtype(dtype)
+    if real is None or not (real.is_floating or real.is_integer or real.is_bool):
+        raise ValueError(
+            "`x` must hold real numbers (floats, or integers taken as float32); received dtype "
+            f"{getattr(dtype, 'name', dtype)}"
+        )
+
+
+def _tf_dtype(dtype) -> tf.DType | None:
+    """TensorFlow's dtype for a numpy, TensorFlow or Keras dtype; None for objects and strings."""
+    if isinstance(dtype, np.dtype) and dtype.kind in "OUSV":
+        return None
+    try:
+        return tf.as_dtype(dtype)
+    except TypeError:
+        return None
+
+
+def as_array(name: str, value, shape: str) -> np.ndarray:
+    """`value` as a numpy array, or the ValueError naming `name` when it is ragged."""
+    try:
+        return np.asarray(value)
+    except ValueError:  # numpy refuses ragged nested lists
+        raise ValueError(f"`{name}` must be a rectangular {shape}; received a ragged {type(value).__name__}: "
+                         f"{_short(value)}") from None  # fmt: skip
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _to_int_tensor(steps, max_steps: int | None) -> tf.Tensor:
     if isinstance(steps, tf.Tensor) or isinstance(steps, tf.Variable):
         steps = tf.convert_to_tensor(steps)
         dtype = steps.dtype
     else:
-        steps = np.asarray(steps)
-        dtype = tf.as_dtype(steps.dtype) if steps.dtype != object else None
+        steps = as_array("steps", steps, "(batch, T) or (T,) array of integers")
+        dtype = _tf_dtype(steps.dtype)
     if dtype is None or not dtype.is_integer:
-        raise ValueError(f"`steps` must hold integers; received dtype {getattr(dtype, 'name', dtype)}")
+        raise ValueError(f"`steps` must hold integers; received dtype {steps.dtype.name}")
     if dtype.is_unsigned or dtype.size > 4:
         return tf.cast(steps, tf.int64) if dtype != tf.uint64 else _uint64(steps, max_steps)
     return tf.cast(steps, tf.int32)
@@ -261,8 +308,7 @@ def check_targets(targets, steps: tf.Tensor, width: int, dtype) -> tf.Tensor:
                 )
         else:
             raise ValueError(f"`targets` must be (batch, T, None, {width}); received shape {shape}")
-    if flat.shape[-1] is not None and flat.shape[-1] != width:
-        raise ValueError(f"`targets` must have {width} channels, the chain's output size; received {shape}")
+    check_width("targets", targets.shape, width)
     flat = tf.cast(flat, dtype)
     flat.set_shape([None, width])
     return flat
@@ -313,3 +359,18 @@ def check_target_rows(y, steps: tf.Tensor, name: str = "y"):
         )  # fmt: skip
     with tf.control_dependencies([same_rows]):
         return y.with_flat_values(tf.identity(y.flat_values))
+
+
+def check_width(name: str, shape, want: int | None) -> None:
+    """Raises the ValueError of targets `name` of `shape` whose last dimension is not `want`.
+
+    Raises:
+        ValueError: the last dimension is known and differs from `want`, naming both.
+    """
+    shape = tuple(shape) if shape is not None else ()
+    have = shape[-1] if shape else None
+    if have is not None and want is not None and have != want:
+        raise ValueError(
+            f"`{name}` must have {want} channels in its last dimension, the chain's output size; received "
+            f"{name} of shape {shape}: build the chain with output_size equal to the targets' last dimension"
+        )

@@ -156,6 +156,20 @@ def test_length_head_learns_lengths_from_the_input():
     assert history["length_accuracy"][-1] > 0.6 > history["length_accuracy"][0]
 
 
+@pytest.mark.parametrize("part", ["length", "stop"])
+def test_generate_and_predict_at_t_zero_give_the_empty_output_of_a_call(part):
+    net = length_net(2) if part == "length" else stop_net(stop_bias=10.0)
+    x = np.zeros((3, 0, INPUT_SIZE), "float32")
+    want = net(x, np.zeros((3, 0), "int32"))
+    given = {"model_b": [tf.fill([3, s], 0.5) for s in net.step_adapter().state_sizes]}
+    out, states = net.generate(x, initial_state=given, return_state=True)
+    for got in (out, net.predict(x, verbose=0), tf.function(net.generate)(x)):
+        assert got.shape.as_list() == want.shape.as_list() == [3, 0, None, 2]
+        assert got.flat_values.shape[0] == 0
+    for got, kept in zip(states["model_b"], given["model_b"]):  # the states pass through
+        np.testing.assert_array_equal(got.numpy(), kept.numpy())
+
+
 def _binned_lengths(n=64, big_t=6, seed=0):
     """`x`, lengths set by x[..., 0]'s bin, and zero targets of those lengths."""
     x = np.random.default_rng(seed).uniform(-1, 1, size=(n, big_t, INPUT_SIZE)).astype("float32")

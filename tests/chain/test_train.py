@@ -41,7 +41,8 @@ def test_ragged_mse_golden_value():
 
 
 def test_ragged_mse_rejects_other_output_size():
-    with pytest.raises(ValueError, match="output_size is 3 but the model's output_size is 2"):
+    with pytest.raises(ValueError, match=r"`y_true` must have 2 channels in its last dimension, the chain's output size; "
+                                         r"received y_true of shape \(4, 3\)"):
         ragged_mse(tf.zeros([4, 3]), tf.zeros([4, 2]))
 
 
@@ -123,7 +124,8 @@ def test_fit_rejects_a_dataset_of_another_output_size():
     data, _ = ragged_dataset(out=3)
     net = make_chain(strategy="packed", output_size=2)
     net.compile(optimizer="adam", loss="mse")
-    with pytest.raises(ValueError, match="dataset's output_size is 3 but the model's output_size is 2"):
+    with pytest.raises(ValueError, match=r"`y` must have 2 channels in its last dimension, the chain's output size; "
+                                         r"received y of shape \(None, 5, None, 3\)"):
         net.fit(data, epochs=1, verbose=0)
 
 
