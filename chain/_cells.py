@@ -15,6 +15,7 @@ the packed strategy differentiates it with the kernel's hand-written backward st
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple, Sequence
 
 import keras
@@ -202,13 +203,45 @@ def check_wrapper(model_b: keras.Model, cell: Any, rows: int) -> bool:
     )
 
 
+def describe(model_b: Any) -> str:
+    """`model_b` in messages: its class and name, e.g. `GRUCell 'gru_cell'`."""
+    return f"{type(model_b).__name__} {getattr(model_b, 'name', '')!r}"
+
+
+def keras_reason(error: Exception, limit: int = 300) -> str:
+    """The gist of a Keras error on one line: without its call arguments and terminal colours."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).split("Arguments received by")[0]
+    text = text.split("Error encountered:")[-1]  # after Keras' "could not infer the output shape"
+    text = " ".join(text.split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def declared_input_size(model_b: Any) -> int | None:
+    """The input size that `model_b` is built for: a model's declared input, or a built cell's
+    kernel (the first cell's, for stacked cells); None where it is not fixed yet."""
+    inputs = getattr(model_b, "inputs", None) if isinstance(model_b, keras.Model) else None
+    if inputs:
+        return inputs[0].shape[-1]
+    first = (getattr(model_b, "cells", None) or [model_b])[0]
+    kernel = getattr(first, "kernel", None) if getattr(first, "built", False) else None
+    return int(kernel.shape[0]) if kernel is not None and len(kernel.shape) == 2 else None
+
+
 def check_model_b(model_b: Any) -> None:
     """Rejects a model B that the strategies cannot drive.
 
     Raises:
-        ValueError: `model_b` is neither an RNN cell (with `state_size`) nor a Keras model with
-            inputs `[inputs, *states]`, or one of its cells uses dropout.
+        ValueError: `model_b` is a recurrent layer instead of its cell, neither an RNN cell (with
+            `state_size`) nor a Keras model with inputs `[inputs, *states]`, or one of its cells
+            uses dropout.
     """
+    if isinstance(model_b, keras.layers.RNN):
+        cell = type(getattr(model_b, "cell", None)).__name__
+        raise ValueError(
+            f"`model_b` must be a Keras RNN cell, which runs one inner step per call, or a model of one step; "
+            f"received the recurrent layer {describe(model_b)}, which runs whole sequences. Pass its cell, "
+            f"e.g. `keras.layers.{cell}(units)`, or the layer's `.cell`"
+        )
     if not hasattr(model_b, "state_size"):
         inputs = getattr(model_b, "inputs", None)
         if not isinstance(model_b, keras.Model) or not inputs or len(inputs) < 2:

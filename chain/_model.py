@@ -226,13 +226,13 @@ class Chain(keras.Model):
         """Builds model B on symbolic `(batch, ir_size [+ D])` inputs; returns its output width."""
         sizes = self._generic.state_sizes
         width = ir_size + (self.feedback_size or 0)
-        declared = getattr(self.model_b, "inputs", None)
-        declared = declared[0].shape[-1] if declared else None
-        if self.feedback and declared is not None and declared != width:
+        fed = (f"`[IR, prev]`, inputs of size ir_size + D = {ir_size} + {self.feedback_size} = {width}" if self.feedback
+               else f"IR rows, inputs of size ir_size = {width} (model A's output size)")  # fmt: skip
+        declared = _cells.declared_input_size(self.model_b)
+        if declared is not None and declared != width:
             raise ValueError(
-                "feedback=True feeds model B `[IR, prev]`, inputs of size ir_size + D = "
-                f"{ir_size} + {self.feedback_size} = {width}; received a model B whose input has "
-                f"size {declared}. Build it on `keras.Input(shape=({width},))`"
+                f"`model_b` is fed {fed}; received a model B ({_cells.describe(self.model_b)}) whose input has "
+                f"size {declared}. Build it for inputs of size {width}: a model on `keras.Input(shape=({width},))`, a new cell"
             )
         x = keras.KerasTensor((batch, width))
         states = [keras.KerasTensor((batch, s)) for s in sizes]
@@ -244,6 +244,11 @@ class Chain(keras.Model):
                 f"({len(sizes)} of sizes {sizes}); calling it on IR rows of size {ir_size} failed: "
                 f"{error}. A functional model B is `keras.Model([x, *states], [out, *new_states])`"
             ) from None
+        except ValueError as error:  # Keras' own, e.g. a shape its layers refuse
+            raise ValueError(
+                f"`model_b` ({_cells.describe(self.model_b)}) failed when fed {fed} and states of sizes "
+                f"{sizes}: {_cells.keras_reason(error)}"
+            ) from error
         got = [int(t.shape[-1]) for t in new]
         if got != sizes or len(out.shape) != 2:
             raise ValueError(

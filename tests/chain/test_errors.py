@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from chain import Chain
 
-from .conftest import make_chain
+from .conftest import MinimalCell, make_chain
 
 X = np.zeros((2, 3, 4), "float32")
 
@@ -257,3 +257,43 @@ def test_targets_of_another_width_are_named_as_given(padded):
         feedback.fit((X, steps), y, verbose=0)
     with pytest.raises(ValueError, match=rf"`targets` must have 2 channels .*received targets of shape {shape}"):
         feedback(X, steps, targets=y)
+
+
+# ----------------------------------------------------------------------------- model B against the IR size
+
+
+def _slice_b(width):
+    ipt, h = keras.Input((width,)), keras.Input((4,))
+    out, new = keras.layers.SimpleRNNCell(4)(ipt, [h])
+    return keras.Model([ipt, h], [out, new], name="slice_b")
+
+
+def _built(cell, width=5):
+    cell.build((None, width))
+    return cell
+
+
+@pytest.mark.parametrize("strategy", ["loop", "padded", "packed"])
+@pytest.mark.parametrize("model_b,which", [(lambda: _slice_b(5), r"Functional 'slice_b'"),
+                                           (lambda: _built(keras.layers.GRUCell(4, name="built")), r"GRUCell 'built'")])  # fmt: skip
+def test_a_model_b_built_for_another_input_size_than_ir_is_named(strategy, model_b, which):
+    net = Chain(keras.layers.GRU(4, return_sequences=True), model_b(), output_size=2, strategy=strategy)
+    with pytest.raises(ValueError, match=r"`model_b` is fed IR rows, inputs of size ir_size = 4 \(model A's output size\); "
+                                         rf"received a model B \({which}\) whose input has size 5"):
+        net(np.zeros((2, 3, 3), "float32"), [1, 1, 1])
+
+
+def test_a_cell_that_fails_on_the_ir_size_is_named_with_the_keras_reason():
+    net = Chain(keras.layers.GRU(4, return_sequences=True), _built(MinimalCell(4, name="mine")), output_size=2)
+    with pytest.raises(ValueError, match=r"`model_b` \(MinimalCell 'mine'\) failed when fed IR rows, inputs of size ir_size = 4 "
+                                         r"\(model A's output size\) and states of sizes \[4\]: Dimensions must be equal"):
+        net(np.zeros((2, 3, 3), "float32"), [1, 1, 1])
+
+
+@pytest.mark.parametrize("layer,cell", [(lambda: keras.layers.SimpleRNN(4), "SimpleRNNCell"),
+                                        (lambda: keras.layers.GRU(4, return_sequences=True), "GRUCell"),
+                                        (lambda: keras.layers.RNN(keras.layers.LSTMCell(4)), "LSTMCell")])  # fmt: skip
+def test_a_recurrent_layer_as_model_b_asks_for_its_cell(layer, cell):
+    with pytest.raises(ValueError, match=r"`model_b` must be a Keras RNN cell, .* received the recurrent layer .* Pass its cell, "
+                                         rf"e.g. `keras.layers.{cell}\(units\)`"):
+        Chain(keras.layers.GRU(4, return_sequences=True), layer())
