@@ -8,6 +8,7 @@ from ._backend import check_backend as _check_backend
 
 _check_backend()
 
+from ._callbacks import WindowedStates as WindowedStates
 from ._generate import Generated as Generated
 from ._generate import Generation as Generation
 from ._kernels import Kernel as Kernel
@@ -53,5 +54,5 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["Chain", "Generated", "Generation", "Kernel", "KernelStep", "LengthHead", "Lengths", "STATES", "STRATEGIES",
-           "StopToken", "from_padded", "register_kernel", "replica_mean", "to_padded"]
+           "StopToken", "WindowedStates", "from_padded", "register_kernel", "replica_mean", "to_padded"]
 __all__ += ["FitOptions", "NoiseFloorRatio", "TrainingDiverged", "evaluate_run", "fit_run", "pad_targets", "ragged_mse"]

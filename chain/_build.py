@@ -48,7 +48,7 @@ def model_a_shape(model_a: Any, shape: tuple) -> tuple:
     return tuple(s if s is not None else d for s, d in zip(shape, declared))
 
 
-def build_parts(forward: Forward, model_b: Any, shape: tuple) -> Parts:
+def build_parts(forward: Forward, model_b: Any, shape: tuple, dtype: str) -> Parts:
     """Builds model B and makes the head, the init layers and the length part's layers.
 
     Raises:
@@ -65,7 +65,7 @@ def build_parts(forward: Forward, model_b: Any, shape: tuple) -> Parts:
         )
     ir_size = int(ir.shape[-1])
     feedback_size = feedback_width(options.output_size, model_b) if options.feedback else None
-    b_size = build_b(forward.generic, model_b, shape[0], ir_size, feedback_size)
+    b_size = build_b(forward.generic, model_b, shape[0], ir_size, feedback_size, dtype)
     for adapter in (forward.generic, forward.fast):
         adapter.output_size = b_size
     init_layers = [
@@ -102,38 +102,50 @@ def feedback_width(output_size: int | None, model_b: Any) -> int:
 
 
 def build_b(generic: _cells.StepAdapter, model_b: Any, batch: int | None, ir_size: int,
-            feedback_size: int | None) -> int:  # fmt: skip
-    """Builds model B on symbolic `(batch, ir_size [+ D])` inputs; returns its output width."""
+            feedback_size: int | None, dtype: str) -> int:  # fmt: skip
+    """Builds model B on symbolic `(batch, ir_size [+ D])` inputs; returns its output width.
+
+    Raises:
+        ValueError: model B's input size is not what it is fed, it does not return
+            `[outputs, *new_states]` of the sizes of its states, or its states are not of `dtype`.
+    """
     sizes = generic.state_sizes
     width = ir_size + (feedback_size or 0)
-    declared = getattr(model_b, "inputs", None)
-    declared = declared[0].shape[-1] if declared else None
-    if feedback_size and declared is not None and declared != width:
+    fed = (f"`[IR, prev]`, inputs of size ir_size + D = {ir_size} + {feedback_size} = {width}" if feedback_size
+           else f"IR rows, inputs of size ir_size = {width} (model A's output size)")  # fmt: skip
+    declared = _cells.declared_input_size(model_b)
+    if declared is not None and declared != width:
         raise ValueError(
-            "feedback=True feeds model B `[IR, prev]`, inputs of size ir_size + D = "
-            f"{ir_size} + {feedback_size} = {width}; received a model B whose input has "
-            f"size {declared}. Build it on `keras.Input(shape=({width},))`"
+            f"`model_b` is fed {fed}; received a model B ({_cells.describe(model_b)}) whose input has "
+            f"size {declared}. Build it for inputs of size {width}: a model on `keras.Input(shape=({width},))`, a new cell"
         )
     x = keras.KerasTensor((batch, width))
     states = [keras.KerasTensor((batch, s)) for s in sizes]
     try:
-        if isinstance(generic, _cells.ModelAdapter):
-            outs = model_b([x, *states])
-            if not isinstance(outs, (list, tuple)):
-                raise TypeError("a single output")
-            out, new = outs[0], list(outs[1:])
-        else:
-            out, new = generic.step(x, states, False)
+        out, new = generic.step(x, states, False)
     except TypeError as error:
         raise ValueError(
             "model B must return `[outputs, *new_states]` with one new state per state input "
             f"({len(sizes)} of sizes {sizes}); calling it on IR rows of size {ir_size} failed: "
             f"{error}. A functional model B is `keras.Model([x, *states], [out, *new_states])`"
         ) from None
+    except ValueError as error:  # Keras' own, e.g. a shape its layers refuse
+        raise ValueError(
+            f"`model_b` ({_cells.describe(model_b)}) failed when fed {fed} and states of sizes "
+            f"{sizes}: {_cells.keras_reason(error)}"
+        ) from error
     got = [int(t.shape[-1]) for t in new]
     if got != sizes or len(out.shape) != 2:
         raise ValueError(
             "model B must return `[outputs (batch, H), *new_states]` with new states of sizes "
             f"{sizes}; received outputs of shape {tuple(out.shape)} and new states of sizes {got}"
+        )
+    dtypes = [keras.backend.standardize_dtype(t.dtype) for t in new]
+    if any(d != dtype for d in dtypes):
+        raise ValueError(
+            f"`model_b` must return new states of dtype {dtype}, the chain's compute dtype, "
+            f"as it feeds them back in; received new states of dtypes {dtypes} from "
+            f"{type(model_b).__name__} {model_b.name!r}. Cast them, or build model B under the "
+            "chain's dtype policy"
         )
     return int(out.shape[-1])

@@ -15,6 +15,7 @@ the packed strategy differentiates it with the kernel's hand-written backward st
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple, Sequence
 
 import keras
@@ -88,8 +89,45 @@ class ModelAdapter(StepAdapter):
         return [int(t.shape[-1]) for t in self.model_b.inputs[1:]]
 
     def step(self, xp, states, training):
-        outs = self.model_b([xp, *states], training=training)
-        return outs[0], list(outs[1:])
+        return call_model(self.model_b, xp, list(states), training)
+
+
+def call_model(model_b: Any, x: Any, states: list, training: bool = False) -> tuple[Any, list]:
+    """`(output, new_states)` of a model B called on `x` and its flat `states`.
+
+    The states go in packed as the model declares its inputs (`[x, [h, c]]` as well as
+    `[x, h, c]`), and the new states come out flat, as Keras flattens a cell's states
+    (`tf.nest.flatten`): `[out, [h]]` and `[out, [h, c]]`, what a cell's call gives, are read as
+    `[out, h]` and `[out, h, c]`.
+
+    Raises:
+        TypeError: the model does not return `[outputs, *new_states]` with one output tensor
+            first; where the chain builds model B, that becomes a ValueError naming the contract.
+    """
+    declared = getattr(model_b, "input", None) if isinstance(model_b, keras.Model) else None
+    inputs = [x, *states]
+    if isinstance(declared, (list, tuple)) and len(tf.nest.flatten(declared)) == len(inputs):
+        inputs = tf.nest.pack_sequence_as(declared, inputs)
+    return split_outputs(model_b(inputs, training=training))
+
+
+def split_outputs(outs: Any) -> tuple[Any, list]:
+    """`(output, flat new states)` from a model B's `[outputs, *new_states]`, states nested or not.
+
+    Raises:
+        TypeError: `outs` is one tensor, a dict, or has no single tensor first.
+    """
+    if not isinstance(outs, (list, tuple)):
+        raise TypeError(f"it returned a {type(outs).__name__}, not a list")
+    if not outs or isinstance(outs[0], (list, tuple, dict)):
+        raise TypeError(f"its first output must be one tensor; received {_structure(outs)}")
+    return outs[0], tf.nest.flatten(list(outs[1:]))
+
+
+def _structure(value: Any) -> str:
+    """`value`'s nesting with each tensor written as its shape, e.g. `[(2, 3), [(2, 4)]]`."""
+    shape = lambda t: str(tuple(t.shape)) if hasattr(t, "shape") else type(t).__name__  # noqa: E731
+    return str(tf.nest.map_structure(shape, value)).replace("'", "")
 
 
 class FastAdapter(StepAdapter):
@@ -155,7 +193,8 @@ def check_wrapper(model_b: keras.Model, cell: Any, rows: int) -> bool:
     sizes = [int(t.shape[-1]) for t in model_b.inputs[1:]]
     x = tf.constant(rng.normal(size=(rows, width)), model_b.inputs[0].dtype)
     states = [tf.constant(rng.normal(size=(rows, s)), x.dtype) for s in sizes]
-    got = model_b([x, *states])
+    out, new_states = call_model(model_b, x, states)
+    got = [out, *new_states]
     structure = cell.state_size if isinstance(cell.state_size, (list, tuple)) else [cell.state_size]
     out, new = cell(x, tf.nest.pack_sequence_as(structure, states))
     want = [out, *tf.nest.flatten(new)]
@@ -164,13 +203,45 @@ def check_wrapper(model_b: keras.Model, cell: Any, rows: int) -> bool:
     )
 
 
+def describe(model_b: Any) -> str:
+    """`model_b` in messages: its class and name, e.g. `GRUCell 'gru_cell'`."""
+    return f"{type(model_b).__name__} {getattr(model_b, 'name', '')!r}"
+
+
+def keras_reason(error: Exception, limit: int = 300) -> str:
+    """The gist of a Keras error on one line: without its call arguments and terminal colours."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).split("Arguments received by")[0]
+    text = text.split("Error encountered:")[-1]  # after Keras' "could not infer the output shape"
+    text = " ".join(text.split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def declared_input_size(model_b: Any) -> int | None:
+    """The input size that `model_b` is built for: a model's declared input, or a built cell's
+    kernel (the first cell's, for stacked cells); None where it is not fixed yet."""
+    inputs = getattr(model_b, "inputs", None) if isinstance(model_b, keras.Model) else None
+    if inputs:
+        return inputs[0].shape[-1]
+    first = (getattr(model_b, "cells", None) or [model_b])[0]
+    kernel = getattr(first, "kernel", None) if getattr(first, "built", False) else None
+    return int(kernel.shape[0]) if kernel is not None and len(kernel.shape) == 2 else None
+
+
 def check_model_b(model_b: Any) -> None:
     """Rejects a model B that the strategies cannot drive.
 
     Raises:
-        ValueError: `model_b` is neither an RNN cell (with `state_size`) nor a Keras model with
-            inputs `[inputs, *states]`, or one of its cells uses dropout.
+        ValueError: `model_b` is a recurrent layer instead of its cell, neither an RNN cell (with
+            `state_size`) nor a Keras model with inputs `[inputs, *states]`, or one of its cells
+            uses dropout.
     """
+    if isinstance(model_b, keras.layers.RNN):
+        cell = type(getattr(model_b, "cell", None)).__name__
+        raise ValueError(
+            f"`model_b` must be a Keras RNN cell, which runs one inner step per call, or a model of one step; "
+            f"received the recurrent layer {describe(model_b)}, which runs whole sequences. Pass its cell, "
+            f"e.g. `keras.layers.{cell}(units)`, or the layer's `.cell`"
+        )
     if not hasattr(model_b, "state_size"):
         inputs = getattr(model_b, "inputs", None)
         if not isinstance(model_b, keras.Model) or not inputs or len(inputs) < 2:
@@ -186,6 +257,8 @@ def check_model_b(model_b: Any) -> None:
                 f"received a model with {len(inputs)} inputs and {len(outputs)} output(s). Return "
                 "the new states too, e.g. `keras.Model([x, h], [out, new_h])`"
             )
+        if outputs is not None:
+            _check_output_structure(model_b.output)
     for cell in _cells_of(model_b):
         for name in ("dropout", "recurrent_dropout"):
             rate = getattr(cell, name, 0.0) or 0.0
@@ -194,6 +267,17 @@ def check_model_b(model_b: Any) -> None:
                     f"`model_b` cells must not use dropout: received {type(cell).__name__} with "
                     f"{name}={rate}. Apply dropout to IR inside `model_a` instead."
                 )
+
+
+def _check_output_structure(output: Any) -> None:
+    try:
+        split_outputs(output)
+    except TypeError as error:
+        raise ValueError(
+            "a model B must return `[outputs, *new_states]` (the (output, new_states) contract of a "
+            f"cell, states nested or flat): {error}. E.g. `keras.Model([x, h], [out, new_h])` or "
+            "`keras.Model([x, h], [out, [new_h]])`"
+        ) from None
 
 
 def generic_adapter(model_b: Any) -> StepAdapter:

@@ -99,7 +99,8 @@ def teacher_final(y: tf.Tensor, steps: tf.Tensor, fb: tf.Tensor) -> tf.Tensor:
     """
     totals = tf.reduce_sum(steps, 1)
     last = tf.maximum(tf.cumsum(totals) - 1, 0)
-    ended = tf.concat([tf.gather(tf.concat([y, tf.zeros_like(y[:1])], 0), last), tf.ones_like(fb[:, :1])], 1)
+    padded = tf.pad(y, [[0, 1], [0, 0]])  # one row more: `last` of a batch without real steps is 0
+    ended = tf.concat([tf.gather(padded, last), tf.ones_like(fb[:, :1])], 1)
     return tf.where((totals > 0)[:, None], tf.cast(ended, fb.dtype), fb)
 
 

@@ -200,9 +200,14 @@ def from_options(lengths: Any, predict_lengths: Any, stop: Any, max_steps: int |
         which = "predict_lengths=True" if predict_lengths else "stop='token'"
         raise ValueError(f"use one way to predict lengths: received lengths={lengths!r} and {which}")
     part = lengths or shorthand
+    which = f"lengths={part!r}" if lengths is not None else "predict_lengths=True" if predict_lengths else "stop='token'"
     if part is not None and max_steps is None:
-        which = f"lengths={part!r}" if lengths is not None else "predict_lengths=True" if predict_lengths else "stop='token'"
         raise ValueError(f"{which} needs `max_steps` (the largest length); received max_steps=None")
+    if isinstance(part, StopToken) and max_steps == 0:
+        raise ValueError(
+            f"{which} runs each (b, t) until its stop logit fires, at most `max_steps` steps, so it needs "
+            "max_steps >= 1; received max_steps=0, with which no step could ever run"
+        )
     return part
 
 

@@ -18,6 +18,8 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
+from ._validate import check_width
+
 #: Reductions of `keras.losses.Loss` that `FlatLoss` honours, `None` meaning "none".
 REDUCTIONS = (None, "none", "sum", "sum_over_batch_size", "mean", "mean_with_sample_weight")
 _MEANS = ("sum_over_batch_size", "mean")
@@ -60,19 +62,15 @@ def ragged_mse(y_true: Any, y_pred: Any) -> tf.Tensor:
         5.0
     """
     true, pred = flat_values(y_true), flat_values(y_pred)
-    check_output_size(true, pred)
+    check_output_size(true, pred, "y_true", y_true.shape)
     true = tf.cast(true, pred.dtype)
     return tf.reduce_mean(tf.square(true - pred))
 
 
-def check_output_size(true: tf.Tensor, pred: tf.Tensor) -> None:
-    """Raises a ValueError naming both sizes when the targets' and outputs' widths differ."""
-    have, want = true.shape[-1], pred.shape[-1]
-    if have is not None and want is not None and have != want:
-        raise ValueError(
-            f"the dataset's output_size is {have} but the model's output_size is {want}: "
-            "build the model with output_size equal to the targets' last dimension"
-        )
+def check_output_size(true: tf.Tensor, pred: tf.Tensor, name: str = "y", shape: Any = None) -> None:
+    """Raises a ValueError naming the targets `name` (of `shape`) when their width differs from the
+    outputs'."""
+    check_width(name, true.shape if shape is None else shape, pred.shape[-1])
 
 
 @keras.saving.register_keras_serializable(package="chain")

@@ -12,7 +12,6 @@ import dataclasses
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from . import _build, _cells, _export, _feedback, _model_a, _ragged, _state, _train, _validate
@@ -39,7 +38,8 @@ class Chain(keras.Model):
         model_a: a Keras layer or model, `(batch, T, input_size) -> (batch, T, ir_size)`.
         model_b: a Keras RNN cell (`GRUCell`, `LSTMCell`, `SimpleRNNCell`, `StackedRNNCells`, or
             a custom cell with `state_size`), or a Keras model called as
-            `model_b([inputs, *states])` that returns `[outputs, *new_states]`.
+            `model_b([inputs, *states])` that returns `[outputs, *new_states]`; new states
+            nested as a cell returns them (`[out, [h, c]]`) are flattened, as Keras does.
         output_size: adds a Dense head with this many units on B's outputs; None returns B's
             outputs.
         state: where B's state comes from. `"carry"`: zeros at the start of each sample, then
@@ -178,7 +178,7 @@ class Chain(keras.Model):
                 return `(batch, T, ir_size)`, or model B does not return `[outputs, *states]`.
         """
         shape = _build.x_shape(input_shape, self.model_a)
-        parts = _build.build_parts(self._forward, self.model_b, shape)
+        parts = _build.build_parts(self._forward, self.model_b, shape, self.compute_dtype)
         self.input_size, self.feedback_size = parts.input_size, parts.feedback_size
         self.init_layers = parts.init_layers
         self.head = parts.head
@@ -218,11 +218,15 @@ class Chain(keras.Model):
     # ------------------------------------------------------------------ calling
 
     def __call__(self, x: Any, steps: Any = None, **kwargs: Any) -> tf.RaggedTensor:
-        # Keras accepts only tensors as positional inputs; let `steps` be a plain list too.
+        # Keras accepts only tensors as positional inputs; let `steps` be a plain list too. `x` and
+        # `steps` are checked before Keras converts them, which would name neither.
+        if steps is None and isinstance(x, (tuple, list)) and len(x) == 2:
+            x, steps = x
         if steps is None:
             return super().__call__(x, **kwargs)
+        _validate.check_x(x)
         if isinstance(steps, (list, tuple, int)):
-            steps = np.asarray(steps)
+            steps = _validate.as_array("steps", steps, "(batch, T) or (T,) array of integers")
         return super().__call__(x, steps, **kwargs)
 
     def call(self, x: Any, steps: Any = None, training: bool | None = None, initial_state: Any = None,
@@ -283,8 +287,7 @@ class Chain(keras.Model):
         a_in, b_in = self._states_in(initial_state, x)
         final = bool(return_state or self.stateful)
         if x.shape[1] == 0:  # no outer step: nothing runs, and the states pass through
-            flat = tf.zeros([0, self.output_size or self._forward.generic.output_size], self.compute_dtype)
-            return flat, self._states_out(*self._defaults(a_in, b_in, x))
+            return self._no_outputs(), self._states_out(*self._defaults(a_in, b_in, x))
         feed = self._feed(targets, training)
         if tf.executing_eagerly() and self.graph_calls:
             b_in = b_in if b_in is not None else self._defaults(None, None, x)[1]
@@ -292,6 +295,10 @@ class Chain(keras.Model):
         else:
             result = self._forward.run(x, steps, a_in, b_in, training, differentiable, final, head, feed)
         return result.flat, self._states_out(result.a_states, result.b_states)
+
+    def _no_outputs(self) -> tf.Tensor:
+        """The flat output `(0, output_size)` of a call with no outer step."""
+        return tf.zeros([0, self.output_size or self._forward.generic.output_size], self.compute_dtype)
 
     def _defaults(self, a_in, b_in, x) -> tuple[list, list]:
         a_zero, b_zero = self._forward.zero_states(x, self.compute_dtype)
@@ -303,8 +310,12 @@ class Chain(keras.Model):
         return {"model_a": list(a_out), "model_b": list(b_out)}
 
     def _states_in(self, initial_state: Any, x: tf.Tensor) -> tuple[list | None, list | None]:
+        """Builds the chain on the first call; on every later one, checks `x` against the input
+        that model A declares."""
         if not self.built:
             self.build(tuple(x.shape))
+        else:
+            _build.model_a_shape(self.model_a, tuple(x.shape))
         return _state.states_in(self._forward, self._kept, initial_state, x, self.compute_dtype)
 
     def _feed(self, targets: tf.Tensor | None, training: bool) -> Feed:
@@ -517,6 +528,43 @@ class Chain(keras.Model):
         """
         return _train.train_step(self, data)
 
+    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
+                     training: bool = True) -> tf.Tensor:  # fmt: skip
+        """The loss of one batch, as `fit` minimises it: for a custom training loop.
+
+        The compiled output loss (default `chain.ragged_mse`, times `loss_weights`) plus the
+        lengths part's terms (`LengthHead`'s cross-entropy, `StopToken`'s binary cross-entropies)
+        and the layers' `losses`: what `train_step` differentiates. Without `y_pred` the chain
+        runs on `x` here, as in `fit` (with `feedback`, teacher-forced on `y`); the lengths part
+        needs IR and B's outputs, which a call does not return.
+
+        Examples:
+            >>> import chain, keras, numpy as np, tensorflow as tf
+            >>> net = Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.GRUCell(4),
+            ...             output_size=2, max_steps=3, lengths=chain.LengthHead())
+            >>> x, steps = np.zeros((2, 5, 3), "float32"), np.ones((2, 5), "int32")
+            >>> with tf.GradientTape() as tape:
+            ...     loss = net.compute_loss(x=(x, steps), y=net(x, steps))
+            >>> grads = tape.gradient(loss, net.trainable_variables)
+
+        Args:
+            x: `(x, steps)`, as `fit` takes them.
+            y: the targets `(batch, T, None, output_size)`, ragged or padded `(batch, T, L, D)`.
+            y_pred: None (the chain runs here), or `net(x, steps)` of a chain without a lengths
+                part, whose output loss is then taken from it.
+            sample_weight: `(batch,)` per sample or `(batch, T)` per outer step, or None.
+            training: passed to model A and model B.
+
+        Returns:
+            Scalar float32. Under a `tf.distribute` strategy with several replicas, this
+            replica's share of the batch's loss, as in `fit` (their sum is the loss).
+
+        Raises:
+            ValueError: `x` is not `(x, steps)`, `y` is missing, `y_pred` is given to a chain
+                with a lengths part, or an input is bad.
+        """
+        return _train.compute_loss(self, x, y, y_pred, sample_weight, training)
+
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One step of `evaluate` on `((x, steps), y)`; the same losses and logs as `train_step`."""
         return _train.test_step(self, data)
@@ -564,15 +612,17 @@ class Chain(keras.Model):
                 "`lengths=chain.LengthHead()` (or `predict_lengths=True`) or `lengths=chain.StopToken()` "
                 "(or `stop='token'`), or pass `steps`; received lengths=None"
             )
-        x = tf.convert_to_tensor(x)
-        x = tf.cast(x, self.compute_dtype) if x.dtype.is_floating else tf.cast(x, tf.float32)
+        x = tf.cast(_validate.as_x(x), self.compute_dtype)
         if not self.built:
             self.build(tuple(x.shape))
         _validate.check_inputs(x, tf.zeros(tf.shape(x)[:2], tf.int32), self.input_size, None)
         a_in, b_in = self._states_in(initial_state, x)
         if self.state == "carry" and b_in is None:
             b_in = self._defaults(None, None, x)[1]
-        if tf.executing_eagerly() and self.graph_calls:
+        if x.shape[1] == 0:  # no outer step, as in a call: nothing runs, and the states pass through
+            a_out, b_out = self._defaults(a_in, b_in, x)
+            made = Generated(self._no_outputs(), tf.zeros(tf.stack([tf.shape(x)[0], 0]), tf.int32), a_out, b_out)
+        elif tf.executing_eagerly() and self.graph_calls:
             made = self._graphs.generate(self._generate_flat, x, a_in, b_in)
         else:
             made = self._generate_flat(x, a_in, b_in)

@@ -14,8 +14,8 @@ import keras
 import tensorflow as tf
 
 from . import _validate
+from ._losses import FlatLoss, global_count, replica_mean, sample_weights, target_values
 from ._options import AUTO, ChainOptions, one_loss_weight
-from ._losses import FlatLoss, check_output_size, global_count, replica_mean, sample_weights, target_values
 from ._losses import NoiseFloorRatio as NoiseFloorRatio
 from ._losses import flat_values as flat_values
 from ._losses import ragged_mse as ragged_mse
@@ -228,8 +228,7 @@ def objective(net: "Chain", parts: dict[str, tf.Tensor], y: Any, steps: tf.Tenso
         Scalar float32. Summed over replicas, it is the global-batch objective.
     """
     outer, inner = weights
-    true, pred = target_values(y, steps), parts["flat"]
-    check_output_size(true, pred)
+    true, pred = target_values(y, steps), parts["flat"]  # widths checked where y enters (`_prepare`)
     compiled: FlatCompile = net.flat_compile
     total = compiled.loss_weight * compiled.loss(true, pred, inner)
     if net.lengths is not None:
@@ -274,6 +273,8 @@ def _prepare(net: "Chain", data: Any) -> tuple[tf.Tensor, tf.Tensor, Any, tuple[
     x, steps, y, sample_weight = unpack(data)
     _ensure_built(net, x)
     x, steps = _validate.check_inputs(x, steps, net.input_size, net.max_steps)
+    _validate.check_width("y", getattr(y, "shape", None), net.output_size or net.step_adapter().output_size)
+    y = _validate.check_target_rows(y, steps)
     return x, steps, y, sample_weights(sample_weight, steps)
 
 
@@ -288,6 +289,23 @@ def train_step(net: "Chain", data: Any) -> dict[str, tf.Tensor]:
     gradients = tape.gradient(scaled, variables)
     net.optimizer.apply_gradients(zip(gradients, variables))
     return update_trackers(net, parts, y, steps, total, weights[1])
+
+
+def compute_loss(net: "Chain", x: Any, y: Any, y_pred: Any, sample_weight: Any, training: bool) -> tf.Tensor:
+    """The loss of one batch, as `train_step` computes it; see `Chain.compute_loss`."""
+    if not isinstance(x, (tuple, list)) or len(x) != 2:
+        raise ValueError(f"`x` must be the inputs (x, steps), as fit takes them; received {_describe(x)}")
+    if y is None:
+        raise ValueError("`y` must be the targets (batch, T, None, output_size); received None")
+    if y_pred is not None and net.lengths is not None:
+        raise ValueError(
+            f"`y_pred` holds no logits for the lengths part {net.lengths!r}, whose loss reads IR and "
+            "B's outputs: pass y_pred=None, and compute_loss runs the chain on x; received a y_pred"
+        )
+    data = (x, y) if sample_weight is None else (x, y, sample_weight)
+    x, steps, y, weights = _prepare(net, data)
+    parts = forward(net, x, steps, training, y) if y_pred is None else {"flat": flat_values(y_pred)}
+    return objective(net, parts, y, steps, weights)
 
 
 def test_step(net: "Chain", data: Any) -> dict[str, tf.Tensor]:

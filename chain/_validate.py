@@ -29,9 +29,7 @@ def check_inputs(x, steps, input_size: int | None, max_steps: int | None):
         ValueError: a bad rank, dtype, size, or (eagerly) value; values are checked in the
             dtype they came in, before any cast.
     """
-    x = tf.convert_to_tensor(x)
-    if not x.dtype.is_floating:
-        x = tf.cast(x, tf.float32)
+    x = as_x(x)
     steps = _to_int_tensor(steps, max_steps)
     _check_static(x, steps, input_size)
     if steps.shape.rank == 1:
@@ -46,15 +44,64 @@ def check_inputs(x, steps, input_size: int | None, max_steps: int | None):
 INT32_MAX = 2**31 - 1
 
 
+def as_x(x) -> tf.Tensor:
+    """`x` as a float tensor: floats as they are, integers and booleans as float32.
+
+    Raises:
+        ValueError: `x` is not rectangular, or holds strings, objects or complex numbers (a cast
+            would drop the imaginary part).
+    """
+    check_x(x)
+    x = tf.convert_to_tensor(x)
+    return x if x.dtype.is_floating else tf.cast(x, tf.float32)
+
+
+def check_x(x) -> None:
+    """Raises the ValueError of an `x` that is no array of real numbers; a symbolic `x` passes."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = as_array("x", x, "(batch, T, input_size) array").dtype
+    real = _tf_dtype(dtype)
+    if real is None or not (real.is_floating or real.is_integer or real.is_bool):
+        raise ValueError(
+            "`x` must hold real numbers (floats, or integers taken as float32); received dtype "
+            f"{getattr(dtype, 'name', dtype)}"
+        )
+
+
+def _tf_dtype(dtype) -> tf.DType | None:
+    """TensorFlow's dtype for a numpy, TensorFlow or Keras dtype; None for objects and strings."""
+    if isinstance(dtype, np.dtype) and dtype.kind in "OUSV":
+        return None
+    try:
+        return tf.as_dtype(dtype)
+    except TypeError:
+        return None
+
+
+def as_array(name: str, value, shape: str) -> np.ndarray:
+    """`value` as a numpy array, or the ValueError naming `name` when it is ragged."""
+    try:
+        return np.asarray(value)
+    except ValueError:  # numpy refuses ragged nested lists
+        raise ValueError(f"`{name}` must be a rectangular {shape}; received a ragged {type(value).__name__}: "
+                         f"{_short(value)}") from None  # fmt: skip
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _to_int_tensor(steps, max_steps: int | None) -> tf.Tensor:
     if isinstance(steps, tf.Tensor) or isinstance(steps, tf.Variable):
         steps = tf.convert_to_tensor(steps)
         dtype = steps.dtype
     else:
-        steps = np.asarray(steps)
-        dtype = tf.as_dtype(steps.dtype) if steps.dtype != object else None
+        steps = as_array("steps", steps, "(batch, T) or (T,) array of integers")
+        dtype = _tf_dtype(steps.dtype)
     if dtype is None or not dtype.is_integer:
-        raise ValueError(f"`steps` must hold integers; received dtype {getattr(dtype, 'name', dtype)}")
+        raise ValueError(f"`steps` must hold integers; received dtype {steps.dtype.name}")
     if dtype.is_unsigned or dtype.size > 4:
         return tf.cast(steps, tf.int64) if dtype != tf.uint64 else _uint64(steps, max_steps)
     return tf.cast(steps, tf.int32)
@@ -238,17 +285,7 @@ def check_targets(targets, steps: tf.Tensor, width: int, dtype) -> tf.Tensor:
     if isinstance(targets, tf.RaggedTensor):
         if targets.shape.rank != 4 or targets.ragged_rank > 2:
             raise ValueError(f"`targets` must be (batch, T, None, {width}); received a {shape}")
-        lengths = targets.row_lengths(axis=2) if targets.ragged_rank == 2 else None
-        flat = targets.flat_values
-        if lengths is not None and tf.executing_eagerly():
-            given = tf.reshape(lengths, [-1])
-            if given.shape != tf.reshape(steps, [-1]).shape or not bool(
-                tf.reduce_all(tf.cast(given, tf.int32) == tf.reshape(steps, [-1]))
-            ):
-                raise ValueError(
-                    f"`targets` must have steps[b, t] rows at every (b, t); received a {shape} whose "
-                    f"row lengths {lengths.numpy().tolist()} differ from steps {steps.numpy().tolist()}"
-                )
+        flat = check_target_rows(targets, steps, "targets").flat_values
     else:
         targets = tf.convert_to_tensor(targets)
         shape = str(tuple(targets.shape))
@@ -271,8 +308,69 @@ def check_targets(targets, steps: tf.Tensor, width: int, dtype) -> tf.Tensor:
                 )
         else:
             raise ValueError(f"`targets` must be (batch, T, None, {width}); received shape {shape}")
-    if flat.shape[-1] is not None and flat.shape[-1] != width:
-        raise ValueError(f"`targets` must have {width} channels, the chain's output size; received {shape}")
+    check_width("targets", targets.shape, width)
     flat = tf.cast(flat, dtype)
     flat.set_shape([None, width])
     return flat
+
+
+def check_target_rows(y, steps: tf.Tensor, name: str = "y"):
+    """`y`, checked to have `steps[b, t]` rows at every `(b, t)` where it is ragged `(batch, T, None, D)`.
+
+    Equal totals are not enough: rows of other lengths would pair outputs with the wrong targets.
+
+    Args:
+        y: a RaggedTensor `(batch, T, None, D)`, ragged_rank 2 (anything else is returned as is).
+        steps: `(batch, T)` int32, validated.
+        name: the argument's name in messages.
+
+    Raises:
+        ValueError: (eagerly) another batch or T, or the first `(b, t)` whose rows differ, with
+            both lengths; `tf.errors.InvalidArgumentError` with the same in graph mode.
+    """
+    if not isinstance(y, tf.RaggedTensor) or y.ragged_rank != 2:
+        return y
+    outer, rows = tf.cast(y.row_lengths(), tf.int64), tf.cast(y.values.row_lengths(), tf.int64)
+    want, big_t = tf.reshape(steps, [-1]), tf.shape(steps, out_type=tf.int64)[1]
+    shape = f"`{name}` must be (batch, T, None, D) with the (batch, T) of `steps`"
+    rows_message = f"`{name}` must have steps[b, t] rows at every (b, t); received"
+    if tf.executing_eagerly():
+        outer = outer.numpy()
+        if len(outer) != steps.shape[0] or (outer != steps.shape[1]).any():
+            raise ValueError(f"{shape} {tuple(steps.shape)}; received {len(outer)} samples with T in {sorted(set(outer.tolist()))}")
+        rows, want = rows.numpy(), want.numpy()
+        bad = np.flatnonzero(rows != want)
+        if bad.size:
+            b, t = divmod(int(bad[0]), steps.shape[1])
+            raise ValueError(f"{rows_message} {rows[bad[0]]} at (batch={b}, t={t}) where steps[{b}, {t}] = {want[bad[0]]}")
+        return y
+    same_shape = tf.debugging.Assert(
+        tf.reduce_all(outer == big_t) & tf.equal(tf.size(outer), tf.shape(steps)[0]),
+        [f"{shape}; received T", outer, "for steps of shape", tf.shape(steps)],
+    )
+    with tf.control_dependencies([same_shape]):
+        rows = tf.concat([tf.cast(rows, tf.int32), [0]], 0)  # one more, so that `first` exists
+        want = tf.concat([want, [1]], 0)
+        first = tf.argmax(tf.cast(tf.not_equal(rows, want), tf.int32), output_type=tf.int32)
+        t_size = tf.cast(big_t, tf.int32)
+        same_rows = tf.debugging.Assert(
+            tf.equal(first, tf.size(want) - 1),
+            [rows_message, rows[first], "at (batch, t) =", first // t_size, first % t_size, "where steps is", want[first]],
+        )  # fmt: skip
+    with tf.control_dependencies([same_rows]):
+        return y.with_flat_values(tf.identity(y.flat_values))
+
+
+def check_width(name: str, shape, want: int | None) -> None:
+    """Raises the ValueError of targets `name` of `shape` whose last dimension is not `want`.
+
+    Raises:
+        ValueError: the last dimension is known and differs from `want`, naming both.
+    """
+    shape = tuple(shape) if shape is not None else ()
+    have = shape[-1] if shape else None
+    if have is not None and want is not None and have != want:
+        raise ValueError(
+            f"`{name}` must have {want} channels in its last dimension, the chain's output size; received "
+            f"{name} of shape {shape}: build the chain with output_size equal to the targets' last dimension"
+        )

@@ -72,28 +72,6 @@ def check_window_fits(window: int, batch_size: int, info: dict[str, Any]) -> Non
                          f"training samples; received {batch_size}")  # fmt: skip
 
 
-class WindowStates(keras.callbacks.Callback):
-    """Windowed training: resets the chain's states at each sample's first window.
-
-    Held-out data is scored on whole sequences with the states set aside: in one call the state
-    crosses every window edge, which is what windows with the state carried compute.
-    """
-
-    def __init__(self, per_batch: int) -> None:
-        super().__init__()
-        self.per_batch = per_batch
-
-    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if batch % self.per_batch == 0:
-            self.model.reset_states()
-
-    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.model.stateful = False
-
-    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
-        self.model.stateful = True
-
-
 def tensorboard_available() -> bool:
     """Whether the `tensorboard` package, which TensorFlow's summaries need, is installed."""
     try:
@@ -341,7 +319,7 @@ def _train(net: chain.Chain, run_dir: Path, state: dict[str, Any], train: dict[s
     if opts.window:
         batches, per_epoch, per_batch = data.window_batches(train, opts.batch_size, opts.seed, first, opts.epochs,
                                                             opts.window)  # fmt: skip
-        callbacks.insert(0, WindowStates(per_batch))
+        callbacks.insert(0, chain.WindowedStates(per_batch))
     else:
         batches, per_epoch = data.epoch_batches(train, opts.batch_size, opts.seed, first, opts.epochs)
     if tensorboard:

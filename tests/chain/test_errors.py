@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from chain import Chain
 
-from .conftest import make_chain
+from .conftest import MinimalCell, make_chain
 
 X = np.zeros((2, 3, 4), "float32")
 
@@ -84,6 +84,25 @@ def test_model_b_must_be_a_cell_or_a_model_with_states():
         Chain(keras.layers.GRU(3, return_sequences=True), keras.layers.Dense(3))
 
 
+def _lstm_slice(structure):
+    ipt, h, c = keras.Input((3,)), keras.Input((3,)), keras.Input((3,))
+    out, new = keras.layers.LSTMCell(3)(ipt, [h, c])
+    return keras.Model([ipt, h, c], structure(out, new))
+
+
+@pytest.mark.parametrize(
+    "structure,match",
+    [
+        (lambda out, new: {"out": out, "states": new}, r"it returned a dict, not a list"),
+        (lambda out, new: [[out], new], r"its first output must be one tensor; received \[\[\(None, 3\)\], \[\(None, 3\), \(None, 3\)\]\]"),
+    ],
+)
+def test_a_model_b_whose_outputs_cannot_be_read_as_output_and_new_states_is_named(structure, match):
+    with pytest.raises(ValueError, match=r"a model B must return `\[outputs, \*new_states\]` \(the \(output, new_states\) "
+                                         r"contract of a cell, states nested or flat\): " + match):
+        Chain(keras.layers.GRU(3, return_sequences=True), _lstm_slice(structure))
+
+
 def test_model_b_dropout_is_refused():
     with pytest.raises(ValueError, match=r"must not use dropout: received GRUCell with dropout=0.5"):
         Chain(keras.layers.GRU(3, return_sequences=True), keras.layers.GRUCell(3, dropout=0.5))
@@ -149,3 +168,132 @@ def test_rank_one_steps_are_always_shared_by_the_batch_even_when_batch_equals_t(
     x = np.random.default_rng(0).normal(size=(3, 3, 4)).astype("float32")
     shared = net(x, np.array([0, 1, 2])).row_lengths(axis=2).numpy().reshape(-1)
     np.testing.assert_array_equal(shared, [0, 1, 2] * 3)
+
+
+# ----------------------------------------------------------------------------- x, steps and targets of the wrong kind
+
+
+@pytest.mark.parametrize(
+    "x,dtype",
+    [
+        (np.full((2, 3, 4), "a"), "str32"),
+        (tf.fill((2, 3, 4), "a"), "string"),
+        (np.array([[[1.0, "a", None, 2]] * 3] * 2, dtype=object), "object"),
+        (np.zeros((2, 3, 4), "complex64") + 1j, "complex64"),
+        (tf.complex(tf.zeros((2, 3, 4)), tf.ones((2, 3, 4))), "complex64"),
+    ],
+)
+def test_x_of_strings_objects_or_complex_numbers_is_named(net, x, dtype):
+    message = rf"`x` must hold real numbers \(floats, or integers taken as float32\); received dtype {dtype}"
+    with pytest.raises(ValueError, match=message):
+        net(x, np.ones((2, 3), "int32"))
+    with pytest.raises(ValueError, match=message):
+        net.generate(x, np.ones((2, 3), "int32"))
+
+
+def test_integer_x_is_still_taken_as_float32(net):
+    steps = np.ones((2, 3), "int32")
+    ints = np.arange(24).reshape(2, 3, 4) % 3
+    np.testing.assert_array_equal(net(ints, steps).flat_values.numpy(), net(ints.astype("float32"), steps).flat_values.numpy())
+
+
+def test_ragged_steps_lists_are_named(net):
+    message = r"`steps` must be a rectangular \(batch, T\) or \(T,\) array of integers; received a ragged list: \[\[1, 2\], \[3\]\]"
+    with pytest.raises(ValueError, match=message):
+        net(X[:, :2], [[1, 2], [3]])
+    with pytest.raises(ValueError, match=message):
+        net((X[:, :2], [[1, 2], [3]]))
+
+
+class _HalfStateCell(keras.layers.Layer):
+    """A cell whose new state is float16, whatever the policy."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.state_size = 3
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], 3), name="w")
+
+    def call(self, inputs, states):
+        h = tf.tanh(inputs @ self.w)
+        return h, [tf.cast(h, "float16")]
+
+
+def _half_state_model():
+    ipt, h = keras.Input((3,)), keras.Input((3,))
+    out = keras.layers.Dense(3)(keras.layers.Concatenate()([ipt, h]))
+    return keras.Model([ipt, h], [out, keras.layers.Activation("tanh", dtype="float16")(out)], name="half")
+
+
+@pytest.mark.parametrize("model_b,which", [(_HalfStateCell, r"_HalfStateCell '__half_state_cell'"),
+                                           (_half_state_model, r"Functional 'half'")])  # fmt: skip
+def test_a_model_b_with_a_float16_state_under_float32_is_named(model_b, which):
+    net = Chain(keras.layers.GRU(3, return_sequences=True), model_b())
+    with pytest.raises(ValueError, match=r"`model_b` must return new states of dtype float32, the chain's compute dtype, as it "
+                                         rf"feeds them back in; received new states of dtypes \['float16'\] from {which}"):
+        net(np.zeros((2, 3, 4), "float32"), [1, 1, 1])
+
+
+def test_a_stop_token_with_max_steps_zero_is_named():
+    with pytest.raises(ValueError, match=r"stop='token' runs each \(b, t\) until its stop logit fires, at most `max_steps` "
+                                         r"steps, so it needs max_steps >= 1; received max_steps=0"):
+        Chain(keras.layers.GRU(3, return_sequences=True), keras.layers.GRUCell(3), max_steps=0, stop="token")
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_targets_of_another_width_are_named_as_given(padded):
+    net = make_chain(strategy="packed", output_size=2)
+    steps = np.ones((2, 3), "int32")
+    y = np.zeros((2, 3, 1, 3), "float32") if padded else tf.RaggedTensor.from_uniform_row_length(
+        tf.RaggedTensor.from_row_lengths(tf.zeros([6, 3]), steps.reshape(-1)), 3)  # fmt: skip
+    shape = r"\(2, 3, 1, 3\)" if padded else r"\(2, 3, None, 3\)"
+    with pytest.raises(ValueError, match=r"`y` must have 2 channels in its last dimension, the chain's output size; "
+                                         rf"received y of shape {shape}"):
+        net.compute_loss(x=(X, steps), y=y)
+    feedback = make_chain(strategy="packed", output_size=2, feedback=True)
+    feedback.compile("sgd")
+    with pytest.raises(ValueError, match=rf"`y` must have 2 channels .*received y of shape \(None, (3|None), (1|None), 3\)"):
+        feedback.fit((X, steps), y, verbose=0)
+    with pytest.raises(ValueError, match=rf"`targets` must have 2 channels .*received targets of shape {shape}"):
+        feedback(X, steps, targets=y)
+
+
+# ----------------------------------------------------------------------------- model B against the IR size
+
+
+def _slice_b(width):
+    ipt, h = keras.Input((width,)), keras.Input((4,))
+    out, new = keras.layers.SimpleRNNCell(4)(ipt, [h])
+    return keras.Model([ipt, h], [out, new], name="slice_b")
+
+
+def _built(cell, width=5):
+    cell.build((None, width))
+    return cell
+
+
+@pytest.mark.parametrize("strategy", ["loop", "padded", "packed"])
+@pytest.mark.parametrize("model_b,which", [(lambda: _slice_b(5), r"Functional 'slice_b'"),
+                                           (lambda: _built(keras.layers.GRUCell(4, name="built")), r"GRUCell 'built'")])  # fmt: skip
+def test_a_model_b_built_for_another_input_size_than_ir_is_named(strategy, model_b, which):
+    net = Chain(keras.layers.GRU(4, return_sequences=True), model_b(), output_size=2, strategy=strategy)
+    with pytest.raises(ValueError, match=r"`model_b` is fed IR rows, inputs of size ir_size = 4 \(model A's output size\); "
+                                         rf"received a model B \({which}\) whose input has size 5"):
+        net(np.zeros((2, 3, 3), "float32"), [1, 1, 1])
+
+
+def test_a_cell_that_fails_on_the_ir_size_is_named_with_the_keras_reason():
+    net = Chain(keras.layers.GRU(4, return_sequences=True), _built(MinimalCell(4, name="mine")), output_size=2)
+    with pytest.raises(ValueError, match=r"`model_b` \(MinimalCell 'mine'\) failed when fed IR rows, inputs of size ir_size = 4 "
+                                         r"\(model A's output size\) and states of sizes \[4\]: Dimensions must be equal"):
+        net(np.zeros((2, 3, 3), "float32"), [1, 1, 1])
+
+
+@pytest.mark.parametrize("layer,cell", [(lambda: keras.layers.SimpleRNN(4), "SimpleRNNCell"),
+                                        (lambda: keras.layers.GRU(4, return_sequences=True), "GRUCell"),
+                                        (lambda: keras.layers.RNN(keras.layers.LSTMCell(4)), "LSTMCell")])  # fmt: skip
+def test_a_recurrent_layer_as_model_b_asks_for_its_cell(layer, cell):
+    with pytest.raises(ValueError, match=r"`model_b` must be a Keras RNN cell, .* received the recurrent layer .* Pass its cell, "
+                                         rf"e.g. `keras.layers.{cell}\(units\)`"):
+        Chain(keras.layers.GRU(4, return_sequences=True), layer())

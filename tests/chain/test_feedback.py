@@ -230,6 +230,44 @@ def test_windows_with_state_equal_one_call(teacher):
     assert state["model_b"][-1].shape == (3, D + 1)  # [prev, seen]
 
 
+@pytest.mark.parametrize("strategy", ["loop", "padded", "packed"])
+@pytest.mark.parametrize("graph", [False, True])
+def test_a_window_without_real_steps_passes_the_state_through(strategy, graph):
+    net = _net("gru", "carry", strategy)
+    x, steps, y = _data(seed=9)
+    _, given = net(x, steps, targets=_ragged(y, steps), return_state=True)  # a state that is not zeros
+    zero = np.zeros_like(steps)
+    no_targets = _ragged(np.zeros((0, D), "float32"), zero)
+
+    def call(x, steps, targets, state):
+        return net(x, steps, targets=targets, initial_state=state, return_state=True)
+
+    run = tf.function(call) if graph else call
+    for targets in (no_targets, None):  # teacher-forced and free-running
+        out, state = run(x, tf.constant(zero), targets, given)
+        assert out.shape.as_list() == [3, 4, None, D] and out.flat_values.shape[0] == 0
+        for got, want in zip(state["model_b"], given["model_b"]):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), atol=0)
+
+
+def test_fit_on_a_window_without_real_steps_keeps_the_state_and_the_weights():
+    net = _net("gru", "carry", stateful=True, batch=3)
+    x, steps, y = _data(seed=10)
+    zero = np.zeros_like(steps)
+    net.compile(keras.optimizers.SGD(0.1))
+    net.fit(tf.data.Dataset.from_tensors(((x, steps), _ragged(y, steps))), verbose=0)  # the kept state moves on
+    kept = [s.numpy() for s in net(x, zero, return_state=True)[1]["model_b"]]  # read without a step
+    assert np.abs(kept[0]).max() > 0
+    weights = net.get_weights()
+    empty = tf.data.Dataset.from_tensors(((x, zero), _ragged(np.zeros((0, D), "float32"), zero)))
+    history = net.fit(empty, verbose=0).history
+    assert history["loss"] == [0.0]
+    for got, want in zip(net(x, zero, return_state=True)[1]["model_b"], kept):
+        np.testing.assert_allclose(got.numpy(), want, atol=0)
+    for got, want in zip(net.get_weights(), weights):
+        np.testing.assert_allclose(got, want, atol=0)
+
+
 def _window_rows(steps, t0, t1):
     """Flat rows of the whole call that fall in outer steps `[t0, t1)`, in the window's order."""
     starts = np.cumsum(steps.reshape(-1)) - steps.reshape(-1)
@@ -325,7 +363,7 @@ def test_sampling_without_feedback_is_refused():
 
 def test_a_model_b_with_no_room_for_prev_is_refused():
     net = Chain(keras.layers.GRU(IR, return_sequences=True), _dense_b(width=IR), output_size=D, feedback=True)
-    with pytest.raises(ValueError, match=r"ir_size \+ D = 6 \+ 2 = 8; received a model B whose input has size 6"):
+    with pytest.raises(ValueError, match=r"ir_size \+ D = 6 \+ 2 = 8; received a model B \(Functional .*\) whose input has size 6"):
         net.build((None, None, 4))
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import chain
 from chain import STATES, Chain, LengthHead, Lengths, StopToken
 from chain._train import stop_targets
 
@@ -153,6 +154,96 @@ def test_length_head_learns_lengths_from_the_input():
     net.compile(optimizer=keras.optimizers.Adam(3e-2), loss="mse")
     history = net.fit(data.repeat(4), epochs=8, verbose=0).history
     assert history["length_accuracy"][-1] > 0.6 > history["length_accuracy"][0]
+
+
+@pytest.mark.parametrize("part", ["length", "stop"])
+def test_generate_and_predict_at_t_zero_give_the_empty_output_of_a_call(part):
+    net = length_net(2) if part == "length" else stop_net(stop_bias=10.0)
+    x = np.zeros((3, 0, INPUT_SIZE), "float32")
+    want = net(x, np.zeros((3, 0), "int32"))
+    given = {"model_b": [tf.fill([3, s], 0.5) for s in net.step_adapter().state_sizes]}
+    out, states = net.generate(x, initial_state=given, return_state=True)
+    for got in (out, net.predict(x, verbose=0), tf.function(net.generate)(x)):
+        assert got.shape.as_list() == want.shape.as_list() == [3, 0, None, 2]
+        assert got.flat_values.shape[0] == 0
+    for got, kept in zip(states["model_b"], given["model_b"]):  # the states pass through
+        np.testing.assert_array_equal(got.numpy(), kept.numpy())
+
+
+def _binned_lengths(n=64, big_t=6, seed=0):
+    """`x`, lengths set by x[..., 0]'s bin, and zero targets of those lengths."""
+    x = np.random.default_rng(seed).uniform(-1, 1, size=(n, big_t, INPUT_SIZE)).astype("float32")
+    steps = np.floor((x[..., 0] + 1) / 2 * (MAX + 1)).astype("int32")
+    y = tf.RaggedTensor.from_uniform_row_length(
+        tf.RaggedTensor.from_row_lengths(tf.zeros([int(steps.sum()), 2]), steps.reshape(-1)), big_t
+    )
+    return x, steps, y
+
+
+def test_compute_loss_is_the_output_loss_plus_the_length_term_and_reaches_the_head():
+    net = make_chain(strategy="packed", max_steps=MAX, predict_lengths=True)
+    x, steps, y = _binned_lengths(n=8)
+    with tf.GradientTape() as tape:
+        loss = net.compute_loss(x=(x, steps), y=y)
+    grads = dict(zip([v.path for v in net.trainable_variables], tape.gradient(loss, net.trainable_variables)))
+    output_term = chain.ragged_mse(y, net(x, steps))
+    logits = net.length_head(net.model_a(x))
+    length_term = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(steps, logits, from_logits=True))
+    assert float(length_term) > 0.1  # a term that a loss without it would miss
+    np.testing.assert_allclose(float(loss), float(output_term) + float(length_term), rtol=1e-5)
+    head = [g for path, g in grads.items() if "length_head" in path]
+    assert len(head) == 2 and all(float(tf.reduce_max(tf.abs(g))) > 0 for g in head)
+
+
+def test_compute_loss_adds_the_stop_terms():
+    net = make_chain(strategy="packed", max_steps=MAX, stop="token")
+    x, steps, y = _binned_lengths(n=8)
+    ir = net.model_a(x)
+    b_flat = net.forward_parts(x, steps)[1]
+    last, empty = stop_targets(steps)
+    bce = lambda labels, logits: tf.reduce_mean(  # noqa: E731
+        tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(labels, tf.float32), logits))
+    want = chain.ragged_mse(y, net(x, steps)) + bce(last, net.stop_head(b_flat)[:, 0]) + bce(empty, net.empty_head(ir)[..., 0])
+    np.testing.assert_allclose(float(net.compute_loss(x=(x, steps), y=y, training=False)), float(want), rtol=1e-5)
+
+
+def test_a_length_head_learns_in_a_custom_loop_on_compute_loss():
+    """The README's custom loop on `compute_loss`: the length head learns as in `fit`."""
+    x, steps, y = _binned_lengths()
+    net = make_chain(strategy="packed", max_steps=MAX, predict_lengths=True)
+    optimizer = keras.optimizers.Adam(3e-2)
+    data = tf.data.Dataset.from_tensor_slices(((x, steps), y)).batch(16)
+
+    @tf.function
+    def train_step(x, steps, y):
+        with tf.GradientTape() as tape:
+            loss = net.compute_loss(x=(x, steps), y=y)
+        grads = tape.gradient(loss, net.trainable_variables)
+        optimizer.apply_gradients(zip(grads, net.trainable_variables))
+        return loss
+
+    def accuracy():
+        guess = np.argmax(net.length_head(net.model_a(x)).numpy(), -1)
+        return np.mean(guess == steps)
+
+    before = accuracy()
+    for (xb, sb), yb in data.repeat(8):
+        train_step(xb, sb, yb)
+    assert accuracy() > 0.6 > before
+
+
+def test_compute_loss_takes_y_pred_without_a_lengths_part_and_refuses_it_with_one():
+    net = make_chain(strategy="packed", max_steps=MAX)
+    x, steps, y = _binned_lengths(n=4)
+    y_pred = net(x, steps) * 0.5
+    want = chain.ragged_mse(y, y_pred)
+    np.testing.assert_allclose(float(net.compute_loss(x=(x, steps), y=y, y_pred=y_pred)), float(want), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"`y_pred` holds no logits for the lengths part LengthHead\(\).*pass y_pred=None"):
+        length_net(2).compute_loss(x=(x, steps), y=y, y_pred=y_pred)
+    with pytest.raises(ValueError, match=r"`x` must be the inputs \(x, steps\), as fit takes them; received a ndarray of shape \(4, 6, 4\)"):
+        net.compute_loss(x=x, y=y)
+    with pytest.raises(ValueError, match=r"`y` must be the targets .*; received None"):
+        net.compute_loss(x=(x, steps))
 
 
 # ----------------------------------------------------------------------------- stop head

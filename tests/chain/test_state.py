@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import chain
 from chain import STRATEGIES, Chain
 from ..tiers import each_once
 
@@ -76,11 +77,81 @@ def test_the_questions_own_example(strategy, graph):
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-6, atol=ATOL)
 
 
+def _slice_models(cell_type, n_states, units=4):
+    """The question's models with the slice model B written the natural way, `[out, states]` with
+    the cell's state list nested, and the same model with its states returned flat."""
+    a_in = keras.Input(batch_shape=(2, 3, units))
+    model_a = keras.Model(a_in, keras.layers.SimpleRNN(units, return_sequences=True)(a_in))
+    ipt = keras.Input(batch_shape=(2, units))
+    states = [keras.Input(batch_shape=(2, units)) for _ in range(n_states)]
+    out, new = cell_type(units)(ipt, states)
+    return model_a, keras.Model([ipt, *states], [out, new]), keras.Model([ipt, *states], [out, *new])
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("cell_type,n_states", [(keras.layers.SimpleRNNCell, 1), (keras.layers.LSTMCell, 2)])
+@pytest.mark.parametrize("fused", ["auto", False])
+def test_a_slice_model_b_may_return_its_states_nested_as_a_cell_does(strategy, cell_type, n_states, fused):
+    keras.utils.set_random_seed(0)
+    model_a, nested, flat = _slice_models(cell_type, n_states)
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype("float32")  # the declared batch of 2
+    steps = [[3, 0, 2], [1, 4, 2]]
+    got, got_states = Chain(model_a, nested, strategy=strategy, fused=fused)(x, steps, return_state=True)
+    want, want_states = Chain(model_a, flat, strategy=strategy, fused=fused)(x, steps, return_state=True)
+    np.testing.assert_allclose(got.flat_values.numpy(), want.flat_values.numpy(), atol=1e-6)
+    assert [tuple(s.shape) for s in got_states["model_b"]] == [(2, 4)] * n_states
+    for g, w in zip(got_states["model_b"], want_states["model_b"]):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), atol=1e-6)
+
+
+def test_a_slice_model_b_around_one_cell_with_nested_states_keeps_the_fast_path():
+    _, nested, _ = _slice_models(keras.layers.LSTMCell, 2)
+    net = Chain(keras.layers.GRU(4, return_sequences=True), nested, strategy="packed")
+    assert net.fast_path == (True, "fast path: a functional model around one LSTMCell")
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # Keras warns of flat inputs to nested ones
+def test_a_slice_model_b_with_nested_state_inputs_runs_as_the_flat_one():
+    keras.utils.set_random_seed(0)
+    model_a, _, flat = _slice_models(keras.layers.LSTMCell, 2)
+    ipt, h, c = flat.inputs
+    nested_in = keras.Model([ipt, [h, c]], flat.outputs)
+    x = np.random.default_rng(1).normal(size=(2, 3, 4)).astype("float32")
+    got = Chain(model_a, nested_in, fused=False)(x, [2, 1, 3])
+    want = Chain(model_a, flat, fused=False)(x, [2, 1, 3])
+    np.testing.assert_allclose(got.flat_values.numpy(), want.flat_values.numpy(), atol=1e-6)
+
+
 def test_a_shape_that_conflicts_with_model_as_declared_input_is_refused():
     model_a, model_b = _question_models()
     net = Chain(model_a, model_b)
     with pytest.raises(ValueError, match=r"`x` has shape \(2, 5, 4\) but model A declares its input as \(2, 3, 4\)"):
         net(np.zeros((2, 5, 4), "float32"), [1] * 5)
+
+
+@pytest.mark.parametrize("graph", [False, True])
+@pytest.mark.parametrize("later_t", [5, 2])
+def test_a_later_call_whose_t_conflicts_with_model_as_declared_input_is_refused(graph, later_t):
+    model_a, model_b = _question_models()
+    net = Chain(model_a, model_b)
+    net(np.zeros((2, 3, 4), "float32"), [1] * 3)  # built at the declared T = 3
+    call = tf.function(lambda x: net(x, [1] * later_t)) if graph else lambda x: net(x, [1] * later_t)
+    with pytest.raises(ValueError, match=rf"`x` has shape \(2, {later_t}, 4\) but model A declares its input as \(2, 3, 4\)"):
+        call(np.zeros((2, later_t, 4), "float32"))
+
+
+def test_generate_and_fit_check_x_against_model_as_declared_input():
+    model_a, model_b = _question_models()
+    net = Chain(model_a, model_b, output_size=4, max_steps=3, lengths=chain.LengthHead())
+    x, steps = np.zeros((2, 3, 4), "float32"), np.ones((2, 3), "int32")
+    net.compile("sgd")
+    net.fit((x, steps), net(x, steps), epochs=1, verbose=0)
+    longer = np.zeros((2, 5, 4), "float32")
+    with pytest.raises(ValueError, match=r"`x` has shape \(2, 5, 4\) but model A declares"):
+        net.generate(longer)
+    with pytest.raises(ValueError, match=r"`x` has shape \(None, 5, 4\) but model A declares"):  # fit's batch
+        net.fit((longer, np.ones((2, 5), "int32")), tf.ragged.constant(np.zeros((2, 5, 1, 4)), ragged_rank=2),
+                epochs=1, verbose=0)
 
 
 def test_model_a_without_return_sequences_is_named():

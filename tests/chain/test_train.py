@@ -41,7 +41,8 @@ def test_ragged_mse_golden_value():
 
 
 def test_ragged_mse_rejects_other_output_size():
-    with pytest.raises(ValueError, match="output_size is 3 but the model's output_size is 2"):
+    with pytest.raises(ValueError, match=r"`y_true` must have 2 channels in its last dimension, the chain's output size; "
+                                         r"received y_true of shape \(4, 3\)"):
         ragged_mse(tf.zeros([4, 3]), tf.zeros([4, 2]))
 
 
@@ -123,7 +124,8 @@ def test_fit_rejects_a_dataset_of_another_output_size():
     data, _ = ragged_dataset(out=3)
     net = make_chain(strategy="packed", output_size=2)
     net.compile(optimizer="adam", loss="mse")
-    with pytest.raises(ValueError, match="dataset's output_size is 3 but the model's output_size is 2"):
+    with pytest.raises(ValueError, match=r"`y` must have 2 channels in its last dimension, the chain's output size; "
+                                         r"received y of shape \(None, 5, None, 3\)"):
         net.fit(data, epochs=1, verbose=0)
 
 
@@ -160,7 +162,7 @@ def test_custom_training_loop_from_the_docs():
     @tf.function
     def train_step(x, steps, y):
         with tf.GradientTape() as tape:
-            loss = chain.ragged_mse(y, net(x, steps, training=True))
+            loss = net.compute_loss(x=(x, steps), y=y)  # fit's loss, a lengths part's terms included
         grads = tape.gradient(loss, net.trainable_variables)
         optimizer.apply_gradients(zip(grads, net.trainable_variables))
         return loss
@@ -172,3 +174,116 @@ def test_custom_training_loop_from_the_docs():
     first = ragged_mse(y, make_chain(strategy="packed", output_size=2)(x, steps))
     assert float(ragged_mse(y, net(x, steps))) < float(first) / 3
     assert float(loss) > 0
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+class _ResetsAsTheCliDid(keras.callbacks.Callback):
+    """What `chain fit --window` did before `chain.WindowedStates`: reset at each epoch's batch
+    `i * windows`, and score validation data on whole sequences with the states set aside."""
+
+    def __init__(self, windows):
+        super().__init__()
+        self.windows = windows
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch % self.windows == 0:
+            self.model.reset_states()
+
+    def on_test_begin(self, logs=None):
+        self.model.stateful = False
+
+    def on_test_end(self, logs=None):
+        self.model.stateful = True
+
+
+@pytest.fixture(scope="module")
+def windows(tmp_path_factory):
+    import datagen
+
+    path = tmp_path_factory.mktemp("windows") / "data"
+    datagen.make(path, task="running", n_samples=12, timesteps=6, input_size=INPUT_SIZE, output_size=2)
+    train = datagen.load(path, batch_size=4, split="train", window=4)
+    held = datagen.load(path, batch_size=4, split="heldout")
+    return train, held, datagen.windows_per_sample(6, 4)
+
+
+def _fit_windows(windows, callbacks, validate=True):
+    train, held, _ = windows
+    keras.utils.set_random_seed(3)
+    net = Chain(keras.layers.GRU(6, return_sequences=True), keras.layers.GRUCell(5), output_size=2, stateful=True)
+    net.build((4, None, INPUT_SIZE))
+    net.compile(keras.optimizers.SGD(0.1))
+    history = net.fit(train, validation_data=held if validate else None, epochs=2, callbacks=callbacks,
+                      verbose=0).history
+    return net, history
+
+
+def test_windowed_states_resets_per_sample_as_chain_fit_window_did(windows):
+    per_sample = windows[2]
+    assert per_sample == 2
+    net, history = _fit_windows(windows, [chain.WindowedStates(per_sample)])
+    cli, cli_history = _fit_windows(windows, [_ResetsAsTheCliDid(per_sample)])
+    carried, _ = _fit_windows(windows, [], validate=False)  # held-out batches of 2 need the states set aside
+    for got, want, other in zip(net.get_weights(), cli.get_weights(), carried.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert any(not np.allclose(got, other, atol=1e-6) for got, other in zip(net.get_weights(), carried.get_weights()))
+    np.testing.assert_allclose(history["val_loss"], cli_history["val_loss"], rtol=1e-6)
+    assert net.stateful  # set aside for validation only
+
+
+def test_windowed_states_refuses_bad_windows_and_a_chain_without_states(windows):
+    with pytest.raises(ValueError, match=r"`windows` must be a positive int, the windows per batch of samples; received 0"):
+        chain.WindowedStates(0)
+    net = make_chain(strategy="packed")
+    net.compile("sgd")
+    with pytest.raises(ValueError, match=r"WindowedStates resets the states .* received a Chain with stateful=False"):
+        net.fit(windows[0], epochs=1, callbacks=[chain.WindowedStates(2)], verbose=0)
+    stateful = Chain(keras.layers.GRU(6, return_sequences=True), keras.layers.GRUCell(5), output_size=2, stateful=True)
+    stateful.build((4, None, INPUT_SIZE))
+    stateful.compile("sgd")
+    with pytest.raises(ValueError, match=r"`steps_per_epoch` must be a multiple of 2; received 3"):
+        stateful.fit(windows[0].repeat(), steps_per_epoch=3, callbacks=[chain.WindowedStates(2)], verbose=0)
+
+
+# ----------------------------------------------------------------------------- targets against steps
+
+
+def _targets_of(lengths, big_t=3, out=2):
+    lengths = np.asarray(lengths)
+    cells = tf.RaggedTensor.from_row_lengths(tf.zeros([int(lengths.sum()), out]), lengths.reshape(-1))
+    return tf.RaggedTensor.from_uniform_row_length(cells, big_t)
+
+
+X_ROWS = np.random.default_rng(0).normal(size=(2, 3, INPUT_SIZE)).astype("float32")
+STEPS_ROWS = np.array([[1, 2, 0], [2, 1, 1]], "int32")
+SWAPPED = _targets_of([[1, 2, 0], [1, 2, 1]])  # the same total, other rows at (1, 0) and (1, 1)
+
+
+def test_targets_whose_rows_differ_from_steps_are_named_at_the_first_such_cell():
+    net = make_chain(strategy="packed")
+    message = r"`y` must have steps\[b, t\] rows at every \(b, t\); received 1 at \(batch=1, t=0\) where steps\[1, 0\] = 2"
+    with pytest.raises(ValueError, match=message):
+        net.compute_loss(x=(X_ROWS, STEPS_ROWS), y=SWAPPED)
+    net.compile("sgd", run_eagerly=True)
+    with pytest.raises(ValueError, match=message):
+        net.fit(tf.data.Dataset.from_tensors(((X_ROWS, STEPS_ROWS), SWAPPED)), verbose=0)
+    with pytest.raises(ValueError, match=r"`y` must be \(batch, T, None, D\) with the \(batch, T\) of `steps` \(2, 3\); "
+                                         r"received 3 samples with T in \[2\]"):
+        net.compute_loss(x=(X_ROWS, STEPS_ROWS), y=_targets_of(np.ones((3, 2), "int32"), big_t=2))
+
+
+def test_targets_whose_rows_differ_from_steps_are_refused_in_fit_graph_steps():
+    net = make_chain(strategy="packed")
+    net.compile("sgd")
+    data = tf.data.Dataset.from_tensors(((X_ROWS, STEPS_ROWS), SWAPPED))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"`y` must have steps\[b, t\] rows at every \(b, t\); received\] \[1\] \[at \(batch, t\) =\] \[1\] \[0\] "
+                             r"\[where steps is\] \[2\]"):  # fmt: skip
+        net.fit(data, verbose=0)
+    before = [w.copy() for w in net.get_weights()]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"`y` must have steps\[b, t\] rows"):
+        net.evaluate(data, verbose=0)
+    net.fit(tf.data.Dataset.from_tensors(((X_ROWS, STEPS_ROWS), _targets_of(STEPS_ROWS))), verbose=0)  # rows that match
+    assert any(not np.array_equal(a, b) for a, b in zip(before, net.get_weights()))
