@@ -316,3 +316,15 @@ def fast_adapter(model_b: Any, fused: Any) -> tuple[StepAdapter, FastPath]:
             raise ValueError(f"fused=True, but model B has no fast path: {reason}")
         return generic_adapter(model_b), FastPath(False, f"generic path: {reason}")
     return FastAdapter(model_b, kernel), FastPath(True, f"fast path: {reason}")
+
+
+def fast_path_under(fast_path: FastPath, strategy: str, feedback: bool) -> FastPath:
+    """What `Chain.fast_path` reports: `fast_path` under the resolved `strategy` and `feedback`."""
+    if strategy != "packed":
+        return FastPath(False, f"strategy {strategy!r} calls model B as it is")
+    if feedback and fast_path.fused:
+        return fast_path._replace(
+            reason=fast_path.reason + " (teacher-forced; with its own outputs fed back, "
+            "model B runs step by step on the kernel's forward step)"
+        )
+    return fast_path

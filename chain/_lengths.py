@@ -175,6 +175,20 @@ def stop_targets(steps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.equal(k, n - 1), tf.equal(steps, 0)
 
 
+def check_generates(part: Lengths | None) -> None:
+    """Refuses `generate` without `steps` on a chain that has no lengths part.
+
+    Raises:
+        ValueError: `part` is None.
+    """
+    if part is None:
+        raise ValueError(
+            "`generate` without `steps` needs predicted lengths: build the Chain with "
+            "`lengths=chain.LengthHead()` (or `predict_lengths=True`) or `lengths=chain.StopToken()` "
+            "(or `stop='token'`), or pass `steps`; received lengths=None"
+        )
+
+
 def from_options(lengths: Any, predict_lengths: Any, stop: Any, max_steps: int | None) -> Lengths | None:
     """The part of a Chain's options: `lengths`, or the shorthands `predict_lengths=True` and
     `stop="token"`.

@@ -1,9 +1,9 @@
 """`Chain`: model A, then model B for `steps[b, t]` inner steps on each `IR[b, t]`.
 
 The class is the Keras-facing face only. What it is made of lives in modules named for it:
-options (`_options`), building (`_build`), the forward pass (`_forward`), traced graph functions
-(`_graphs`), state across calls (`_state`), the train steps (`_train`), generation
-(`_generate`) and the serving export (`_export`).
+options (`_options`), building (`_build`), the forward pass (`_forward`), one run with its states
+(`_run`, `_state`, `_graphs`), the Keras training face (`_fit`) and its steps (`_train`), generation (`_generate`) and the
+serving export (`_export`).
 """
 
 from __future__ import annotations
@@ -14,20 +14,18 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from . import _build, _cells, _export, _feedback, _model_a, _ragged, _state, _train, _validate
-from ._feedback import Feed
+from . import _build, _cells, _export, _lengths, _model_a, _ragged, _train, _validate
+from ._fit import Training
 from ._forward import Forward
-from ._generate import Generated, Generation
-from ._graphs import Graphs
 from ._lengths import LengthHead, Lengths, StopToken
 from ._options import AUTO, STATES, ChainOptions
-from ._state import StateVariables
+from ._run import Runner
 
 __all__ = ["Chain", "STATES"]
 
 
 @keras.saving.register_keras_serializable(package="chain")
-class Chain(keras.Model):
+class Chain(Training, keras.Model):
     """Chains model A and model B into a ragged sequence of sequences.
 
     Model A maps `x` `(batch, T, input_size)` to `IR` `(batch, T, ir_size)`. For every `(b, t)`,
@@ -128,8 +126,7 @@ class Chain(keras.Model):
             setattr(self, options.lengths.tracker, self.trackers.lengths)
         fast, self._fast_path = _cells.fast_adapter(model_b, fused)
         self._forward = Forward(options, _model_a.ModelAState(model_a), _cells.generic_adapter(model_b), fast)
-        self._graphs = Graphs(self._forward, self.compute_dtype)
-        self._kept_vars: StateVariables | None = None
+        self._runner = Runner(self, self._forward, self.compute_dtype)
 
     # The options, read-only (see the class docstring). Not `compiled`: Keras uses that name.
     output_size = property(lambda self: self.options.output_size)
@@ -154,16 +151,12 @@ class Chain(keras.Model):
 
     @stateful.setter
     def stateful(self, value: bool) -> None:
-        if not isinstance(value, bool) or (value and self.built and self._kept_vars is None):
+        if not isinstance(value, bool) or (value and self.built and self._runner.kept_vars is None):
             raise ValueError(
                 "`stateful` may be set to False, or back to True on a chain built with stateful=True; "
                 f"received {value!r}"
             )
         self.options = dataclasses.replace(self.options, stateful=value)
-
-    @property
-    def _kept(self) -> StateVariables | None:
-        return self._kept_vars if self.options.stateful else None
 
     # ------------------------------------------------------------------ building
 
@@ -190,7 +183,8 @@ class Chain(keras.Model):
                 shape=(parts.feedback_size,), initializer="zeros", name="feedback_start"
             )
         self._forward.attach(parts)
-        self._kept_vars = StateVariables(self._forward, shape[0], self.compute_dtype) if self.stateful else None
+        if self.stateful:
+            self._runner.keep_states(shape[0])
         self.built = True
 
     @property
@@ -209,7 +203,8 @@ class Chain(keras.Model):
         return dict(self._forward.parts.length_layers) if self.built else {}
 
     def get_build_config(self) -> dict[str, Any]:
-        return {"input_size": self.input_size, "batch": self._kept_vars.batch if self._kept_vars is not None else None}
+        kept = self._runner.kept_vars
+        return {"input_size": self.input_size, "batch": kept.batch if kept is not None else None}
 
     def build_from_config(self, config: dict[str, Any]) -> None:
         if config and config.get("input_size") is not None:
@@ -284,51 +279,7 @@ class Chain(keras.Model):
             final states `{"model_a": [...], "model_b": [...]}`, without gradient (empty lists
             unless `return_state` or `stateful`).
         """
-        a_in, b_in = self._states_in(initial_state, x)
-        final = bool(return_state or self.stateful)
-        if x.shape[1] == 0:  # no outer step: nothing runs, and the states pass through
-            return self._no_outputs(), self._states_out(*self._defaults(a_in, b_in, x))
-        feed = self._feed(targets, training)
-        if tf.executing_eagerly() and self.graph_calls:
-            b_in = b_in if b_in is not None else self._defaults(None, None, x)[1]
-            result = self._graphs.run(x, steps, a_in, b_in, training, differentiable, final, head, feed)
-        else:
-            result = self._forward.run(x, steps, a_in, b_in, training, differentiable, final, head, feed)
-        return result.flat, self._states_out(result.a_states, result.b_states)
-
-    def _no_outputs(self) -> tf.Tensor:
-        """The flat output `(0, output_size)` of a call with no outer step."""
-        return tf.zeros([0, self.output_size or self._forward.generic.output_size], self.compute_dtype)
-
-    def _defaults(self, a_in, b_in, x) -> tuple[list, list]:
-        a_zero, b_zero = self._forward.zero_states(x, self.compute_dtype)
-        return (list(a_in) if a_in is not None else a_zero), (list(b_in) if b_in is not None else b_zero)
-
-    def _states_out(self, a_out: list, b_out: list) -> dict[str, list]:
-        if self._kept is not None:
-            self._kept.assign(a_out, b_out)
-        return {"model_a": list(a_out), "model_b": list(b_out)}
-
-    def _states_in(self, initial_state: Any, x: tf.Tensor) -> tuple[list | None, list | None]:
-        """Builds the chain on the first call; on every later one, checks `x` against the input
-        that model A declares."""
-        if not self.built:
-            self.build(tuple(x.shape))
-        else:
-            _build.model_a_shape(self.model_a, tuple(x.shape))
-        return _state.states_in(self._forward, self._kept, initial_state, x, self.compute_dtype)
-
-    def _feed(self, targets: tf.Tensor | None, training: bool) -> Feed:
-        """What feeds B's `prev` in this call: nothing, targets, or targets mixed with own outputs."""
-        if targets is None or not self.feedback:
-            return Feed(None, None)
-        if not training or self.feedback_sampling == 0.0:
-            return Feed(targets, None)
-        if getattr(self, "optimizer", None) is None:
-            return Feed(targets, _feedback.sampling_probability(self.feedback_sampling, 0))
-        step = self.optimizer.iterations
-        seed = tf.stack([tf.constant(self.sampling_seed, tf.int64), tf.cast(step, tf.int64)])
-        return Feed(targets, _feedback.sampling_probability(self.feedback_sampling, step), seed)
+        return self._runner.run_flat(x, steps, training, initial_state, differentiable, head, return_state, targets)
 
     def flat_targets(self, targets: Any, steps: tf.Tensor) -> tf.Tensor:
         """The flat values `(sum(steps), D)` of `targets` that feed B's `prev` (teacher forcing).
@@ -352,11 +303,8 @@ class Chain(keras.Model):
         """`(IR (batch, T, ir_size), B's outputs (sum(steps), H))` before the head, for the train
         and test steps; a stateful chain starts from and keeps its states, as in `call`. With
         `feedback`, `targets` feed `prev` (teacher forcing, or scheduled sampling in training)."""
-        a_in, b_in = self._states_in(None, x)
-        feed = self._feed(self.flat_targets(targets, steps) if self.feedback else None, training)
-        result = self._forward.run(x, steps, a_in, b_in, training, differentiable, self.stateful, False, feed)
-        if self.stateful:
-            self._states_out(result.a_states, result.b_states)
+        flat = self.flat_targets(targets, steps) if self.feedback else None
+        result = self._runner.forward_parts(x, steps, training, differentiable, flat)
         return result.ir, result.flat
 
     def flat_outputs(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -382,8 +330,8 @@ class Chain(keras.Model):
 
         Also resets every Keras layer inside model A that has `stateful=True` itself.
         """
-        if self._kept_vars is not None:
-            self._kept_vars.reset()
+        if self._runner.kept_vars is not None:
+            self._runner.kept_vars.reset()
         for layer in _model_a.stateful_layers(self.model_a):
             layer.reset_state()
 
@@ -410,168 +358,7 @@ class Chain(keras.Model):
             >>> net.fast_path
             FastPath(fused=True, reason='fast path: LSTMCell')
         """
-        if self.resolved_strategy() != "packed":
-            return _cells.FastPath(False, f"strategy {self.resolved_strategy()!r} calls model B as it is")
-        if self.feedback and self._fast_path.fused:
-            return self._fast_path._replace(
-                reason=self._fast_path.reason + " (teacher-forced; with its own outputs fed back, "
-                "model B runs step by step on the kernel's forward step)"
-            )
-        return self._fast_path
-
-    # ------------------------------------------------------------------ training
-
-    def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Any = None,
-                **kwargs: Any) -> None:  # fmt: skip
-        """`keras.Model.compile`, with `loss` and `metrics` applied to flat values.
-
-        Args:
-            optimizer: as in Keras.
-            loss: a Keras loss (name, function or `keras.losses.Loss`, whose `reduction` is
-                honoured) or `chain.ragged_mse` (the default), computed on `(sum(steps),
-                output_size)` flat values of the output and target: real inner steps only.
-            metrics: Keras metrics (names, functions or `keras.metrics.Metric`s, e.g.
-                `chain.NoiseFloorRatio(noise_floor)`), fed the same flat values, unweighted.
-            **kwargs: other arguments of `keras.Model.compile`. `weighted_metrics` are fed
-                the sample weights; `loss_weights` is one number that scales the output loss.
-                `jit_compile` defaults to False: gradients of the dynamic loops do not compile
-                under XLA, so Keras' "auto" (XLA on a GPU) would fail in `fit`.
-
-        Raises:
-            ValueError: `jit_compile=True` with the `packed` strategy, or `loss_weights` that is
-                not one number.
-        """
-        kwargs, weighted, loss_weights = _train.compile_arguments(kwargs, self.options)
-        super().compile(optimizer=optimizer, **kwargs)
-        self.flat_compile = _train.FlatCompile(loss, metrics, weighted, loss_weights)
-
-    @property
-    def metrics(self) -> list[keras.metrics.Metric]:
-        # Keras' own loss tracker stays empty (the train step updates `loss_tracker`); left
-        # in, `evaluate` would list "loss" twice.
-        ours = self.trackers.all()
-        names = {m.name for m in ours}
-        keras_own = [m for m in super().metrics if m.name not in names or any(m is o for o in ours)]
-        return [*keras_own, *self.flat_compile.all_metrics()]
-
-    def get_compile_config(self) -> dict[str, Any]:
-        config = super().get_compile_config()
-        if config and self.flat_compile.config is not None:
-            config.update(keras.saving.serialize_keras_object(self.flat_compile.config))
-        return config
-
-    def compile_from_config(self, config: dict[str, Any]) -> None:
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
-    def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> keras.callbacks.History:
-        """`keras.Model.fit` on `((x, steps), y[, sample_weight])` batches; see `train_step`.
-
-        `x` is a dataset of such batches, or inputs `(x, steps)` with `y` beside them (numpy
-        arrays, `y` ragged or padded `(batch, T, L, D)`), which also allows `validation_split`
-        and `sample_weight`: `(batch,)` per sample or `(batch, T)` per outer step.
-
-        Under a `tf.distribute` strategy with several replicas, ragged targets are padded
-        (`chain.pad_targets`) so that batches can be split; each replica then uses its real
-        steps only, and the loss is normalised by the global count of real steps.
-
-        Raises:
-            ValueError: `class_weight` is given, or the model was compiled with
-                `jit_compile=True`.
-        """
-        _train.check_fit_arguments(kwargs, bool(self.compiled and self.jit_compile))
-        if isinstance(x, tf.data.Dataset):
-            kwargs.setdefault("shuffle", False)  # a dataset shuffles itself; Keras only warns
-        x = self._for_replicas(x)
-        if kwargs.get("validation_data") is not None:
-            kwargs["validation_data"] = self._for_replicas(kwargs["validation_data"])
-        return super().fit(x, *args, **kwargs)
-
-    def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
-        """`keras.Model.evaluate` on `((x, steps), y[, sample_weight])` batches; see `test_step`."""
-        return super().evaluate(self._for_replicas(x), *args, **kwargs)
-
-    def predict(self, x: Any = None, *args: Any, **kwargs: Any) -> tf.RaggedTensor:
-        """`keras.Model.predict` on `(x, steps)`, or a dataset of `(x, steps)` or `((x, steps), y)`.
-
-        `x` alone (an array, `(x,)` or a dataset of x) runs at the lengths the chain predicts,
-        as `generate(x)` does.
-
-        Returns:
-            RaggedTensor of shape `(n, T, None, output_size)`; T is `None` only when the
-            batches had different T.
-
-        Raises:
-            ValueError: `x` alone and the chain has no `lengths` part.
-        """
-        if not isinstance(x, tf.data.Dataset):
-            given, steps = _train.predict_inputs(x)
-            if steps is None:
-                _train.check_predict_lengths(self, given)
-        out = super().predict(x, *args, **kwargs)
-        return _train.uniform_t(out) if isinstance(out, tf.RaggedTensor) else out
-
-    def _for_replicas(self, data: Any) -> Any:
-        if isinstance(data, tf.data.Dataset) and self.distribute_strategy.num_replicas_in_sync > 1:
-            return _train.pad_targets(data)
-        return data
-
-    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        """One step of `fit` on `((x, steps), y[, sample_weight])`, `y` `(batch, T, None, D)`.
-
-        The compiled loss (default `chain.ragged_mse`) and compiled metrics see the flat values
-        of the output and of `y`, `(sum(steps), D)`: real inner steps only. `sample_weight`,
-        `(batch,)` or `(batch, T)`, weighs every real inner step of its sample or outer step.
-        The length and stop heads add their cross-entropies. Logs hold `loss`, `masked_mse`
-        (unweighted) and, when configured, `length_accuracy` or `stop_accuracy`.
-        """
-        return _train.train_step(self, data)
-
-    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
-                     training: bool = True) -> tf.Tensor:  # fmt: skip
-        """The loss of one batch, as `fit` minimises it: for a custom training loop.
-
-        The compiled output loss (default `chain.ragged_mse`, times `loss_weights`) plus the
-        lengths part's terms (`LengthHead`'s cross-entropy, `StopToken`'s binary cross-entropies)
-        and the layers' `losses`: what `train_step` differentiates. Without `y_pred` the chain
-        runs on `x` here, as in `fit` (with `feedback`, teacher-forced on `y`); the lengths part
-        needs IR and B's outputs, which a call does not return.
-
-        Examples:
-            >>> import chain, keras, numpy as np, tensorflow as tf
-            >>> net = Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.GRUCell(4),
-            ...             output_size=2, max_steps=3, lengths=chain.LengthHead())
-            >>> x, steps = np.zeros((2, 5, 3), "float32"), np.ones((2, 5), "int32")
-            >>> with tf.GradientTape() as tape:
-            ...     loss = net.compute_loss(x=(x, steps), y=net(x, steps))
-            >>> grads = tape.gradient(loss, net.trainable_variables)
-
-        Args:
-            x: `(x, steps)`, as `fit` takes them.
-            y: the targets `(batch, T, None, output_size)`, ragged or padded `(batch, T, L, D)`.
-            y_pred: None (the chain runs here), or `net(x, steps)` of a chain without a lengths
-                part, whose output loss is then taken from it.
-            sample_weight: `(batch,)` per sample or `(batch, T)` per outer step, or None.
-            training: passed to model A and model B.
-
-        Returns:
-            Scalar float32. Under a `tf.distribute` strategy with several replicas, this
-            replica's share of the batch's loss, as in `fit` (their sum is the loss).
-
-        Raises:
-            ValueError: `x` is not `(x, steps)`, `y` is missing, `y_pred` is given to a chain
-                with a lengths part, or an input is bad.
-        """
-        return _train.compute_loss(self, x, y, y_pred, sample_weight, training)
-
-    def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        """One step of `evaluate` on `((x, steps), y)`; the same losses and logs as `train_step`."""
-        return _train.test_step(self, data)
-
-    def predict_step(self, data: Any) -> tf.RaggedTensor:
-        """One step of `predict`: the ragged output of `(x, steps)`, `y` ignored if present."""
-        return _train.predict_step(self, data)
+        return _cells.fast_path_under(self._fast_path, self.resolved_strategy(), self.feedback)
 
     # ------------------------------------------------------------------ generation
 
@@ -606,34 +393,13 @@ class Chain(keras.Model):
         """
         if steps is not None:
             return self(x, steps, initial_state=initial_state, return_state=return_state)
-        if self.lengths is None:
-            raise ValueError(
-                "`generate` without `steps` needs predicted lengths: build the Chain with "
-                "`lengths=chain.LengthHead()` (or `predict_lengths=True`) or `lengths=chain.StopToken()` "
-                "(or `stop='token'`), or pass `steps`; received lengths=None"
-            )
+        _lengths.check_generates(self.lengths)
         x = tf.cast(_validate.as_x(x), self.compute_dtype)
         if not self.built:
             self.build(tuple(x.shape))
         _validate.check_inputs(x, tf.zeros(tf.shape(x)[:2], tf.int32), self.input_size, None)
-        a_in, b_in = self._states_in(initial_state, x)
-        if self.state == "carry" and b_in is None:
-            b_in = self._defaults(None, None, x)[1]
-        if x.shape[1] == 0:  # no outer step, as in a call: nothing runs, and the states pass through
-            a_out, b_out = self._defaults(a_in, b_in, x)
-            made = Generated(self._no_outputs(), tf.zeros(tf.stack([tf.shape(x)[0], 0]), tf.int32), a_out, b_out)
-        elif tf.executing_eagerly() and self.graph_calls:
-            made = self._graphs.generate(self._generate_flat, x, a_in, b_in)
-        else:
-            made = self._generate_flat(x, a_in, b_in)
-        a_out, b_out = [tf.stop_gradient(s) for s in made.a_states], [tf.stop_gradient(s) for s in made.b_states]
-        states = self._states_out(a_out, b_out)
-        out = _ragged.ragged_from_flat(made.flat, made.steps)
+        out, states = self._runner.generate(x, initial_state)
         return (out, states) if return_state else out
-
-    def _generate_flat(self, x: tf.Tensor, a_in: list | None, b_in: list | None) -> Generated:
-        parts = self._forward.parts
-        return self.lengths.generate(Generation(self._forward, x, a_in, b_in or None, parts.length_layers))
 
     # ------------------------------------------------------------------ serving
 

@@ -245,3 +245,18 @@ def test_a_length_part_may_not_take_a_name_the_chain_uses():
                       lengths=Clash())  # fmt: skip
     with pytest.raises(ValueError, match=r"a length part's layers need names of their own; received 'head'"):
         net(np.zeros((1, 2, 2), "float32"), np.ones((1, 2), "int32"))
+
+
+def test_chain_evaluate_and_report_score_the_lengths_of_a_part_of_ones_own():
+    from chain_app.report import score  # what `chain evaluate` and a run's report.json report
+
+    keras.utils.set_random_seed(0)
+    net = chain.Chain(keras.layers.GRU(8, return_sequences=True), keras.layers.GRUCell(4), output_size=2,
+                      max_steps=3, lengths=RoundedLength())  # fmt: skip
+    x, steps, y = _length_data(n=16)
+    batches = tf.data.Dataset.from_tensor_slices(((x, steps), y)).batch(8)
+    net.compile("adam")
+    scores = score(net, batches, {"noise_floor": 0.5, "samples": 16})
+    generated = net.generate(x).row_lengths(axis=2).flat_values.numpy().reshape(steps.shape)
+    assert scores["length_accuracy"] == pytest.approx(np.mean(generated == steps))
+    assert scores["mse_over_noise_floor"] == pytest.approx(scores["mse"] / 0.5)
