@@ -136,8 +136,8 @@ class Training:
 
         Examples:
             >>> import chain, keras, numpy as np, tensorflow as tf
-            >>> net = Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.GRUCell(4),
-            ...             output_size=2, max_steps=3, lengths=chain.LengthHead())
+            >>> net = chain.Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.GRUCell(4),
+            ...                   output_size=2, max_steps=3, lengths=chain.LengthHead())
             >>> x, steps = np.zeros((2, 5, 3), "float32"), np.ones((2, 5), "int32")
             >>> with tf.GradientTape() as tape:
             ...     loss = net.compute_loss(x=(x, steps), y=net(x, steps))
