@@ -145,7 +145,7 @@ def generate(
         start: global index of the first sample.
         return_truth: also return the law's ground truth under ``"truth"``.
         teacher_hidden: units of the teacher's GRU A and GRU cell B.
-        vocab_size: ``V``, the tokens of the token tasks, in [2, 1024].
+        vocab_size: ``V``, the tokens of the token tasks, in [2, 256].
 
     Returns:
         A dict with ``x`` float32 (n_samples, T, input_size), ``steps`` int32 (n_samples, T),

@@ -100,7 +100,7 @@ def test_a_valid_make_writes_and_inspect_reports_what_was_asked(options):
 _INT_OPTIONS = {
     "samples": (1, None), "timesteps": (1, None), "input-size": (1, None), "output-size": (1, None),
     "longest-step": (1, 2**31 - 1), "teacher-hidden": (1, None), "shard-size": (1, None), "workers": (1, None),
-    "num-shards": (1, None), "seed": (0, 2**63 - 1), "vocab-size": (2, 1024),
+    "num-shards": (1, None), "seed": (0, 2**63 - 1), "vocab-size": (2, 256),
 }  # fmt: skip
 
 

@@ -289,8 +289,8 @@ def test_inspect_reports_the_floor_and_the_miss_rate_and_plots_tokens(dataset, t
 
 
 @pytest.mark.parametrize("value,match", [
-    (1, r"`vocab_size` must be in \[2, 1024\]; received 1"),
-    (1025, r"`vocab_size` must be in \[2, 1024\]; received 1025"),
+    (1, r"`vocab_size` must be in \[2, 256\]; received 1"),
+    (257, r"`vocab_size` must be in \[2, 256\]; received 257"),
     (2.5, r"`vocab_size` must be an integer; received 2.5"),
     (True, r"`vocab_size` must be an integer; received True"),
 ])  # fmt: skip
@@ -303,8 +303,8 @@ def test_a_bad_vocab_size_is_a_value_error_naming_it(tmp_path, value, match):
 
 
 @pytest.mark.parametrize("value,message", [
-    ("1", "Invalid value for '--vocab-size': `vocab_size` must be in [2, 1024]; received 1"),
-    ("5000", "Invalid value for '--vocab-size': `vocab_size` must be in [2, 1024]; received 5000"),
+    ("1", "Invalid value for '--vocab-size': `vocab_size` must be in [2, 256]; received 1"),
+    ("5000", "Invalid value for '--vocab-size': `vocab_size` must be in [2, 256]; received 5000"),
     ("x", "Invalid value for '--vocab-size': 'x' is not a valid integer"),
 ])  # fmt: skip
 def test_a_bad_vocab_size_exits_2_in_one_line_and_writes_nothing(tmp_path, value, message):
