@@ -145,8 +145,9 @@ def test_shards_workers_formats_and_slices_hold_the_same_samples(tmp_path, task)
 def test_the_most_likely_sequence_is_the_best_of_all_sequences(task):
     """Brute force over all 3^n sequences of each run (n <= 4), from the run's realised source."""
     data = datagen.generate(12, task=task, vocab_size=3, return_truth=True, **TINY)
-    lengths = set()
+    lengths, followed = set(), 0
     for b, t, rows, source in runs_of(data, task == "tokens"):
+        followed += source is not None
         x = data["x"][b, t]
         scores = {sequence: sequence_probability(data["truth"], x, source, sequence)
                   for sequence in itertools.product(range(3), repeat=len(rows))}  # fmt: skip
@@ -154,6 +155,7 @@ def test_the_most_likely_sequence_is_the_best_of_all_sequences(task):
         assert tuple(data["y_best_values"][rows]) == best, (b, t, scores)
         lengths.add(len(rows))
     assert lengths == {1, 2, 3, 4}
+    assert (followed > 0) == (task == "tokens")  # runs that start from the previous run's last token
 
 
 def test_the_floor_is_the_law_s_mean_negative_log_likelihood_per_split(dataset):
@@ -245,6 +247,17 @@ def test_the_law_is_stored_in_a_truth_file_and_info_names_the_vocabulary(dataset
         np.testing.assert_array_equal(truth[key], value)
     facts = datagen.info(dataset)
     assert facts["vocab_size"] == 12 and facts["noise_floor"] is None
+
+
+def test_resume_keeps_the_figures_of_the_shards_it_keeps(dataset, tmp_path):
+    import shutil
+
+    shutil.copytree(dataset, tmp_path / "copy")
+    (tmp_path / "copy" / "shard-00001.npz").unlink()
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    params = {key: manifest["params"][key] for key in ("task", "n_samples", "shard_size")}
+    resumed = datagen.make(tmp_path / "copy", **params, **TINY, resume=True)
+    assert resumed == manifest
 
 
 def test_a_manifest_whose_figures_differ_from_its_shards_is_refused(dataset, tmp_path):
