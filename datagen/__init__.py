@@ -17,6 +17,7 @@ from ._params import FORMATS as FORMATS
 from ._params import GENERATOR_VERSION as GENERATOR_VERSION
 from ._params import LENGTHS as LENGTHS
 from ._params import TASKS as TASKS
+from ._params import TOKEN_TASKS as TOKEN_TASKS
 from ._params import ParameterError as ParameterError
 from ._read import read as read
 from ._read import split_range as split_range
@@ -32,6 +33,7 @@ __all__ = [
     "LENGTHS",
     "ParameterError",
     "TASKS",
+    "TOKEN_TASKS",
     "generate",
     "info",
     "load",

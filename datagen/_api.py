@@ -30,6 +30,7 @@ def make(
     noise: float = 0.05,
     seed: int = 0,
     teacher_hidden: int = 8,
+    vocab_size: int = 12,
     format: str = "npz",  # noqa: A002 - mirrors the --format option
     shard_size: int = 1024,
     workers: int = 1,
@@ -46,8 +47,8 @@ def make(
     then rename) and the manifest last.
 
     The generation parameters ``task``, ``timesteps``, ``input_size``, ``output_size``,
-    ``longest_step``, ``lengths``, ``zero_fraction``, ``noise``, ``seed`` and ``teacher_hidden``
-    are those of [`datagen.generate`][].
+    ``longest_step``, ``lengths``, ``zero_fraction``, ``noise``, ``seed``, ``teacher_hidden`` and
+    ``vocab_size`` are those of [`datagen.generate`][].
 
     Args:
         out: the dataset directory, created if needed.
@@ -75,7 +76,7 @@ def make(
         DatasetError: ``resume`` found an unreadable manifest.
     """
     spec = Spec(task, timesteps, input_size, output_size, longest_step, lengths,
-                zero_fraction, noise, seed, teacher_hidden)  # fmt: skip
+                zero_fraction, noise, seed, teacher_hidden, vocab_size)  # fmt: skip
     plan = Plan(n_samples, shard_size, format, num_shards, shard_index)
     return make_dataset(out, spec, plan, workers=workers, overwrite=overwrite, resume=resume, progress=progress)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _lengths, _memory, _rng, _tasks
-from ._params import Spec, validate_count, validate_flag
+from . import _lengths, _memory, _rng, _tasks, _tokens
+from ._params import TOKEN_TASKS, Spec, validate_count, validate_flag
 
 X_LOW, X_HIGH = -1.0, 1.0
 """Inputs are i.i.d. uniform on [X_LOW, X_HIGH) (see ``_lengths`` for ``input`` lengths)."""
@@ -41,6 +41,18 @@ def _inputs_and_steps(spec: Spec, block: int) -> tuple[np.ndarray, np.ndarray]:
 def _block(spec: Spec, block: int) -> dict[str, np.ndarray]:
     """All arrays of one block of :data:`_rng.BLOCK` samples (cached: shards may share a block)."""
     x, steps = _inputs_and_steps(spec, block)
+    if spec.task in TOKEN_TASKS:
+        arrays = _token_targets(spec, block, x, steps)
+    else:
+        arrays = _real_targets(spec, block, x, steps)
+    arrays = {"x": x.astype(np.float32), "steps": steps, **arrays}
+    for value in arrays.values():
+        value.setflags(write=False)
+    return arrays
+
+
+def _real_targets(spec: Spec, block: int, x: np.ndarray, steps: np.ndarray) -> dict[str, np.ndarray]:
+    """A block's noisy and clean real targets, float32 (sum(steps), output_size)."""
     shape = (int(steps.sum()), spec.output_size)
     noise = np.zeros(shape, np.float32)
     if spec.noise > 0:
@@ -51,10 +63,17 @@ def _block(spec: Spec, block: int) -> dict[str, np.ndarray]:
     else:
         clean = _tasks.clean_targets(spec, x, steps, law_truth(spec)).astype(np.float32, copy=False)
     noisy = clean + noise if spec.noise > 0 else clean
-    arrays = {"x": x.astype(np.float32), "steps": steps, "y_values": noisy, "y_clean_values": clean}
-    for value in arrays.values():
-        value.setflags(write=False)
-    return arrays
+    return {"y_values": noisy, "y_clean_values": clean}
+
+
+def _token_targets(spec: Spec, block: int, x: np.ndarray, steps: np.ndarray) -> dict[str, np.ndarray]:
+    """A block's sampled tokens int32 (sum(steps),), the distribution each was drawn from float32
+    (sum(steps), vocab_size) and each run's most likely tokens int32 (sum(steps),)."""
+    law, carry = law_truth(spec), spec.task == "tokens"
+    uniforms = _rng.block_stream(spec.seed, _rng.Purpose.TOKENS, block).random(int(steps.sum()))
+    tokens, probs = _tokens.sample(x, steps, law, uniforms, carry)
+    best = _tokens.viterbi(x, steps, tokens, law, carry)
+    return {"y_values": tokens, "y_clean_values": probs.astype(np.float32), "y_best_values": best}
 
 
 def no_feedback_floor(spec: Spec, n_samples: int) -> float:
@@ -68,12 +87,8 @@ def _take(arrays: dict[str, np.ndarray], first: int, stop: int) -> dict[str, np.
     """Samples ``[first, stop)`` of a block (indices within the block)."""
     per_sample = arrays["steps"].sum(axis=1, dtype=np.int64)
     low, high = int(per_sample[:first].sum()), int(per_sample[:stop].sum())
-    return {
-        "x": arrays["x"][first:stop],
-        "steps": arrays["steps"][first:stop],
-        "y_values": arrays["y_values"][low:high],
-        "y_clean_values": arrays["y_clean_values"][low:high],
-    }
+    rows = {key: value[low:high] for key, value in arrays.items() if key.startswith("y_")}
+    return {"x": arrays["x"][first:stop], "steps": arrays["steps"][first:stop], **rows}
 
 
 def generate_spec(spec: Spec, start: int, n_samples: int) -> dict[str, np.ndarray]:
@@ -103,6 +118,7 @@ def generate(
     start: int = 0,
     return_truth: bool = False,
     teacher_hidden: int = 8,
+    vocab_size: int = 12,
 ) -> dict[str, Any]:
     """Makes inputs, ragged-length labels and targets whose law is known exactly.
 
@@ -110,6 +126,10 @@ def generate(
     parameters and ``i``, so ``generate(n, start=s)`` equals ``generate(s + n)`` sliced to
     ``[s, s + n)``. Noise comes from its own random stream: changing ``noise`` changes only
     ``y_values``.
+
+    The token tasks (``datagen.TOKEN_TASKS``) sample one int token in ``[0, vocab_size)`` per
+    inner step from a Markov chain set by ``x`` (see ``datagen._tokens``); ``output_size`` and
+    ``noise`` do not apply to them.
 
     Args:
         n_samples: number of samples, >= 1.
@@ -125,12 +145,16 @@ def generate(
         start: global index of the first sample.
         return_truth: also return the law's ground truth under ``"truth"``.
         teacher_hidden: units of the teacher's GRU A and GRU cell B.
+        vocab_size: ``V``, the tokens of the token tasks, in [2, 256].
 
     Returns:
         A dict with ``x`` float32 (n_samples, T, input_size), ``steps`` int32 (n_samples, T),
         ``y_values`` float32 (sum(steps), output_size) in (sample, t, k) row order,
         ``y_clean_values`` float32 (sum(steps), output_size) without noise, and with
-        ``return_truth`` a dict ``truth`` of numpy arrays.
+        ``return_truth`` a dict ``truth`` of numpy arrays. For the token tasks ``y_values`` is
+        int32 (sum(steps),), the sampled tokens; ``y_clean_values`` float32 (sum(steps), V),
+        the distribution each token was drawn from; and ``y_best_values`` int32 (sum(steps),),
+        each run's most likely token sequence given the token it follows.
 
     Raises:
         ValueError: a parameter is out of range, or the arrays asked for cannot fit in this
@@ -142,7 +166,7 @@ def generate(
         ((8, 16, 4), True)
     """
     spec = Spec(task, timesteps, input_size, output_size, longest_step, lengths,
-                zero_fraction, noise, seed, teacher_hidden)  # fmt: skip
+                zero_fraction, noise, seed, teacher_hidden, vocab_size)  # fmt: skip
     n_samples = validate_count("n_samples", n_samples, 1)
     start = validate_count("start", start, 0)
     return_truth = validate_flag("return_truth", return_truth)

@@ -9,12 +9,14 @@ from typing import Any
 
 from . import _manifest
 from ._errors import DatasetError
-from ._params import validate_path
+from ._params import TOKEN_TASKS, validate_path
 from ._read import manifest_path, split_range
 
 
-def _noise_floor(manifest: dict[str, Any], path: Path) -> float:
+def _noise_floor(manifest: dict[str, Any], path: Path) -> float | None:
     value = manifest.get("noise_floor")
+    if value is None and manifest["params"]["task"] in TOKEN_TASKS:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise DatasetError(f"{path}: invalid manifest: `noise_floor` must be a finite number >= 0; received {value!r}")
     return float(value)
@@ -34,7 +36,9 @@ def info(directory: str | os.PathLike[str], *, split: str | None = None,
 
     Returns:
         A dict with ``task``, ``format``, ``input_size``, ``output_size``, ``timesteps`` (T),
-        ``longest_step``, ``noise`` and ``noise_floor`` (``noise ** 2``, the MSE of the true law),
+        ``longest_step``, ``noise`` and ``noise_floor`` (``noise ** 2``, the MSE of the true law;
+        None for a token task, whose floor is ``manifest["law"]["cross_entropy_floor"]``),
+        ``vocab_size`` (a token task's ``V``, None for the others),
         ``counts`` (``samples``, ``timesteps``, ``real_steps``, ``shards`` of the whole dataset,
         from its shard records), ``splits`` (samples in ``"train"`` and ``"heldout"`` at
         ``heldout_fraction``), ``split`` and ``samples`` (samples in ``split``), and
@@ -71,6 +75,7 @@ def info(directory: str | os.PathLike[str], *, split: str | None = None,
         "longest_step": spec.longest_step,
         "noise": float(spec.noise),
         "noise_floor": _noise_floor(manifest, path),
+        "vocab_size": spec.vocab_size if spec.task in TOKEN_TASKS else None,
         "counts": {"samples": n, "timesteps": spec.timesteps, "shards": len(shards),
                    "real_steps": sum(record["real_steps"] for record in shards)},  # fmt: skip
         "splits": {"train": n - heldout, "heldout": heldout},

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _storage
 from ._info import info
-from ._params import ParameterError, validate_count
+from ._params import TOKEN_TASKS, ParameterError, validate_count
 from ._read import read
 
 _BAR = 40
@@ -39,7 +39,8 @@ def summary(directory: str | os.PathLike[str], verify: bool = False) -> str:
 
     Returns:
         Lines with the counts, a histogram of ``steps``, the padding ratio
-        ``T * longest_step / mean real steps per sample`` and the noise floor.
+        ``T * longest_step / mean real steps per sample`` and the noise floor (for a token
+        task, the law's cross-entropy and the greedy walk's miss rate).
     """
     data = read(directory, verify)
     manifest, steps = data["manifest"], data["steps"]
@@ -48,20 +49,37 @@ def summary(directory: str | os.PathLike[str], verify: bool = False) -> str:
     per_sample = steps.sum() / n
     padding = timesteps * params["longest_step"] / per_sample if per_sample else float("inf")
     state = f" (state: {law['state']})" if "state" in law else ""
+    tokens = params["task"] in TOKEN_TASKS
+    targets = f"vocab_size {params['vocab_size']}" if tokens else f"output_size {params['output_size']}"
     lines = [
         f"dataset      {directory} ({params['format']}, {manifest['counts']['shards']} shards, "
         f"generator {manifest['generator']['version']}{', verified' if verify else ''})",
         f"task         {params['task']}{state}; lengths {params['lengths']} (longest_step "
         f"{params['longest_step']}, zero_fraction {params['zero_fraction']}); seed {params['seed']}",
-        f"samples      {n} x T={timesteps}; input_size {params['input_size']}, output_size {params['output_size']}",
+        f"samples      {n} x T={timesteps}; input_size {params['input_size']}, {targets}",
         f"real steps   {int(steps.sum())} ({per_sample:.2f} per sample, {per_sample / timesteps:.2f} per outer step)",
         f"padding      T * longest_step / mean real steps = {timesteps} * {params['longest_step']} / "
         f"{per_sample:.2f} = {padding:.2f}",
-        f"noise floor  {manifest['noise_floor']:.6g} (noise {params['noise']})",
+        *(_token_lines(law) if tokens else [f"noise floor  {manifest['noise_floor']:.6g} (noise {params['noise']})"]),
         "lengths (share of outer steps):",
         *_histogram(steps.ravel(), params["longest_step"]),
     ]
     return "\n".join(lines)
+
+
+def _figure(value: float | None, form: str) -> str:
+    return "none" if value is None else format(value, form)
+
+
+def _token_lines(law: dict[str, Any]) -> list[str]:
+    """A token law's floor and greedy miss rate, whole and per split."""
+    floor, miss, runs = law["cross_entropy_floor"], law["greedy_miss_rate"], law["runs"]
+    return [
+        f"law floor    {_figure(floor['all'], '.6g')} nats per token (train {_figure(floor['train'], '.6g')}, "
+        f"held-out {_figure(floor['heldout'], '.6g')}; held-out fraction {law['heldout_fraction']})",
+        f"greedy miss  {_figure(miss['heldout'], '.1%')} of {runs['heldout']} held-out runs of 2+ tokens "
+        f"({_figure(miss['all'], '.1%')} of all {runs['all']})",
+    ]
 
 
 def check_plot_path(path: str | os.PathLike[str]) -> Path:
@@ -123,7 +141,10 @@ def plot(directory: str | os.PathLike[str], path: str | os.PathLike[str], sample
 
     figure, (top, bottom) = pyplot.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=[1, 1.6])
     _draw_input(top, data["x"][sample], data["steps"][sample])
-    _draw_outputs(bottom, data, sample)
+    if data["manifest"]["params"]["task"] in TOKEN_TASKS:
+        _draw_tokens(bottom, data, sample)
+    else:
+        _draw_outputs(bottom, data, sample)
     figure.suptitle(f"{directory}: sample {sample}, task {data['manifest']['params']['task']}")
     figure.tight_layout()
     image = io.BytesIO()
@@ -165,4 +186,22 @@ def _draw_outputs(axes: Any, data: dict[str, Any], sample: int) -> None:
     axes.set_xlim(0, steps.shape[1])
     axes.set_xlabel("outer step t (inner steps k spread across each unit)")
     axes.set_ylabel("targets y[b, t, k]: line clean, dots noisy")
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.005, 0.5))
+
+
+def _draw_tokens(axes: Any, data: dict[str, Any], sample: int) -> None:
+    """Each outer step's sampled tokens (dots) and its run's most likely tokens (line)."""
+    steps = data["steps"]
+    offsets = np.concatenate([[0], np.cumsum(steps.reshape(-1))])
+    first = sample * steps.shape[1]
+    for t, count in enumerate(steps[sample]):
+        rows = slice(offsets[first + t], offsets[first + t + 1])
+        where = t + (np.arange(count) + 0.5) / max(count, 1)
+        labels = ("sampled", "most likely") if t == 0 else (None, None)
+        axes.plot(where, data["y_best_values"][rows], color="C1", linewidth=1.2, label=labels[1])
+        axes.plot(where, data["y_values"][rows], "o", color="C0", markersize=4, label=labels[0])
+        axes.axvline(t, color="0.85", linewidth=0.8, zorder=0)
+    axes.set_xlim(0, steps.shape[1])
+    axes.set_xlabel("outer step t (inner steps k spread across each unit)")
+    axes.set_ylabel("tokens y[b, t, k]")
     axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.005, 0.5))

@@ -9,15 +9,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import _manifest, _memory, _pool, _rng, _storage
+from . import _manifest, _memory, _pool, _rng, _storage, _tokens
 from ._errors import DatasetError
 from ._generate import generate_spec, law_truth
 from ._lock import locked
 from ._manifest import Plan
-from ._params import GENERATOR_VERSION, ParameterError, Spec, validate_count, validate_flag, validate_path
-from ._tasks import TEACHER_KEYS
+from ._params import GENERATOR_VERSION, TOKEN_TASKS, ParameterError, Spec, validate_count, validate_flag, validate_path
+from ._read import heldout_start
+from ._tasks import truth_file
 
-TEACHER_FILE = "teacher.npz"
 _FLUSH_SECONDS = 1.0
 
 
@@ -56,20 +56,27 @@ def _write_shard(job: tuple[Spec, Plan, int, str]) -> dict[str, Any]:
     data = _storage.encode_shard(arrays, plan.file_format)
     name = _storage.shard_name(shard, plan.file_format)
     _storage.atomic_write(Path(out) / name, data)
-    return {"file": name, "sha256": _storage.sha256(data), "start": start, "stop": stop,
-            "real_steps": int(arrays["steps"].sum()), "bytes": len(data)}  # fmt: skip
+    record = {"file": name, "sha256": _storage.sha256(data), "start": start, "stop": stop,
+              "real_steps": int(arrays["steps"].sum()), "bytes": len(data)}  # fmt: skip
+    if spec.task in TOKEN_TASKS:
+        cut = heldout_start(plan.n_samples, _tokens.HELDOUT_FRACTION)
+        record["law_stats"] = _tokens.shard_statistics(arrays, law_truth(spec), spec.task == "tokens", start, cut)
+    return record
 
 
 def _write_truth(spec: Spec, out: Path) -> list[dict[str, str]]:
-    """Writes the teacher's weights (Keras order) to ``teacher.npz``; other laws live in the manifest."""
-    if spec.task != "teacher":
+    """Writes the law's truth file, if it has one: the teacher's weights (Keras order) to
+    ``teacher.npz``, a token law to ``tokens.npz``; other laws live in the manifest."""
+    stored = truth_file(spec.task)
+    if stored is None:
         return []
-    weights = law_truth(spec)
-    data = _storage.encode_npz({key: weights[key] for key in TEACHER_KEYS})
-    path = out / TEACHER_FILE
+    name, keys = stored
+    law = law_truth(spec)
+    data = _storage.encode_npz({key: law[key] for key in keys})
+    path = out / name
     if not path.is_file() or _storage.sha256(_storage.read_file(path)) != _storage.sha256(data):
         _storage.atomic_write(path, data)
-    return [{"name": TEACHER_FILE, "sha256": _storage.sha256(data)}]
+    return [{"name": name, "sha256": _storage.sha256(data)}]
 
 
 def _verified(out: Path, spec: Spec, plan: Plan) -> dict[int, dict[str, Any]]:

@@ -8,6 +8,11 @@ parameters), ``x_distribution``, ``counts`` (samples, timesteps, real inner step
 parameters), ``slice`` (which part of the whole it covers) and ``shards`` (file, sha256,
 ``start``/``stop`` sample range, real steps and bytes of each shard).
 
+A token task's manifest differs in four places: ``params`` holds ``vocab_size``; ``noise_floor``
+is null (nothing is added to the tokens); ``law`` adds the law's figures summed from the shards
+(``cross_entropy_floor``, ``greedy_miss_rate`` and ``runs``, see ``datagen._tokens.summary``);
+and each shard record adds ``law_stats``, what those figures sum.
+
 A slice made with ``num_shards=K, shard_index=i`` writes ``manifest.slice-i-of-K.json`` instead,
 covering only its shards; :func:`datagen.merge` joins the K slices into ``manifest.json``.
 """
@@ -23,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _lengths, _storage, _tasks
+from . import _lengths, _storage, _tasks, _tokens
 from ._errors import DatasetError
-from ._params import FORMATS, GENERATOR_VERSION, ParameterError, Spec, validate_choice, validate_count
+from ._params import (FORMATS, GENERATOR_VERSION, TOKEN_TASKS, ParameterError, Spec, validate_choice,
+                      validate_count)  # fmt: skip
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -128,13 +134,8 @@ def build(spec: Spec, plan: Plan, shards: list[dict[str, Any]], truth_files: lis
     Returns:
         A JSON-ready dict.
     """
-    law = {key: np.asarray(value).tolist() for key, value in _tasks.truth(spec).items()} if spec.task != "teacher" else {}
     samples = sum(record["stop"] - record["start"] for record in shards)
-    described = _tasks.describe(spec)
-    if spec.task in _tasks.AR_TASKS:
-        from ._generate import no_feedback_floor
-
-        described["no_feedback_floor"] = no_feedback_floor(spec, plan.n_samples)
+    described = _law(spec, plan, shards)
     first, last = plan.shards.start, plan.shards.stop
     return {
         "format_version": FORMAT_VERSION,
@@ -149,12 +150,37 @@ def build(spec: Spec, plan: Plan, shards: list[dict[str, Any]], truth_files: lis
             "real_steps": sum(record["real_steps"] for record in shards),
             "shards": len(shards),
         },
-        "noise_floor": spec.noise**2,
-        "truth": {"files": truth_files, "parameters": law},
+        "noise_floor": noise_floor(spec),
+        "truth": {"files": truth_files, "parameters": _inline_parameters(spec)},
         "slice": {"index": plan.shard_index, "count": plan.num_shards, "shards": [first, last],
                   "total_shards": plan.total_shards, "total_samples": plan.n_samples},
         "shards": shards,
     }  # fmt: skip
+
+
+def noise_floor(spec: Spec) -> float | None:
+    """``noise ** 2``, the MSE of the true law; None for the token tasks, whose floor is the law's
+    cross-entropy (``law.cross_entropy_floor``)."""
+    return None if spec.task in TOKEN_TASKS else spec.noise**2
+
+
+def _inline_parameters(spec: Spec) -> dict[str, Any]:
+    """The law's parameters as the manifest holds them: none where a truth file holds them."""
+    if _tasks.truth_file(spec.task) is not None:
+        return {}
+    return {key: np.asarray(value).tolist() for key, value in _tasks.truth(spec).items()}
+
+
+def _law(spec: Spec, plan: Plan, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's ``law``: the words and state mode, and the floors a law has besides."""
+    described = _tasks.describe(spec)
+    if spec.task in _tasks.AR_TASKS:
+        from ._generate import no_feedback_floor
+
+        described["no_feedback_floor"] = no_feedback_floor(spec, plan.n_samples)
+    if spec.task in TOKEN_TASKS:
+        described.update(_tokens.summary(shards, _tokens.HELDOUT_FRACTION))
+    return described
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -208,6 +234,8 @@ def check(manifest: Any, path: Path, partial: bool = False) -> None:
     _check_counts(manifest, spec, shards, path)
     _check_slice(manifest["slice"], plan, path)
     _check_law(manifest, spec, path)
+    if spec.task in TOKEN_TASKS:
+        _check_token_figures(manifest, shards, path)
     truth = manifest.get("truth")
     _require(isinstance(truth, dict) and isinstance(truth.get("files"), list), path, "`truth.files` must be a list")
     for record in truth["files"]:
@@ -262,11 +290,14 @@ def _check_slice(layout: dict[str, Any], plan: Plan, path: Path) -> None:
 
 
 def _check_law(manifest: dict[str, Any], spec: Spec, path: Path) -> None:
-    """``noise_floor`` is ``noise ** 2``; ``law`` describes the task its parameters name."""
-    floor = manifest.get("noise_floor")
-    _require(isinstance(floor, (int, float)) and not isinstance(floor, bool) and math.isfinite(floor)
-             and math.isclose(floor, spec.noise**2, rel_tol=1e-9, abs_tol=0.0), path,
-             f"`noise_floor` must be noise ** 2 = {spec.noise**2!r}; received {floor!r}")  # fmt: skip
+    """``noise_floor`` is ``noise ** 2`` (null for tokens); ``law`` describes the task its parameters name."""
+    floor, expected = manifest.get("noise_floor"), noise_floor(spec)
+    if expected is None:
+        _require(floor is None, path, f"`noise_floor` must be null for task {spec.task!r}; received {floor!r}")
+    else:
+        _require(isinstance(floor, (int, float)) and not isinstance(floor, bool) and math.isfinite(floor)
+                 and math.isclose(floor, expected, rel_tol=1e-9, abs_tol=0.0), path,
+                 f"`noise_floor` must be noise ** 2 = {expected!r}; received {floor!r}")  # fmt: skip
     law = manifest.get("law")
     _require(isinstance(law, dict) and law.get("task") == spec.task, path,
              f"`law` must be an object whose task is {spec.task!r}")
@@ -274,9 +305,35 @@ def _check_law(manifest: dict[str, Any], spec: Spec, path: Path) -> None:
              "`law.law` and `law.state` must be strings")
 
 
+def _check_token_figures(manifest: dict[str, Any], shards: list[dict[str, Any]], path: Path) -> None:
+    """Each shard's ``law_stats`` is well formed and counts its real steps; ``law``'s figures are
+    their sums."""
+    for record in shards:
+        stats = record.get("law_stats")
+        _require(isinstance(stats, dict) and all(_is_stats(stats.get(split)) for split in _tokens.SPLITS), path,
+                 f"shard {record.get('file')!r}: `law_stats` must hold train and heldout figures")
+        tokens = sum(stats[split]["tokens"] for split in _tokens.SPLITS)
+        _require(tokens == record["real_steps"], path, f"shard {record.get('file')!r}: `law_stats` counts "
+                                                       f"{tokens} tokens, the shard {record['real_steps']}")
+    expected = _tokens.summary(shards, _tokens.HELDOUT_FRACTION)
+    law = manifest["law"]
+    for key, value in expected.items():
+        _require(law.get(key) == value, path, f"`law.{key}` is {law.get(key)!r}, the shards give {value!r}")
+
+
+def _is_stats(figures: Any) -> bool:
+    """``law_stats`` of one split: counts, a finite log loss >= 0, at most as many misses as runs."""
+    if not isinstance(figures, dict) or not all(_is_count(figures.get(key)) for key in ("tokens", "runs",
+                                                                                        "greedy_misses")):
+        return False
+    loss = figures.get("log_loss")
+    real = isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss) and loss >= 0
+    return real and figures["greedy_misses"] <= figures["runs"]
+
+
 def _check_parameters(parameters: Any, spec: Spec, path: Path) -> None:
-    """``truth.parameters`` holds the law's closed-form parameters (none for the teacher, whose
-    weights are a file); they are cheap to recompute, so they must equal the recomputed ones."""
+    """``truth.parameters`` holds the law's closed-form parameters (none for the teacher and the
+    tokens, whose laws are files); they are cheap to recompute, so they must equal the recomputed ones."""
     _require(isinstance(parameters, dict), path, "`truth.parameters` must be an object")
     arrays = {}
     for key, value in parameters.items():
@@ -286,7 +343,7 @@ def _check_parameters(parameters: Any, spec: Spec, path: Path) -> None:
             arrays[key] = None
         _require(arrays[key] is not None and bool(np.isfinite(arrays[key]).all()), path,
                  f"`truth.parameters.{key}` must be a finite number or a nested list of them")
-    expected = {} if spec.task == "teacher" else _tasks.truth(spec)
+    expected = {} if _tasks.truth_file(spec.task) is not None else _tasks.truth(spec)
     _require(sorted(arrays) == sorted(expected), path,
              f"`truth.parameters` must hold {sorted(expected)} for task {spec.task!r}; received {sorted(arrays)}")
     for key, value in expected.items():
@@ -307,7 +364,8 @@ def spec_and_plan(manifest: dict[str, Any], path: Path) -> tuple[Spec, Plan]:
     """Rebuilds and validates the spec and plan a manifest records."""
     values = manifest.get("params")
     _require(isinstance(values, dict), path, "`params` must be an object")
-    names = [field.name for field in dataclasses.fields(Spec)]
+    tokens = values.get("task") in TOKEN_TASKS  # only their manifests record `vocab_size`
+    names = [field.name for field in dataclasses.fields(Spec) if tokens or field.name != "vocab_size"]
     _require(all(name in values for name in [*names, "n_samples", "shard_size", "format"]), path, "`params` is incomplete")
     layout = manifest.get("slice")
     _require(isinstance(layout, dict), path, "`slice` must be an object")

@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ._params import ParameterError, Spec
+from ._params import TOKEN_TASKS, ParameterError, Spec
 
 _GIB = 2**30
 
@@ -29,12 +29,19 @@ def mean_steps(spec: Spec) -> float:
     return mean * (1.0 - spec.zero_fraction)
 
 
+def _width(spec: Spec) -> int:
+    """Numbers per inner step's target: ``output_size``, or a token task's distribution over ``V``."""
+    return spec.vocab_size if spec.task in TOKEN_TASKS else spec.output_size
+
+
 def bytes_needed(spec: Spec, samples: int) -> float:
     """Bytes to generate ``samples`` samples at once (float, since sizes may exceed int64)."""
     hidden = 8.0 * spec.teacher_hidden if spec.task == "teacher" else 0.0
     per_outer = 32.0 + 12.0 * spec.input_size + hidden
-    per_inner = 48.0 + 24.0 * spec.output_size + hidden
+    per_inner = 48.0 + 24.0 * _width(spec) + hidden
     weights = 0.0
+    if spec.task in TOKEN_TASKS:  # the law, and the decoder's chunks of (runs, V, V) scores
+        weights = 16.0 * (spec.input_size + 1) * (spec.vocab_size + 1) ** 2 + 2**27
     if spec.task == "teacher":
         units = spec.teacher_hidden
         weights = 8.0 * 3 * units * (spec.input_size + 3 * units + 4) + 8.0 * units * (spec.output_size + 1)
@@ -89,7 +96,7 @@ def bytes_stored(spec: Spec, samples: int) -> float:
     """Bytes that ``samples`` samples take on disk before compression: float32 inputs and targets,
     int32 lengths (float, since sizes may exceed int64)."""
     per_outer = 4.0 + 4.0 * spec.input_size
-    per_inner = 4.0 * spec.output_size
+    per_inner = 4.0 * _width(spec) + (8.0 if spec.task in TOKEN_TASKS else 0.0)
     return float(samples) * spec.timesteps * (per_outer + mean_steps(spec) * per_inner)
 
 

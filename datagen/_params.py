@@ -12,8 +12,15 @@ from typing import Any
 GENERATOR_VERSION = "1.0.0"
 """Bumped whenever the same parameters and seed would give different content."""
 
-TASKS: tuple[str, ...] = ("echo", "running", "bursts", "teacher", "ar", "ar-reset")
-"""Target laws, see `datagen._tasks`."""
+TASKS: tuple[str, ...] = ("echo", "running", "bursts", "teacher", "ar", "ar-reset", "tokens", "tokens-reset")
+"""Target laws, see `datagen._tasks` and, for the tokens, `datagen._tokens`."""
+
+TOKEN_TASKS: tuple[str, ...] = ("tokens", "tokens-reset")
+"""The laws whose targets are int tokens, one per inner step, rather than real vectors."""
+
+MAX_VOCAB_SIZE = 256
+"""Decoding a run costs ``vocab_size ** 2`` per token: at 256, about a minute per block of 1024
+samples at the default sizes."""
 
 LENGTHS: tuple[str, ...] = ("fixed", "uniform", "poisson", "geometric", "zipf", "input")
 """Distributions of ``steps[b, t]``, see `datagen._lengths`."""
@@ -62,13 +69,18 @@ class Spec:
     noise: float = 0.05
     seed: int = 0
     teacher_hidden: int = 8
+    vocab_size: int = 12
 
     def __post_init__(self) -> None:
         _validate_spec(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """The parameters as a JSON-ready dict."""
-        return dataclasses.asdict(self)
+        """The parameters as a JSON-ready dict; ``vocab_size`` only for the token tasks, so the
+        manifests of the other tasks are those of earlier versions."""
+        values = dataclasses.asdict(self)
+        if self.task not in TOKEN_TASKS:
+            del values["vocab_size"]
+        return values
 
 
 def _integer(name: str, value: Any, low: int, high: float = math.inf) -> int:
@@ -118,6 +130,7 @@ def _validate_spec(spec: Spec) -> None:
         "noise": _real("noise", spec.noise, 0.0, MAX_NOISE),
         "seed": _integer("seed", spec.seed, 0, 2**63 - 1),
         "teacher_hidden": _integer("teacher_hidden", spec.teacher_hidden, 1),
+        "vocab_size": _integer("vocab_size", spec.vocab_size, 2, MAX_VOCAB_SIZE),
     }
     if fields["task"] == "echo" and fields["output_size"] != fields["input_size"]:
         raise ParameterError(

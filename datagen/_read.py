@@ -13,8 +13,8 @@ import numpy as np
 from . import _manifest, _storage
 from ._errors import DatasetError
 from ._manifest import Plan
-from ._params import ParameterError, Spec, validate_flag, validate_path
-from ._tasks import TEACHER_KEYS
+from ._params import TOKEN_TASKS, ParameterError, Spec, validate_flag, validate_path
+from ._tasks import truth_file
 
 
 def manifest_path(directory: Path) -> Path:
@@ -33,15 +33,20 @@ def manifest_path(directory: Path) -> Path:
     raise DatasetError(f"{path}: missing; not a datagen dataset")
 
 
+def vocab_size(spec: Spec) -> int | None:
+    """``spec.vocab_size`` for a token task, None for the others (see ``_storage.target_layout``)."""
+    return spec.vocab_size if spec.task in TOKEN_TASKS else None
+
+
 def _check_shard(arrays: dict[str, np.ndarray], record: dict[str, Any], spec: Spec, name: Path) -> None:
-    """The arrays must have the shapes, dtypes and lengths the manifest promises."""
+    """The arrays must have the shapes, dtypes, lengths and tokens the manifest promises."""
     n = record["stop"] - record["start"]
     steps = arrays["steps"]
+    targets = _storage.target_layout(spec.output_size, vocab_size(spec)).items()
     expected = {
         "x": ((n, spec.timesteps, spec.input_size), np.float32),
         "steps": ((n, spec.timesteps), np.int32),
-        "y_values": ((record["real_steps"], spec.output_size), np.float32),
-        "y_clean_values": ((record["real_steps"], spec.output_size), np.float32),
+        **{key: ((record["real_steps"], *shape), dtype) for key, (dtype, shape) in targets},
         "row_lengths": ((n * spec.timesteps,), np.int64),
     }
     for key, (shape, dtype) in expected.items():
@@ -52,6 +57,9 @@ def _check_shard(arrays: dict[str, np.ndarray], record: dict[str, Any], spec: Sp
         raise DatasetError(f"{name}: `steps` outside [0, {spec.longest_step}] or not summing to {record['real_steps']}")
     if not np.array_equal(arrays["row_lengths"], steps.reshape(-1)):
         raise DatasetError(f"{name}: `row_lengths` differs from `steps`")
+    for key in ("y_values", "y_best_values") if spec.task in TOKEN_TASKS else ():
+        if arrays[key].size and not 0 <= arrays[key].min() <= arrays[key].max() < spec.vocab_size:
+            raise DatasetError(f"{name}: `{key}` holds tokens outside [0, {spec.vocab_size})")
 
 
 def read_shard(directory: Path, record: dict[str, Any], spec: Spec, plan: Plan, manifest: Path,
@@ -62,14 +70,15 @@ def read_shard(directory: Path, record: dict[str, Any], spec: Spec, plan: Plan, 
     if verify and _storage.sha256(data) != record["sha256"]:
         raise DatasetError(f"{path}: sha256 does not match the manifest (corrupt or changed file)")
     sizes = (spec.timesteps, spec.input_size, spec.output_size)
-    arrays = _storage.decode_shard(data, plan.file_format, str(path), sizes)
+    arrays = _storage.decode_shard(data, plan.file_format, str(path), sizes, vocab_size(spec))
     _check_shard(arrays, record, spec, path)
     return arrays
 
 
 def read_truth(directory: Path, manifest: dict[str, Any], path: Path) -> dict[str, np.ndarray]:
-    """The stored truth: the teacher's weights (checked by sha256) or the law's parameters."""
+    """The stored truth: the law's truth file (checked by sha256) or its parameters."""
     truth = {key: np.asarray(value, dtype=np.float64) for key, value in manifest["truth"]["parameters"].items()}
+    stored = truth_file(manifest["params"]["task"])
     for record in manifest["truth"]["files"]:
         file = _storage.safe_path(directory, record.get("name"), path)
         data = _storage.read_file(file)
@@ -77,7 +86,7 @@ def read_truth(directory: Path, manifest: dict[str, Any], path: Path) -> dict[st
             raise DatasetError(f"{file}: sha256 does not match the manifest (corrupt or changed file)")
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                truth.update({key: archive[key] for key in archive.files if key in TEACHER_KEYS})
+                truth.update({key: archive[key] for key in archive.files if stored and key in stored[1]})
         except Exception as error:  # any failure to parse means the file cannot be trusted
             raise DatasetError(f"{file}: not a readable npz truth file ({type(error).__name__})") from None
     return truth
@@ -100,11 +109,16 @@ def split_range(n_samples: int, split: str | None, heldout_fraction: float) -> t
         raise ParameterError("split", f"`split` must be one of None, 'train', 'heldout'; received {split!r}")
     if not isinstance(heldout_fraction, (int, float)) or not 0 < heldout_fraction < 1:
         raise ParameterError("heldout_fraction", f"`heldout_fraction` must be in (0, 1); received {heldout_fraction!r}")
-    cut = n_samples - math.ceil(heldout_fraction * n_samples)
+    cut = heldout_start(n_samples, heldout_fraction)
     if split is not None and cut <= 0:
         raise ParameterError("heldout_fraction", f"`heldout_fraction` {heldout_fraction} leaves no training "
                              f"samples out of {n_samples}")  # fmt: skip
     return {None: (0, n_samples), "train": (0, cut), "heldout": (cut, n_samples)}[split]
+
+
+def heldout_start(n_samples: int, heldout_fraction: float) -> int:
+    """The index of the first held-out sample: the last ``ceil(heldout_fraction * n)`` are held out."""
+    return n_samples - math.ceil(heldout_fraction * n_samples)
 
 
 def subset(data: dict[str, Any], first: int, stop: int) -> dict[str, Any]:
@@ -113,8 +127,8 @@ def subset(data: dict[str, Any], first: int, stop: int) -> dict[str, Any]:
     offsets = np.concatenate([[0], np.cumsum(steps.sum(axis=1, dtype=np.int64))])
     low, high = offsets[first], offsets[stop]
     timesteps = steps.shape[1]
-    return {**data, "x": data["x"][first:stop], "steps": steps[first:stop],
-            "y_values": data["y_values"][low:high], "y_clean_values": data["y_clean_values"][low:high],
+    rows = {key: value[low:high] for key, value in data.items() if key.startswith("y_")}
+    return {**data, "x": data["x"][first:stop], "steps": steps[first:stop], **rows,
             "row_lengths": data["row_lengths"][first * timesteps : stop * timesteps]}  # fmt: skip
 
 
@@ -135,7 +149,10 @@ def read(directory: str | os.PathLike[str], verify: bool = False, *, split: str 
         ``y_clean_values`` float32 (sum(steps), output_size) in (sample, t, k) row order,
         ``row_lengths`` int64 (n * T,) (``steps`` flattened: the ragged row lengths),
         ``truth`` (dict of arrays: the teacher's weights or the law's parameters) and
-        ``manifest`` (the parsed manifest).
+        ``manifest`` (the parsed manifest). A token dataset's ``y_values`` are int32
+        (sum(steps),) tokens, its ``y_clean_values`` float32 (sum(steps), vocab_size) the
+        distribution each was drawn from, and its ``y_best_values`` int32 (sum(steps),) each
+        run's most likely tokens given the token it follows.
 
     Raises:
         DatasetError: the manifest or a file is missing, corrupt, inconsistent, or names a file
@@ -150,7 +167,7 @@ def read(directory: str | os.PathLike[str], verify: bool = False, *, split: str 
     manifest = _manifest.load(path)
     spec, plan = _manifest.spec_and_plan(manifest, path)
     shards = [read_shard(root, record, spec, plan, path, verify) for record in manifest["shards"]]
-    data: dict[str, Any] = {key: np.concatenate([shard[key] for shard in shards]) for key in _storage.SHARD_KEYS}
+    data: dict[str, Any] = {key: np.concatenate([shard[key] for shard in shards]) for key in shards[0]}
     data["truth"] = read_truth(root, manifest, path)
     data["manifest"] = manifest
     return subset(data, *split_range(len(data["x"]), split, heldout_fraction))

@@ -24,6 +24,7 @@ class Purpose(enum.IntEnum):
     ZEROS = 2
     NOISE = 3
     TRUTH = 4
+    TOKENS = 5
 
 
 def block_stream(seed: int, purpose: Purpose, block: int) -> np.random.Generator:

@@ -3,8 +3,10 @@
 A shard holds consecutive samples ``[start, stop)`` as the components of a ragged tensor:
 ``x`` float32 (n, T, input_size), ``steps`` int32 (n, T), ``y_values`` and ``y_clean_values``
 float32 (sum(steps), output_size) in (sample, t, k) row order, and ``row_lengths`` int64
-(n * T,), which equals ``steps`` flattened. ``npz`` shards are uncompressed zip files of ``.npy``
-arrays with fixed timestamps (byte-identical for identical content); ``tfrecord`` shards hold one
+(n * T,), which equals ``steps`` flattened. A token task's shard holds ``y_values`` int32
+(sum(steps),), the tokens, ``y_clean_values`` float32 (sum(steps), vocab_size), and
+``y_best_values`` int32 (sum(steps),) besides (see :func:`target_layout`). ``npz`` shards are
+uncompressed zip files of ``.npy`` arrays with fixed timestamps (byte-identical for identical content); ``tfrecord`` shards hold one
 ``tf.train.Example`` per sample (see ``datagen._tfrecord``).
 """
 
@@ -27,6 +29,7 @@ from . import _atomic
 from ._errors import DatasetError
 
 SHARD_KEYS = ("x", "steps", "y_values", "y_clean_values", "row_lengths")
+TOKEN_SHARD_KEYS = ("x", "steps", "y_values", "y_clean_values", "y_best_values", "row_lengths")
 EXTENSIONS = {"npz": "npz", "tfrecord": "tfrecord"}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
@@ -59,25 +62,35 @@ def encode_npz(arrays: dict[str, np.ndarray]) -> memoryview:
     return buffer.getbuffer().toreadonly()
 
 
+def target_layout(output_size: int, vocab_size: int | None = None) -> dict[str, tuple[type, tuple[int, ...]]]:
+    """A shard's target arrays: name to (dtype, shape of one real inner step's entry).
+
+    Args:
+        output_size: ``D`` of the real-valued tasks.
+        vocab_size: ``V`` of a token task; None for the real-valued tasks.
+    """
+    if vocab_size is None:
+        return {"y_values": (np.float32, (output_size,)), "y_clean_values": (np.float32, (output_size,))}
+    return {"y_values": (np.int32, ()), "y_clean_values": (np.float32, (vocab_size,)), "y_best_values": (np.int32, ())}
+
+
 def encode_shard(arrays: dict[str, np.ndarray], file_format: str) -> bytes | memoryview:
-    """Serialises one shard's arrays (``x``, ``steps``, ``y_values``, ``y_clean_values``)."""
+    """Serialises one shard's arrays: ``x``, ``steps`` and the targets (``y_values``, ...)."""
     steps = arrays["steps"]
     if file_format == "npz":
         return encode_npz({**arrays, "row_lengths": steps.reshape(-1).astype(np.int64)})
     offsets = np.concatenate([[0], np.cumsum(steps.sum(axis=1, dtype=np.int64))])
+    targets = [key for key in arrays if key.startswith("y_")]
     records = [
-        _tfrecord.encode_example({
-            "x": arrays["x"][i],
-            "steps": steps[i],
-            "y_values": arrays["y_values"][offsets[i] : offsets[i + 1]],
-            "y_clean_values": arrays["y_clean_values"][offsets[i] : offsets[i + 1]],
-        })
+        _tfrecord.encode_example({"x": arrays["x"][i], "steps": steps[i],
+                                  **{key: arrays[key][offsets[i] : offsets[i + 1]] for key in targets}})
         for i in range(len(steps))
     ]  # fmt: skip
     return _tfrecord.frame(records)
 
 
-def decode_shard(data: bytes, file_format: str, name: str, sizes: tuple[int, int, int]) -> dict[str, np.ndarray]:
+def decode_shard(data: bytes, file_format: str, name: str, sizes: tuple[int, int, int],
+                 vocab_size: int | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """Parses a shard's bytes without unpickling anything.
 
     Args:
@@ -85,25 +98,24 @@ def decode_shard(data: bytes, file_format: str, name: str, sizes: tuple[int, int
         file_format: ``npz`` or ``tfrecord``.
         name: the file's path, for error messages.
         sizes: ``(timesteps, input_size, output_size)`` from the manifest.
+        vocab_size: ``V`` of a token task, None for the others.
 
     Returns:
-        The five arrays of :data:`SHARD_KEYS`.
+        The arrays of :data:`SHARD_KEYS`, or of :data:`TOKEN_SHARD_KEYS` for a token task.
 
     Raises:
         DatasetError: the bytes are not a well-formed shard.
     """
     if file_format == "npz":
-        return _decode_npz(data, name)
+        return _decode_npz(data, name, SHARD_KEYS if vocab_size is None else TOKEN_SHARD_KEYS)
     timesteps, input_size, output_size = sizes
     samples = [_tfrecord.decode_example(record, name) for record in _tfrecord.unframe(data, name)]
     try:
-        steps = _int32_steps(np.stack([sample["steps"] for sample in samples]), name).reshape(-1, timesteps)
-        arrays = {
-            "x": np.stack([sample["x"] for sample in samples]).reshape(-1, timesteps, input_size),
-            "steps": steps,
-            "y_values": np.concatenate([s["y_values"] for s in samples]).reshape(-1, output_size),
-            "y_clean_values": np.concatenate([s["y_clean_values"] for s in samples]).reshape(-1, output_size),
-        }
+        steps = _int32(np.stack([sample["steps"] for sample in samples]), name, "steps").reshape(-1, timesteps)
+        arrays = {"x": np.stack([sample["x"] for sample in samples]).reshape(-1, timesteps, input_size), "steps": steps}
+        for key, (dtype, shape) in target_layout(output_size, vocab_size).items():
+            values = np.concatenate([sample[key] for sample in samples]).reshape(-1, *shape)
+            arrays[key] = values if dtype is np.float32 else _int32(values, name, key)
     except DatasetError:
         raise
     except (KeyError, ValueError) as error:
@@ -111,21 +123,21 @@ def decode_shard(data: bytes, file_format: str, name: str, sizes: tuple[int, int
     return {**arrays, "row_lengths": steps.reshape(-1).astype(np.int64)}
 
 
-def _int32_steps(steps: np.ndarray, name: str) -> np.ndarray:
-    """``steps`` as int32, refusing values a cast would wrap (2**32 + 3 must not read as 3)."""
-    if steps.size and (steps.min() < 0 or steps.max() > np.iinfo(np.int32).max):
-        raise DatasetError(f"{name}: `steps` holds {int(steps.min()) if steps.min() < 0 else int(steps.max())}, "
+def _int32(values: np.ndarray, name: str, key: str) -> np.ndarray:
+    """``values`` as int32, refusing values a cast would wrap (2**32 + 3 must not read as 3)."""
+    if values.size and (values.min() < 0 or values.max() > np.iinfo(np.int32).max):
+        raise DatasetError(f"{name}: `{key}` holds {int(values.min()) if values.min() < 0 else int(values.max())}, "
                            f"outside [0, {np.iinfo(np.int32).max}]")  # fmt: skip
-    return steps.astype(np.int32)
+    return values.astype(np.int32)
 
 
-def _decode_npz(data: bytes, name: str) -> dict[str, np.ndarray]:
+def _decode_npz(data: bytes, name: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            missing = set(SHARD_KEYS) - set(archive.files)
+            missing = set(keys) - set(archive.files)
             if missing:
                 raise DatasetError(f"{name}: missing arrays {sorted(missing)}")
-            return {key: archive[key] for key in SHARD_KEYS}
+            return {key: archive[key] for key in keys}
     except DatasetError:
         raise
     except Exception as error:  # zip, npy header and pickle refusals all mean a corrupt file

@@ -12,8 +12,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _gru, _rng
-from ._params import Spec
+from . import _gru, _rng, _tokens
+from ._params import TOKEN_TASKS, Spec
 
 TEACHER_KEYS = (
     "a_kernel", "a_recurrent_kernel", "a_bias",
@@ -342,7 +342,19 @@ def truth(spec: Spec) -> dict[str, np.ndarray]:
         return bursts_parameters(spec.input_size)
     if spec.task in AR_TASKS:
         return ar_parameters(spec)
+    if spec.task in TOKEN_TASKS:
+        return _tokens.parameters(spec)
     return {}
+
+
+def truth_file(task: str) -> tuple[str, tuple[str, ...]] | None:
+    """The file a task's law is stored in and the arrays it holds, or None where the manifest
+    holds the law's parameters (small closed forms)."""
+    if task == "teacher":
+        return "teacher.npz", TEACHER_KEYS
+    if task in TOKEN_TASKS:
+        return "tokens.npz", _tokens.TRUTH_KEYS
+    return None
 
 
 def clean_targets(spec: Spec, x: np.ndarray, steps: np.ndarray, law: dict[str, np.ndarray]) -> np.ndarray:
@@ -370,12 +382,15 @@ def clean_targets(spec: Spec, x: np.ndarray, steps: np.ndarray, law: dict[str, n
 
 def describe(spec: Spec) -> dict[str, Any]:
     """The law as stored in the manifest: its docstring and, for stateful laws, the state mode."""
-    function = {"teacher": teacher, "running": running, "bursts": bursts, "echo": echo, "ar": ar, "ar-reset": ar}[spec.task]
-    entry: dict[str, Any] = {"task": spec.task, "law": " ".join((function.__doc__ or "").split())}
-    if spec.task in ("teacher", "running", "ar"):
+    functions = {"teacher": teacher, "running": running, "bursts": bursts, "echo": echo, "ar": ar, "ar-reset": ar}
+    words = _tokens.LAW if spec.task in TOKEN_TASKS else functions[spec.task].__doc__
+    entry: dict[str, Any] = {"task": spec.task, "law": " ".join((words or "").split())}
+    if spec.task in ("teacher", "running", "ar", "tokens"):
         entry["state"] = "carry"
-    if spec.task == "ar-reset":
+    if spec.task in ("ar-reset", "tokens-reset"):
         entry["state"] = "reset"
+    if spec.task in TOKEN_TASKS:
+        entry["vocab_size"] = spec.vocab_size
     if spec.task == "teacher":
         entry["hidden"] = {"model_a": spec.teacher_hidden, "model_b": spec.teacher_hidden}
     return entry

@@ -6,6 +6,9 @@ One record per sample, with features:
 * ``steps``: int64_list of ``T`` values, the row lengths of the targets;
 * ``y_values`` and ``y_clean_values``: float_list of ``sum(steps) * output_size`` values.
 
+A token task's record holds ``y_values`` and ``y_best_values`` as int64_list of ``sum(steps)``
+tokens and ``y_clean_values`` as float_list of ``sum(steps) * vocab_size`` probabilities.
+
 TensorFlow parses a record with :func:`feature_spec`'s features, e.g. ``y_values`` as
 ``tf.io.RaggedFeature(tf.float32, "y_values", partitions=[RowLengths("steps"),
 UniformRowLength(output_size)])``, giving a ragged (T, None, output_size) tensor.
@@ -99,21 +102,20 @@ def _int_feature(values: np.ndarray) -> bytes:
 
 
 def encode_example(sample: dict[str, np.ndarray]) -> bytes:
-    """Serialises one sample as a ``tf.train.Example``.
+    """Serialises one sample as a ``tf.train.Example``, its features in name order.
 
     Args:
-        sample: ``x`` (T, input_size), ``steps`` (T,), ``y_values`` and ``y_clean_values``
-            (steps.sum(), output_size).
+        sample: ``x`` (T, input_size), ``steps`` (T,) and the targets, e.g. ``y_values`` and
+            ``y_clean_values`` (steps.sum(), output_size). Float arrays become float_lists, the
+            others (int, or objects holding Python ints) int64_lists.
 
     Returns:
         The serialised proto.
     """
     features = [
-        ("steps", _int_feature(sample["steps"])),
-        ("x", _float_feature(sample["x"].reshape(-1))),
-        ("y_clean_values", _float_feature(sample["y_clean_values"].reshape(-1))),
-        ("y_values", _float_feature(sample["y_values"].reshape(-1))),
-    ]
+        (key, _float_feature(value.reshape(-1)) if value.dtype.kind == "f" else _int_feature(value.reshape(-1)))
+        for key, value in sorted(sample.items())
+    ]  # fmt: skip
     entries = b"".join(_field(1, _field(1, key.encode()) + _field(2, value)) for key, value in features)
     return _field(1, entries)
 
@@ -216,23 +218,33 @@ def decode_example(record: bytes, name: str) -> dict[str, Any]:
     return features
 
 
-def feature_spec(timesteps: int, input_size: int, output_size: int) -> dict[str, Any]:
+def feature_spec(timesteps: int, input_size: int, output_size: int, vocab_size: int | None = None) -> dict[str, Any]:
     """The ``tf.io.parse_single_example`` features of a record (imports TensorFlow).
+
+    Args:
+        timesteps, input_size, output_size: the sizes from the manifest.
+        vocab_size: ``V`` of a token task, None for the others.
 
     Returns:
         ``x``: dense (T, input_size) float32; ``steps``: (T,) int64 (a 1-D RaggedFeature, since it
         also partitions the targets; ``.to_tensor()`` makes it dense); ``y_values`` and
         ``y_clean_values``: ragged (T, None, output_size) float32 whose row lengths are ``steps``.
+        For a token task ``y_values`` and ``y_best_values`` are ragged (T, None) int64 and
+        ``y_clean_values`` ragged (T, None, V) float32.
     """
     import tensorflow as tf
 
-    def ragged(key: str) -> Any:
-        partitions = [tf.io.RaggedFeature.RowLengths("steps"), tf.io.RaggedFeature.UniformRowLength(output_size)]
-        return tf.io.RaggedFeature(tf.float32, value_key=key, partitions=partitions, row_splits_dtype=tf.int64)
+    def ragged(key: str, dtype: Any = tf.float32, width: int | None = None) -> Any:
+        partitions = [tf.io.RaggedFeature.RowLengths("steps")]
+        partitions += [tf.io.RaggedFeature.UniformRowLength(width)] if width is not None else []
+        return tf.io.RaggedFeature(dtype, value_key=key, partitions=partitions, row_splits_dtype=tf.int64)
 
-    return {
+    features = {
         "x": tf.io.FixedLenFeature([timesteps, input_size], tf.float32),
         "steps": tf.io.RaggedFeature(tf.int64, value_key="steps", row_splits_dtype=tf.int64),
-        "y_values": ragged("y_values"),
-        "y_clean_values": ragged("y_clean_values"),
     }
+    if vocab_size is None:
+        return {**features, "y_values": ragged("y_values", width=output_size),
+                "y_clean_values": ragged("y_clean_values", width=output_size)}  # fmt: skip
+    return {**features, "y_values": ragged("y_values", tf.int64), "y_best_values": ragged("y_best_values", tf.int64),
+            "y_clean_values": ragged("y_clean_values", width=vocab_size)}  # fmt: skip

@@ -44,6 +44,8 @@ def main() -> None:
 @click.option("--noise", type=float, default=0.05, show_default=True, help="Std of Gaussian target noise.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Root seed (>= 0).")
 @click.option("--teacher-hidden", type=int, default=8, show_default=True, help="Units of the teacher's GRUs.")
+@click.option("--vocab-size", type=int, default=12, show_default=True,
+              help="Tokens V of the token tasks, in [2, 256] (they ignore --output-size and --noise).")
 @click.option("--out", type=OutputDir(), default="demo-data", show_default=True, help="Dataset directory.")
 @click.option("--format", "file_format", default="npz", show_default=True, help=f"Shard format: {', '.join(FORMATS)}.")
 @click.option("--shard-size", type=int, default=1024, show_default=True, help="Samples per shard.")

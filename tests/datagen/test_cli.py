@@ -45,8 +45,8 @@ def test_make_options_map_onto_the_api(tmp_path):
         (["--timesteps", "-1"], "Invalid value for '--timesteps': `timesteps` must be >= 1; received -1"),
         (["--input-size", "0"], "Invalid value for '--input-size': `input_size` must be >= 1; received 0"),
         (["--longest-step", "0"], "Invalid value for '--longest-step': `longest_step` must be in [1, 2147483647]; received 0"),
-        (["--task", "nope"], "Invalid value for '--task': `task` must be one of echo, running, bursts, teacher, ar, ar-reset; "
-                             "received 'nope'"),  # fmt: skip
+        (["--task", "nope"], "Invalid value for '--task': `task` must be one of echo, running, bursts, teacher, ar, "
+                             "ar-reset, tokens, tokens-reset; received 'nope'"),  # fmt: skip
         (["--lengths", "gauss"], "Invalid value for '--lengths': `lengths` must be one of"),
         (["--task", "echo", "--output-size", "3"], "Invalid value for '--output-size': `output_size` must equal "
                                                    "`input_size` for task 'echo'; received output_size=3, input_size=4"),

@@ -29,9 +29,10 @@ def test_import_and_make_do_not_import_tensorflow(tmp_path):
 
 
 def test_public_names():
-    for name in ("generate", "make", "read", "load", "merge", "TASKS", "LENGTHS", "teacher_weights", "DatasetError",
-                 "windows_per_sample"):
+    for name in ("generate", "make", "read", "load", "merge", "TASKS", "TOKEN_TASKS", "LENGTHS", "teacher_weights",
+                 "DatasetError", "windows_per_sample"):
         assert name in datagen.__all__ and hasattr(datagen, name)
-    assert datagen.TASKS == ("echo", "running", "bursts", "teacher", "ar", "ar-reset")
+    assert datagen.TASKS == ("echo", "running", "bursts", "teacher", "ar", "ar-reset", "tokens", "tokens-reset")
+    assert datagen.TOKEN_TASKS == ("tokens", "tokens-reset")
     assert datagen.LENGTHS == ("fixed", "uniform", "poisson", "geometric", "zipf", "input")
     assert issubclass(datagen.DatasetError, ValueError) and issubclass(datagen.ParameterError, ValueError)

@@ -55,6 +55,7 @@ def valid_options(draw) -> dict:
         "noise": draw(st.one_of(st.just(0.0), st.floats(1e-6, 10.0))),
         "seed": draw(st.integers(0, 2**63 - 1)),
         "teacher-hidden": draw(st.integers(1, 4)),
+        "vocab-size": draw(st.integers(2, 5)),
         "format": draw(st.sampled_from(datagen.FORMATS)),
         "shard-size": draw(st.integers(1, 70)),
         "workers": draw(st.integers(1, 2)),
@@ -68,7 +69,7 @@ def as_args(options: dict) -> list[str]:
 
 def generation_kwargs(options: dict) -> dict:
     names = ("task", "timesteps", "input-size", "output-size", "longest-step", "lengths", "zero-fraction", "noise",
-             "seed", "teacher-hidden")  # fmt: skip
+             "seed", "teacher-hidden", "vocab-size")  # fmt: skip
     return {name.replace("-", "_"): options[name] for name in names}
 
 
@@ -82,11 +83,14 @@ def test_a_valid_make_writes_and_inspect_reports_what_was_asked(options):
         params = data["manifest"]["params"]
         asked = {**generation_kwargs(options), "n_samples": options["samples"], "shard_size": options["shard-size"],
                  "format": options["format"]}  # fmt: skip
+        tokens = options["task"] in datagen.TOKEN_TASKS
+        if not tokens:  # only token manifests record the vocabulary
+            del asked["vocab_size"]
         assert params == asked
         expected = datagen.generate(options["samples"], **generation_kwargs(options))
         for key in ("x", "steps", "y_values", "y_clean_values"):
             np.testing.assert_array_equal(data[key], expected[key])
-        assert data["manifest"]["noise_floor"] == options["noise"] ** 2
+        assert data["manifest"]["noise_floor"] == (None if tokens else options["noise"] ** 2)
         report = run("inspect", out)
         assert report.exit_code == 0, report.output
         assert f"samples      {options['samples']} x T={options['timesteps']}" in report.output
@@ -96,7 +100,7 @@ def test_a_valid_make_writes_and_inspect_reports_what_was_asked(options):
 _INT_OPTIONS = {
     "samples": (1, None), "timesteps": (1, None), "input-size": (1, None), "output-size": (1, None),
     "longest-step": (1, 2**31 - 1), "teacher-hidden": (1, None), "shard-size": (1, None), "workers": (1, None),
-    "num-shards": (1, None), "seed": (0, 2**63 - 1),
+    "num-shards": (1, None), "seed": (0, 2**63 - 1), "vocab-size": (2, 256),
 }  # fmt: skip
 
 
