@@ -10,10 +10,13 @@ Chain's and its gradients are with respect to the Chain's weights.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    from chain import Chain
 
 
 def state_sizes(model_b: Any) -> list[int]:
@@ -37,13 +40,13 @@ def b_step(model_b: Any, inputs: tf.Tensor, states: list[tf.Tensor], training: b
     return out, tf.nest.flatten(new if isinstance(new, (list, tuple)) else [new])
 
 
-def _start_states(net: Any, ir_t: tf.Tensor, batch: int) -> list[tf.Tensor]:
+def _start_states(net: "Chain", ir_t: tf.Tensor, batch: int) -> list[tf.Tensor]:
     if net.state == "init":
         return [layer(ir_t) for layer in net.init_layers]
     return [tf.zeros([batch, size], ir_t.dtype) for size in state_sizes(net.model_b)]
 
 
-def _outer_step(net: Any, ir_t: tf.Tensor, steps_t: tf.Tensor, states: list[tf.Tensor], training: bool) -> tuple[tf.RaggedTensor, list[tf.Tensor]]:
+def _outer_step(net: "Chain", ir_t: tf.Tensor, steps_t: tf.Tensor, states: list[tf.Tensor], training: bool) -> tuple[tf.RaggedTensor, list[tf.Tensor]]:
     """The inner loop at one ``t``: ``max_b steps[b, t]`` calls of model B.
 
     Returns:
@@ -71,7 +74,7 @@ def output_width(model_b: Any) -> int:
     return int(model_b.output_size)
 
 
-def reference_values(net: Any, x: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
+def reference_values(net: "Chain", x: tf.Tensor, steps: tf.Tensor, training: bool = False) -> tf.Tensor:
     """The Chain's output, computed with the question's nested loops in eager mode.
 
     Args:

@@ -11,9 +11,12 @@ import os
 import importlib.metadata
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench._workloads import CELLS, GATES, Case, Sizes
+
+if TYPE_CHECKING:
+    from chain import Chain
 
 _CONFIGURED_THREADS: list[int] = []
 
@@ -163,7 +166,7 @@ def build_chain(case: Case, sizes: Sizes, seed: int, *, strategy: str, compiled:
     )
 
 
-def chain_values(net: Any, x: Any, steps: Any, training: bool) -> Any:
+def chain_values(net: "Chain", x: Any, steps: Any, training: bool) -> Any:
     """The flat values of ``net(x, steps)``; with `training` False the flag is left out entirely."""
     out = net(x, steps, training=True) if training else net(x, steps)
     return out.flat_values
@@ -175,12 +178,12 @@ def _forward(values: Callable[..., Any], x: Any, steps: Any) -> Any:
     return tf.reduce_sum(values(x, steps, False))
 
 
-def teacher_forced_values(net: Any, x: Any, steps: Any, training: bool, y_values: Any) -> Any:
+def teacher_forced_values(net: "Chain", x: Any, steps: Any, training: bool, y_values: Any) -> Any:
     """The flat values of ``net(x, steps, targets=y_values)``: a feedback chain fed the targets."""
     return net(x, steps, training=True, targets=y_values).flat_values
 
 
-def _train(values: Callable[..., Any], net: Any, optimizer: Any, x: Any, steps: Any, y_values: Any, flag: bool = True,
+def _train(values: Callable[..., Any], net: "Chain", optimizer: Any, x: Any, steps: Any, y_values: Any, flag: bool = True,
            teacher: bool = False) -> Any:  # fmt: skip
     import tensorflow as tf
 
@@ -194,7 +197,7 @@ def _train(values: Callable[..., Any], net: Any, optimizer: Any, x: Any, steps: 
 
 
 def step_program(
-    net: Any, workload: dict[str, Any], phase: str, *, graph: bool, values: Callable[..., Any] | None = None
+    net: "Chain", workload: dict[str, Any], phase: str, *, graph: bool, values: Callable[..., Any] | None = None
 ) -> Callable[[], float]:
     """The timed callable of one forward call or one train step (Adam) of `net`.
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datagen
 import tensorflow as tf
 
 from . import laws
+
+if TYPE_CHECKING:
+    from chain import Chain
 
 Source = tuple[Path, "str | None"]
 
@@ -38,7 +41,7 @@ def describe(directory: Path, split: str | None, fraction: float) -> dict[str, A
     return {**{key: facts[key] for key in keys}, "law_digest": laws.law_digest(facts["manifest"])}
 
 
-def check_sizes(net: Any, info: dict[str, Any], where: str) -> None:
+def check_sizes(net: "Chain", info: dict[str, Any], where: str) -> None:
     """Raises a ValueError naming both sizes when a dataset does not fit the model.
 
     Args:

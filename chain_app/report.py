@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
 
 from . import data, laws, runs
+
+if TYPE_CHECKING:
+    from chain import Chain
 from .options import INT32_MAX, check_int
 
 NO_RATIO = "the noise floor is 0 (a dataset made with noise 0), so the ratio is undefined"
 
 
-def score(net: Any, batches: tf.data.Dataset, info: dict[str, Any]) -> dict[str, Any]:
+def score(net: "Chain", batches: tf.data.Dataset, info: dict[str, Any]) -> dict[str, Any]:
     """Scores a model on batches of a dataset whose `data.describe` is `info`.
 
     Returns:
@@ -41,7 +44,7 @@ def score(net: Any, batches: tf.data.Dataset, info: dict[str, Any]) -> dict[str,
     return result
 
 
-def length_accuracy(net: Any, batches: tf.data.Dataset) -> float:
+def length_accuracy(net: "Chain", batches: tf.data.Dataset) -> float:
     """Share of `(b, t)` whose generated length equals the true `steps`."""
     hits = total = 0
     for (x, steps), _ in batches:
@@ -51,7 +54,7 @@ def length_accuracy(net: Any, batches: tf.data.Dataset) -> float:
     return hits / max(total, 1)
 
 
-def write_report(net: Any, run_dir: Path, state: dict[str, Any], heldout: tf.data.Dataset) -> dict[str, Any]:
+def write_report(net: "Chain", run_dir: Path, state: dict[str, Any], heldout: tf.data.Dataset) -> dict[str, Any]:
     """Scores the held-out batches and writes `report.json`."""
     where, split = data.sources(state)["heldout"]
     scores = score(net, heldout, state["heldout_info"])

@@ -32,9 +32,12 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datagen import _atomic
+
+if TYPE_CHECKING:
+    from chain import Chain
 
 from .options import FitOptions
 
@@ -193,7 +196,7 @@ def _commit_model(run_dir: Path) -> None:
     os.replace(run_dir / NEXT_MODEL_FILE, run_dir / MODEL_FILE)
 
 
-def save_checkpoint(net: Any, run_dir: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(net: "Chain", run_dir: Path, state: dict[str, Any]) -> None:
     """Writes the pair `model.keras` and `state.json` so that a crash never mixes two epochs.
 
     Raises:
