@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import datagen
 from ragged_common.bounds import FLOAT32_MAX, INT32_MAX
 from ragged_common.checks import check_choice, check_flag, check_int, check_number
 
@@ -68,7 +69,8 @@ class FitOptions:
         stop_token: add a stop head instead.
         seed: seeds the weights, the per-epoch shuffles and scheduled sampling's draws, in
             [0, 2**31 - 1].
-        heldout_fraction: share of the dataset held out when no separate held-out set is given.
+        heldout_fraction: share of the dataset held out when no separate held-out set is given:
+            datagen's held-out split, of datagen's default share (`datagen.DEFAULTS`) unless set.
         window: train on consecutive windows of this many outer steps, each sample's in order,
             with the state carried (a stateful chain) and reset per sample: truncated
             backpropagation through time. None trains on whole sequences. At most T.
@@ -96,7 +98,7 @@ class FitOptions:
     predict_lengths: bool = False
     stop_token: bool = False
     seed: int = 0
-    heldout_fraction: float = 0.1
+    heldout_fraction: float = datagen.DEFAULTS["heldout_fraction"]
     window: int | None = None
     feedback: bool = False
     feedback_sampling: float = 0.0
