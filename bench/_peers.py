@@ -28,6 +28,8 @@ import importlib.metadata
 from collections.abc import Callable
 from typing import Any
 
+from ragged_common.checks import check_choice
+
 from bench._tf_framework import TensorFlowFramework, build_chain, step_program, tf_versions
 from bench._workloads import Case, Sizes
 
@@ -66,9 +68,7 @@ def torch_model_b(cell: str, hidden: int) -> Any:
         "stacked": lambda: torch.nn.GRU(hidden, hidden, num_layers=2, batch_first=True),
         "functional": lambda: torch.nn.RNN(hidden, hidden, nonlinearity="tanh", batch_first=True),
     }
-    if cell not in layers:
-        raise ValueError(f"`cell` must be one of {tuple(layers)}; received {cell!r}")
-    return layers[cell]()
+    return layers[check_choice("cell", cell, tuple(layers))]()
 
 
 def _torch_model(sizes: Sizes, seed: int, cell: str = "gru") -> Any:

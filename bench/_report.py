@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._workloads import PHASES, Sizes
-from datagen._atomic import atomic_path
+from ragged_common import atomic
 
 MIB = 2.0**20
 
@@ -179,7 +179,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     fig.tight_layout(rect=(0, 0.04, 1, 0.98))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_path(path, suffix=".png") as temporary:
+        with atomic.atomic_path(path, suffix=".png") as temporary:
             fig.savefig(temporary, dpi=100)
     finally:
         plt.close(fig)

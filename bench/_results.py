@@ -37,8 +37,7 @@ from pytest_benchmark.utils import get_commit_info, get_machine_id
 
 from bench._measure import RATES, rates, versus_figures
 from bench._workloads import PARAM_NAMES, Sweep
-from datagen._atomic import atomic_write
-from datagen._storage import read_file
+from ragged_common import atomic, reading
 
 STAT_COLUMNS = ("median_s", "mean_s", "min_s", "max_s", "stddev_s", "rounds", "passes")
 FIGURE_COLUMNS = (
@@ -49,19 +48,6 @@ FIGURE_COLUMNS = (
     "versus", "versus_median_s", "versus_ratio",
 )
 COLUMNS = (*PARAM_NAMES, "status", "message", *STAT_COLUMNS, *FIGURE_COLUMNS)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and a rename, making its directory.
-
-    Raises:
-        OSError: naming `path` (not the temporary file); `path` is left as it was.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, text)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
 STATUSES = ("ok", "error", "skipped")
@@ -257,13 +243,14 @@ class RunFiles:
             "benchmarks": [r["benchmark"] for r in self.records if r["status"] == "ok"],
             "bench": {"run_id": self.run_id, "sweep": json.loads(self.sweep.to_json()), "failures": failures},
         }
-        write_atomic(self.storage_file, json.dumps(storage_json, indent=2, default=str))
+        atomic.atomic_write(self.storage_file, json.dumps(storage_json, indent=2, default=str))
         results = {
             "run_id": self.run_id, "storage_file": str(self.storage_file),
             "sweep": json.loads(self.sweep.to_json()), **self.header, "records": self.records,
         }
-        write_atomic(self.run_dir / "results.json", json.dumps(results, indent=2, default=str))
-        write_atomic(self.run_dir / "results.csv", to_csv([row(r) for r in self.records]))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic.atomic_write(self.run_dir / "results.json", json.dumps(results, indent=2, default=str))
+        atomic.atomic_write(self.run_dir / "results.csv", to_csv([row(r) for r in self.records]))
 
 
 MAX_RUN_BYTES = 256 * 2**20  # far above any sweep's results.json; /dev/zero and the like are refused
@@ -301,7 +288,7 @@ def load_records(path: Path) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _read_json(path: Path) -> Any:
-    raw = read_file(path, max_bytes=MAX_RUN_BYTES, what="run file")  # a DatasetError is a ValueError
+    raw = reading.read_regular(path, max_bytes=MAX_RUN_BYTES, what="run file")
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -32,7 +32,7 @@ from typing import Any
 
 import bench.cases
 from bench._workloads import Case, Sweep
-from datagen._atomic import atomic_write
+from ragged_common import atomic
 
 CASES_DIR = Path(bench.cases.__file__).resolve().parent
 POLL_S = 0.1
@@ -232,7 +232,7 @@ def run_sweep(
     work = work.resolve()  # the children run in the case directory
     work.mkdir(parents=True, exist_ok=True)
     sweep_file = work / "sweep.json"
-    atomic_write(sweep_file, sweep.to_json())
+    atomic.atomic_write(sweep_file, sweep.to_json())
     counter = [0]
     live = list(sweep.cases)
     for index in range(sweep.passes):

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ragged_common.checks import check_choice
+
 from bench._workloads import CELLS, GATES, Case, Sizes
 
 if TYPE_CHECKING:
@@ -126,6 +128,7 @@ def build_model_b(cell: str, hidden: int, ir_size: int) -> Any:
     """
     import keras
 
+    cell = check_choice("cell", cell, CELLS)
     if cell == "gru":
         return keras.layers.GRUCell(hidden)
     if cell == "lstm":
@@ -134,11 +137,9 @@ def build_model_b(cell: str, hidden: int, ir_size: int) -> Any:
         return keras.layers.SimpleRNNCell(hidden)
     if cell == "stacked":
         return keras.layers.StackedRNNCells([keras.layers.GRUCell(hidden), keras.layers.GRUCell(hidden)])
-    if cell == "functional":
-        ipt, state = keras.Input((ir_size,)), keras.Input((hidden,))
-        out, new = keras.layers.SimpleRNNCell(hidden)(ipt, [state])
-        return keras.Model([ipt, state], [out, new[0]])
-    raise ValueError(f"`cell` must be one of {CELLS}; received {cell!r}")
+    ipt, state = keras.Input((ir_size,)), keras.Input((hidden,))  # functional
+    out, new = keras.layers.SimpleRNNCell(hidden)(ipt, [state])
+    return keras.Model([ipt, state], [out, new[0]])
 
 
 def build_chain(case: Case, sizes: Sizes, seed: int, *, strategy: str, compiled: bool) -> Any:

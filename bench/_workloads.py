@@ -5,7 +5,8 @@ device, model-B cell and hidden size. A *sweep* is a list of cases plus the sett
 sweep travels from `bench run` to the pytest child processes as JSON, so both sides build the
 same case list from this one module.
 
-Length laws (both numpy-only and seeded, so every strategy sees identical inputs):
+Length laws, two of datagen's (`datagen.draw_lengths`; numpy-only and seeded, so every strategy
+sees identical inputs):
 
 - ``uniform``: ``steps[b, t]`` is uniform on the integers ``0..L``.
 - ``zipf``: a heavy tail, ``steps[b, t] = min(Z - 1, L)`` with ``Z ~ Zipf(a=1.5)``; about 38% of
@@ -23,7 +24,11 @@ from typing import Any
 
 import numpy as np
 
+import datagen
+from ragged_common.checks import check_choice
+
 LENGTH_LAWS: tuple[str, ...] = ("uniform", "zipf")
+"""The laws of `datagen.LENGTHS` that a sweep draws from."""
 STATES: tuple[str, ...] = ("carry", "reset")
 PHASES: tuple[str, ...] = ("forward", "train", "train-notraining", "train-feedback")
 """``train`` calls ``net(x, steps, training=True)`` in its tape, as `fit` does; ``train-notraining``
@@ -41,7 +46,6 @@ LAYERS: dict[str, int] = {"gru": 1, "lstm": 1, "rnn": 1, "stacked": 2, "function
 DEVICES: tuple[str, ...] = ("cpu", "gpu", "auto")
 REFERENCE = "reference"
 TORCH_STRATEGIES: tuple[str, ...] = ("torch-packed", "torch-padded")
-ZIPF_EXPONENT = 1.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,20 +228,15 @@ def _is_run(case: Case, reference_max_step: int) -> bool:
 def make_steps(
     batch: int, timesteps: int, longest_step: int, lengths: str, rng: np.random.Generator
 ) -> np.ndarray:
-    """Draws inner-step counts under one of `LENGTH_LAWS`.
+    """Draws inner-step counts under one of `LENGTH_LAWS` (`datagen.draw_lengths`).
 
     Returns:
         int32 array of shape (batch, T), values in ``[0, longest_step]``, with ``[0, 0]`` equal to
         ``longest_step``.
     """
-    if lengths == "uniform":
-        steps = rng.integers(0, longest_step + 1, size=(batch, timesteps))
-    elif lengths == "zipf":
-        steps = np.minimum(rng.zipf(ZIPF_EXPONENT, size=(batch, timesteps)) - 1, longest_step)
-    else:
-        raise ValueError(f"`lengths` must be one of {LENGTH_LAWS}; received {lengths!r}")
+    steps = datagen.draw_lengths(check_choice("lengths", lengths, LENGTH_LAWS), rng, (batch, timesteps), longest_step)
     steps[0, 0] = longest_step
-    return steps.astype(np.int32)
+    return steps
 
 
 def make_workload(sizes: Sizes, longest_step: int, lengths: str, seed: int) -> dict[str, Any]:

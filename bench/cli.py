@@ -16,46 +16,18 @@ import click
 
 from bench import _report, _results, _runner, _workloads
 from bench._workloads import CELLS, PHASES, REFERENCE, TORCH_STRATEGIES, Sweep
-from datagen._atomic import cannot_create_in
-from datagen._command_line import OneLineGroup, OutputDir
+from ragged_common import atomic
+from ragged_common.bounds import INT32_MAX, UINT32_MAX
+from ragged_common.checks import OptionError, check_int, check_int_list, check_number, check_subset
+from ragged_common.cli import Choice, OneLineGroup, OutputDir, bad_parameter, checked
 
-INT32_MAX = 2**31 - 1  # steps and sizes reach TensorFlow as int32
-SEED_MAX = 2**32 - 1  # keras.utils.set_random_seed seeds numpy's legacy generator too
-
-
-def _split(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
+_INTS = checked(check_int_list, 1, INT32_MAX)  # steps and sizes reach TensorFlow as int32
+_SECONDS = checked(check_number, 0, math.inf, open_low=True, expected="a finite number of seconds > 0")
 
 
-def _positive_ints(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        numbers = [int(item) for item in _split(value)]
-    except ValueError:
-        numbers = []
-    if not numbers or min(numbers) < 1 or max(numbers) > INT32_MAX:
-        raise click.BadParameter(f"expected comma-separated integers in [1, {INT32_MAX}]; received {value!r}")
-    return sorted(set(numbers))
-
-
-class FiniteSeconds(click.ParamType):
-    """A finite number of seconds > 0 (click's FloatRange lets nan and inf through)."""
-
-    name = "seconds"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if not math.isfinite(number) or number <= 0:
-            self.fail(f"expected a finite number of seconds > 0; received {value!r}", param, ctx)
-        return number
-
-
-def _count(low: int) -> click.IntRange:
-    return click.IntRange(min=low, max=INT32_MAX)
+def _count(low: int) -> Any:
+    """The callback of an option counting something, at least `low`."""
+    return checked(check_int, low, INT32_MAX)
 
 
 def check_output_dir(path: Path, option: str) -> None:
@@ -76,24 +48,11 @@ def check_output_dir(path: Path, option: str) -> None:
             f"expected a directory that can be made; received {str(path)!r}, whose parent {str(ancestor)!r} is not a directory",
             param_hint=option,
         )
-    reason = cannot_create_in(ancestor)
+    reason = atomic.cannot_create_in(ancestor)
     if reason is not None:
         raise click.BadParameter(
             f"expected a writable directory; received {str(path)!r} ({str(ancestor)!r}: {reason})", param_hint=option
         )
-
-
-def _choices(allowed: tuple[str, ...]) -> Any:
-    def check(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
-        items = _split(value)
-        bad = [item for item in items if item not in allowed]
-        if bad or not items:
-            raise click.BadParameter(
-                f"expected a comma-separated subset of {', '.join(allowed)}; received {value!r}"
-            )
-        return list(dict.fromkeys(items))
-
-    return check
 
 
 def known_strategies() -> tuple[str, ...]:
@@ -117,10 +76,9 @@ def _strategies(value: str | None, peers: bool) -> list[str]:
         names = default_strategies()
     else:
         try:
-            names = _choices(allowed)(None, None, value)  # type: ignore[arg-type]
-        except click.BadParameter as exc:
-            exc.param_hint = "'--strategies'"  # validated late: the names come from chain
-            raise
+            names = check_subset("strategies", value, allowed)
+        except OptionError as error:
+            raise bad_parameter(error) from None  # checked late: the names come from chain
     names = [n for n in names if peers or n not in TORCH_STRATEGIES]
     if peers:
         names += [n for n in TORCH_STRATEGIES if n not in names]
@@ -177,14 +135,10 @@ def _options_sweep(ctx: click.Context, opts: dict[str, Any]) -> Sweep:
     )
 
 
-def _parse_versus(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, str] | None:
-    if value is None:
-        return None
+def _versus(name: str, value: str) -> tuple[str, str]:
     field, sep, choice = value.partition("=")
     if not sep or field not in _workloads.VERSUS_FIELDS or not choice:
-        raise click.BadParameter(
-            f"expected FIELD=VALUE with FIELD one of {', '.join(_workloads.VERSUS_FIELDS)}; received {value!r}"
-        )
+        raise OptionError(name, f"FIELD=VALUE with FIELD one of {', '.join(_workloads.VERSUS_FIELDS)}", value)
     return field, choice
 
 
@@ -196,18 +150,18 @@ def _check_versus(versus: tuple[str, str] | None) -> None:
     # a partner runs in its case's process: a strategy partner is one of chain's
     allowed = PHASES if field == "phase" else tuple(s for s in known_strategies() if s not in (REFERENCE, *TORCH_STRATEGIES))
     if choice not in allowed:
-        raise click.BadParameter(
-            f"expected {field}=VALUE with VALUE one of {', '.join(allowed)}; received {'='.join(versus)!r}",
-            param_hint="'--versus'",
-        )
+        error = OptionError("versus", f"{field}=VALUE with VALUE one of {', '.join(allowed)}", "=".join(versus))
+        raise bad_parameter(error)
 
 
-def _check_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
-    if value is None:
-        return "bench_" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d_%H%M%S")
+def _run_name(name: str, value: str) -> str:
     if not value or not all(ch.isalnum() or ch in "-_." for ch in value):
-        raise click.BadParameter(f"expected letters, digits, '-', '_' or '.'; received {value!r}")
+        raise OptionError(name, "letters, digits, '-', '_' or '.'", value)
     return value
+
+
+def _default_name() -> str:
+    return "bench_" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d_%H%M%S")
 
 
 def _render(rows: list[dict[str, Any]], run_dir: Path, title: str) -> Path:
@@ -251,28 +205,29 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 @main.command()
-@click.option("--longest-steps", default="1,2,4,8,16,32,64", show_default=True, callback=_positive_ints,
+@click.option("--longest-steps", default="1,2,4,8,16,32,64", show_default=True, callback=_INTS,
               help="Comma-separated longest_step values L (--quick: 1,4).")
 @click.option("--strategies", default=None,
               help="Comma-separated strategies: chain's (loop, padded, packed, auto), eager-NAME (a chain "
                    "strategy called eagerly, no user tf.function), reference, torch-packed, torch-padded. "
                    "Default: chain's, eager-auto and reference.")
-@click.option("--states", default="carry,reset", show_default=True, callback=_choices(("carry", "reset", "init")),
+@click.option("--states", default="carry,reset", show_default=True,
+              callback=checked(check_subset, ("carry", "reset", "init")),
               help="Comma-separated state modes.")
-@click.option("--phases", default="forward,train", show_default=True, callback=_choices(PHASES),
+@click.option("--phases", default="forward,train", show_default=True, callback=checked(check_subset, PHASES),
               help="Comma-separated phases: forward calls, train steps (Adam) with training=True, and "
                    "train-notraining, the same train step calling the model without the flag, and "
                    "train-feedback, the train step of a feedback=True chain fed the targets (teacher "
                    "forcing); the last two for chain's strategies only.")
-@click.option("--cells", default="gru", show_default=True, callback=_choices(CELLS),
+@click.option("--cells", default="gru", show_default=True, callback=checked(check_subset, CELLS),
               help="Comma-separated model B cells: gru (GRUCell), lstm (LSTMCell), rnn (SimpleRNNCell), "
                    "stacked (StackedRNNCells of 2 GRUCells), functional (a functional Model around one "
                    "SimpleRNNCell). The PyTorch peer uses the same cell type.")
-@click.option("--hidden", default="64", show_default=True, callback=_positive_ints,
+@click.option("--hidden", default="64", show_default=True, callback=_INTS,
               help="Comma-separated hidden sizes H of model A and model B.")
-@click.option("--lengths", type=click.Choice(_workloads.LENGTH_LAWS), default="uniform", show_default=True,
+@click.option("--lengths", type=Choice(_workloads.LENGTH_LAWS), default="uniform", show_default=True,
               help="Length law: uniform on 0..L, or zipf (heavy tail clipped to L).")
-@click.option("--device", type=click.Choice(_workloads.DEVICES), default="cpu", show_default=True,
+@click.option("--device", type=Choice(_workloads.DEVICES), default="cpu", show_default=True,
               help="cpu, gpu, or auto (gpu when TensorFlow sees one). gpu without a GPU exits 2.")
 @click.option("--quick", is_flag=True,
               help="Tiny sweep (about 75 s on 2 cores): L in 1,4, batch 16, T 8, 2 rounds, "
@@ -282,37 +237,37 @@ def _interrupt(signum: int, frame: Any) -> None:
               help="Directory of the run folders (results.json, results.csv, plot.png, logs).")
 @click.option("--storage", type=OutputDir(path_type=Path), default=".benchmarks", show_default=True,
               help="pytest-benchmark storage directory (pass the same to `pytest-benchmark --storage`).")
-@click.option("--save", "name", default=None, callback=_check_name,
+@click.option("--save", "name", default=None, callback=checked(_run_name),
               help="Run name, saved as NNNN_NAME.json. Default: bench_<UTC time>.")
 @click.option("--peers/--no-peers", default=True, show_default=True,
               help="Add the PyTorch peer cases (skipped with the reason when torch is missing).")
-@click.option("--rounds", type=_count(1), default=5, show_default=True,
+@click.option("--rounds", type=int, callback=_count(1), default=5, show_default=True,
               help="Timed rounds per case (--quick: 2).")
-@click.option("--warmup-rounds", type=_count(1), default=1, show_default=True,
+@click.option("--warmup-rounds", type=int, callback=_count(1), default=1, show_default=True,
               help="Untimed rounds after the first (tracing) call.")
-@click.option("--passes", type=_count(1), default=1, show_default=True,
+@click.option("--passes", type=int, callback=_count(1), default=1, show_default=True,
               help="Visit every case this many times, each pass in the reverse order of the one "
                    "before, building it afresh and timing --rounds rounds; a case's figures pool "
                    "every visit. On a busy machine this spreads slow load changes over all cases "
                    "alike, so the ratios between cases hold.")
-@click.option("--versus", default=None, callback=_parse_versus, metavar="FIELD=VALUE",
+@click.option("--versus", default=None, callback=checked(_versus), metavar="FIELD=VALUE",
               help="Time each case round by round in turn with its partner, the same case with "
                    "FIELD (phase or strategy) set to VALUE, built in the same process, and record "
                    "versus_ratio, the case's median over the partner's. E.g. phase=train next to "
                    "train-feedback cases, strategy=loop next to chain's other strategies. Cases "
                    "without such a partner (themselves, or in another framework) are timed alone.")
-@click.option("--timeout", type=FiniteSeconds(), default=300.0, show_default=True,
+@click.option("--timeout", type=float, callback=_SECONDS, default=300.0, show_default=True,
               help="Seconds a case may run before it is killed and recorded as a timeout.")
-@click.option("--threads", type=_count(1), default=2, show_default=True,
+@click.option("--threads", type=int, callback=_count(1), default=2, show_default=True,
               help="CPU threads for TensorFlow and torch.")
-@click.option("--batch", type=_count(1), default=64, show_default=True, help="Batch size (--quick: 16).")
-@click.option("--timesteps", type=_count(1), default=32, show_default=True,
+@click.option("--batch", type=int, callback=_count(1), default=64, show_default=True, help="Batch size (--quick: 16).")
+@click.option("--timesteps", type=int, callback=_count(1), default=32, show_default=True,
               help="Outer steps T (--quick: 8).")
-@click.option("--reference-max-step", type=_count(0), default=8, show_default=True,
+@click.option("--reference-max-step", type=int, callback=_count(0), default=8, show_default=True,
               help="Largest L at which the slow eager reference runs.")
-@click.option("--isolate", type=click.Choice(("group", "case")), default="group", show_default=True,
+@click.option("--isolate", type=Choice(("group", "case")), default="group", show_default=True,
               help="One child process per case module, or per case (slower).")
-@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
+@click.option("--seed", type=int, callback=checked(check_int, 0, UINT32_MAX), default=0, show_default=True,
               help="Seed of inputs and weights.")
 @click.option("--tensor-memory", is_flag=True,
               help="Also record exact peak tensor bytes on the CPU (peak_tensor_bytes), through a counting "
@@ -336,7 +291,7 @@ def run(ctx: click.Context, **opts: Any) -> None:
         click.echo(f"{len(sweep.cases)} cases; {_describe(sweep)}; nothing run or written (--dry-run)")
         return
     with _saving("cannot save the run"):
-        files = _results.RunFiles.create(opts["out"], opts["storage"], opts["name"], sweep)
+        files = _results.RunFiles.create(opts["out"], opts["storage"], opts["name"] or _default_name(), sweep)
     click.echo(f"{len(sweep.cases)} cases; run {files.run_id}; {_describe(sweep)}")
     _warn_if_busy(sweep.threads)
     with _saving(f"cannot save the run (the cases saved before are in {files.run_dir})"):
@@ -421,10 +376,11 @@ def report(run_ref: str, storage: Path, out: Path | None) -> None:
         )
     rows = [_results.row(r) for r in records]
     with _saving("cannot save the report"):
-        _results.write_atomic(run_dir / "results.csv", _results.to_csv(rows))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic.atomic_write(run_dir / "results.csv", _results.to_csv(rows))
         if not (run_dir / "results.json").exists() or out is not None:
             document = json.dumps({"run_id": run_id, "records": records}, indent=2)
-            _results.write_atomic(run_dir / "results.json", document)
+            atomic.atomic_write(run_dir / "results.json", document)
         plot = _report.plot(rows, run_dir / "plot.png", _report.title(run_id, rows))
     click.echo(_report.table(rows))
     click.echo(f"\nresults: {run_dir / 'results.json'}, {run_dir / 'results.csv'}, {plot}")

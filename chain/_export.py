@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from typing import Callable
 
 import tensorflow as tf
+
+from ragged_common.atomic import write_directory
 
 from . import _validate
 
@@ -41,33 +41,3 @@ def export_serving(run: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], input_size:
     module.serve = tf.function(serve, input_signature=signature)
     write_directory(path, lambda into: tf.saved_model.save(module, into, signatures={"serving_default": module.serve}))
 
-
-def write_directory(path: str, write: Callable[[str], None]) -> None:
-    """Runs `write(directory)` on a fresh directory beside `path`, then puts that one at `path`.
-
-    A failure removes the new directory and leaves `path` as it was. A remote path
-    (`scheme://...`) is written in place: renaming a directory there is not atomic.
-    """
-    path = os.fspath(path)
-    if "://" in path:
-        write(path)
-        return
-    target = os.path.abspath(path)
-    parent, name = os.path.split(target)
-    os.makedirs(parent, exist_ok=True)
-    fresh = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(fresh, 0o777 & ~umask)  # as a plain mkdir would make it, not mkdtemp's 0o700
-    try:
-        write(fresh)
-        if os.path.isdir(target):
-            old = fresh + ".old"
-            os.rename(target, old)
-            os.rename(fresh, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(fresh, target)
-    except BaseException:
-        shutil.rmtree(fresh, ignore_errors=True)
-        raise

@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
+from ragged_common.checks import OptionError, check_number
+
 from ._cells import StateList, StepAdapter
 
 
@@ -111,12 +113,10 @@ def check_sampling(value: Any) -> None:
         ValueError: a number outside `[0, 1]`, or something that is neither a number nor callable.
     """
     if isinstance(value, bool) or not (isinstance(value, (int, float)) or callable(value)):
-        raise ValueError(
-            "`feedback_sampling` must be a probability in [0, 1] or a schedule (a callable of the "
-            f"training step, e.g. a keras.optimizers.schedules.LearningRateSchedule); received {value!r}"
-        )
-    if not callable(value) and not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"`feedback_sampling` must be in [0, 1]; received {value!r}")
+        raise OptionError("feedback_sampling", "a probability in [0, 1] or a schedule (a callable of the training "
+                          "step, e.g. a keras.optimizers.schedules.LearningRateSchedule)", value)
+    if not callable(value):
+        check_number("feedback_sampling", value, 0, 1)
 
 
 def sampling_probability(value: Any, step: Any) -> tf.Tensor:

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 import keras
 import tensorflow as tf
 
+from ragged_common.checks import check_choice, check_flag
+
 from ._generate import Generated, Generation
 from ._losses import replica_mean
 
@@ -203,10 +205,8 @@ def from_options(lengths: Any, predict_lengths: Any, stop: Any, max_steps: int |
             "`lengths` must be a length-prediction part such as chain.LengthHead() or "
             f"chain.StopToken() (a chain.Lengths), or None; received {lengths!r}"
         )
-    if stop not in STOP_MODES:
-        raise ValueError(f"`stop` must be one of {STOP_MODES}; received {stop!r}")
-    if not isinstance(predict_lengths, bool):
-        raise ValueError(f"`predict_lengths` must be True or False; received {predict_lengths!r}")
+    check_choice("stop", stop, STOP_MODES)
+    check_flag("predict_lengths", predict_lengths)
     if predict_lengths and stop:
         raise ValueError("use one way to predict lengths: received predict_lengths=True and stop='token'")
     shorthand = LengthHead() if predict_lengths else StopToken() if stop else None

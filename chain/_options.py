@@ -7,7 +7,10 @@ from typing import Any
 
 import keras
 
-from . import _feedback, _lengths, _validate
+from ragged_common.bounds import INT32_MAX, INT64_MAX
+from ragged_common.checks import OptionError, check_choice, check_flag, check_int, check_optional
+
+from . import _feedback, _lengths
 from ._strategies import STRATEGIES
 
 STATES = ("carry", "reset", "init")
@@ -41,13 +44,14 @@ class ChainOptions:
             ValueError: an option of the wrong kind or out of range, or options that conflict;
                 the message names the argument and the value received.
         """
-        _check_sizes(output_size, state, strategy, max_steps)
+        state = check_choice("state", state, STATES)
+        strategy = check_choice("strategy", strategy, (*STRATEGIES, AUTO))
+        output_size = check_optional(check_int, "output_size", output_size, 1)
+        max_steps = check_optional(check_int, "max_steps", max_steps, 0, INT32_MAX)  # steps are int32
         part = _lengths.from_options(lengths, predict_lengths, stop, max_steps)
-        if not (isinstance(fused, bool) or (isinstance(fused, str) and fused == AUTO)):
-            raise ValueError(f"`fused` must be 'auto', True or False; received {fused!r}")
-        for name, value in (("stateful", stateful), ("feedback", feedback), ("compiled", compiled)):
-            if not isinstance(value, bool):
-                raise ValueError(f"`{name}` must be True or False; received {value!r}")
+        fused = check_choice("fused", fused, (AUTO, True, False))
+        stateful, feedback = check_flag("stateful", stateful), check_flag("feedback", feedback)
+        compiled = check_flag("compiled", compiled)
         if isinstance(feedback_sampling, dict):  # a schedule, as `config` wrote it
             feedback_sampling = keras.saving.deserialize_keras_object(feedback_sampling)
         _feedback.check_sampling(feedback_sampling)
@@ -56,10 +60,9 @@ class ChainOptions:
                 "`feedback_sampling` picks between targets and the model's own outputs fed back "
                 f"to model B, so it needs feedback=True; received feedback_sampling={feedback_sampling!r}"
             )
-        if not _is_int(sampling_seed) or not 0 <= sampling_seed < 2**63:
-            raise ValueError(f"`sampling_seed` must be an integer in [0, 2**63 - 1]; received {sampling_seed!r}")
+        sampling_seed = check_int("sampling_seed", sampling_seed, 0, INT64_MAX)
         return cls(output_size, state, strategy, max_steps, compiled, fused, part, stateful, feedback,
-                   feedback_sampling, int(sampling_seed))  # fmt: skip
+                   feedback_sampling, sampling_seed)  # fmt: skip
 
     def resolved_strategy(self) -> str:
         """`strategy`, or `"packed"` for `"auto"` (the fastest in every case `bench run` measured)."""
@@ -83,32 +86,8 @@ class ChainOptions:
         }
 
 
-def _check_sizes(output_size: Any, state: Any, strategy: Any, max_steps: Any) -> None:
-    if state not in STATES:
-        raise ValueError(f"`state` must be one of {STATES}; received {state!r}")
-    allowed = (*STRATEGIES, AUTO)
-    if strategy not in allowed:
-        raise ValueError(f"`strategy` must be one of {allowed}; received {strategy!r}")
-    if output_size is not None and (not _is_int(output_size) or output_size <= 0):
-        raise ValueError(f"`output_size` must be a positive int or None; received {output_size!r}")
-    if max_steps is not None and (not _is_int(max_steps) or max_steps < 0):
-        raise ValueError(f"`max_steps` must be a non-negative int or None; received {max_steps!r}")
-    if max_steps is not None and max_steps > _validate.INT32_MAX:
-        raise ValueError(
-            f"`max_steps` must be a non-negative int of at most {_validate.INT32_MAX} (steps are int32) or None; "
-            f"received {max_steps!r}"
-        )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # True would be a size of 1
-
-
 def one_loss_weight(loss_weights: Any) -> float | None:
     """`compile`'s `loss_weights`: one number or None (a Chain has one output loss)."""
     if loss_weights is None or isinstance(loss_weights, (int, float)):
         return loss_weights
-    raise ValueError(
-        "`loss_weights` must be one number (a Chain has one output loss) or None; "
-        f"received {loss_weights!r}"
-    )
+    raise OptionError("loss_weights", "one number (a Chain has one output loss) or None", loss_weights)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from ragged_common.checks import check_int, check_optional
+
 
 def ragged_from_flat(flat: tf.Tensor, steps: tf.Tensor) -> tf.RaggedTensor:
     """Builds the ragged output from its flat values.
@@ -48,10 +50,7 @@ def to_padded(out: tf.RaggedTensor, longest_step: int | None = None) -> tuple[tf
     lengths = tf.cast(out.values.row_lengths(), tf.int32)
     longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
     if longest_step is not None:
-        if isinstance(longest_step, bool) or not isinstance(longest_step, (int, np.integer)):
-            raise ValueError(f"`longest_step` must be a non-negative int or None; received {longest_step!r}")
-        if longest_step < 0:
-            raise ValueError(f"`longest_step` must be >= 0; received {longest_step}")
+        longest_step = check_optional(check_int, "longest_step", longest_step, 0)
         if tf.executing_eagerly() and int(longest) > longest_step:
             raise ValueError(
                 f"`longest_step` must be at least the longest run ({int(longest)}); "

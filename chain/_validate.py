@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from ragged_common.bounds import INT32_MAX
+
 
 def check_inputs(x, steps, input_size: int | None, max_steps: int | None):
     """Converts and validates the inputs of a call.
@@ -39,9 +41,6 @@ def check_inputs(x, steps, input_size: int | None, max_steps: int | None):
         _check_values_eagerly(x, steps, max_steps, cap)
         return x, tf.cast(steps, tf.int32)
     return x, _with_graph_asserts(x, steps, max_steps, cap)
-
-
-INT32_MAX = 2**31 - 1
 
 
 def as_x(x) -> tf.Tensor:

@@ -9,27 +9,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from datagen._command_line import OneLineGroup, OutputDir
+from ragged_common.checks import OptionError
+from ragged_common.cli import Choice, OneLineGroup, OutputDir, checked
 
-from .options import CHECKS, STATES, STRATEGIES, FitOptions, OptionError
+from .options import STATES, STRATEGIES, FitOptions, check_option
 
 _DEFAULTS = FitOptions()
-
-
-def _checked(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
-    """Option callback running `FitOptions`' own check of field `name` (exit 2 naming the option)."""
-
-    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        try:
-            return CHECKS[name](value)
-        except OptionError as error:
-            raise click.BadParameter(error.detail, ctx, param) from None
-
-    return callback
+_checked = checked(check_option)
+"""The option callback running `FitOptions`' own check of the option's field (exit 2 naming it)."""
 
 
 def _runtime_errors() -> tuple[type[Exception], ...]:
@@ -47,7 +38,7 @@ def _own_errors() -> tuple[type[Exception], ...]:
     from .options import TrainingDiverged
     from .runs import RunDirError
 
-    return datagen.DatasetError, datagen.ParameterError, OptionError, RunDirError, TrainingDiverged
+    return datagen.DatasetError, OptionError, RunDirError, TrainingDiverged  # datagen.ParameterError is OptionError
 
 
 def _one_line(error: Exception) -> click.ClickException:
@@ -95,31 +86,31 @@ def main() -> None:
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @click.option("--out", "run_dir", type=OutputDir(path_type=Path), default="chain-run",
               show_default=True, help="Run directory: checkpoints, history, plot, TensorBoard logs, report.")
-@click.option("--state", type=click.Choice(STATES), default=_DEFAULTS.state, show_default=True,
+@click.option("--state", type=Choice(STATES), default=_DEFAULTS.state, show_default=True,
               help="Where B's state comes from.")
-@click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True, callback=_checked("epochs"),
+@click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True, callback=_checked,
               help="Total epochs (also the target of --resume).")
 @click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True,
-              callback=_checked("batch_size"), help="Samples per batch.")
-@click.option("--hidden", type=int, default=_DEFAULTS.hidden, show_default=True, callback=_checked("hidden"),
+              callback=_checked, help="Samples per batch.")
+@click.option("--hidden", type=int, default=_DEFAULTS.hidden, show_default=True, callback=_checked,
               help="Units of model A (GRU) and model B (GRUCell), at most 8192.")
-@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, callback=_checked("lr"),
+@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, callback=_checked,
               help="Peak Adam learning rate, finite and > 0 (cosine decay to 1%).")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default=_DEFAULTS.strategy, show_default=True,
+@click.option("--strategy", type=Choice(STRATEGIES), default=_DEFAULTS.strategy, show_default=True,
               help="How B runs.")
 @click.option("--predict-lengths", is_flag=True, help="Train a length head on `steps`.")
 @click.option("--stop-token", is_flag=True, help="Train a stop head on B's outputs instead.")
 @click.option("--heldout", type=click.Path(path_type=Path), default=None,
               help="A separate held-out dataset; default: the last 10% of DATA_DIR by index.")
-@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True, callback=_checked("seed"),
+@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True, callback=_checked,
               help="Seeds weights, per-epoch shuffles and scheduled sampling, in [0, 2**31 - 1].")
-@click.option("--window", type=int, default=None, callback=_checked("window"),
+@click.option("--window", type=int, default=None, callback=_checked,
               help="Train on consecutive windows of W outer steps per sample, in order, with the state "
                    "carried and reset per sample (truncated backpropagation through time).")
 @click.option("--feedback", is_flag=True,
               help="Feed model B its previous output (the previous target in training: teacher forcing).")
 @click.option("--feedback-sampling", type=float, default=_DEFAULTS.feedback_sampling, show_default=True,
-              callback=_checked("feedback_sampling"),
+              callback=_checked,
               help="With --feedback: probability of feeding the model's own output instead of the target "
                    "per inner step in training (scheduled sampling), in [0, 1].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -171,7 +162,7 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 @main.command("evaluate")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("data_dir", type=click.Path(path_type=Path))
-@click.option("--batch-size", type=int, default=256, show_default=True, callback=_checked("batch_size"),
+@click.option("--batch-size", type=int, default=256, show_default=True, callback=_checked,
               help="Samples per batch.")
 @click.option("--allow-other-law", is_flag=True,
               help="Score DATA_DIR even when another law made it (with a warning): its MSE then says "

@@ -21,9 +21,10 @@ import numpy as np
 import tensorflow as tf
 
 import chain
+from ragged_common.bounds import FLOAT32_MAX
 
 from . import data, report, runs
-from .options import FLOAT32_MAX, FitOptions, TrainingDiverged
+from .options import FitOptions, TrainingDiverged
 
 HELDOUT_BATCH = 256
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tensorflow as tf
 
+from ragged_common.bounds import INT32_MAX
+from ragged_common.checks import check_int
+
 from . import data, laws, runs
 
 if TYPE_CHECKING:
     from chain import Chain
-from .options import INT32_MAX, check_int
 
 NO_RATIO = "the noise floor is 0 (a dataset made with noise 0), so the ratio is undefined"
 

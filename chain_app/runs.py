@@ -11,7 +11,7 @@ A run directory holds:
 - `tensorboard/`: TensorBoard logs (`train/` and `validation/`, scalars per epoch).
 
 Every file but the TensorBoard logs (append-only event files written by TensorFlow) is written
-to a temporary file and renamed into place (`datagen._atomic`). A checkpoint is a pair: the new
+to a temporary file and renamed into place (`ragged_common.atomic`). A checkpoint is a pair: the new
 model is written complete to `model.next.keras`, then `state.json` names its sha256, then the
 model is renamed to `model.keras`. A crash at any point leaves a consistent pair: the old one, or
 the new state with `model.next.keras`, which `load_run` renames into place. A `model.keras` that
@@ -34,7 +34,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from datagen import _atomic
+from ragged_common import atomic
 
 if TYPE_CHECKING:
     from chain import Chain
@@ -87,7 +87,7 @@ def check_target(run_dir: Path, *, resume: bool, overwrite: bool, names: dict[st
     ancestor = _existing_ancestor(run_dir)
     if not ancestor.is_dir():
         raise RunDirError(f"{ancestor} is a file, not a directory; pass {names['other']}")
-    reason = _atomic.cannot_create_in(ancestor)
+    reason = atomic.cannot_create_in(ancestor)
     if reason is not None:
         raise RunDirError(f"{run_dir} cannot be written ({ancestor}: {reason}); pass {names['other']}")
     if resume:
@@ -205,11 +205,11 @@ def save_checkpoint(net: "Chain", run_dir: Path, state: dict[str, Any]) -> None:
     """
     target = run_dir / NEXT_MODEL_FILE
     try:
-        with _atomic.atomic_path(target, suffix=".keras") as temporary:
+        with atomic.atomic_path(target, suffix=".keras") as temporary:
             net.save(temporary)
         state["model_sha256"] = _sha256(target)
         target = run_dir / STATE_FILE
-        _atomic.atomic_write(target, json.dumps(state, indent=1))
+        atomic.atomic_write(target, json.dumps(state, indent=1))
     except OSError as error:
         if target.name == STATE_FILE:  # the new model is no checkpoint without its state
             (run_dir / NEXT_MODEL_FILE).unlink(missing_ok=True)
@@ -272,7 +272,7 @@ def load_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     """`history.csv`, one row per epoch."""
     keys = sorted({key for row in history for key in row}, key=lambda k: (k != "epoch", k))
-    with _atomic.atomic_path(run_dir / HISTORY_FILE) as temporary:
+    with atomic.atomic_path(run_dir / HISTORY_FILE) as temporary:
         with open(temporary, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=keys)
             writer.writeheader()
@@ -296,11 +296,11 @@ def plot_history(run_dir: Path, history: list[dict[str, Any]], noise_floor: floa
     axis.set(xlabel="epoch", ylabel="masked MSE", yscale="log", title="chain fit")
     axis.legend()
     figure.tight_layout()
-    with _atomic.atomic_path(run_dir / PLOT_FILE, suffix=".png") as temporary:
+    with atomic.atomic_path(run_dir / PLOT_FILE, suffix=".png") as temporary:
         figure.savefig(temporary)
     plt.close(figure)
 
 
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     """`report.json`."""
-    _atomic.atomic_write(run_dir / REPORT_FILE, json.dumps(report, indent=1))
+    atomic.atomic_write(run_dir / REPORT_FILE, json.dumps(report, indent=1))

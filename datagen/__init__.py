@@ -12,7 +12,10 @@ from ._api import teacher_weights as teacher_weights
 from ._errors import DatasetError as DatasetError
 from ._generate import generate as generate
 from ._info import info as info
+from ._lengths import RANDOM_LENGTHS as RANDOM_LENGTHS
+from ._lengths import draw_lengths as draw_lengths
 from ._make import merge as merge
+from ._params import DEFAULTS as DEFAULTS
 from ._params import FORMATS as FORMATS
 from ._params import GENERATOR_VERSION as GENERATOR_VERSION
 from ._params import LENGTHS as LENGTHS
@@ -27,13 +30,16 @@ from ._tfdata import windows_per_sample as windows_per_sample
 __version__ = GENERATOR_VERSION
 
 __all__ = [
+    "DEFAULTS",
     "DatasetError",
     "FORMATS",
     "GENERATOR_VERSION",
     "LENGTHS",
     "ParameterError",
+    "RANDOM_LENGTHS",
     "TASKS",
     "TOKEN_TASKS",
+    "draw_lengths",
     "generate",
     "info",
     "load",

@@ -7,35 +7,37 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ragged_common.checks import check_path
+
 from . import _manifest
 from ._errors import DatasetError
 from ._make import make_dataset
 from ._manifest import Plan
-from ._params import Spec, validate_path
+from ._params import DEFAULTS, Spec
 from ._read import manifest_path, read_truth
 from ._tasks import TEACHER_KEYS
 
 
 def make(
-    out: str | os.PathLike[str] = "demo-data",
+    out: str | os.PathLike[str] = DEFAULTS["out"],
     *,
-    n_samples: int = 4096,
-    task: str = "teacher",
-    timesteps: int = 16,
-    input_size: int = 4,
-    output_size: int = 4,
-    longest_step: int = 8,
-    lengths: str = "uniform",
-    zero_fraction: float = 0.0,
-    noise: float = 0.05,
-    seed: int = 0,
-    teacher_hidden: int = 8,
-    vocab_size: int = 12,
-    format: str = "npz",  # noqa: A002 - mirrors the --format option
-    shard_size: int = 1024,
-    workers: int = 1,
-    num_shards: int = 1,
-    shard_index: int = 0,
+    n_samples: int = DEFAULTS["n_samples"],
+    task: str = DEFAULTS["task"],
+    timesteps: int = DEFAULTS["timesteps"],
+    input_size: int = DEFAULTS["input_size"],
+    output_size: int = DEFAULTS["output_size"],
+    longest_step: int = DEFAULTS["longest_step"],
+    lengths: str = DEFAULTS["lengths"],
+    zero_fraction: float = DEFAULTS["zero_fraction"],
+    noise: float = DEFAULTS["noise"],
+    seed: int = DEFAULTS["seed"],
+    teacher_hidden: int = DEFAULTS["teacher_hidden"],
+    vocab_size: int = DEFAULTS["vocab_size"],
+    format: str = DEFAULTS["format"],  # noqa: A002 - mirrors the --format option
+    shard_size: int = DEFAULTS["shard_size"],
+    workers: int = DEFAULTS["workers"],
+    num_shards: int = DEFAULTS["num_shards"],
+    shard_index: int = DEFAULTS["shard_index"],
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = False,
@@ -101,7 +103,7 @@ def teacher_weights(source: str | os.PathLike[str] | Mapping[str, Any]) -> dict[
     if isinstance(source, Mapping):
         truth = dict(source)
     else:
-        root = validate_path("source", source)
+        root = check_path("source", source)
         path = manifest_path(root)
         truth = read_truth(root, _manifest.load(path), path)
     missing = [key for key in TEACHER_KEYS if key not in truth]

@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from ragged_common.checks import check_flag, check_int
+
 from . import _lengths, _memory, _rng, _tasks, _tokens
-from ._params import TOKEN_TASKS, Spec, validate_count, validate_flag
+from ._params import DEFAULTS, TOKEN_TASKS, Spec
 
 X_LOW, X_HIGH = -1.0, 1.0
 """Inputs are i.i.d. uniform on [X_LOW, X_HIGH) (see ``_lengths`` for ``input`` lengths)."""
@@ -32,7 +34,7 @@ def _inputs_and_steps(spec: Spec, block: int) -> tuple[np.ndarray, np.ndarray]:
         steps = _lengths.lengths_from_input(x, spec.longest_step)
     else:
         rng = _rng.block_stream(spec.seed, _rng.Purpose.LENGTHS, block)
-        steps = _lengths.draw(spec.lengths, rng, shape, spec.longest_step)
+        steps = _lengths.draw_lengths(spec.lengths, rng, shape, spec.longest_step)
     _lengths.zero_out(steps, _rng.block_stream(spec.seed, _rng.Purpose.ZEROS, block), spec.zero_fraction)
     return x, steps
 
@@ -106,19 +108,19 @@ def generate_spec(spec: Spec, start: int, n_samples: int) -> dict[str, np.ndarra
 def generate(
     n_samples: int,
     *,
-    task: str = "teacher",
-    timesteps: int = 16,
-    input_size: int = 4,
-    output_size: int = 4,
-    longest_step: int = 8,
-    lengths: str = "uniform",
-    zero_fraction: float = 0.0,
-    noise: float = 0.05,
-    seed: int = 0,
+    task: str = DEFAULTS["task"],
+    timesteps: int = DEFAULTS["timesteps"],
+    input_size: int = DEFAULTS["input_size"],
+    output_size: int = DEFAULTS["output_size"],
+    longest_step: int = DEFAULTS["longest_step"],
+    lengths: str = DEFAULTS["lengths"],
+    zero_fraction: float = DEFAULTS["zero_fraction"],
+    noise: float = DEFAULTS["noise"],
+    seed: int = DEFAULTS["seed"],
     start: int = 0,
     return_truth: bool = False,
-    teacher_hidden: int = 8,
-    vocab_size: int = 12,
+    teacher_hidden: int = DEFAULTS["teacher_hidden"],
+    vocab_size: int = DEFAULTS["vocab_size"],
 ) -> dict[str, Any]:
     """Makes inputs, ragged-length labels and targets whose law is known exactly.
 
@@ -167,9 +169,9 @@ def generate(
     """
     spec = Spec(task, timesteps, input_size, output_size, longest_step, lengths,
                 zero_fraction, noise, seed, teacher_hidden, vocab_size)  # fmt: skip
-    n_samples = validate_count("n_samples", n_samples, 1)
-    start = validate_count("start", start, 0)
-    return_truth = validate_flag("return_truth", return_truth)
+    n_samples = check_int("n_samples", n_samples, 1)
+    start = check_int("start", start, 0)
+    return_truth = check_flag("return_truth", return_truth)
     _memory.check_fits(spec, _rng.BLOCK)
     _memory.check_fits(spec, _rng.BLOCK + 2 * n_samples, name="n_samples")
     # writable arrays of the caller's own, never views of the cached blocks

@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ragged_common.checks import check_path
+
 from . import _manifest
 from ._errors import DatasetError
-from ._params import TOKEN_TASKS, validate_path
+from ._params import DEFAULTS, TOKEN_TASKS
 from ._read import manifest_path, split_range
 
 
@@ -23,7 +25,7 @@ def _noise_floor(manifest: dict[str, Any], path: Path) -> float | None:
 
 
 def info(directory: str | os.PathLike[str], *, split: str | None = None,
-         heldout_fraction: float = 0.1) -> dict[str, Any]:  # fmt: skip
+         heldout_fraction: float = DEFAULTS["heldout_fraction"]) -> dict[str, Any]:  # fmt: skip
     """The manifest's facts about a dataset, checked, without reading or decoding any shard.
 
     Use it where only sizes and counts are needed; [`datagen.read`][] reads the samples.
@@ -57,7 +59,7 @@ def info(directory: str | os.PathLike[str], *, split: str | None = None,
         >>> facts["timesteps"], facts["counts"]["shards"], facts["splits"], facts["samples"]
         (3, 2, {'train': 18, 'heldout': 2}, 2)
     """
-    root = validate_path("directory", directory)
+    root = check_path("directory", directory)
     split_range(1 << 30, split, heldout_fraction)  # validates before any file is read
     path = manifest_path(root)
     manifest = _manifest.load(path)

@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from ragged_common.checks import check_int
+
 from . import _storage
 from ._info import info
-from ._params import TOKEN_TASKS, ParameterError, validate_count
+from ._params import TOKEN_TASKS, ParameterError
 from ._read import read
 
 _BAR = 40
@@ -91,15 +93,15 @@ def check_plot_path(path: str | os.PathLike[str]) -> Path:
     """
     target = Path(os.fspath(path))
     if target.suffix.lower() != ".png":
-        raise ParameterError("plot", f"`plot` must be a path ending in .png; received {str(target)!r}")
+        raise ParameterError("plot", "a path ending in .png", str(target))
     if target.is_dir():
-        raise ParameterError("plot", f"`plot` must be a file, not a directory; received {str(target)!r}")
+        raise ParameterError("plot", "a file, not a directory", str(target))
     parent = target.parent
     if not parent.is_dir():
-        raise ParameterError("plot", f"`plot` must be in an existing directory; received {str(target)!r}, "
-                                     f"and {str(parent)!r} is not one")  # fmt: skip
+        raise ParameterError("plot", "in an existing directory", target,
+                             received=f"{str(target)!r}, and {str(parent)!r} is not one")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ParameterError("plot", f"`plot` must be in a writable directory; received {str(target)!r}")
+        raise ParameterError("plot", "in a writable directory", str(target))
     return target
 
 
@@ -110,7 +112,7 @@ def check_sample(directory: str | os.PathLike[str], sample: int) -> int:
         ValueError (ParameterError ``sample``): not an integer in ``[0, n - 1]``.
         DatasetError: the manifest cannot be read.
     """
-    return validate_count("sample", sample, 0, info(directory)["counts"]["samples"] - 1)
+    return check_int("sample", sample, 0, info(directory)["counts"]["samples"] - 1)
 
 
 def plot(directory: str | os.PathLike[str], path: str | os.PathLike[str], sample: int = 0) -> Path:
@@ -133,7 +135,7 @@ def plot(directory: str | os.PathLike[str], path: str | os.PathLike[str], sample
     """
     target = check_plot_path(path)
     data = read(directory)
-    validate_count("sample", sample, 0, len(data["x"]) - 1)
+    check_int("sample", sample, 0, len(data["x"]) - 1)
     import matplotlib
 
     matplotlib.use("Agg")

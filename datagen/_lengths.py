@@ -24,6 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from ragged_common.checks import check_choice
+
+RANDOM_LENGTHS: tuple[str, ...] = ("fixed", "uniform", "poisson", "geometric", "zipf")
+"""The laws `draw_lengths` draws: every one of :data:`datagen.LENGTHS` but ``input``."""
 ZIPF_EXPONENT = 1.5
 INPUT_BIN_FILL = 0.6
 """Share of each length bin that ``input`` lengths' ``x[b, t, 0]`` occupies (centred)."""
@@ -79,20 +83,29 @@ def lengths_from_input(x: np.ndarray, longest_step: int) -> np.ndarray:
     return np.clip(position, 0, longest_step).astype(np.int32)
 
 
-def draw(
-    name: str, rng: np.random.Generator, shape: tuple[int, int], longest_step: int
+def draw_lengths(
+    lengths: str, rng: np.random.Generator, shape: tuple[int, int], longest_step: int
 ) -> np.ndarray:
-    """Draws lengths from a random distribution (every name but ``input``).
+    """Draws ``steps`` from one of the random length laws, the laws of :func:`datagen.generate`.
 
     Args:
-        name: the distribution.
-        rng: the block's ``LENGTHS`` stream.
+        lengths: the law, one of :data:`RANDOM_LENGTHS` (``datagen.LENGTHS`` but ``input``).
+        rng: the random stream drawn from.
         shape: ``(n, T)``.
         longest_step: ``L``, the clip.
 
     Returns:
         int32 array (n, T) with values in ``[0, L]``.
+
+    Raises:
+        ValueError: ``lengths`` names no random law.
+
+    Examples:
+        >>> import numpy as np
+        >>> draw_lengths("fixed", np.random.default_rng(0), (2, 3), 4).tolist()
+        [[4, 4, 4], [4, 4, 4]]
     """
+    name = check_choice("lengths", lengths, RANDOM_LENGTHS)
     if name == "fixed":
         raw = np.full(shape, longest_step)
     elif name == "uniform":
@@ -101,10 +114,8 @@ def draw(
         raw = rng.poisson(longest_step / 2, size=shape)
     elif name == "geometric":
         raw = rng.geometric(2 / (longest_step + 2), size=shape) - 1
-    elif name == "zipf":
-        raw = rng.zipf(ZIPF_EXPONENT, size=shape) - 1
     else:
-        raise ValueError(f"`lengths` has no random law named {name!r}")
+        raw = rng.zipf(ZIPF_EXPONENT, size=shape) - 1
     return np.minimum(raw, longest_step).astype(np.int32)
 
 

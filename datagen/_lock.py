@@ -41,7 +41,7 @@ def _created_directories(path: Path) -> list[Path]:
             with contextlib.suppress(OSError):
                 made.rmdir()
         reason = error.strerror or error
-        raise ParameterError("out", f"`out` cannot be created ({reason}); received {str(path)!r}") from None
+        raise ParameterError("out", message=f"`out` cannot be created ({reason}); received {str(path)!r}") from None
     return missing
 
 
@@ -51,7 +51,7 @@ def _acquire(path: Path, shared: bool, directory: Path) -> int:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as error:
         reason = error.strerror or error
-        raise ParameterError("out", f"`out` is not writable ({reason}); received {str(directory)!r}") from None
+        raise ParameterError("out", message=f"`out` is not writable ({reason}); received {str(directory)!r}") from None
     try:
         fcntl.flock(descriptor, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -62,7 +62,7 @@ def _acquire(path: Path, shared: bool, directory: Path) -> int:
     except OSError as error:
         os.close(descriptor)
         reason = error.strerror or error
-        raise ParameterError("out", f"`out` cannot be locked ({reason}); received {str(directory)!r}") from None
+        raise ParameterError("out", message=f"`out` cannot be locked ({reason}); received {str(directory)!r}") from None
     return descriptor
 
 

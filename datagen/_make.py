@@ -9,28 +9,30 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from ragged_common.checks import check_flag, check_int, check_path
+
 from . import _manifest, _memory, _pool, _rng, _storage, _tokens
 from ._errors import DatasetError
 from ._generate import generate_spec, law_truth
 from ._lock import locked
 from ._manifest import Plan
-from ._params import GENERATOR_VERSION, TOKEN_TASKS, ParameterError, Spec, validate_count, validate_flag, validate_path
+from ._params import GENERATOR_VERSION, TOKEN_TASKS, ParameterError, Spec
 from ._read import heldout_start
-from ._tasks import truth_file
+from ._tasks import TEACHER_KEYS, truth_file
 
 _FLUSH_SECONDS = 1.0
 
 
 def _check_out(out: Any) -> Path:
     """``out`` must be a directory, or creatable as one, that this process may write."""
-    path = validate_path("out", out)
+    path = check_path("out", out)
     if path.exists() and not path.is_dir():
-        raise ParameterError("out", f"`out` must be a directory; received {str(path)!r}, an existing file")
+        raise ParameterError("out", "a directory", path, received=f"{str(path)!r}, an existing file")
     parent = path
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ParameterError("out", f"`out` is not writable; received {str(path)!r}")
+        raise ParameterError("out", message=f"`out` is not writable; received {str(path)!r}")
     return path
 
 
@@ -43,9 +45,9 @@ def _check_fresh(out: Path, plan: Plan, overwrite: bool, resume: bool) -> None:
     clash = next((name for name in ours if (out / name).exists()), None)
     if clash is not None:
         held = f"already holds a dataset ({str(out / clash)!r})"
-        raise ParameterError("out", f"`out` {held}; pass overwrite=True to replace it or resume=True to finish it",
-                             cli_message=f"{str(out)!r} {held}; pass --overwrite to replace it or --resume to "
-                                         "finish it")  # fmt: skip
+        raise ParameterError("out", message=f"`out` {held}; pass overwrite=True to replace it or resume=True to "
+                             "finish it", cli_message=f"{str(out)!r} {held}; pass --overwrite to replace it or "
+                             "--resume to finish it")  # fmt: skip
 
 
 def _write_shard(job: tuple[Spec, Plan, int, str]) -> dict[str, Any]:
@@ -90,10 +92,11 @@ def _verified(out: Path, spec: Spec, plan: Plan) -> dict[int, dict[str, Any]]:
     previous = _manifest.load(path)
     version = previous["generator"]["version"]
     if version != GENERATOR_VERSION:
-        raise ParameterError("resume", f"`resume` needs the generator version that wrote {str(path)!r}: it was "
-                                       f"written by version {version!r}, this is version {GENERATOR_VERSION!r}")
+        raise ParameterError("resume", message=f"`resume` needs the generator version that wrote {str(path)!r}: it "
+                             f"was written by version {version!r}, this is version {GENERATOR_VERSION!r}")
     if previous["params"] != _manifest.params(spec, plan):
-        raise ParameterError("resume", f"`resume` needs the same parameters as the run that wrote {str(path)!r}")
+        raise ParameterError("resume", message=f"`resume` needs the same parameters as the run that wrote "
+                             f"{str(path)!r}")
     good = {}
     for record in previous["shards"]:
         file = _storage.safe_path(out, record.get("file"), path)
@@ -152,11 +155,11 @@ def _generate_missing(out: Path, spec: Spec, plan: Plan, done: dict[int, dict[st
 def make_dataset(out: Any, spec: Spec, plan: Plan, *, workers: int = 1, overwrite: bool = False,
                  resume: bool = False, progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """Writes the plan's shards, truth files and manifest; see :func:`datagen.make`."""
-    workers = validate_count("workers", workers, 1)
-    overwrite, resume = validate_flag("overwrite", overwrite), validate_flag("resume", resume)
-    progress = validate_flag("progress", progress)
+    workers = check_int("workers", workers, 1)
+    overwrite, resume = check_flag("overwrite", overwrite), check_flag("resume", resume)
+    progress = check_flag("progress", progress)
     if overwrite and resume:
-        raise ParameterError("resume", "`resume` and `overwrite` exclude each other; received both",
+        raise ParameterError("resume", message="`resume` and `overwrite` exclude each other; received both",
                              cli_message="use one of --resume and --overwrite, not both")
     path = _check_out(out)
     _memory.check_fits(spec, _rng.BLOCK + min(plan.shard_size, plan.n_samples), min(workers, len(plan.shards)))
@@ -210,8 +213,8 @@ def _check_complete(found: dict[int, tuple[Path, dict[str, Any]]]) -> tuple[Spec
     for entry, manifest in found.values():
         version = manifest["generator"]["version"]
         if version != GENERATOR_VERSION:
-            raise ParameterError("directories", f"{entry}: made by generator version {version!r}, this is version "
-                                                f"{GENERATOR_VERSION!r}; merge with the version that made the slices")
+            raise ParameterError("directories", message=f"{entry}: made by generator version {version!r}, this is "
+                                 f"version {GENERATOR_VERSION!r}; merge with the version that made the slices")
         if manifest["params"] != first["params"] or manifest["slice"]["count"] != plan.num_shards:
             raise DatasetError(f"{entry}: parameters differ from {path}")
     missing = sorted(set(range(plan.num_shards)) - set(found))
@@ -254,10 +257,11 @@ def merge(*directories: Any, out: Any = None) -> dict[str, Any]:
             ``out`` missing with several directories, or a slice made by another generator version.
     """
     if not directories:
-        raise ParameterError("directories", "`merge` needs at least one directory; received none")
+        raise ParameterError("directories", message="`merge` needs at least one directory; received none")
     if out is None and len(directories) > 1:
-        raise ParameterError("out", f"`out` is required when merging {len(directories)} directories; received None")
-    sources = [validate_path("directories", directory) for directory in directories]
+        raise ParameterError("out", message=f"`out` is required when merging {len(directories)} directories; "
+                             "received None")
+    sources = [check_path("directories", directory) for directory in directories]
     target = _check_out(sources[0] if out is None else out)
     found = _slice_manifests(sources)
     spec, plan = _check_complete(found)

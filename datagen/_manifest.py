@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from ragged_common.checks import check_choice, check_int
+
 from . import _lengths, _storage, _tasks, _tokens
 from ._errors import DatasetError
-from ._params import (FORMATS, GENERATOR_VERSION, TOKEN_TASKS, ParameterError, Spec, validate_choice,
-                      validate_count)  # fmt: skip
+from ._params import DEFAULTS, FORMATS, GENERATOR_VERSION, TOKEN_TASKS, ParameterError, Spec
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -65,26 +66,23 @@ def is_pending(path: Path) -> bool:
 class Plan:
     """How a dataset is cut into shards and which slice of them a run makes."""
 
-    n_samples: int = 4096
-    shard_size: int = 1024
-    file_format: str = "npz"
-    num_shards: int = 1
-    shard_index: int = 0
+    n_samples: int = DEFAULTS["n_samples"]
+    shard_size: int = DEFAULTS["shard_size"]
+    file_format: str = DEFAULTS["format"]
+    num_shards: int = DEFAULTS["num_shards"]
+    shard_index: int = DEFAULTS["shard_index"]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "n_samples", validate_count("n_samples", self.n_samples, 1))
-        object.__setattr__(self, "shard_size", validate_count("shard_size", self.shard_size, 1))
-        object.__setattr__(self, "file_format", validate_choice("format", self.file_format, FORMATS))
+        object.__setattr__(self, "n_samples", check_int("n_samples", self.n_samples, 1))
+        object.__setattr__(self, "shard_size", check_int("shard_size", self.shard_size, 1))
+        object.__setattr__(self, "file_format", check_choice("format", self.file_format, FORMATS))
         total = self.total_shards
-        count = validate_count("num_shards", self.num_shards, 1)
+        count = check_int("num_shards", self.num_shards, 1)
         if count > total:
-            raise ParameterError(
-                "num_shards",
-                f"`num_shards` must be <= {total}, the number of shards of "
-                f"{self.n_samples} samples at shard_size {self.shard_size}; received {count}",
-            )
+            raise ParameterError("num_shards", f"<= {total}, the number of shards of {self.n_samples} samples at "
+                                 f"shard_size {self.shard_size}", count)
         object.__setattr__(self, "num_shards", count)
-        object.__setattr__(self, "shard_index", validate_count("shard_index", self.shard_index, 0, count - 1))
+        object.__setattr__(self, "shard_index", check_int("shard_index", self.shard_index, 0, count - 1))
 
     @property
     def total_shards(self) -> int:

@@ -83,12 +83,12 @@ def check_fits(spec: Spec, samples: int, processes: int = 1, *, name: str = "siz
     sizes = (f"T={spec.timesteps}, input_size={spec.input_size}, output_size={spec.output_size}, "
              f"longest_step={spec.longest_step} (about {mean_steps(spec):.3g} inner steps per outer step)")  # fmt: skip
     if each > memory:
-        raise ParameterError(name, f"the sizes need about {each / _GIB:.3g} GiB of memory to generate {samples} "
-                                   f"samples at once ({sizes}), more than this machine's {memory / _GIB:.3g} GiB")
+        raise ParameterError(name, message=f"the sizes need about {each / _GIB:.3g} GiB of memory to generate "
+                             f"{samples} samples at once ({sizes}), more than this machine's {memory / _GIB:.3g} GiB")
     if each * processes > memory:
-        raise ParameterError("workers", f"`workers` {processes} would need about {each * processes / _GIB:.3g} GiB "
-                                        f"of memory, more than this machine's {memory / _GIB:.3g} GiB; "
-                                        f"received {processes}")  # fmt: skip
+        raise ParameterError("workers", message=f"`workers` {processes} would need about "
+                             f"{each * processes / _GIB:.3g} GiB of memory, more than this machine's "
+                             f"{memory / _GIB:.3g} GiB; received {processes}")  # fmt: skip
     return each * processes
 
 
@@ -132,8 +132,9 @@ def check_disk(spec: Spec, samples: int, out: Path, reclaimed: float = 0.0) -> f
     if need > 2 * free:
         raise ParameterError(
             "n_samples",
-            f"{samples} samples would take about {need / _GIB:.3g} GiB on disk uncompressed (T={spec.timesteps}, "
-            f"input_size={spec.input_size}, output_size={spec.output_size}, about {mean_steps(spec):.3g} inner "
-            f"steps per outer step), over twice the {free / _GIB:.3g} GiB free at {str(out)!r}; received {samples}",
+            message=f"{samples} samples would take about {need / _GIB:.3g} GiB on disk uncompressed "
+            f"(T={spec.timesteps}, input_size={spec.input_size}, output_size={spec.output_size}, about "
+            f"{mean_steps(spec):.3g} inner steps per outer step), over twice the {free / _GIB:.3g} GiB free at "
+            f"{str(out)!r}; received {samples}",
         )
     return need

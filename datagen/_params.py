@@ -1,13 +1,15 @@
-"""Generation parameters: defaults, names and the one place they are validated."""
+"""Generation parameters: defaults, names and the one place they are validated (with `ragged_common.checks`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import operator
-import os
-from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from ragged_common.bounds import INT32_MAX, INT64_MAX
+from ragged_common.checks import OptionError, check_choice, check_int, check_number
+
+from ._lengths import RANDOM_LENGTHS
 
 GENERATOR_VERSION = "1.0.0"
 """Bumped whenever the same parameters and seed would give different content."""
@@ -22,33 +24,26 @@ MAX_VOCAB_SIZE = 256
 """Decoding a run costs ``vocab_size ** 2`` per token: at 256, about a minute per block of 1024
 samples at the default sizes."""
 
-LENGTHS: tuple[str, ...] = ("fixed", "uniform", "poisson", "geometric", "zipf", "input")
+LENGTHS: tuple[str, ...] = (*RANDOM_LENGTHS, "input")
 """Distributions of ``steps[b, t]``, see `datagen._lengths`."""
 
 FORMATS: tuple[str, ...] = ("npz", "tfrecord")
 """Shard file formats."""
 
-MAX_LONGEST_STEP = 2**31 - 1
-"""``steps`` are int32."""
-
 MAX_NOISE = 1e18
 """So that the noisy targets and the noise floor ``noise ** 2`` stay finite in float32."""
 
+DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "task": "teacher", "timesteps": 16, "input_size": 4, "output_size": 4, "longest_step": 8,
+    "lengths": "uniform", "zero_fraction": 0.0, "noise": 0.05, "seed": 0, "teacher_hidden": 8, "vocab_size": 12,
+    "n_samples": 4096, "format": "npz", "shard_size": 1024, "workers": 1, "num_shards": 1, "shard_index": 0,
+    "out": "demo-data", "heldout_fraction": 0.1,
+})  # fmt: skip
+"""The default of every parameter of `make` (and of `datagen make`'s options), and of the held-out
+share that `read`, `info` and `load` split off; `generate` shares the generation parameters'."""
 
-class ParameterError(ValueError):
-    """An invalid parameter value.
-
-    Attributes:
-        name: the Python name of the parameter (``longest_step``); the CLI option is the same
-            name with dashes (``--longest-step``).
-        cli_message: the message as ``datagen``'s command line says it, where it advises other
-            arguments (``--overwrite`` for ``overwrite=True``); None where the message is the same.
-    """
-
-    def __init__(self, name: str, message: str, *, cli_message: str | None = None) -> None:
-        super().__init__(message)
-        self.name = name
-        self.cli_message = cli_message
+ParameterError = OptionError
+"""datagen's name for `ragged_common.checks.OptionError`: an invalid parameter, named with its value."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,17 +54,17 @@ class Spec:
     whatever their shard size, worker count or slicing.
     """
 
-    task: str = "teacher"
-    timesteps: int = 16
-    input_size: int = 4
-    output_size: int = 4
-    longest_step: int = 8
-    lengths: str = "uniform"
-    zero_fraction: float = 0.0
-    noise: float = 0.05
-    seed: int = 0
-    teacher_hidden: int = 8
-    vocab_size: int = 12
+    task: str = DEFAULTS["task"]
+    timesteps: int = DEFAULTS["timesteps"]
+    input_size: int = DEFAULTS["input_size"]
+    output_size: int = DEFAULTS["output_size"]
+    longest_step: int = DEFAULTS["longest_step"]
+    lengths: str = DEFAULTS["lengths"]
+    zero_fraction: float = DEFAULTS["zero_fraction"]
+    noise: float = DEFAULTS["noise"]
+    seed: int = DEFAULTS["seed"]
+    teacher_hidden: int = DEFAULTS["teacher_hidden"]
+    vocab_size: int = DEFAULTS["vocab_size"]
 
     def __post_init__(self) -> None:
         _validate_spec(self)
@@ -83,91 +78,23 @@ class Spec:
         return values
 
 
-def _integer(name: str, value: Any, low: int, high: float = math.inf) -> int:
-    """Returns ``value`` as an int in ``[low, high]`` or raises a ParameterError naming it."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = operator.index(value)
-    except TypeError:
-        raise ParameterError(name, f"`{name}` must be an integer; received {value!r}") from None
-    if not low <= number <= high:
-        bound = f"in [{low}, {high}]" if high != math.inf else f">= {low}"
-        raise ParameterError(name, f"`{name}` must be {bound}; received {number}")
-    return number
-
-
-def _real(name: str, value: Any, low: float, high: float) -> float:
-    """Returns ``value`` as a finite float in ``[low, high]`` or raises a ParameterError."""
-    try:
-        if isinstance(value, (bool, str)):
-            raise TypeError
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(name, f"`{name}` must be a number; received {value!r}") from None
-    if not math.isfinite(number) or not low <= number <= high:
-        bound = f"in [{low}, {high}]" if math.isfinite(high) else f"finite and >= {low}"
-        raise ParameterError(name, f"`{name}` must be {bound}; received {value!r}")
-    return number
-
-
-def _choice(name: str, value: Any, options: tuple[str, ...]) -> str:
-    if value not in options:
-        raise ParameterError(name, f"`{name}` must be one of {', '.join(options)}; received {value!r}")
-    return str(value)
-
-
 def _validate_spec(spec: Spec) -> None:
     """Checks and normalises every field of ``spec`` in place (it is frozen, hence setattr)."""
     fields = {
-        "task": _choice("task", spec.task, TASKS),
-        "timesteps": _integer("timesteps", spec.timesteps, 1),
-        "input_size": _integer("input_size", spec.input_size, 1),
-        "output_size": _integer("output_size", spec.output_size, 1),
-        "longest_step": _integer("longest_step", spec.longest_step, 1, MAX_LONGEST_STEP),
-        "lengths": _choice("lengths", spec.lengths, LENGTHS),
-        "zero_fraction": _real("zero_fraction", spec.zero_fraction, 0.0, 1.0),
-        "noise": _real("noise", spec.noise, 0.0, MAX_NOISE),
-        "seed": _integer("seed", spec.seed, 0, 2**63 - 1),
-        "teacher_hidden": _integer("teacher_hidden", spec.teacher_hidden, 1),
-        "vocab_size": _integer("vocab_size", spec.vocab_size, 2, MAX_VOCAB_SIZE),
+        "task": check_choice("task", spec.task, TASKS),
+        "timesteps": check_int("timesteps", spec.timesteps, 1),
+        "input_size": check_int("input_size", spec.input_size, 1),
+        "output_size": check_int("output_size", spec.output_size, 1),
+        "longest_step": check_int("longest_step", spec.longest_step, 1, INT32_MAX),  # steps are int32
+        "lengths": check_choice("lengths", spec.lengths, LENGTHS),
+        "zero_fraction": check_number("zero_fraction", spec.zero_fraction, 0, 1),
+        "noise": check_number("noise", spec.noise, 0, MAX_NOISE),
+        "seed": check_int("seed", spec.seed, 0, INT64_MAX),
+        "teacher_hidden": check_int("teacher_hidden", spec.teacher_hidden, 1),
+        "vocab_size": check_int("vocab_size", spec.vocab_size, 2, MAX_VOCAB_SIZE),
     }
     if fields["task"] == "echo" and fields["output_size"] != fields["input_size"]:
-        raise ParameterError(
-            "output_size",
-            "`output_size` must equal `input_size` for task 'echo'; received "
-            f"output_size={fields['output_size']}, input_size={fields['input_size']}",
-        )
+        raise ParameterError("output_size", message="`output_size` must equal `input_size` for task 'echo'; "
+                             f"received output_size={fields['output_size']}, input_size={fields['input_size']}")
     for key, value in fields.items():
         object.__setattr__(spec, key, value)
-
-
-def validate_count(name: str, value: Any, low: int = 0, high: float = math.inf) -> int:
-    """Validates an integer argument that is not part of the spec (sizes of a run)."""
-    return _integer(name, value, low, high)
-
-
-def validate_choice(name: str, value: Any, options: tuple[str, ...]) -> str:
-    """Validates a string argument that must be one of ``options``."""
-    return _choice(name, value, options)
-
-
-def validate_flag(name: str, value: Any) -> bool:
-    """Validates a True/False argument: ``'no'`` or ``None`` would otherwise pass by truthiness."""
-    if not isinstance(value, bool):
-        raise ParameterError(name, f"`{name}` must be True or False; received {value!r}")
-    return value
-
-
-def validate_path(name: str, value: Any) -> Path:
-    """Validates a file system path argument: a non-empty ``str`` or ``os.PathLike`` of one.
-
-    An empty path would stand for the current directory, so it is refused too.
-    """
-    try:
-        text = os.fspath(value)
-    except TypeError:
-        text = None
-    if not isinstance(text, str) or not text:
-        raise ParameterError(name, f"`{name}` must be a non-empty path (str or os.PathLike); received {value!r}")
-    return Path(text)

@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from ragged_common.checks import check_choice, check_flag, check_number, check_path
+
 from . import _manifest, _storage
 from ._errors import DatasetError
 from ._manifest import Plan
-from ._params import TOKEN_TASKS, ParameterError, Spec, validate_flag, validate_path
-from ._tasks import truth_file
+from ._params import DEFAULTS, TOKEN_TASKS, ParameterError, Spec
+from ._tasks import TEACHER_KEYS, truth_file
 
 
 def manifest_path(directory: Path) -> Path:
@@ -105,13 +107,11 @@ def split_range(n_samples: int, split: str | None, heldout_fraction: float) -> t
     Raises:
         ValueError: unknown split, fraction outside (0, 1), or an empty split.
     """
-    if split not in SPLITS:
-        raise ParameterError("split", f"`split` must be one of None, 'train', 'heldout'; received {split!r}")
-    if not isinstance(heldout_fraction, (int, float)) or not 0 < heldout_fraction < 1:
-        raise ParameterError("heldout_fraction", f"`heldout_fraction` must be in (0, 1); received {heldout_fraction!r}")
+    check_choice("split", split, SPLITS)
+    heldout_fraction = check_number("heldout_fraction", heldout_fraction, 0, 1, open_low=True, open_high=True)
     cut = heldout_start(n_samples, heldout_fraction)
     if split is not None and cut <= 0:
-        raise ParameterError("heldout_fraction", f"`heldout_fraction` {heldout_fraction} leaves no training "
+        raise ParameterError("heldout_fraction", message=f"`heldout_fraction` {heldout_fraction} leaves no training "
                              f"samples out of {n_samples}")  # fmt: skip
     return {None: (0, n_samples), "train": (0, cut), "heldout": (cut, n_samples)}[split]
 
@@ -133,7 +133,7 @@ def subset(data: dict[str, Any], first: int, stop: int) -> dict[str, Any]:
 
 
 def read(directory: str | os.PathLike[str], verify: bool = False, *, split: str | None = None,
-         heldout_fraction: float = 0.1) -> dict[str, Any]:  # fmt: skip
+         heldout_fraction: float = DEFAULTS["heldout_fraction"]) -> dict[str, Any]:  # fmt: skip
     """Reads a dataset into numpy arrays, without TensorFlow and without unpickling.
 
     Args:
@@ -160,8 +160,8 @@ def read(directory: str | os.PathLike[str], verify: bool = False, *, split: str 
         ValueError: ``directory`` is not a non-empty path, ``verify`` not True or False, or
             ``split`` or ``heldout_fraction`` is invalid.
     """
-    root = validate_path("directory", directory)
-    verify = validate_flag("verify", verify)
+    root = check_path("directory", directory)
+    verify = check_flag("verify", verify)
     split_range(1 << 30, split, heldout_fraction)  # validates before any file is read
     path = manifest_path(root)
     manifest = _manifest.load(path)

@@ -17,15 +17,15 @@ import hashlib
 import io
 import os
 import re
-import stat
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ragged_common import atomic, reading
+
 from . import _tfrecord
-from . import _atomic
 from ._errors import DatasetError
 
 SHARD_KEYS = ("x", "steps", "y_values", "y_clean_values", "row_lengths")
@@ -172,42 +172,16 @@ _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def read_file(path: Path, max_bytes: int | None = None, what: str = "") -> bytes:
-    """Reads a regular dataset file, turning a missing, unreadable or special file into a DatasetError.
-
-    The file is opened without blocking and checked to be a regular file before any read, so a
-    FIFO or device named in a manifest is refused instead of hanging or reading forever.
-
-    Args:
-        path: the file.
-        max_bytes: refuse a file larger than this.
-        what: the kind of file for messages, e.g. ``"manifest"``.
+    """Reads a regular dataset file (`ragged_common.reading.read_regular`), in DatasetErrors.
 
     Raises:
         DatasetError: the file is missing, not a regular file, larger than ``max_bytes`` or unreadable.
     """
-    kind = f" {what}" if what else ""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as error:
-        raise DatasetError(f"{path}: cannot read{kind} ({error.strerror or error})") from None
-    try:
-        info = os.fstat(descriptor)
-        if stat.S_ISDIR(info.st_mode):
-            raise DatasetError(f"{path}: cannot read{kind} (Is a directory)")
-        if not stat.S_ISREG(info.st_mode):
-            raise DatasetError(f"{path}: not a regular file; a{kind or ' dataset file'} must be one")
-        if max_bytes is not None and info.st_size > max_bytes:
-            raise DatasetError(f"{path}:{kind} larger than {max_bytes} bytes")
-        with os.fdopen(os.dup(descriptor), "rb") as handle:
-            return handle.read()
-    except OSError as error:
-        raise DatasetError(f"{path}: cannot read{kind} ({error.strerror or error})") from None
-    finally:
-        os.close(descriptor)
+    return reading.read_regular(path, max_bytes=max_bytes, what=what, error=DatasetError)
 
 
 def atomic_write(path: Path, data: bytes | memoryview | str) -> None:
-    """Writes ``data`` to ``path`` atomically (:func:`datagen._atomic.atomic_write`), in one-line errors.
+    """Writes ``data`` to ``path`` atomically (`ragged_common.atomic.atomic_write`), in DatasetErrors.
 
     Raises:
         DatasetError: ``no space left while writing PATH`` on a full disk, quota or file size
@@ -215,7 +189,7 @@ def atomic_write(path: Path, data: bytes | memoryview | str) -> None:
             PATH (reason)`` on any other failure.
     """
     try:
-        _atomic.atomic_write(path, data)
+        atomic.atomic_write(path, data)
     except OSError as error:
         if error.errno in _FULL:
             raise DatasetError(f"no space left while writing {path}") from None

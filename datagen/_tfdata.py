@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._params import ParameterError, validate_count, validate_flag
+from ragged_common.bounds import INT64_MAX
+from ragged_common.checks import check_flag, check_int
+
+from ._params import DEFAULTS, ParameterError
 from ._read import read
 
 
@@ -23,8 +26,8 @@ def windows_per_sample(timesteps: int, window: int) -> int:
         >>> windows_per_sample(16, 5)
         4
     """
-    timesteps = validate_count("timesteps", timesteps, 1)
-    window = validate_count("window", window, 1, timesteps)
+    timesteps = check_int("timesteps", timesteps, 1)
+    window = check_int("window", window, 1, timesteps)
     return -(-timesteps // window)
 
 
@@ -55,7 +58,7 @@ def load(
     verify: bool = False,
     *,
     split: str | None = None,
-    heldout_fraction: float = 0.1,
+    heldout_fraction: float = DEFAULTS["heldout_fraction"],
     drop_remainder: bool = False,
     window: int | None = None,
 ) -> Any:
@@ -109,20 +112,20 @@ def load(
         >>> [y.shape[1] for _, y in windows.take(windows_per_sample(16, 5))]  # doctest: +SKIP
         [5, 5, 5, 1]
     """
-    batch_size = validate_count("batch_size", batch_size, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     if window is not None:
-        window = validate_count("window", window, 1)
+        window = check_int("window", window, 1)
     if seed is not None:
-        seed = validate_count("seed", seed, 0, 2**63 - 1)
-    shuffle = validate_flag("shuffle", shuffle)
-    drop_remainder = validate_flag("drop_remainder", drop_remainder)
+        seed = check_int("seed", seed, 0, INT64_MAX)
+    shuffle = check_flag("shuffle", shuffle)
+    drop_remainder = check_flag("drop_remainder", drop_remainder)
     data = read(directory, verify, split=split, heldout_fraction=heldout_fraction)
     samples, timesteps = data["steps"].shape
     if window is not None:
         windows_per_sample(timesteps, window)
         if batch_size > samples:
-            raise ParameterError("batch_size", f"`batch_size` must be <= {samples}, the samples of the split, "
-                                               f"with `window` (only full batches are yielded); received {batch_size}")
+            raise ParameterError("batch_size", f"<= {samples}, the samples of the split, with `window` (only full "
+                                 "batches are yielded)", batch_size)
     import tensorflow as tf
 
     cells = tf.RaggedTensor.from_row_lengths(data["y_values"], data["row_lengths"], validate=False)

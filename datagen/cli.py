@@ -6,10 +6,12 @@ from typing import Any, Callable
 
 import click
 
+from ragged_common.checks import OptionError
+from ragged_common.cli import OneLineGroup, OutputDir, bad_parameter
+
 from . import _api, _inspect, _make
-from ._command_line import OneLineGroup, OutputDir
 from ._errors import DatasetError
-from ._params import FORMATS, LENGTHS, TASKS, ParameterError
+from ._params import DEFAULTS, FORMATS, LENGTHS, TASKS
 
 _OPTION_OF = {"n_samples": "--samples", "directories": "DIRS",
               "sizes": "--timesteps/--input-size/--output-size/--longest-step/--teacher-hidden"}  # fmt: skip
@@ -19,9 +21,8 @@ def _run(action: Callable[[], Any]) -> Any:
     """Runs library code, turning its errors into one-line click errors (no traceback)."""
     try:
         return action()
-    except ParameterError as error:
-        hint = _OPTION_OF.get(error.name, "--" + error.name.replace("_", "-"))
-        raise click.BadParameter(error.cli_message or str(error), param_hint=f"'{hint}'") from None
+    except OptionError as error:
+        raise bad_parameter(error, _OPTION_OF.get(error.name)) from None
     except DatasetError as error:
         raise click.ClickException(error.cli_message or str(error)) from None
 
@@ -33,25 +34,34 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--task", default="teacher", show_default=True, help=f"Target law: {', '.join(TASKS)}.")
-@click.option("--samples", "n_samples", type=int, default=4096, show_default=True, help="Samples in the dataset.")
-@click.option("--timesteps", type=int, default=16, show_default=True, help="Outer steps T per sample.")
-@click.option("--input-size", type=int, default=4, show_default=True, help="Features per outer step.")
-@click.option("--output-size", type=int, default=4, show_default=True, help="Features per inner step.")
-@click.option("--longest-step", type=int, default=8, show_default=True, help="Clip L of every length.")
-@click.option("--lengths", default="uniform", show_default=True, help=f"Length law: {', '.join(LENGTHS)}.")
-@click.option("--zero-fraction", type=float, default=0.0, show_default=True, help="Share of steps set to 0, in [0, 1].")
-@click.option("--noise", type=float, default=0.05, show_default=True, help="Std of Gaussian target noise.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Root seed (>= 0).")
-@click.option("--teacher-hidden", type=int, default=8, show_default=True, help="Units of the teacher's GRUs.")
-@click.option("--vocab-size", type=int, default=12, show_default=True,
+@click.option("--task", default=DEFAULTS["task"], show_default=True, help=f"Target law: {', '.join(TASKS)}.")
+@click.option("--samples", "n_samples", type=int, default=DEFAULTS["n_samples"], show_default=True,
+              help="Samples in the dataset.")
+@click.option("--timesteps", type=int, default=DEFAULTS["timesteps"], show_default=True, help="Outer steps T per sample.")
+@click.option("--input-size", type=int, default=DEFAULTS["input_size"], show_default=True,
+              help="Features per outer step.")
+@click.option("--output-size", type=int, default=DEFAULTS["output_size"], show_default=True,
+              help="Features per inner step.")
+@click.option("--longest-step", type=int, default=DEFAULTS["longest_step"], show_default=True,
+              help="Clip L of every length.")
+@click.option("--lengths", default=DEFAULTS["lengths"], show_default=True, help=f"Length law: {', '.join(LENGTHS)}.")
+@click.option("--zero-fraction", type=float, default=DEFAULTS["zero_fraction"], show_default=True,
+              help="Share of steps set to 0, in [0, 1].")
+@click.option("--noise", type=float, default=DEFAULTS["noise"], show_default=True, help="Std of Gaussian target noise.")
+@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Root seed (>= 0).")
+@click.option("--teacher-hidden", type=int, default=DEFAULTS["teacher_hidden"], show_default=True,
+              help="Units of the teacher's GRUs.")
+@click.option("--vocab-size", type=int, default=DEFAULTS["vocab_size"], show_default=True,
               help="Tokens V of the token tasks, in [2, 256] (they ignore --output-size and --noise).")
-@click.option("--out", type=OutputDir(), default="demo-data", show_default=True, help="Dataset directory.")
-@click.option("--format", "file_format", default="npz", show_default=True, help=f"Shard format: {', '.join(FORMATS)}.")
-@click.option("--shard-size", type=int, default=1024, show_default=True, help="Samples per shard.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Parallel worker processes.")
-@click.option("--num-shards", type=int, default=1, show_default=True, help="Slices K of the dataset (one per machine).")
-@click.option("--shard-index", type=int, default=0, show_default=True, help="Slice i in [0, K) to make.")
+@click.option("--out", type=OutputDir(), default=DEFAULTS["out"], show_default=True, help="Dataset directory.")
+@click.option("--format", "file_format", default=DEFAULTS["format"], show_default=True,
+              help=f"Shard format: {', '.join(FORMATS)}.")
+@click.option("--shard-size", type=int, default=DEFAULTS["shard_size"], show_default=True, help="Samples per shard.")
+@click.option("--workers", type=int, default=DEFAULTS["workers"], show_default=True, help="Parallel worker processes.")
+@click.option("--num-shards", type=int, default=DEFAULTS["num_shards"], show_default=True,
+              help="Slices K of the dataset (one per machine).")
+@click.option("--shard-index", type=int, default=DEFAULTS["shard_index"], show_default=True,
+              help="Slice i in [0, K) to make.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted run, re-making missing or corrupt shards.")
 def make(file_format: str, **options: Any) -> None:

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("chain", "chain_app", "datagen", "bench")
+PACKAGES = ("chain", "chain_app", "datagen", "bench", "ragged_common")
 PAGES = ("README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md")))
 _BLOCK = re.compile(
     r"(?:^<!-- docs-test: skip: (?P<reason>[^\n]+?) -->\n)?^```python\n(?P<code>.*?)^```", re.S | re.M

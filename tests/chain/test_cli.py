@@ -424,18 +424,18 @@ def test_a_full_disk_while_tensorboard_opens_its_file_exits_1_in_one_line(datase
 def test_a_full_disk_while_checkpointing_exits_1_naming_the_file(datasets, tmp_path, monkeypatch):
     import errno
 
-    from datagen import _atomic
+    from ragged_common import atomic
 
-    real = _atomic.atomic_write
+    real = atomic.atomic_write
 
     def full(path, data):
         if str(path).endswith("state.json") and '"epochs_done": 1' in str(data):
-            with _atomic.atomic_path(path) as temporary:
+            with atomic.atomic_path(path) as temporary:
                 temporary.write_text(str(data)[:10])  # half of it, then the disk is full
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, data)
 
-    monkeypatch.setattr(_atomic, "atomic_write", full)
+    monkeypatch.setattr(atomic, "atomic_write", full)
     out = tmp_path / "run"
     result = run("fit", datasets["a"], "--out", out, *QUICK)
     assert result.exit_code == 1, result.output

@@ -66,11 +66,11 @@ def test_bad_values_raise_invalid_argument_in_graph_mode(net, steps, match):
     [
         ({"state": "sometimes"}, r"`state` must be one of .*; received 'sometimes'"),
         ({"strategy": "magic"}, r"`strategy` must be one of .*; received 'magic'"),
-        ({"output_size": 0}, r"`output_size` must be a positive int or None; received 0"),
-        ({"max_steps": -1}, r"`max_steps` must be a non-negative int or None; received -1"),
-        ({"output_size": True}, r"`output_size` must be a positive int or None; received True"),
-        ({"max_steps": True}, r"`max_steps` must be a non-negative int or None; received True"),
-        ({"max_steps": 2**31}, r"`max_steps` must be a non-negative int of at most 2147483647 \(steps are int32\) or None; received 2147483648"),
+        ({"output_size": 0}, r"`output_size` must be an integer >= 1 or None; received 0"),
+        ({"max_steps": -1}, r"`max_steps` must be an integer in \[0, 2147483647\] or None; received -1"),
+        ({"output_size": True}, r"`output_size` must be an integer >= 1 or None; received True"),
+        ({"max_steps": True}, r"`max_steps` must be an integer in \[0, 2147483647\] or None; received True"),
+        ({"max_steps": 2**31}, r"`max_steps` must be an integer in \[0, 2147483647\] or None; received 2147483648"),
         ({"compiled": "no"}, r"`compiled` must be True or False; received 'no'"),
     ],
 )

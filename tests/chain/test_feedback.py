@@ -210,7 +210,7 @@ def test_sampling_draws_follow_the_seed_and_the_optimizer_step():
 
 @pytest.mark.parametrize("value", [-1, 2**63, 1.5, True])
 def test_a_sampling_seed_that_is_no_integer_at_least_0_is_refused(value):
-    message = rf"`sampling_seed` must be an integer in \[0, 2\*\*63 - 1\]; received {value}"
+    message = rf"`sampling_seed` must be an integer in \[0, {2**63 - 1}\]; received {value}"
     with pytest.raises(ValueError, match=message):
         _net(feedback_sampling=0.5, sampling_seed=value)
 
@@ -343,7 +343,7 @@ def test_targets_without_feedback_are_refused():
 
 @pytest.mark.parametrize("value", [1.5, -0.1])
 def test_sampling_outside_zero_one_is_refused(value):
-    with pytest.raises(ValueError, match=rf"`feedback_sampling` must be in \[0, 1\]; received {value}"):
+    with pytest.raises(ValueError, match=rf"`feedback_sampling` must be a number in \[0, 1\]; received {value}"):
         Chain(keras.layers.GRU(IR, return_sequences=True), keras.layers.GRUCell(5), output_size=D,
               feedback=True, feedback_sampling=value)  # fmt: skip
 

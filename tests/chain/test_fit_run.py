@@ -19,7 +19,8 @@ from chain_app import options as app_options
 from chain_app import runs
 from chain_app.data import check_sizes
 from chain_app.runs import load_run
-from datagen import _atomic, _storage
+from datagen import _storage
+from ragged_common import atomic
 
 from .conftest import make_chain
 
@@ -272,16 +273,16 @@ def _assert_pair_of_epoch(run, epoch, weights):
 
 
 def test_a_crash_while_writing_the_state_keeps_a_matching_pair(datasets, tmp_path, monkeypatch):
-    real = _atomic.atomic_write
+    real = atomic.atomic_write
 
     def crash_at_epoch_2(path, data):
         if str(path).endswith("state.json") and '"epochs_done": 2' in str(data):
             raise Crash
         return real(path, data)
 
-    monkeypatch.setattr(_atomic, "atomic_write", crash_at_epoch_2)
+    monkeypatch.setattr(atomic, "atomic_write", crash_at_epoch_2)
     weights = _crashing_run(datasets, tmp_path / "run")
-    monkeypatch.setattr(_atomic, "atomic_write", real)
+    monkeypatch.setattr(atomic, "atomic_write", real)
     _assert_pair_of_epoch(tmp_path / "run", 1, weights)
 
 

@@ -134,10 +134,10 @@ def test_fast_path_is_inspectable_and_explicit():
         Chain(a, MinimalCell(4), fused=True)
     with pytest.raises(ValueError, match=r"fused=True, but model B has no fast path: LSTMCell with non-default activations"):
         Chain(a, keras.layers.LSTMCell(4, activation="relu"), fused=True)
-    with pytest.raises(ValueError, match=r"`fused` must be 'auto', True or False; received 'yes'"):
+    with pytest.raises(ValueError, match=r"`fused` must be one of auto, True, False; received 'yes'"):
         Chain(a, keras.layers.GRUCell(4), fused="yes")
     for value in (1, 0, np.bool_(True)):  # equal to a bool, but not one: refused, not taken as True or False
-        with pytest.raises(ValueError, match=rf"`fused` must be 'auto', True or False; received {value!r}"):
+        with pytest.raises(ValueError, match=rf"`fused` must be one of auto, True, False; received {value!r}"):
             Chain(a, keras.layers.GRUCell(4), fused=value)
 
 

@@ -54,7 +54,7 @@ def assert_same(out, reference):
     [
         ({"predict_lengths": True}, r"predict_lengths=True needs `max_steps`"),
         ({"stop": "token"}, r"stop='token' needs `max_steps`"),
-        ({"stop": "norm", "max_steps": 3}, r"`stop` must be one of \(None, 'token'\); received 'norm'"),
+        ({"stop": "norm", "max_steps": 3}, r"`stop` must be one of None, token; received 'norm'"),
         ({"predict_lengths": 1, "max_steps": 3}, r"`predict_lengths` must be True or False; received 1"),
         ({"predict_lengths": True, "stop": "token", "max_steps": 3}, "use one way to predict lengths"),
     ],

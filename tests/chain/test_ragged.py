@@ -42,7 +42,7 @@ def test_to_padded_rejects_a_length_shorter_than_a_run(data):
     x, steps = data
     with pytest.raises(ValueError, match=r"`longest_step` must be at least the longest run \(3\); received 2"):
         to_padded(make_chain("gru", "reset")(x, steps), longest_step=2)
-    with pytest.raises(ValueError, match=r"`longest_step` must be >= 0; received -1"):
+    with pytest.raises(ValueError, match=r"`longest_step` must be an integer >= 0 or None; received -1"):
         to_padded(make_chain("gru", "reset")(x, steps), longest_step=-1)
 
 
@@ -75,5 +75,5 @@ def test_from_padded_refuses_steps_that_are_not_integers(dtype):
 @pytest.mark.parametrize("value", [2.5, "3", True])
 def test_to_padded_refuses_a_longest_step_that_is_not_an_int(data, value):
     x, steps = data
-    with pytest.raises(ValueError, match=rf"`longest_step` must be a non-negative int or None; received {value!r}"):
+    with pytest.raises(ValueError, match=rf"`longest_step` must be an integer >= 0 or None; received {value!r}"):
         to_padded(make_chain("gru", "reset")(x, steps), longest_step=value)

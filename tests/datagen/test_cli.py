@@ -41,27 +41,27 @@ def test_make_options_map_onto_the_api(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--samples", "-5"], "Invalid value for '--samples': `n_samples` must be >= 1; received -5"),
-        (["--timesteps", "-1"], "Invalid value for '--timesteps': `timesteps` must be >= 1; received -1"),
-        (["--input-size", "0"], "Invalid value for '--input-size': `input_size` must be >= 1; received 0"),
-        (["--longest-step", "0"], "Invalid value for '--longest-step': `longest_step` must be in [1, 2147483647]; received 0"),
-        (["--task", "nope"], "Invalid value for '--task': `task` must be one of echo, running, bursts, teacher, ar, "
-                             "ar-reset, tokens, tokens-reset; received 'nope'"),  # fmt: skip
-        (["--lengths", "gauss"], "Invalid value for '--lengths': `lengths` must be one of"),
+        (["--samples", "-5"], "Invalid value for '--samples': must be an integer >= 1; received -5"),
+        (["--timesteps", "-1"], "Invalid value for '--timesteps': must be an integer >= 1; received -1"),
+        (["--input-size", "0"], "Invalid value for '--input-size': must be an integer >= 1; received 0"),
+        (["--longest-step", "0"], "Invalid value for '--longest-step': must be an integer in [1, 2147483647]; received 0"),
+        (["--task", "nope"], "Invalid value for '--task': must be one of echo, running, bursts, teacher, ar, ar-reset, "
+                             "tokens, tokens-reset; received 'nope'"),  # fmt: skip
+        (["--lengths", "gauss"], "Invalid value for '--lengths': must be one of"),
         (["--task", "echo", "--output-size", "3"], "Invalid value for '--output-size': `output_size` must equal "
                                                    "`input_size` for task 'echo'; received output_size=3, input_size=4"),
-        (["--zero-fraction", "1.5"], "Invalid value for '--zero-fraction': `zero_fraction` must be in [0.0, 1.0]; "
+        (["--zero-fraction", "1.5"], "Invalid value for '--zero-fraction': must be a number in [0, 1]; "
                                      "received 1.5"),  # fmt: skip
-        (["--zero-fraction", "-0.1"], "`zero_fraction` must be in [0.0, 1.0]; received -0.1"),
-        (["--noise", "-1"], "Invalid value for '--noise': `noise` must be in [0.0, 1e+18]; received -1.0"),
-        (["--seed", "-2"], "Invalid value for '--seed': `seed` must be in"),
-        (["--teacher-hidden", "0"], "Invalid value for '--teacher-hidden': `teacher_hidden` must be >= 1"),
-        (["--format", "csv"], "Invalid value for '--format': `format` must be one of npz, tfrecord; received 'csv'"),
-        (["--shard-size", "0"], "Invalid value for '--shard-size': `shard_size` must be >= 1; received 0"),
-        (["--workers", "0"], "Invalid value for '--workers': `workers` must be >= 1; received 0"),
+        (["--zero-fraction", "-0.1"], "Invalid value for '--zero-fraction': must be a number in [0, 1]; received -0.1"),
+        (["--noise", "-1"], "Invalid value for '--noise': must be a number in [0, 1e+18]; received -1.0"),
+        (["--seed", "-2"], "Invalid value for '--seed': must be an integer in"),
+        (["--teacher-hidden", "0"], "Invalid value for '--teacher-hidden': must be an integer >= 1"),
+        (["--format", "csv"], "Invalid value for '--format': must be one of npz, tfrecord; received 'csv'"),
+        (["--shard-size", "0"], "Invalid value for '--shard-size': must be an integer >= 1; received 0"),
+        (["--workers", "0"], "Invalid value for '--workers': must be an integer >= 1; received 0"),
         (["--num-shards", "2", "--shard-index", "2", "--shard-size", "10"],
-         "Invalid value for '--shard-index': `shard_index` must be in [0, 1]; received 2"),
-        (["--num-shards", "0"], "Invalid value for '--num-shards': `num_shards` must be >= 1; received 0"),
+         "Invalid value for '--shard-index': must be an integer in [0, 1]; received 2"),
+        (["--num-shards", "0"], "Invalid value for '--num-shards': must be an integer >= 1; received 0"),
         (["--samples", "ten"], "Invalid value for '--samples': 'ten' is not a valid integer"),
         (["--overwrite", "--resume"], "Invalid value for '--resume': use one of --resume and --overwrite, not both"),
     ],
@@ -140,7 +140,7 @@ def test_inspect_plot_writes_a_png(small_npz, tmp_path):
 def test_inspect_plot_rejects_a_sample_out_of_range_before_the_summary(small_npz, tmp_path, sample):
     result = run("inspect", str(small_npz), "--plot", str(tmp_path / "p.png"), "--sample", sample)
     assert result.exit_code == 2
-    assert result.output.splitlines()[-1] == f"Error: Invalid value for '--sample': `sample` must be in [0, 299]; " \
+    assert result.output.splitlines()[-1] == f"Error: Invalid value for '--sample': must be an integer in [0, 299]; " \
                                              f"received {sample}"
     assert "samples" not in result.output  # refused before the summary, not after it
     assert not (tmp_path / "p.png").exists()

@@ -309,16 +309,16 @@ def test_manifests_with_a_missing_or_mistyped_law_are_refused_in_one_line(tmp_pa
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--noise", "1e200"], "Invalid value for '--noise': `noise` must be in [0.0, 1e+18]; received 1e+200"),
-        (["--noise", "1e19", "--workers", "2"], "`noise` must be in [0.0, 1e+18]"),
-        (["--longest-step", "3000000000"], "Invalid value for '--longest-step': `longest_step` must be in "
+        (["--noise", "1e200"], "Invalid value for '--noise': must be a number in [0, 1e+18]; received 1e+200"),
+        (["--noise", "1e19", "--workers", "2"], "Invalid value for '--noise': must be a number in [0, 1e+18]"),
+        (["--longest-step", "3000000000"], "Invalid value for '--longest-step': must be an integer in "
                                            "[1, 2147483647]; received 3000000000"),  # fmt: skip
         (["--timesteps", "100000000"], "Invalid value for '--timesteps/--input-size/--output-size/--longest-step/"
                                        "--teacher-hidden': the sizes need about"),  # fmt: skip
         (["--input-size", "10000000", "--output-size", "10000000"], "the sizes need about"),
         (["--longest-step", "2000000000", "--lengths", "fixed"], "more than this machine's"),
         (["--task", "teacher", "--teacher-hidden", "1000000"], "the sizes need about"),
-        (["--seed", str(2**64)], "Invalid value for '--seed': `seed` must be in"),
+        (["--seed", str(2**64)], "Invalid value for '--seed': must be an integer in"),
     ],
 )
 def test_values_that_cannot_be_held_exit_2_in_one_line_writing_nothing(tmp_path, args, message):
@@ -407,12 +407,12 @@ def test_a_full_disk_gives_one_line_naming_the_file_and_leaves_no_temporary(tmp_
 def test_a_full_disk_while_plotting_leaves_no_file(small_npz, tmp_path, monkeypatch):
     import errno
 
-    from datagen import _atomic
+    from ragged_common import atomic
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(_atomic, "atomic_write", full)
+    monkeypatch.setattr(atomic, "atomic_write", full)
     line = one_error_line(run("inspect", small_npz, "--plot", tmp_path / "p.png"), 1)
     assert line == f"Error: no space left while writing {tmp_path / 'p.png'}"
     assert not (tmp_path / "p.png").exists()
@@ -421,10 +421,10 @@ def test_a_full_disk_while_plotting_leaves_no_file(small_npz, tmp_path, monkeypa
 @pytest.mark.parametrize(
     "name,message",
     [
-        ("p.txt", "Invalid value for '--plot': `plot` must be a path ending in .png; received"),
-        ("p", "`plot` must be a path ending in .png"),
-        ("missing/p.png", "Invalid value for '--plot': `plot` must be in an existing directory; received"),
-        ("shard/p.png", "`plot` must be in an existing directory"),
+        ("p.txt", "Invalid value for '--plot': must be a path ending in .png; received"),
+        ("p", "Invalid value for '--plot': must be a path ending in .png"),
+        ("missing/p.png", "Invalid value for '--plot': must be in an existing directory; received"),
+        ("shard/p.png", "Invalid value for '--plot': must be in an existing directory"),
         ("dir.png", "dir.png' is a directory"),  # click's own check; the library says "`plot` must be a file"
     ],
 )

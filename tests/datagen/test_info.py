@@ -58,9 +58,9 @@ def test_a_missing_directory(tmp_path):
 
 
 def test_a_bad_split_is_refused_before_reading(tmp_path):
-    with pytest.raises(ValueError, match="`split` must be one of None, 'train', 'heldout'; received 'test'"):
+    with pytest.raises(ValueError, match="`split` must be one of None, train, heldout; received 'test'"):
         datagen.info(tmp_path / "nowhere", split="test")
-    with pytest.raises(ValueError, match=r"`heldout_fraction` must be in \(0, 1\); received 1.5"):
+    with pytest.raises(ValueError, match=r"`heldout_fraction` must be a number in \(0, 1\); received 1.5"):
         datagen.info(tmp_path / "nowhere", heldout_fraction=1.5)
 
 

@@ -72,9 +72,20 @@ def test_zero_fraction_zeroes_extra_steps(fraction):
     assert np.mean(steps == 0) == pytest.approx(fraction, abs=0.01)
 
 
-def test_lengths_module_refuses_input_law_without_x():
-    with pytest.raises(ValueError, match="`lengths` has no random law named 'input'"):
-        _lengths.draw("input", np.random.default_rng(0), (2, 2), 4)
+def test_draw_lengths_refuses_input_law_without_x():
+    with pytest.raises(ValueError, match="`lengths` must be one of fixed, uniform, poisson, geometric, zipf; "
+                                         "received 'input'"):  # fmt: skip
+        datagen.draw_lengths("input", np.random.default_rng(0), (2, 2), 4)
+
+
+def test_draw_lengths_draws_the_steps_of_generate():
+    """The public law is the one `generate` draws from: the same stream gives the same steps."""
+    from datagen import _rng
+
+    data = datagen.generate(8, timesteps=5, longest_step=6, lengths="zipf", seed=3)
+    stream = _rng.block_stream(3, _rng.Purpose.LENGTHS, 0)
+    steps = datagen.draw_lengths("zipf", stream, (_rng.BLOCK, 5), 6)[:8]
+    np.testing.assert_array_equal(steps, data["steps"])
 
 
 def test_manifest_parameters_are_documented():

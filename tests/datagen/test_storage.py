@@ -129,13 +129,13 @@ def test_merge_detects_a_corrupt_slice_shard(tmp_path):
 
 
 def test_num_shards_and_shard_index_are_validated(tmp_path):
-    with pytest.raises(ValueError, match=r"`shard_index` must be in \[0, 1\]; received 2"):
+    with pytest.raises(ValueError, match=r"`shard_index` must be an integer in \[0, 1\]; received 2"):
         datagen.make(tmp_path / "x", n_samples=10, shard_size=5, num_shards=2, shard_index=2)
     with pytest.raises(ValueError, match=r"`num_shards` must be <= 2, the number of shards"):
         datagen.make(tmp_path / "x", n_samples=10, shard_size=5, num_shards=3)
     with pytest.raises(ValueError, match=r"`format` must be one of npz, tfrecord; received 'csv'"):
         datagen.make(tmp_path / "x", n_samples=10, format="csv")
-    with pytest.raises(ValueError, match=r"`workers` must be >= 1; received 0"):
+    with pytest.raises(ValueError, match=r"`workers` must be an integer >= 1; received 0"):
         datagen.make(tmp_path / "x", n_samples=10, workers=0)
     assert not (tmp_path / "x").exists()
 
@@ -294,7 +294,7 @@ def _hostile(tmp_path: Path, edit) -> Path:
         (lambda m: m["shards"][0].update(sha256="abc"), r"a shard has no valid sha256"),
         (lambda m: m["shards"][0].update(stop="__import__('os')"), r"shard `stop` must be an integer"),
         (lambda m: m["shards"].append(dict(m["shards"][0])), r"not contiguous"),
-        (lambda m: m["params"].update(timesteps=-4), r"invalid manifest: `timesteps` must be >= 1; received -4"),
+        (lambda m: m["params"].update(timesteps=-4), r"invalid manifest: `timesteps` must be an integer >= 1; received -4"),
         (lambda m: m["params"].pop("seed"), r"`params` is incomplete"),
         (lambda m: m.update(format_version=99), r"format_version must be 1"),
         (lambda m: m.update(generator="evil"), r"not made by datagen"),
@@ -409,8 +409,8 @@ def test_make_names_a_path_or_flag_of_the_wrong_kind_writing_nothing(tmp_path, m
 
 
 @pytest.mark.parametrize("split,fraction,match", [
-    ("test", 0.1, r"`split` must be one of None, 'train', 'heldout'; received 'test'"),
-    ("train", 1.5, r"`heldout_fraction` must be in \(0, 1\); received 1.5"),
+    ("test", 0.1, r"`split` must be one of None, train, heldout; received 'test'"),
+    ("train", 1.5, r"`heldout_fraction` must be a number in \(0, 1\); received 1.5"),
     ("train", 0.99999, r"`heldout_fraction` 0.99999 leaves no training samples out of 300"),
 ])  # fmt: skip
 def test_bad_splits_are_refused(small_npz, split, fraction, match):

@@ -66,8 +66,8 @@ def test_corrupt_or_missing_shard_fails_naming_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"batch_size": 0}, r"`batch_size` must be >= 1; received 0"),
-    ({"seed": -1}, r"`seed` must be in \[0, "),
+    ({"batch_size": 0}, r"`batch_size` must be an integer >= 1; received 0"),
+    ({"seed": -1}, r"`seed` must be an integer in \[0, "),
     ({"shuffle": "yes"}, r"`shuffle` must be True or False; received 'yes'"),
     ({"verify": "no"}, r"`verify` must be True or False; received 'no'"),
     ({"drop_remainder": 1}, r"`drop_remainder` must be True or False; received 1"),

@@ -82,12 +82,12 @@ def test_element_spec_has_a_fixed_batch_and_free_window_length(small_npz):
 @pytest.mark.parametrize(
     "window,match",
     [
-        (0, r"`window` must be >= 1; received 0"),
-        (-2, r"`window` must be >= 1; received -2"),
-        (2.5, r"`window` must be an integer; received 2.5"),
-        ("4", r"`window` must be an integer; received '4'"),
-        (True, r"`window` must be an integer; received True"),
-        (7, r"`window` must be in \[1, 6\]; received 7"),
+        (0, r"`window` must be an integer >= 1; received 0"),
+        (-2, r"`window` must be an integer >= 1; received -2"),
+        (2.5, r"`window` must be an integer >= 1; received 2.5"),
+        ("4", r"`window` must be an integer >= 1; received '4'"),
+        (True, r"`window` must be an integer >= 1; received True"),
+        (7, r"`window` must be an integer in \[1, 6\]; received 7"),
     ],
 )
 def test_a_window_that_is_not_a_positive_integer_up_to_t_is_refused(small_npz, window, match):
@@ -112,8 +112,8 @@ def test_windows_per_sample_is_the_ceiling_of_t_over_w(timesteps, window, count)
 
 @pytest.mark.parametrize(
     "timesteps,window,match",
-    [(0, 1, r"`timesteps` must be >= 1; received 0"), (4, 5, r"`window` must be in \[1, 4\]; received 5"),
-     (4, None, r"`window` must be an integer; received None")],
+    [(0, 1, r"`timesteps` must be an integer >= 1; received 0"), (4, 5, r"`window` must be an integer in \[1, 4\]; received 5"),
+     (4, None, r"`window` must be an integer in \[1, 4\]; received None")],
 )  # fmt: skip
 def test_windows_per_sample_refuses_bad_values(timesteps, window, match):
     with pytest.raises(ValueError, match=match):
