@@ -302,10 +302,10 @@ def test_inspect_reports_the_floor_and_the_miss_rate_and_plots_tokens(dataset, t
 
 
 @pytest.mark.parametrize("value,match", [
-    (1, r"`vocab_size` must be in \[2, 256\]; received 1"),
-    (257, r"`vocab_size` must be in \[2, 256\]; received 257"),
-    (2.5, r"`vocab_size` must be an integer; received 2.5"),
-    (True, r"`vocab_size` must be an integer; received True"),
+    (1, r"`vocab_size` must be an integer in \[2, 256\]; received 1"),
+    (257, r"`vocab_size` must be an integer in \[2, 256\]; received 257"),
+    (2.5, r"`vocab_size` must be an integer in \[2, 256\]; received 2.5"),
+    (True, r"`vocab_size` must be an integer in \[2, 256\]; received True"),
 ])  # fmt: skip
 def test_a_bad_vocab_size_is_a_value_error_naming_it(tmp_path, value, match):
     with pytest.raises(ValueError, match=match):
@@ -316,8 +316,8 @@ def test_a_bad_vocab_size_is_a_value_error_naming_it(tmp_path, value, match):
 
 
 @pytest.mark.parametrize("value,message", [
-    ("1", "Invalid value for '--vocab-size': `vocab_size` must be in [2, 256]; received 1"),
-    ("5000", "Invalid value for '--vocab-size': `vocab_size` must be in [2, 256]; received 5000"),
+    ("1", "Invalid value for '--vocab-size': must be an integer in [2, 256]; received 1"),
+    ("5000", "Invalid value for '--vocab-size': must be an integer in [2, 256]; received 5000"),
     ("x", "Invalid value for '--vocab-size': 'x' is not a valid integer"),
 ])  # fmt: skip
 def test_a_bad_vocab_size_exits_2_in_one_line_and_writes_nothing(tmp_path, value, message):
