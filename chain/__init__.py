@@ -9,11 +9,15 @@ from ._backend import check_backend as _check_backend
 _check_backend()
 
 from ._callbacks import WindowedStates as WindowedStates
+from ._decoding import Decoder as Decoder
+from ._decoding import Greedy as Greedy
+from ._decoding import Sampler as Sampler
 from ._generate import Generated as Generated
 from ._generate import Generation as Generation
 from ._kernels import Kernel as Kernel
 from ._kernels import KernelStep as KernelStep
 from ._kernels import register_kernel as register_kernel
+from ._lengths import EndToken as EndToken
 from ._lengths import LengthHead as LengthHead
 from ._lengths import Lengths as Lengths
 from ._lengths import StopToken as StopToken
@@ -23,6 +27,7 @@ from ._ragged import from_padded as from_padded
 from ._ragged import to_padded as to_padded
 from ._strategies import STRATEGIES as _STRATEGY_FUNCTIONS
 from ._train import NoiseFloorRatio as NoiseFloorRatio
+from ._train import Perplexity as Perplexity
 from ._train import pad_targets as pad_targets
 from ._losses import replica_mean as replica_mean
 from ._train import ragged_mse as ragged_mse
@@ -53,6 +58,6 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_APPLICATION])
 
 
-__all__ = ["Chain", "Generated", "Generation", "Kernel", "KernelStep", "LengthHead", "Lengths", "STATES", "STRATEGIES",
+__all__ = ["Chain", "Decoder", "EndToken", "Generated", "Generation", "Greedy", "Perplexity", "Sampler", "Kernel", "KernelStep", "LengthHead", "Lengths", "STATES", "STRATEGIES",
            "StopToken", "WindowedStates", "from_padded", "register_kernel", "replica_mean", "to_padded"]
 __all__ += ["FitOptions", "NoiseFloorRatio", "TrainingDiverged", "evaluate_run", "fit_run", "pad_targets", "ragged_mse"]

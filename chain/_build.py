@@ -15,7 +15,8 @@ from . import _cells, _model_a
 from ._forward import Forward, Parts
 
 # Chain attributes a length part may not take for its layers.
-_TAKEN = frozenset({"head", "init_layers", "model_a", "model_b", "feedback_start", "lengths", "trackers"})
+_TAKEN = frozenset({"head", "init_layers", "model_a", "model_b", "feedback_start", "lengths", "trackers",
+                    "token_embedding"})
 
 
 def x_shape(input_shape: Any, model_a: Any) -> tuple:
@@ -64,7 +65,9 @@ def build_parts(forward: Forward, model_b: Any, shape: tuple, dtype: str) -> Par
             "Keras recurrent layer, set `return_sequences=True`"
         )
     ir_size = int(ir.shape[-1])
-    feedback_size = feedback_width(options.output_size, model_b) if options.feedback else None
+    feedback_size = None
+    if options.feedback:
+        feedback_size = options.token_width or feedback_width(options.output_size, model_b)
     b_size = build_b(forward.generic, model_b, shape[0], ir_size, feedback_size, dtype)
     for adapter in (forward.generic, forward.fast):
         adapter.output_size = b_size
@@ -83,7 +86,11 @@ def build_parts(forward: Forward, model_b: Any, shape: tuple, dtype: str) -> Par
                 f"a length part's layers need names of their own; received {name!r} from "
                 f"{options.lengths!r}, a name the Chain uses or not an identifier"
             )
-    return Parts(int(shape[-1]), ir_size, feedback_size, head, init_layers, length_layers)
+    parts = Parts(int(shape[-1]), ir_size, feedback_size, head, init_layers, length_layers)
+    if options.vocab_size is not None and options.feedback:
+        parts.embedding = keras.layers.Embedding(options.vocab_size + 1, feedback_size, name="token_embedding")
+        parts.embedding.build((None,))
+    return parts
 
 
 def feedback_width(output_size: int | None, model_b: Any) -> int:

@@ -35,12 +35,13 @@ class FreeRunning(StepAdapter):
     projection of a run's IR is `[ir, 0, 1]`: free-running.
     """
 
-    def __init__(self, inner: StepAdapter, width: int, head: Callable[[], Any], start: Callable[[], tf.Variable]):
+    def __init__(self, inner: StepAdapter, width: int, fed: Callable[[tf.Tensor], tf.Tensor],
+                 start: Callable[[], tf.Tensor]):  # fmt: skip
         super().__init__(inner.model_b)
         self.inner = inner
         self.width = width
         self.output_size = inner.output_size
-        self._head = head
+        self.fed = fed  # B's output (n, H) -> the `prev` it feeds (n, D)
         self._start = start
 
     @property
@@ -58,12 +59,15 @@ class FreeRunning(StepAdapter):
         own_prev = first_prev(fb, self._start(), xp.dtype)
         prev = own * own_prev + (1 - own) * target_prev
         out, new = self.inner.step(self.inner.project(tf.concat([ir, prev], 1)), b_states, training)
-        head = self._head()
-        y = out if head is None else tf.cast(head(out), xp.dtype)
-        return out, [*new, tf.concat([y, tf.ones_like(y[:, :1])], 1)]
+        return out, [*new, fed_state(tf.cast(self.fed(out), xp.dtype))]
 
 
-def first_prev(fb: tf.Tensor, start: tf.Variable, dtype: tf.DType) -> tf.Tensor:
+def fed_state(prev: tf.Tensor) -> tf.Tensor:
+    """The feedback state `[prev, 1]` `(n, D + 1)` after a step that fed `prev` `(n, D)` on."""
+    return tf.concat([prev, tf.ones_like(prev[:, :1])], 1)
+
+
+def first_prev(fb: tf.Tensor, start: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
     """`prev` from a feedback state `[prev, seen]` `(n, D + 1)`: `prev` once seen, else the start."""
     seen = fb[:, -1:]
     return seen * fb[:, :-1] + (1 - seen) * tf.cast(start, dtype)[None, :]
@@ -149,8 +153,9 @@ class Feed:
     def key(self) -> tuple[bool, bool, bool]:
         return self.targets is not None, self.sampling is not None, self.seed is not None
 
-    def specs(self, width: int | None, dtype: tf.DType) -> list[tf.TensorSpec]:
-        specs = [tf.TensorSpec([None, width], dtype, name="targets")] if self.targets is not None else []
+    def specs(self, width: int | None, dtype: tf.DType, tokens: bool = False) -> list[tf.TensorSpec]:
+        target = tf.TensorSpec([None], tf.int32, name="targets") if tokens else tf.TensorSpec([None, width], dtype, name="targets")
+        specs = [target] if self.targets is not None else []
         specs += [tf.TensorSpec([], tf.float32, name="sampling")] if self.sampling is not None else []
         return specs + ([tf.TensorSpec([2], tf.int64, name="sampling_seed")] if self.seed is not None else [])
 

@@ -39,7 +39,7 @@ class Training:
         """
         kwargs, weighted, loss_weights = _train.compile_arguments(kwargs, self.options)
         super().compile(optimizer=optimizer, **kwargs)
-        self.flat_compile = _train.FlatCompile(loss, metrics, weighted, loss_weights)
+        self.flat_compile = _train.FlatCompile(loss, metrics, weighted, loss_weights, tokens=self.vocab_size is not None)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:

@@ -31,6 +31,7 @@ class Parts:
     init_layers: list[keras.layers.Layer]
     length_layers: dict[str, keras.layers.Layer]
     feedback_start: tf.Variable | None = None
+    embedding: keras.layers.Layer | None = None  # a token chain's: V + 1 rows, row V the start
 
 
 @dataclass
@@ -81,8 +82,27 @@ class Forward:
         inner = self.fast if options.resolved_strategy() == "packed" else self.generic
         if not options.feedback:
             return inner
-        return _feedback.FreeRunning(inner, self.parts.feedback_size, lambda: self.parts.head,
-                                     lambda: self.parts.feedback_start)  # fmt: skip
+        return _feedback.FreeRunning(inner, self.parts.feedback_size, self.fed, self.start)
+
+    def start(self) -> tf.Tensor:
+        """The learned `prev` of a run's first step `(D,)`: a token chain's start row, or the start vector."""
+        parts = self.parts
+        if parts.embedding is not None:
+            return parts.embedding.embeddings[self.options.vocab_size]
+        return parts.feedback_start
+
+    def fed(self, out: tf.Tensor) -> tf.Tensor:
+        """The `prev` that B's output `out` `(n, H)` feeds on when running free: the head's output,
+        or for a token chain the embedding of its most likely token (greedy)."""
+        head = self.parts.head
+        y = out if head is None else head(out)
+        if self.parts.embedding is None:
+            return y
+        return self.embed(tf.argmax(y, axis=-1, output_type=tf.int32))
+
+    def embed(self, tokens: tf.Tensor) -> tf.Tensor:
+        """A token chain's `prev` of `tokens` `(n,)` int: their embedding rows `(n, D)`."""
+        return self.parts.embedding(tokens)
 
     def b_state_sizes(self) -> list[int]:
         """The sizes of model B's carried states: carry mode only, `[]` otherwise."""
@@ -144,9 +164,9 @@ class Forward:
         if not self.options.feedback or targets is None:  # free-running B sees its own outputs
             flat, finals = run(adapter, adapter.project(ir_rows), steps, init, carry, training, head, **kwargs)
             return (flat, finals) if final else flat
-        targets = tf.cast(targets, ir.dtype)
+        targets = tf.cast(self.embed(targets) if self.parts.embedding is not None else targets, ir.dtype)
         fb = init[-1]
-        prev = _feedback.shifted_targets(targets, steps, carry, fb if carry else None, self.parts.feedback_start)
+        prev = _feedback.shifted_targets(targets, steps, carry, fb if carry else None, self.start())
         rows = tf.repeat(tf.range(tf.shape(ir_rows)[0]), tf.reshape(steps, [-1]))  # each step's (b, t)
         if sampling is None:  # teacher forcing: every step's input is known before the loop
             inner = adapter.inner

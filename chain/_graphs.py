@@ -37,7 +37,7 @@ class Graphs:
             x_spec, a_specs, b_specs = self.forward.specs(has_a, self.dtype)
             width = self.forward.parts.feedback_size
             signature = [x_spec, tf.TensorSpec([None, None], tf.int32, name="steps"), a_specs, b_specs,
-                         *feed.specs(width, self.dtype)]  # fmt: skip
+                         *feed.specs(width, self.dtype, self.forward.options.vocab_size is not None)]  # fmt: skip
 
             def run(x, steps, a_in, b_in, *fed):
                 result = self.forward.run(x, steps, a_in if has_a else None, b_in or None, training,
@@ -48,14 +48,17 @@ class Graphs:
         flat, a_out, b_out = fn(tf.cast(x, self.dtype), steps, a_in or [], b_in, *feed.tensors())
         return Result(None, flat, list(a_out), list(b_out))
 
-    def generate(self, generate: Callable, x: tf.Tensor, a_in: list | None, b_in: list | None):
-        """`generate(x, a_in, b_in)` through a graph function, traced once per `has_a`."""
-        has_a = a_in is not None
-        key = ("generate", has_a)
+    def generate(self, generate: Callable, x: tf.Tensor, a_in: list | None, b_in: list | None,
+                 steps: tf.Tensor | None = None, key: tuple = ()):  # fmt: skip
+        """`generate(x, a_in, b_in, steps)` through a graph function, traced once per `has_a`, per
+        whether `steps` is given and per `key` (a decoder's)."""
+        has_a, has_steps = a_in is not None, steps is not None
+        key = ("generate", has_a, has_steps, key)
         fn = self._fns.get(key)
         if fn is None:
             signature = list(self.forward.specs(has_a, self.dtype))
-            fn = tf.function(lambda x, a, b: generate(x, a if has_a else None, b or None),
+            signature += [tf.TensorSpec([None, None], tf.int32, name="steps")] if has_steps else []
+            fn = tf.function(lambda x, a, b, *s: generate(x, a if has_a else None, b or None, *(s or [None])),
                              input_signature=signature, autograph=False)  # fmt: skip
             self._fns[key] = fn
-        return fn(x, a_in or [], b_in or [])
+        return fn(x, a_in or [], b_in or [], *([steps] if has_steps else []))

@@ -156,6 +156,63 @@ class StopToken(Lengths):
         return generation.run_until(lambda out: stop_head(out)[:, 0] > 0, empty)
 
 
+@keras.saving.register_keras_serializable(package="chain")
+class EndToken(Lengths):
+    """An end token of a token chain's vocabulary ends each inner run: `generate` runs each
+    `(b, t)` until it picks `token` (which it keeps, as the run's last step) or reaches `max_steps`.
+
+    It adds no layer and no loss: the token loss trains it, the targets of each run ending with
+    `token`. Every run then has at least one step. Its accuracy (`end_accuracy`) counts, per real
+    step, whether the argmax says "end" exactly at the run's last step.
+
+    Args:
+        token: the end token, in `[0, vocab_size)`.
+
+    Raises:
+        ValueError: `token` is not an integer >= 0; on a Chain, a token outside its vocabulary or
+            a real-valued chain.
+
+    Examples:
+        >>> import chain, keras
+        >>> net = chain.Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.GRUCell(4),
+        ...                   vocab_size=5, max_steps=6, lengths=chain.EndToken(4))
+    """
+
+    metric = "end_accuracy"
+    tracker = "end_tracker"
+
+    def __init__(self, token: int) -> None:
+        if isinstance(token, bool) or not isinstance(token, int) or token < 0:
+            raise ValueError(f"`token` must be an integer >= 0 (a token of the vocabulary); received {token!r}")
+        self.token = token
+
+    def check_vocabulary(self, vocab_size: int | None) -> None:
+        """Raises the ValueError of an end token that a chain of `vocab_size` tokens cannot emit."""
+        if vocab_size is None:
+            raise ValueError(
+                f"lengths={self!r} ends runs at a token, which needs a token chain: build it with "
+                "`vocab_size`; received vocab_size=None (a real-valued chain)"
+            )
+        if self.token >= vocab_size:
+            raise ValueError(
+                f"the end token must be in [0, {vocab_size}) (vocab_size); received EndToken({self.token})"
+            )
+
+    def hits(self, parts, steps):
+        last, _ = stop_targets(steps)
+        chose_end = tf.equal(tf.argmax(parts["flat"], axis=-1, output_type=tf.int32), self.token)
+        return tf.cast(tf.equal(chose_end, last), tf.float32)
+
+    def generate(self, generation):
+        return generation.run_until(lambda tokens: tf.equal(tokens, self.token), sees="tokens")
+
+    def get_config(self):
+        return {"token": self.token}
+
+    def __repr__(self) -> str:
+        return f"EndToken({self.token})"
+
+
 def _bce(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     logits = tf.cast(logits, tf.float32)
     return tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(labels, logits.dtype), logits)
@@ -217,7 +274,7 @@ def from_options(lengths: Any, predict_lengths: Any, stop: Any, max_steps: int |
     which = f"lengths={part!r}" if lengths is not None else "predict_lengths=True" if predict_lengths else "stop='token'"
     if part is not None and max_steps is None:
         raise ValueError(f"{which} needs `max_steps` (the largest length); received max_steps=None")
-    if isinstance(part, StopToken) and max_steps == 0:
+    if isinstance(part, (StopToken, EndToken)) and max_steps == 0:
         raise ValueError(
             f"{which} runs each (b, t) until its stop logit fires, at most `max_steps` steps, so it needs "
             "max_steps >= 1; received max_steps=0, with which no step could ever run"

@@ -202,6 +202,13 @@ def squared_error(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     return tf.square(y_true - y_pred)
 
 
+def token_cross_entropy(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """Sparse categorical cross-entropy `(N,)` of token ids `y_true` `(N,)` from logits `(N, V)`:
+    a token chain's default loss."""
+    labels = tf.cast(y_true, tf.int32)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(y_pred, tf.float32))
+
+
 class FlatLoss:
     """The compiled loss on flat values, split into per-element values and a reduction.
 

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from . import _build, _cells, _export, _lengths, _model_a, _ragged, _train, _validate
+from . import _build, _cells, _decoding, _export, _lengths, _model_a, _ragged, _train, _validate
 from ._fit import Training
 from ._forward import Forward
 from ._lengths import LengthHead, Lengths, StopToken
@@ -78,6 +78,16 @@ class Chain(Training, keras.Model):
             `fit`) a step's draws are a function of `(sampling_seed, optimizer.iterations)`, so a
             run resumed from a checkpoint draws what the uninterrupted run draws; without one
             they come from TensorFlow's global random state.
+        vocab_size: makes a token chain over a vocabulary of V >= 2 tokens: the head is a Dense
+            layer with V units (so it excludes `output_size`, and `net.output_size` reads V), a
+            call returns logits `(batch, T, None, V)`, targets are int token ids `(batch, T,
+            None)` (or padded `(batch, T, L)`), the default loss is the sparse categorical
+            cross-entropy from the logits, `fit` logs `token_accuracy` and `perplexity`, and
+            `generate` returns tokens, picked by a decoder (`chain.Greedy`, `chain.Sampler`).
+            With `feedback`, model B is fed a learned embedding of the previous token (V + 1
+            rows, row V the learned start token). See `docs/tokens.md`.
+        token_width: the width of that embedding, min(V, 16) by default; needs `vocab_size`
+            and `feedback=True`.
 
     Call it as `net(x, steps)`: `Chain.call` lists the arguments and what it returns.
 
@@ -107,23 +117,28 @@ class Chain(Training, keras.Model):
         feedback: bool = False,
         feedback_sampling: Any = 0.0,
         sampling_seed: int = 0,
+        vocab_size: int | None = None,
+        token_width: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         options = ChainOptions.checked(output_size, state, strategy, max_steps, compiled, fused, predict_lengths,
-                                       stop, stateful, lengths, feedback, feedback_sampling, sampling_seed)  # fmt: skip
+                                       stop, stateful, lengths, feedback, feedback_sampling, sampling_seed,
+                                       vocab_size, token_width)  # fmt: skip
         _cells.check_model_b(model_b)
         self.model_a = model_a
         self.model_b = model_b
         self.options = options
         self.feedback_size: int | None = None
         self.input_size: int | None = None
-        self.trackers = _train.Trackers(options.lengths)
-        self.flat_compile = _train.FlatCompile()
+        self.trackers = _train.Trackers(options.lengths, options.vocab_size is not None)
+        self.flat_compile = _train.FlatCompile(tokens=options.vocab_size is not None)
         self.loss_tracker = self.trackers.loss
         self.masked_mse_tracker = self.trackers.mse
         if options.lengths is not None:
             setattr(self, options.lengths.tracker, self.trackers.lengths)
+        if options.vocab_size is not None:
+            self.accuracy_tracker, self.perplexity_tracker = self.trackers.accuracy, self.trackers.perplexity
         fast, self._fast_path = _cells.fast_adapter(model_b, fused)
         self._forward = Forward(options, _model_a.ModelAState(model_a), _cells.generic_adapter(model_b), fast)
         self._runner = Runner(self, self._forward, self.compute_dtype)
@@ -139,6 +154,8 @@ class Chain(Training, keras.Model):
     feedback = property(lambda self: self.options.feedback)
     feedback_sampling = property(lambda self: self.options.feedback_sampling)
     sampling_seed = property(lambda self: self.options.sampling_seed)
+    vocab_size = property(lambda self: self.options.vocab_size)
+    token_width = property(lambda self: self.options.token_width)
 
     @property
     def stateful(self) -> bool:
@@ -178,7 +195,9 @@ class Chain(Training, keras.Model):
         self.length_head = self.stop_head = self.empty_head = None
         for name, layer in parts.length_layers.items():  # attributes: saved files keep their paths
             setattr(self, name, layer)
-        if self.feedback:
+        if parts.embedding is not None:  # a token chain's start is the embedding's last row
+            self.token_embedding = parts.embedding
+        elif self.feedback:
             parts.feedback_start = self.feedback_start = self.add_weight(
                 shape=(parts.feedback_size,), initializer="zeros", name="feedback_start"
             )
@@ -296,6 +315,8 @@ class Chain(Training, keras.Model):
                 "`targets` feed model B's previous output back to it, which needs a Chain built "
                 "with feedback=True; received targets with feedback=False"
             )
+        if self.vocab_size is not None:
+            return _validate.check_token_targets(targets, steps, self.vocab_size)
         return _validate.check_targets(targets, steps, self.feedback_size, self.compute_dtype)
 
     def forward_parts(self, x: tf.Tensor, steps: tf.Tensor, training: bool = False,
@@ -362,44 +383,65 @@ class Chain(Training, keras.Model):
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, x: Any, steps: Any = None, initial_state: Any = None, return_state: bool = False) -> Any:
+    def generate(self, x: Any, steps: Any = None, initial_state: Any = None, return_state: bool = False,
+                 decoder: Any = None, return_scores: bool = False) -> Any:  # fmt: skip
         """Runs the chain free, at given `steps` or at lengths the model predicts.
 
         With `feedback=True`, every inner step is fed the model's own previous output
-        (autoregressive generation), inside one graph loop. `steps` given, this is
-        `net(x, steps)` (a call without targets runs free).
+        (autoregressive generation), inside one graph loop. In a real-valued chain with `steps`
+        given, this is `net(x, steps)` (a call without targets runs free).
+
+        In a token chain (`vocab_size`), `decoder` picks every step's token from the head's
+        logits (`chain.Greedy()` by default, or `chain.Sampler(...)`), the embedding of that
+        token feeds the next step, and the tokens are returned rather than the logits.
 
         The `lengths` part predicts them: with `chain.LengthHead()` the length head's argmax at
         each `(b, t)`; with `chain.StopToken()` each `(b, t)` runs until its stop logit is
-        positive or it reaches `max_steps` (none at all where the empty head fires); with a
-        part of one's own, its `generate`. States go in and out as in a call (and a stateful
-        chain keeps them), so a sequence can be generated one outer step at a time: the windows
-        give what one call on the whole sequence gives.
+        positive or it reaches `max_steps` (none at all where the empty head fires); with
+        `chain.EndToken(token)` until it picks `token`; with a part of one's own, its
+        `generate`. States go in and out as in a call (and a stateful chain keeps them), so a
+        sequence can be generated one outer step at a time: the windows give what one call on
+        the whole sequence gives.
 
         Args:
             x: `(batch, T, input_size)` floats.
             steps: `(batch, T)` or `(T,)` lengths; None generates at predicted lengths.
             initial_state: as in a call, `{"model_a": [...], "model_b": [...]}`.
             return_state: also return the final states.
+            decoder: a token chain's `chain.Decoder`; None for greedy.
+            return_scores: a token chain's: also return the log probability of each chosen token
+                under the model's softmax (before any temperature or cut), `(batch, T, None)`.
 
         Returns:
             RaggedTensor of shape `(batch, T, None, output_size)`, ragged_rank 2, whose row
-            lengths are `steps` or the predicted ones `(batch, T)`, each in `[0, max_steps]`;
-            with `return_state`, `(output, states)`.
+            lengths are `steps` or the predicted ones `(batch, T)`, each in `[0, max_steps]`; in
+            a token chain the chosen tokens, int32 `(batch, T, None)`. With `return_scores`,
+            `(output, scores)`; with `return_state`, the states last: `(output[, scores], states)`.
 
         Raises:
-            ValueError: no `steps` and the model has no lengths part, or `x`, `steps` or
-                `initial_state` is bad.
+            ValueError: no `steps` and the model has no lengths part, `x`, `steps` or
+                `initial_state` is bad, or `decoder` / `return_scores` given to a real-valued chain.
         """
-        if steps is not None:
+        decoder = _decoding.check_decoder(decoder, self.vocab_size)
+        if return_scores and decoder is None:
+            raise ValueError("`return_scores` needs a token chain (built with `vocab_size`); received return_scores=True")
+        if steps is not None and decoder is None:
             return self(x, steps, initial_state=initial_state, return_state=return_state)
-        _lengths.check_generates(self.lengths)
+        if steps is None:
+            _lengths.check_generates(self.lengths)
         x = tf.cast(_validate.as_x(x), self.compute_dtype)
         if not self.built:
             self.build(tuple(x.shape))
-        _validate.check_inputs(x, tf.zeros(tf.shape(x)[:2], tf.int32), self.input_size, None)
-        out, states = self._runner.generate(x, initial_state)
-        return (out, states) if return_state else out
+        if steps is not None:
+            steps = _validate.as_array("steps", steps, "(batch, T) or (T,) array of integers") if isinstance(
+                steps, (list, tuple, int)) else steps  # fmt: skip
+            x, steps = _validate.check_inputs(x, steps, self.input_size, self.max_steps)
+        else:
+            _validate.check_inputs(x, tf.zeros(tf.shape(x)[:2], tf.int32), self.input_size, None)
+        out, states, scores = self._runner.generate(x, initial_state, steps, decoder)
+        made = (out, scores) if return_scores else (out,)
+        made = (*made, states) if return_state else made
+        return made if len(made) > 1 else out
 
     # ------------------------------------------------------------------ serving
 

@@ -33,11 +33,14 @@ class ChainOptions:
     feedback: bool
     feedback_sampling: Any
     sampling_seed: int
+    vocab_size: int | None = None
+    token_width: int | None = None
 
     @classmethod
     def checked(cls, output_size: Any, state: Any, strategy: Any, max_steps: Any, compiled: Any, fused: Any,
                 predict_lengths: Any, stop: Any, stateful: Any, lengths: Any, feedback: Any,
-                feedback_sampling: Any, sampling_seed: Any) -> "ChainOptions":  # fmt: skip
+                feedback_sampling: Any, sampling_seed: Any, vocab_size: Any = None,
+                token_width: Any = None) -> "ChainOptions":  # fmt: skip
         """The options from the constructor's arguments, shorthands resolved.
 
         Raises:
@@ -61,8 +64,10 @@ class ChainOptions:
                 f"to model B, so it needs feedback=True; received feedback_sampling={feedback_sampling!r}"
             )
         sampling_seed = check_int("sampling_seed", sampling_seed, 0, INT64_MAX)
+        token_width = _check_tokens(vocab_size, token_width, output_size, feedback, part)
+        output_size = vocab_size if vocab_size is not None else output_size  # the logits' width
         return cls(output_size, state, strategy, max_steps, compiled, fused, part, stateful, feedback,
-                   feedback_sampling, sampling_seed)  # fmt: skip
+                   feedback_sampling, sampling_seed, vocab_size, token_width)  # fmt: skip
 
     def resolved_strategy(self) -> str:
         """`strategy`, or `"packed"` for `"auto"` (the fastest in every case `bench run` measured)."""
@@ -72,7 +77,7 @@ class ChainOptions:
         """The options as `Chain.get_config` writes them."""
         sampling = self.feedback_sampling
         return {
-            "output_size": self.output_size,
+            "output_size": None if self.vocab_size is not None else self.output_size,
             "state": self.state,
             "strategy": self.strategy,
             "max_steps": self.max_steps,
@@ -83,7 +88,38 @@ class ChainOptions:
             "feedback": self.feedback,
             "feedback_sampling": keras.saving.serialize_keras_object(sampling) if callable(sampling) else sampling,
             "sampling_seed": self.sampling_seed,
+            "vocab_size": self.vocab_size,
+            "token_width": self.token_width,
         }
+
+
+def _check_tokens(vocab_size: Any, token_width: Any, output_size: Any, feedback: bool,
+                  part: _lengths.Lengths | None) -> int | None:  # fmt: skip
+    """The embedding width of a token chain with feedback (None otherwise), the token options checked.
+
+    Raises:
+        ValueError: a vocabulary smaller than 2, `output_size` beside `vocab_size`, a bad
+            `token_width` or one without a token chain with feedback, or an end token that the
+            vocabulary lacks (or on a real-valued chain).
+    """
+    vocab_size = check_optional(check_int, "vocab_size", vocab_size, 2)
+    if vocab_size is not None and output_size is not None:
+        raise ValueError(
+            "`vocab_size` sets the head's width (V logits), so it excludes `output_size`; received "
+            f"output_size={output_size!r} and vocab_size={vocab_size!r}"
+        )
+    token_width = check_optional(check_int, "token_width", token_width, 1)
+    if token_width is not None and (vocab_size is None or not feedback):
+        raise ValueError(
+            "`token_width` is the width of the embedding of the previous token fed back to model B, "
+            f"so it needs vocab_size and feedback=True; received token_width={token_width!r} with "
+            f"vocab_size={vocab_size!r} and feedback={feedback!r}"
+        )
+    if isinstance(part, _lengths.EndToken):
+        part.check_vocabulary(vocab_size)
+    if vocab_size is None or not feedback:
+        return None
+    return token_width if token_width is not None else min(vocab_size, 16)
 
 
 def one_loss_weight(loss_weights: Any) -> float | None:

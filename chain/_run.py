@@ -121,22 +121,34 @@ class Runner:
             self.states_out(result.a_states, result.b_states)
         return result
 
-    def generate(self, x: tf.Tensor, initial_state: Any) -> tuple[tf.RaggedTensor, States]:
-        """See `Chain.generate`: `x` is a float tensor of the compute dtype."""
+    def generate(self, x: tf.Tensor, initial_state: Any, steps: tf.Tensor | None = None,
+                 decoder: Any = None) -> tuple[tf.RaggedTensor, States, tf.RaggedTensor | None]:  # fmt: skip
+        """See `Chain.generate`: `x` is a float tensor of the compute dtype; `steps` validated, or
+        None for the lengths part's; `decoder` a token chain's. Returns `(out, states, scores)`,
+        `scores` a token chain's log probabilities (None otherwise)."""
         a_in, b_in = self.states_in(initial_state, x)
         if self.host.options.state == "carry" and b_in is None:
             b_in = self.defaults(None, None, x)[1]
         if x.shape[1] == 0:  # no outer step, as in a call: nothing runs, and the states pass through
             a_out, b_out = self.defaults(a_in, b_in, x)
-            made = Generated(self.no_outputs(), tf.zeros(tf.stack([tf.shape(x)[0], 0]), tf.int32), a_out, b_out)
-        elif tf.executing_eagerly() and self.host.options.compiled:
-            made = self.graphs.generate(self._generated, x, a_in, b_in)
+            none = tf.zeros([0], tf.int32) if decoder is not None else self.no_outputs()
+            made = Generated(none, tf.zeros(tf.stack([tf.shape(x)[0], 0]), tf.int32), a_out, b_out,
+                             tf.zeros([0]) if decoder is not None else None)  # fmt: skip
         else:
-            made = self._generated(x, a_in, b_in)
+            run = lambda x, a, b, s: self._generated(x, a, b, s, decoder)  # noqa: E731
+            if tf.executing_eagerly() and self.host.options.compiled:
+                made = self.graphs.generate(run, x, a_in, b_in, steps, decoder.key() if decoder is not None else ())
+            else:
+                made = run(x, a_in, b_in, steps)
         states = self.states_out([tf.stop_gradient(s) for s in made.a_states],
                                  [tf.stop_gradient(s) for s in made.b_states])  # fmt: skip
-        return _ragged.ragged_from_flat(made.flat, made.steps), states
+        scores = None if made.scores is None else _ragged.ragged_from_flat(made.scores, made.steps)
+        return _ragged.ragged_from_flat(made.flat, made.steps), states, scores
 
-    def _generated(self, x: tf.Tensor, a_in: list | None, b_in: list | None) -> Generated:
-        part = self.host.options.lengths
-        return part.generate(Generation(self.forward, x, a_in, b_in or None, self.forward.parts.length_layers))
+    def _generated(self, x: tf.Tensor, a_in: list | None, b_in: list | None, steps: tf.Tensor | None,
+                   decoder: Any) -> Generated:  # fmt: skip
+        forward = self.forward
+        generation = Generation(forward, x, a_in, b_in or None, forward.parts.length_layers, decoder)
+        if steps is not None:
+            return generation.run_at(steps)
+        return self.host.options.lengths.generate(generation)

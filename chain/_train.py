@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from . import _validate
-from ._losses import FlatLoss, global_count, replica_mean, sample_weights, target_values
+from ._losses import FlatLoss, global_count, replica_mean, sample_weights, target_values, token_cross_entropy
 from ._options import AUTO, ChainOptions, one_loss_weight
 from ._losses import NoiseFloorRatio as NoiseFloorRatio
 from ._losses import flat_values as flat_values
@@ -42,13 +42,33 @@ def pad_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
 class Trackers:
     """The metrics a `Chain` reports from `fit` and `evaluate`, besides compiled ones."""
 
-    def __init__(self, lengths: Any = None) -> None:
+    def __init__(self, lengths: Any = None, tokens: bool = False) -> None:
         self.loss = keras.metrics.Mean(name="loss")
-        self.mse = keras.metrics.Mean(name="masked_mse")
+        self.mse = None if tokens else keras.metrics.Mean(name="masked_mse")
+        self.accuracy = keras.metrics.Mean(name="token_accuracy") if tokens else None
+        self.perplexity = Perplexity(name="perplexity") if tokens else None
         self.lengths = keras.metrics.Mean(name=lengths.metric) if lengths is not None else None
 
     def all(self) -> list[keras.metrics.Metric]:
-        return [m for m in (self.loss, self.mse, self.lengths) if m is not None]
+        return [m for m in (self.loss, self.mse, self.accuracy, self.perplexity, self.lengths) if m is not None]
+
+    def update_outputs(self, true: tf.Tensor, pred: tf.Tensor) -> None:
+        """The unweighted metrics of flat targets and outputs: `masked_mse`, or a token chain's
+        `token_accuracy` and `perplexity`."""
+        if self.mse is not None:
+            self.mse.update_state(tf.reduce_mean(tf.square(tf.cast(true, tf.float32) - pred), axis=-1))
+            return
+        labels = tf.cast(true, tf.int32)
+        self.accuracy.update_state(tf.cast(tf.equal(tf.argmax(pred, -1, output_type=tf.int32), labels), tf.float32))
+        self.perplexity.update_state(token_cross_entropy(labels, pred))
+
+
+@keras.saving.register_keras_serializable(package="chain")
+class Perplexity(keras.metrics.Mean):
+    """`exp` of the mean cross-entropy (in nats) it is fed: a token chain's perplexity over real tokens."""
+
+    def result(self):
+        return tf.exp(super().result())
 
 
 class FlatCompile:
@@ -60,8 +80,8 @@ class FlatCompile:
     """
 
     def __init__(self, loss: Any = None, metrics: Any = None, weighted_metrics: Any = None,
-                 loss_weights: float | None = None) -> None:  # fmt: skip
-        self.loss = FlatLoss(loss)
+                 loss_weights: float | None = None, tokens: bool = False) -> None:  # fmt: skip
+        self.loss = FlatLoss(token_cross_entropy if tokens and loss is None else loss)
         self.metrics = [_metric(m) for m in (metrics or [])]
         taken = {m.name for m in self.metrics}
         self.weighted_metrics = [_metric(m, taken) for m in (weighted_metrics or [])]
@@ -246,13 +266,14 @@ def update_trackers(net: "Chain", parts: dict[str, tf.Tensor], y: Any, steps: tf
     `masked_mse` and compiled `metrics` are unweighted; `weighted_metrics` get `inner` `(N,)`.
     """
     trackers: Trackers = net.trackers
-    true = tf.cast(target_values(y, steps), tf.float32)
+    true = target_values(y, steps)
     pred = tf.cast(parts["flat"], tf.float32)
     rows = tf.cast(tf.shape(pred)[0], tf.float32)
     # `total` is this replica's share of the batch objective; weighted by local rows, the
     # tracker sums to the global objective weighted by the batch's real steps.
     trackers.loss.update_state(total * global_count(rows) / tf.maximum(rows, 1.0), sample_weight=rows)
-    trackers.mse.update_state(tf.reduce_mean(tf.square(true - pred), axis=-1))
+    trackers.update_outputs(true, pred)
+    true = tf.cast(true, tf.float32)
     if trackers.lengths is not None:
         trackers.lengths.update_state(net.lengths.hits(parts, steps))
     compiled: FlatCompile = net.flat_compile
@@ -273,6 +294,8 @@ def _prepare(net: "Chain", data: Any) -> tuple[tf.Tensor, tf.Tensor, Any, tuple[
     x, steps, y, sample_weight = unpack(data)
     _ensure_built(net, x)
     x, steps = _validate.check_inputs(x, steps, net.input_size, net.max_steps)
+    if net.vocab_size is not None:  # flat token ids from here on
+        return x, steps, _validate.check_token_targets(y, steps, net.vocab_size, "y"), sample_weights(sample_weight, steps)
     _validate.check_width("y", getattr(y, "shape", None), net.output_size or net.step_adapter().output_size)
     y = _validate.check_target_rows(y, steps)
     return x, steps, y, sample_weights(sample_weight, steps)

@@ -373,3 +373,62 @@ def check_width(name: str, shape, want: int | None) -> None:
             f"`{name}` must have {want} channels in its last dimension, the chain's output size; received "
             f"{name} of shape {shape}: build the chain with output_size equal to the targets' last dimension"
         )
+
+
+def check_token_targets(targets, steps: tf.Tensor, vocab_size: int, name: str = "targets") -> tf.Tensor:
+    """The flat token ids `(sum(steps),)` int32 of a token chain's targets.
+
+    Args:
+        targets: int tokens, ragged `(batch, T, None)`, padded `(batch, T, L)` or flat `(sum(steps),)`.
+        steps: `(batch, T)` int32, validated.
+        vocab_size: V; every id must be in `[0, V)`.
+        name: the argument's name in messages.
+
+    Raises:
+        ValueError: float targets, another rank, rows that differ from `steps`, or (eagerly) an
+            id outside `[0, V)`; `tf.errors.InvalidArgumentError` for the last in graph mode.
+    """
+    ragged = isinstance(targets, tf.RaggedTensor)
+    targets = targets if ragged else tf.convert_to_tensor(targets)
+    shape = ("ragged " if ragged else "") + str(tuple(targets.shape))
+    if not (targets.dtype.is_integer):
+        raise ValueError(
+            f"`{name}` of a token chain must be integer token ids in [0, {vocab_size}), (batch, T, None); "
+            f"received {targets.dtype.name} {name} of shape {shape}"
+        )
+    if targets.shape.rank == 3 and ragged:
+        flat = check_target_rows(targets, steps, name).flat_values
+    elif targets.shape.rank == 3:
+        _check_padded(name, targets, steps, shape)
+        flat = tf.boolean_mask(targets, tf.sequence_mask(steps, tf.shape(targets)[2]))
+    elif targets.shape.rank == 1 and not ragged:
+        flat = targets
+    else:
+        raise ValueError(f"`{name}` of a token chain must be (batch, T, None) token ids; received shape {shape}")
+    return _check_ids(name, tf.cast(flat, tf.int32), vocab_size)
+
+
+def _check_padded(name: str, targets: tf.Tensor, steps: tf.Tensor, shape: str) -> None:
+    if tf.executing_eagerly() and (
+        tuple(targets.shape[:2]) != tuple(steps.shape)
+        or int(tf.reduce_max(tf.concat([tf.reshape(steps, [-1]), [0]], 0))) > targets.shape[2]
+    ):
+        raise ValueError(
+            f"padded `{name}` must be (batch, T, L) with batch and T of `steps` {tuple(steps.shape)} and "
+            f"L >= max(steps); received shape {shape}"
+        )
+
+
+def _check_ids(name: str, flat: tf.Tensor, vocab_size: int) -> tf.Tensor:
+    bad = (flat < 0) | (flat >= vocab_size)
+    message = f"`{name}` must hold token ids in [0, {vocab_size}) (vocab_size); received"
+    if tf.executing_eagerly():
+        where = np.flatnonzero(bad.numpy())
+        if where.size:
+            raise ValueError(f"{message} {int(flat[where[0]])} at flat position {int(where[0])}")
+        return flat
+    first = tf.argmax(tf.cast(tf.concat([bad, [True]], 0), tf.int32), output_type=tf.int32)
+    check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)),
+                                [message, tf.concat([flat, [0]], 0)[first], "at flat position", first])  # fmt: skip
+    with tf.control_dependencies([check]):
+        return tf.identity(flat)
