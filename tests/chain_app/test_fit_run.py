@@ -21,7 +21,7 @@ from chain_app.data import check_sizes
 from chain_app.runs import load_run
 from datagen import _atomic, _storage
 
-from .conftest import make_chain
+from ..chain.conftest import make_chain
 
 INFO = {"input_size": 4, "output_size": 2, "longest_step": 3, "noise_floor": 0.01, "samples": 8}
 SMALL = {"n_samples": 48, "timesteps": 4, "longest_step": 3, "shard_size": 24}
