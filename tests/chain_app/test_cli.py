@@ -44,19 +44,19 @@ class Interrupt(keras.callbacks.Callback):
         raise KeyboardInterrupt
 
 
-def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(datasets, tmp_path):
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert run("fit", datasets["a"], "--out", whole, *QUICK, "--epochs", "3").exit_code == 0
-    options = FitOptions(epochs=3, **OPTIONS)
+def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(datasets, finished, tmp_path):
+    parts = tmp_path / "parts"  # the finished run's options, stopped after epoch 1 and resumed
     with pytest.raises(KeyboardInterrupt):
-        fit_run(datasets["a"], parts, options, verbose=0, callbacks=[Interrupt()])
+        fit_run(datasets["a"], parts, FitOptions(epochs=2, **OPTIONS), verbose=0, callbacks=[Interrupt()])
     assert json.loads((parts / "state.json").read_text())["epochs_done"] == 1
-    result = run("fit", datasets["a"], "--out", parts, *QUICK, "--epochs", "3", "--resume")
+    result = run("fit", datasets["a"], "--out", parts, *QUICK, "--resume")
     assert result.exit_code == 0, result.output
-    a = json.loads((whole / "report.json").read_text())
+    a = json.loads((finished / "report.json").read_text())
     b = json.loads((parts / "report.json").read_text())
-    assert b["epochs"] == 3
+    assert a["epochs"] == b["epochs"] == 2
     assert b["heldout_mse"] == pytest.approx(a["heldout_mse"], rel=1e-4)
+    for whole, resumed in zip(load_run(finished)[0].get_weights(), load_run(parts)[0].get_weights(), strict=True):
+        np.testing.assert_array_equal(resumed, whole)
 
 
 def test_fit_with_predicted_lengths_reports_length_accuracy(datasets, tmp_path):
@@ -218,6 +218,7 @@ def test_fit_with_a_stop_token_reports_length_accuracy(datasets, tmp_path):
 # ----------------------------------------------------------------------------- run directories
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_overwrite_replaces_only_the_runs_own_files(datasets, copy_of):
     (copy_of / "notes.txt").write_text("mine")
     (copy_of / ".report.json.123-abcd.tmp").write_text("left by a crash")
@@ -301,6 +302,7 @@ def test_a_diverging_learning_rate_keeps_a_finite_checkpoint(datasets, tmp_path)
     assert not (out / "report.json").exists()
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_noise_free_dataset_reports_the_mse_without_a_ratio(noiseless, finished, tmp_path):
     result = run("evaluate", finished, noiseless)
     assert result.exit_code == 0, result.output
@@ -335,6 +337,7 @@ def test_fit_logs_scalars_per_epoch_to_tensorboard(finished):
     assert ("epoch_learning_rate", 1) in train
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_tiny_noise_floor_is_fitted_with_its_ratios_in_float64(tmp_path):
     datagen.make(tmp_path / "data", task="teacher", **SMALL, noise=1e-30)  # a floor of 1e-60: 0 in float32
     out = tmp_path / "run"
@@ -377,6 +380,7 @@ def test_a_full_disk_while_tensorboard_opens_its_file_exits_1_in_one_line(datase
     assert load_run(out)[1]["epochs_done"] == 0
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_full_disk_while_checkpointing_exits_1_naming_the_file(datasets, tmp_path, monkeypatch):
     import errno
 

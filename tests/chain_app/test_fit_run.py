@@ -249,6 +249,7 @@ def _assert_pair_of_epoch(run, epoch, weights):
         np.testing.assert_array_equal(loaded, saved)
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_crash_while_writing_the_state_keeps_a_matching_pair(datasets, tmp_path, monkeypatch):
     real = _atomic.atomic_write
 
@@ -263,6 +264,7 @@ def test_a_crash_while_writing_the_state_keeps_a_matching_pair(datasets, tmp_pat
     _assert_pair_of_epoch(tmp_path / "run", 1, weights)
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_crash_between_state_and_rename_is_finished_on_load(datasets, tmp_path, monkeypatch):
     real, calls = runs._commit_model, []
 
@@ -296,6 +298,7 @@ def decodes(monkeypatch):
     return names
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_run_reads_each_source_once(datasets, tmp_path, decodes):
     fit_run(datasets["a"], tmp_path / "split", FitOptions(epochs=2, **OPTIONS), verbose=0)
     assert len(decodes) == 2 * 2  # training and held-out splits, 2 shards each
@@ -307,6 +310,7 @@ def test_a_run_reads_each_source_once(datasets, tmp_path, decodes):
     assert sorted(decodes) == sorted(str(p) for p in datasets["same"].glob("shard-*"))
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_run_with_a_separate_heldout_set_reads_each_once(datasets, tmp_path, decodes):
     fit_run(datasets["a"], tmp_path / "apart", FitOptions(epochs=1, **OPTIONS), heldout=datasets["b"], verbose=0)
     assert sorted(decodes) == sorted(str(p) for d in ("a", "b") for p in datasets[d].glob("shard-*"))
