@@ -18,8 +18,7 @@ from chain import Chain
 from chain._losses import FlatLoss, sample_weights
 from chain._train import predict_inputs, unpack
 
-from .conftest import INPUT_SIZE, make_chain
-from .test_train import ragged_dataset
+from .conftest import INPUT_SIZE, make_chain, ragged_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
