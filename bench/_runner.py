@@ -66,10 +66,11 @@ class _Child:
 
 def _pytest_command(cases: list[Case], work: Path) -> list[str]:
     # The project's addopts disable benchmarks for the test suite; the cases need them on. The
-    # parent saves the run; the child's own storage only has to stay out of the package.
+    # parent saves the run; the child's own storage only has to stay out of the package. The
+    # child runs its cases itself: pytest-benchmark times nothing under pytest-xdist.
     return [
         sys.executable, "-m", "pytest", *[nodeid(c) for c in cases],
-        "-o", "addopts=", "-o", "python_files=test_*.py", "-p", "no:cacheprovider",
+        "-o", "addopts=", "-o", "python_files=test_*.py", "-p", "no:cacheprovider", "-p", "no:xdist",
         "--benchmark-enable", "--benchmark-disable-gc", f"--benchmark-storage={work / 'pytest-storage'}",
         "-q", "--no-header", "-rN", f"--rootdir={CASES_DIR}",
     ]
@@ -95,9 +96,21 @@ def _die_with(parent: int) -> Callable[[], None] | None:
     return arm
 
 
+def child_environ(**extra: str) -> dict[str, str]:
+    """This process's environment with `extra`, for a pytest child that is a run of its own.
+
+    A sweep started inside a pytest run (bench's tests under pytest-xdist, or a user's) would
+    hand its child the enclosing run's settings: the ``PYTEST_XDIST_*`` variables of an xdist
+    worker, with which pytest-benchmark disables itself, and ``PYTEST_ADDOPTS``, options meant
+    for the enclosing run (``-n``, ``--benchmark-disable``). Both are left out.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_") and k != "PYTEST_ADDOPTS"}
+    return {**env, **extra}
+
+
 def _start(cases: list[Case], sweep_file: Path, work: Path, index: int, tensor_memory: bool = False) -> _Child:
     events, log = work / f"events-{index:03d}.jsonl", work / f"child-{index:03d}.log"
-    env = {**os.environ, "BENCH_SWEEP": str(sweep_file), "BENCH_EVENTS": str(events)}
+    env = child_environ(BENCH_SWEEP=str(sweep_file), BENCH_EVENTS=str(events))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if tensor_memory:
         env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # a counting host allocator; see bench._measure

@@ -3,8 +3,34 @@ import os
 
 import pytest
 
-# Quiet TensorFlow's start-up logging and keep tests on the CPU's default thread pools.
+# Quiet TensorFlow's start-up logging. A pytest-xdist worker shares the cores with the others:
+# TensorFlow gets one thread there (read when it starts, so before any test imports it).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+
+DEFAULT_TIER_MARKS = "not slow"  # the `-m` of pyproject's addopts
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads its options
+def pytest_cmdline_main(config):
+    """A plain `python -m pytest` (the default tier, no paths named) runs on one pytest-xdist
+    worker per core.
+
+    It is `-n auto --dist loadfile`: each test module runs whole on one worker, so its
+    module-scoped fixtures are built once. Other runs (named paths, `-m slow`, whose fits are
+    timed with all cores to themselves) run in this process; `-n N` (`-n 0` for none) or
+    `-p no:xdist` chooses for any run.
+    """
+    if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
+        return
+    plain = config.args_source == pytest.Config.ArgsSource.TESTPATHS and config.option.markexpr == DEFAULT_TIER_MARKS
+    if plain and config.option.numprocesses is None:
+        config.option.numprocesses = "auto"
+        if config.option.dist == "no":
+            config.option.dist = "loadfile"
 
 
 def pytest_configure(config):

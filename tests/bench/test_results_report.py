@@ -87,12 +87,14 @@ def test_runs_share_pytest_benchmarks_own_numbering(tmp_path):
     import subprocess
     import sys
 
+    from bench._runner import child_environ
+
     storage = tmp_path / "storage"
     (tmp_path / "test_tiny.py").write_text("def test_tiny(benchmark):\n    benchmark(sum, [1, 2])\n")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", str(tmp_path / "test_tiny.py"), "-q", "-p", "no:cacheprovider",
          "-o", "addopts=", f"--benchmark-storage={storage}", "--benchmark-save=plain"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=child_environ(),  # a run of its own
     )
     assert done.returncode == 0, done.stdout + done.stderr
     files = _results.RunFiles.create(tmp_path / "out", storage, "after", Sweep((Case(**PARAMS),)))

@@ -1,5 +1,5 @@
 """The runner on its own: GPU cases skip with a reason on a CPU machine; a run where every case
-fails exits 1."""
+fails exits 1. Its children measure the fake framework of fake_cases.py."""
 
 import json
 import os
@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bench._runner import groups, nodeid, run_sweep
+from bench._runner import child_environ, groups, nodeid, run_sweep
 from bench._workloads import QUICK_SIZES, Case, Sweep, build_cases
 from bench.cli import main
+
+from .fake_cases import NO_GPU, STEP_S
 
 
 def test_groups_split_by_module_and_device():
@@ -26,20 +28,51 @@ def test_groups_split_by_module_and_device():
     assert nodeid(cases[0]) == "test_chain.py::test_chain[packed-reset-forward-L1-uniform-cpu-gru-H64]"
 
 
-def test_gpu_cases_skip_with_the_reason_without_a_gpu(tmp_path):
-    from bench._tf_framework import gpu_count
-
-    if gpu_count():
-        pytest.skip("this machine has a GPU")
+def test_gpu_cases_skip_with_the_reason_the_framework_gives(tmp_path, fake_cases):
     cases = tuple(Case("reference", "reset", phase, 1, "uniform", "gpu") for phase in ("forward", "train"))
     records = []
     run_sweep(Sweep(cases, sizes=QUICK_SIZES, rounds=1), tmp_path, records.append)
     assert [r["status"] for r in records] == ["skipped", "skipped"]
-    assert all("TensorFlow sees no GPU" in r["message"] for r in records)
+    assert all(r["message"] == NO_GPU and r["benchmark"] is None for r in records)
     assert len(list(tmp_path.glob("child-*.log"))) == 1  # one child for the group: a skip is no crash
 
 
-def test_every_case_failing_exits_1(tmp_path, monkeypatch):
+def test_tensorflow_names_the_missing_gpu(monkeypatch):
+    from bench import _tf_framework
+    from bench._tf_framework import TensorFlowFramework, gpu_count
+
+    if gpu_count():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.setattr(_tf_framework, "configure_threads", lambda threads: None)  # a child's, not this process's
+    reason = TensorFlowFramework(1).skip_reason("gpu")
+    assert reason == "TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty)"
+    assert TensorFlowFramework(1).skip_reason("cpu") is None
+
+
+def test_a_sweep_started_inside_pytest_xdist_measures_its_cases(tmp_path, fake_cases, monkeypatch):
+    """The child is a pytest run of its own: an enclosing xdist worker's variables and options,
+    with which pytest-benchmark disables itself, do not reach it."""
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--benchmark-disable")
+    cases = tuple(Case("packed", "reset", "forward", longest, "uniform", "cpu") for longest in (1, 2))
+    records = []
+    run_sweep(Sweep(cases, sizes=QUICK_SIZES, rounds=2, warmup_rounds=0), tmp_path, records.append)
+    assert [r["status"] for r in records] == ["ok", "ok"], records
+    assert [r["benchmark"]["stats"]["rounds"] for r in records] == [2, 2]
+    assert all(r["benchmark"]["stats"]["median"] >= STEP_S for r in records)
+
+
+def test_the_child_environment_leaves_out_the_enclosing_runs_settings(monkeypatch):
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-n 2")
+    monkeypatch.setenv("BENCH_KEPT", "yes")
+    env = child_environ(BENCH_SWEEP="s.json")
+    assert env["BENCH_KEPT"] == "yes" and env["BENCH_SWEEP"] == "s.json"
+    assert not [name for name in env if name.startswith("PYTEST_XDIST_") or name == "PYTEST_ADDOPTS"]
+
+
+def test_every_case_failing_exits_1(tmp_path, monkeypatch, fake_cases):
     monkeypatch.setenv("BENCH_FAULT", "raise:reference-reset")
     result = CliRunner().invoke(main, [
         "run", "--strategies", "reference", "--no-peers", "--states", "reset", "--phases", "forward",
@@ -76,15 +109,16 @@ def _alive(pid):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
-def test_killing_the_parent_kills_its_pytest_child(tmp_path):
+def test_killing_the_parent_kills_its_pytest_child(tmp_path, fake_cases):
     """kill -9 of the process running a sweep takes its pytest child along (no orphan left)."""
     sweep = Sweep((Case("packed", "reset", "forward", 1, "uniform", "cpu"),), sizes=QUICK_SIZES, rounds=1)
     script = (
-        "import sys; from pathlib import Path; from bench._runner import run_sweep; "
+        "import sys; from pathlib import Path; from bench import _runner; "
         "from bench._workloads import Sweep; "
-        f"run_sweep(Sweep.from_json({sweep.to_json()!r}), Path(sys.argv[1]), print)"
+        f"_runner.CASES_DIR = Path({str(fake_cases)!r}); "
+        f"_runner.run_sweep(Sweep.from_json({sweep.to_json()!r}), Path(sys.argv[1]), print)"
     )
-    env = {**os.environ, "BENCH_FAULT": "hang:packed", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "BENCH_FAULT": "hang:packed"}
     parent, children = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], env=env), []
     try:
         deadline = time.monotonic() + 60
@@ -128,7 +162,7 @@ def test_passes_alternate_their_direction():
     assert pass_order(cases, 2) == cases
 
 
-def test_passes_visit_every_case_and_pool_the_rounds_of_case_and_partner(tmp_path):
+def test_passes_visit_every_case_and_pool_the_rounds_of_case_and_partner(tmp_path, fake_cases):
     result = CliRunner().invoke(main, [
         "run", "--quick", "--strategies", "packed", "--no-peers", "--states", "reset", "--phases", "forward",
         "--longest-steps", "1,2", "--passes", "2", "--versus", "strategy=loop",

@@ -152,13 +152,22 @@ def test_sampling_at_the_extremes_is_teacher_forcing_and_free_running():
 
 
 def test_sampling_feeds_the_own_output_with_the_given_probability():
-    """Reset mode, two steps per run: step 1's output is one of two known values, per run."""
+    """Reset mode, two steps per run: step 1's output is one of two known values, per run.
+
+    The teacher-forced values come from the same weights with `feedback_sampling=0`, held to the
+    step-by-step reference on the first two samples (the reference runs a step a millisecond).
+    """
     net = _net(state="reset", feedback_sampling=0.3, seed=4)
     rng = np.random.default_rng(4)
     x = rng.normal(size=(40, 25, 4)).astype("float32")
     steps = np.full((40, 25), 2, "int32")
     y = rng.normal(size=(int(steps.sum()), D)).astype("float32")
-    teacher = reference_feedback_flat(net, x, steps, y).numpy()[1::2]
+    never = _net(state="reset", feedback_sampling=0.0, seed=4)
+    never.set_weights(net.get_weights())
+    teacher = never(x, steps, targets=_ragged(y, steps), training=True).flat_values.numpy()
+    head = 2 * 25 * 2  # the rows of the first two samples
+    np.testing.assert_allclose(teacher[:head], reference_feedback_flat(net, x[:2], steps[:2], y[:head]), atol=ATOL)
+    teacher = teacher[1::2]
     free = net(x, steps).flat_values.numpy()[1::2]
     got = net(x, steps, targets=_ragged(y, steps), training=True).flat_values.numpy()[1::2]
     is_teacher = np.all(np.abs(got - teacher) < ATOL, axis=1)

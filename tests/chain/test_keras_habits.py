@@ -18,8 +18,7 @@ from chain import Chain
 from chain._losses import FlatLoss, sample_weights
 from chain._train import predict_inputs, unpack
 
-from .conftest import INPUT_SIZE, make_chain
-from .test_train import ragged_dataset
+from .conftest import INPUT_SIZE, make_chain, ragged_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +34,11 @@ def _per_step(w, steps):
     return np.repeat(w.reshape(-1), steps.reshape(-1))
 
 
-def _frozen(net):
+@pytest.fixture(scope="module")
+def frozen():
+    """A packed chain compiled with a learning rate of 0: `fit` leaves its weights as they are, so
+    the tests share it (and the functions Keras traced for it)."""
+    net = make_chain(strategy="packed")
     net.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
     return net
 
@@ -80,9 +83,9 @@ def test_evaluate_lists_each_metric_once():
 # ----------------------------------------------------------------------------- predict
 
 
-def test_predict_keeps_t_and_equals_a_call():
+def test_predict_keeps_t_and_equals_a_call(frozen):
     data, (x, steps, y) = ragged_dataset(n=24, batch_size=8)
-    net = _frozen(make_chain(strategy="packed"))
+    net = frozen
     want = net(x, steps)
     for given in (data, (x, steps), data.map(lambda inputs, y: inputs)):
         out = net.predict(given, batch_size=8, verbose=0) if isinstance(given, tuple) else net.predict(given, verbose=0)
@@ -91,7 +94,7 @@ def test_predict_keeps_t_and_equals_a_call():
         np.testing.assert_allclose(out.flat_values.numpy(), want.flat_values.numpy(), atol=1e-6)
 
 
-def test_predict_of_batches_with_other_t_leaves_t_unknown():
+def test_predict_of_batches_with_other_t_leaves_t_unknown(frozen):
     rng = np.random.default_rng(0)
     parts = [(rng.normal(size=(2, t, INPUT_SIZE)).astype("float32"), np.ones((2, t), "int32"))
              for t in (3, 5)]  # fmt: skip
@@ -99,7 +102,7 @@ def test_predict_of_batches_with_other_t_leaves_t_unknown():
         lambda: iter(parts),
         output_signature=(tf.TensorSpec([None, None, INPUT_SIZE]), tf.TensorSpec([None, None], tf.int32)),
     )
-    out = _frozen(make_chain(strategy="packed")).predict(data, verbose=0)
+    out = frozen.predict(data, verbose=0)
     assert out.shape.as_list() == [4, None, None, 2]
     assert out.row_lengths().numpy().tolist() == [3, 3, 5, 5]
 
@@ -122,7 +125,8 @@ def test_predict_inputs_reject_other_structures():
 @pytest.mark.parametrize("per", ["sample", "outer step"])
 def test_sample_weight_changes_the_loss_as_the_weighted_formula_says(per):
     data, (x, steps, y) = ragged_dataset(n=24, batch_size=8)
-    net = _frozen(make_chain(strategy="packed"))
+    net = make_chain(strategy="packed")  # its own: weights of another rank than the last call's are retraced
+    net.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
     rng = np.random.default_rng(3)
     w = rng.uniform(0.5, 2.0, size=(24,) if per == "sample" else (24, 5)).astype("float32")
     w[:7] = 0.0
@@ -287,9 +291,9 @@ def test_class_weight_says_why_it_does_not_apply():
 
 
 @pytest.mark.parametrize("padded", [False, True])
-def test_validation_split_holds_out_the_last_samples(padded):
+def test_validation_split_holds_out_the_last_samples(padded, frozen):
     _, (x, steps, y) = ragged_dataset(n=24)
-    net = _frozen(make_chain(strategy="packed"))
+    net = frozen
     target = y.to_tensor() if padded else y
     history = net.fit((x, steps), target, validation_split=0.25, batch_size=8, epochs=1, verbose=0).history
     held = np.mean(_errors(net, x[18:], steps[18:], y[18:]) ** 2)

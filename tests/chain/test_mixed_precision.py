@@ -12,8 +12,7 @@ import tensorflow as tf
 
 from chain import _train
 
-from .conftest import batch, make_chain
-from .test_train import ragged_dataset
+from .conftest import batch, make_chain, ragged_dataset
 
 
 @pytest.fixture

@@ -372,8 +372,9 @@ def test_stateful_training_steps_truncate_at_the_window_edge():
 # ----------------------------------------------------------------------------- bad state
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def carry_net():
+    """A built and called chain in carry mode; a refused state leaves it as it was."""
     net = _net("lstm", "packed")
     net(*[a[:, :2] for a in _data()])
     return net

@@ -10,23 +10,7 @@ import tensorflow as tf
 import chain
 from chain import Chain, NoiseFloorRatio, ragged_mse
 
-from .conftest import INPUT_SIZE, make_chain
-
-
-def ragged_dataset(n=24, big_t=5, longest=4, out=2, seed=0, batch_size=8, scale=1.0):
-    """((x, steps), y) batches like `datagen.load`, with y a smooth function of x."""
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-1, 1, size=(n, big_t, INPUT_SIZE)).astype("float32")
-    steps = rng.integers(0, longest + 1, size=(n, big_t)).astype("int32")
-    steps[0, 0] = 0
-    rows = np.repeat(np.arange(n * big_t), steps.reshape(-1))
-    k = np.concatenate([np.arange(s) for s in steps.reshape(-1)]).astype("float32")
-    base = x.reshape(-1, INPUT_SIZE)[rows, :out]
-    values = (scale * np.sin(base + 0.5 * k[:, None])).astype("float32")
-    cells = tf.RaggedTensor.from_row_lengths(values, steps.reshape(-1))
-    y = tf.RaggedTensor.from_uniform_row_length(cells, big_t)
-    data = tf.data.Dataset.from_tensor_slices(((x, steps), y)).batch(batch_size)
-    return data, (x, steps, y)
+from .conftest import make_chain, ragged_dataset
 
 
 def manual_mse(net, x, steps, y):

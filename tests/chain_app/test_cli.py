@@ -20,31 +20,12 @@ from chain import FitOptions, fit_run
 from chain_app.cli import main
 from chain_app.runs import load_run
 
-SMALL = {"n_samples": 48, "timesteps": 4, "longest_step": 3, "shard_size": 24}
-QUICK = ["--epochs", "2", "--hidden", "8", "--batch-size", "16"]
+from .conftest import OPTIONS, QUICK, SMALL, run
 
 
-@pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    made = {}
-    # "same": the law of "a" (task, seed, sizes), other samples, count and noise; "b": another teacher
-    laws = {"a": {}, "same": {"n_samples": 40, "noise": 0.1, "shard_size": 40}, "b": {"seed": 1},
-            "wide": {"input_size": 5}}
-    for name, extra in laws.items():
-        made[name] = root / name
-        datagen.make(made[name], task="teacher", **{**SMALL, **extra})
-    return made
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def test_fit_writes_a_complete_run_directory(datasets, tmp_path):
-    out = tmp_path / "run"
-    result = run("fit", datasets["a"], "--out", out, *QUICK)
-    assert result.exit_code == 0, result.output
+def test_fit_writes_a_complete_run_directory(fitted):
+    """The suite's one end-to-end `chain fit` (shared as the `finished` run)."""
+    out, output = fitted
     names = {p.name for p in out.iterdir()}
     assert {"model.keras", "state.json", "history.csv", "loss.png", "report.json"} <= names
     assert not [n for n in names if n.startswith(".")]  # no temporary files left
@@ -55,7 +36,7 @@ def test_fit_writes_a_complete_run_directory(datasets, tmp_path):
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert float(rows[1]["val_masked_mse"]) == pytest.approx(report["heldout_mse"], rel=1e-4)
-    assert '"heldout_mse"' in result.output
+    assert '"heldout_mse"' in output
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -63,19 +44,19 @@ class Interrupt(keras.callbacks.Callback):
         raise KeyboardInterrupt
 
 
-def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(datasets, tmp_path):
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert run("fit", datasets["a"], "--out", whole, *QUICK, "--epochs", "3").exit_code == 0
-    options = FitOptions(epochs=3, hidden=8, batch_size=16)
+def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(datasets, finished, tmp_path):
+    parts = tmp_path / "parts"  # the finished run's options, stopped after epoch 1 and resumed
     with pytest.raises(KeyboardInterrupt):
-        fit_run(datasets["a"], parts, options, verbose=0, callbacks=[Interrupt()])
+        fit_run(datasets["a"], parts, FitOptions(epochs=2, **OPTIONS), verbose=0, callbacks=[Interrupt()])
     assert json.loads((parts / "state.json").read_text())["epochs_done"] == 1
-    result = run("fit", datasets["a"], "--out", parts, *QUICK, "--epochs", "3", "--resume")
+    result = run("fit", datasets["a"], "--out", parts, *QUICK, "--resume")
     assert result.exit_code == 0, result.output
-    a = json.loads((whole / "report.json").read_text())
+    a = json.loads((finished / "report.json").read_text())
     b = json.loads((parts / "report.json").read_text())
-    assert b["epochs"] == 3
+    assert a["epochs"] == b["epochs"] == 2
     assert b["heldout_mse"] == pytest.approx(a["heldout_mse"], rel=1e-4)
+    for whole, resumed in zip(load_run(finished)[0].get_weights(), load_run(parts)[0].get_weights(), strict=True):
+        np.testing.assert_array_equal(resumed, whole)
 
 
 def test_fit_with_predicted_lengths_reports_length_accuracy(datasets, tmp_path):
@@ -87,13 +68,11 @@ def test_fit_with_predicted_lengths_reports_length_accuracy(datasets, tmp_path):
     assert report["heldout"]["data_dir"] == str(datasets["b"]) and report["heldout_samples"] == 48
 
 
-def test_evaluate_scores_a_run_on_another_dataset(datasets, tmp_path):
-    out = tmp_path / "run"
-    assert run("fit", datasets["a"], "--out", out, *QUICK, "--epochs", "1").exit_code == 0
-    result = run("evaluate", out, datasets["same"])
+def test_evaluate_scores_a_run_on_another_dataset(datasets, finished):
+    result = run("evaluate", finished, datasets["same"])
     assert result.exit_code == 0, result.output
     scores = json.loads(result.output)
-    assert scores["samples"] == 40 and scores["epochs"] == 1
+    assert scores["samples"] == 40 and scores["epochs"] == 2
     assert scores["mse_over_noise_floor"] == pytest.approx(scores["mse"] / scores["noise_floor"])
 
 
@@ -165,12 +144,12 @@ def test_resume_without_a_run_exits_2(datasets, tmp_path):
     assert "Invalid value for '--out'" in result.output and "holds no run to resume" in result.output
 
 
-def test_fit_into_an_existing_run_exits_2(datasets, tmp_path):
-    out = tmp_path / "run"
-    assert run("fit", datasets["a"], "--out", out, *QUICK, "--epochs", "1").exit_code == 0
-    result = run("fit", datasets["a"], "--out", out, *QUICK)
+def test_fit_into_an_existing_run_exits_2(datasets, copy_of):
+    before = {p.name: p.read_bytes() for p in copy_of.iterdir() if p.is_file()}
+    result = run("fit", datasets["a"], "--out", copy_of, *QUICK)
     assert result.exit_code == 2
     assert "holds a run already; pass --resume to continue it, --overwrite to replace it, or another --out" in result.output
+    assert {p.name: p.read_bytes() for p in copy_of.iterdir() if p.is_file()} == before
 
 
 def test_a_missing_dataset_exits_1(tmp_path):
@@ -207,11 +186,10 @@ def test_evaluate_without_a_checkpoint_exits_2(datasets, tmp_path):
     assert result.exit_code == 2 and "holds no checkpoint" in result.output
 
 
-def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(datasets, tmp_path):
-    poisoned = tmp_path / "poisoned"
+def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(datasets, copy_of, tmp_path):
+    poisoned = tmp_path / "poisoned"  # dataset "a", on which the run trained 2 epochs, then poisoned
     shutil.copytree(datasets["a"], poisoned)
-    out = tmp_path / "run"
-    assert run("fit", poisoned, "--out", out, *QUICK, "--epochs", "1").exit_code == 0
+    out = copy_of
     good = (out / "model.keras").read_bytes()
     shard = sorted(poisoned.glob("*.npz"))[0]
     with np.load(shard) as archive:
@@ -221,10 +199,10 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(datasets, tmp_path)
         np.savez(handle, **arrays)
     result = run("fit", poisoned, "--out", out, *QUICK, "--epochs", "3", "--resume")
     assert result.exit_code == 1
-    assert "the loss became nan at batch 1 (epoch 2)" in result.output
-    assert "last good checkpoint (epoch 1) is kept" in result.output
+    assert "the loss became nan at batch 1 (epoch 3)" in result.output
+    assert "last good checkpoint (epoch 2) is kept" in result.output
     assert (out / "model.keras").read_bytes() == good
-    assert json.loads((out / "state.json").read_text())["epochs_done"] == 1
+    assert json.loads((out / "state.json").read_text())["epochs_done"] == 2
 
 
 def test_fit_with_a_stop_token_reports_length_accuracy(datasets, tmp_path):
@@ -240,21 +218,7 @@ def test_fit_with_a_stop_token_reports_length_accuracy(datasets, tmp_path):
 # ----------------------------------------------------------------------------- run directories
 
 
-@pytest.fixture(scope="module")
-def finished(datasets, tmp_path_factory):
-    """A 2-epoch run to copy and damage."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    assert run("fit", datasets["a"], "--out", out, *QUICK).exit_code == 0
-    return out
-
-
-@pytest.fixture
-def copy_of(finished, tmp_path):
-    copy = tmp_path / "copy"
-    shutil.copytree(finished, copy)
-    return copy
-
-
+@pytest.mark.usefixtures("stand_in_training")
 def test_overwrite_replaces_only_the_runs_own_files(datasets, copy_of):
     (copy_of / "notes.txt").write_text("mine")
     (copy_of / ".report.json.123-abcd.tmp").write_text("left by a crash")
@@ -338,13 +302,7 @@ def test_a_diverging_learning_rate_keeps_a_finite_checkpoint(datasets, tmp_path)
     assert not (out / "report.json").exists()
 
 
-@pytest.fixture(scope="module")
-def noiseless(tmp_path_factory):
-    out = tmp_path_factory.mktemp("noiseless") / "data"
-    datagen.make(out, task="teacher", **SMALL, noise=0.0)
-    return out
-
-
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_noise_free_dataset_reports_the_mse_without_a_ratio(noiseless, finished, tmp_path):
     result = run("evaluate", finished, noiseless)
     assert result.exit_code == 0, result.output
@@ -379,6 +337,7 @@ def test_fit_logs_scalars_per_epoch_to_tensorboard(finished):
     assert ("epoch_learning_rate", 1) in train
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_tiny_noise_floor_is_fitted_with_its_ratios_in_float64(tmp_path):
     datagen.make(tmp_path / "data", task="teacher", **SMALL, noise=1e-30)  # a floor of 1e-60: 0 in float32
     out = tmp_path / "run"
@@ -421,6 +380,7 @@ def test_a_full_disk_while_tensorboard_opens_its_file_exits_1_in_one_line(datase
     assert load_run(out)[1]["epochs_done"] == 0
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_full_disk_while_checkpointing_exits_1_naming_the_file(datasets, tmp_path, monkeypatch):
     import errno
 

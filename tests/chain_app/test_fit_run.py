@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import chain
-import datagen
 from chain import FitOptions, fit_run
 from chain_app import options as app_options
 from chain_app import runs
@@ -22,29 +21,10 @@ from chain_app.runs import load_run
 from datagen import _storage
 from ragged_common import atomic
 
-from .conftest import make_chain
+from ..chain.conftest import make_chain
+from .conftest import OPTIONS
 
 INFO = {"input_size": 4, "output_size": 2, "longest_step": 3, "noise_floor": 0.01, "samples": 8}
-SMALL = {"n_samples": 48, "timesteps": 4, "longest_step": 3, "shard_size": 24}
-OPTIONS = {"hidden": 8, "batch_size": 16}
-
-
-@pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    made = {"a": root / "a", "b": root / "b", "same": root / "same"}
-    datagen.make(made["a"], task="teacher", **SMALL)
-    datagen.make(made["b"], task="teacher", **SMALL, seed=1)
-    datagen.make(made["same"], task="teacher", **{**SMALL, "n_samples": 40, "noise": 0.1})  # the law of "a"
-    return made
-
-
-@pytest.fixture(scope="module")
-def finished(datasets, tmp_path_factory):
-    """A finished 2-epoch run."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    fit_run(datasets["a"], out, FitOptions(epochs=2, **OPTIONS), verbose=0)
-    return out
 
 
 def test_check_sizes_names_both_sizes():
@@ -152,16 +132,14 @@ def test_load_run_without_a_checkpoint(tmp_path):
 
 
 @pytest.fixture
-def damaged(finished, tmp_path):
+def damaged(copy_of):
     """A copy of the finished run, and a function that rewrites fields of its state.json."""
-    copy = tmp_path / "run"
-    shutil.copytree(finished, copy)
 
     def change(**fields):
-        state = json.loads((copy / "state.json").read_text())
+        state = json.loads((copy_of / "state.json").read_text())
         state.update(fields)
-        (copy / "state.json").write_text(json.dumps(state))
-        return copy
+        (copy_of / "state.json").write_text(json.dumps(state))
+        return copy_of
 
     return change
 
@@ -272,6 +250,7 @@ def _assert_pair_of_epoch(run, epoch, weights):
         np.testing.assert_array_equal(loaded, saved)
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_crash_while_writing_the_state_keeps_a_matching_pair(datasets, tmp_path, monkeypatch):
     real = atomic.atomic_write
 
@@ -286,6 +265,7 @@ def test_a_crash_while_writing_the_state_keeps_a_matching_pair(datasets, tmp_pat
     _assert_pair_of_epoch(tmp_path / "run", 1, weights)
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_crash_between_state_and_rename_is_finished_on_load(datasets, tmp_path, monkeypatch):
     real, calls = runs._commit_model, []
 
@@ -319,6 +299,7 @@ def decodes(monkeypatch):
     return names
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_run_reads_each_source_once(datasets, tmp_path, decodes):
     fit_run(datasets["a"], tmp_path / "split", FitOptions(epochs=2, **OPTIONS), verbose=0)
     assert len(decodes) == 2 * 2  # training and held-out splits, 2 shards each
@@ -330,6 +311,7 @@ def test_a_run_reads_each_source_once(datasets, tmp_path, decodes):
     assert sorted(decodes) == sorted(str(p) for p in datasets["same"].glob("shard-*"))
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_run_with_a_separate_heldout_set_reads_each_once(datasets, tmp_path, decodes):
     fit_run(datasets["a"], tmp_path / "apart", FitOptions(epochs=1, **OPTIONS), heldout=datasets["b"], verbose=0)
     assert sorted(decodes) == sorted(str(p) for d in ("a", "b") for p in datasets[d].glob("shard-*"))
