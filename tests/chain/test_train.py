@@ -10,7 +10,7 @@ import tensorflow as tf
 import chain
 from chain import Chain, NoiseFloorRatio, ragged_mse
 
-from .conftest import make_chain, ragged_dataset
+from .conftest import INPUT_SIZE, make_chain, ragged_dataset
 
 
 def manual_mse(net, x, steps, y):

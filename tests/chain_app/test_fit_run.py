@@ -291,9 +291,9 @@ def decodes(monkeypatch):
     names = []
     real = _storage.decode_shard
 
-    def counting(data, file_format, name, sizes):
+    def counting(data, file_format, name, sizes, *args, **kwargs):
         names.append(name)
-        return real(data, file_format, name, sizes)
+        return real(data, file_format, name, sizes, *args, **kwargs)
 
     monkeypatch.setattr(_storage, "decode_shard", counting)
     return names
