@@ -12,23 +12,25 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 DEFAULT_TIER_MARKS = "not slow"  # the `-m` of pyproject's addopts
+MAX_WORKERS = 8  # each holds TensorFlow and its models, 1 to 2 GiB
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads its options
 def pytest_cmdline_main(config):
     """A plain `python -m pytest` (the default tier, no paths named) runs on one pytest-xdist
-    worker per core.
+    worker per CPU, up to `MAX_WORKERS`.
 
-    It is `-n auto --dist loadfile`: each test module runs whole on one worker, so its
-    module-scoped fixtures are built once. Other runs (named paths, `-m slow`, whose fits are
-    timed with all cores to themselves) run in this process; `-n N` (`-n 0` for none) or
-    `-p no:xdist` chooses for any run.
+    It is `-n logical --maxprocesses 8 --dist loadfile`: each test module runs whole on one
+    worker, so its module-scoped fixtures are built once. Other runs (named paths, `-m slow`,
+    whose fits are timed with all cores to themselves) run in this process; `-n N` (`-n 0` for
+    none) or `-p no:xdist` chooses for any run.
     """
     if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
         return
     plain = config.args_source == pytest.Config.ArgsSource.TESTPATHS and config.option.markexpr == DEFAULT_TIER_MARKS
     if plain and config.option.numprocesses is None:
-        config.option.numprocesses = "auto"
+        config.option.numprocesses = "logical"
+        config.option.maxprocesses = config.option.maxprocesses or MAX_WORKERS
         if config.option.dist == "no":
             config.option.dist = "loadfile"
 

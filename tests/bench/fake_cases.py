@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench._measure import NoDeviceMemory, measure_case
 from bench._workloads import Case, Sizes, Sweep
