@@ -122,6 +122,7 @@ class BeamSearch:
         self.beam, self.forward, self.adapter = beam, forward, adapter
         self.stop, self.sees, self.cap = stop, sees, cap
         self.vocab = forward.options.vocab_size
+        self.only_first = tf.constant([0.0] + [-math.inf] * (self.vocab - 1))  # a finished hypothesis's one way on
 
     def run(self, xp: tf.Tensor, init: StateList, empty: tf.Tensor, caps: tf.Tensor) -> Found:
         """Searches `R` rows.
@@ -138,7 +139,7 @@ class BeamSearch:
         logp = tf.tile(tf.concat([[0.0], tf.fill([width - 1], -math.inf)], 0)[None], tf.stack([rows, 1]))
         count = tf.zeros(tf.stack([rows, width]), tf.int32)
         arrays = [tf.TensorArray(d, size=0, dynamic_size=True, element_shape=[None, width])
-                  for d in (tf.int32, tf.int32, tf.bool, tf.float32)]  # fmt: skip
+                  for d in (tf.int32, tf.int32, tf.float32)]  # fmt: skip
         seg_ids = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[])
 
         def segment(s, g, states, logp, count, arrays, seg_ids):
@@ -157,14 +158,14 @@ class BeamSearch:
             _, g, states, logp, count, _, _, arrays, seg_ids = tf.while_loop(
                 going, step, (0, g, states, logp, count, n, done, arrays, seg_ids),
                 shape_invariants=(*[tf.TensorShape([])] * 2, self._invariants(), *[tf.TensorShape([None, width])] * 4,
-                                  [None] * 4, None),  # fmt: skip
+                                  [None] * 3, None),  # fmt: skip
             )
             return s + 1, g, states, logp, count, arrays, seg_ids
 
         _, _, states, logp, count, arrays, seg_ids = tf.while_loop(
             lambda s, *_: s < segments, segment, (0, 0, states, logp, count, arrays, seg_ids),
             shape_invariants=(*[tf.TensorShape([])] * 2, self._invariants(), *[tf.TensorShape([None, width])] * 2,
-                              [None] * 4, None),  # fmt: skip
+                              [None] * 3, None),  # fmt: skip
         )
         tokens, scores, emitted = _backtrack(*(a.stack() for a in arrays), rows, width)
         # beyond the outputs that exist (width > V ** L) a beam is padding: log probability -inf
@@ -185,17 +186,18 @@ class BeamSearch:
         token_logp = tf.reshape(tf.nn.log_softmax(tf.cast(forward.parts.head(out), tf.float32)), tf.stack([rows, width, vocab]))
         live = ~done
         # a finished hypothesis has one continuation (slot 0: "nothing"), of unchanged score
-        only_first = tf.concat([[0.0], tf.fill([vocab - 1], -math.inf)], 0)
-        candidates = tf.where(live[..., None], logp[..., None] + token_logp, logp[..., None] + only_first)
-        lengths = count + tf.cast(live, tf.int32)
-        ranked = candidates / self.beam.penalty(lengths)[..., None]
+        candidates = tf.where(live[..., None], logp[..., None] + token_logp, logp[..., None] + self.only_first)
+        ranked = candidates
+        if self.beam.length_penalty:  # else the count is not needed
+            count = count + tf.cast(live, tf.int32)
+            ranked = candidates / self.beam.penalty(count)[..., None]
         top = tf.math.top_k(tf.reshape(ranked, tf.stack([rows, width * vocab])), width).indices
         parent, token = top // vocab, top % vocab
         pick = lambda values: tf.gather(values, parent, batch_dims=1)  # noqa: E731
         logp = tf.gather(tf.reshape(candidates, tf.stack([rows, -1])), top, batch_dims=1)
         scores = tf.gather(tf.reshape(token_logp, tf.stack([rows, -1])), top, batch_dims=1)
         emitted = pick(live)
-        count, n = pick(lengths), pick(n) + tf.cast(emitted, tf.int32)
+        count, n = pick(count), pick(n) + tf.cast(emitted, tf.int32)
         moved = [tf.where(tf.reshape(live, [-1])[:, None], nw, old) for nw, old in zip(new, states)]
         flat_parent = tf.reshape(parent + tf.range(rows)[:, None] * width, [-1])
         states = [tf.gather(s, flat_parent) for s in moved]
@@ -203,8 +205,8 @@ class BeamSearch:
             fed = fed_state(tf.cast(forward.embed(tf.reshape(token, [-1])), states[-1].dtype))
             states[-1] = tf.where(tf.reshape(emitted, [-1])[:, None], fed, states[-1])
         done = pick(done) | (emitted & self._stops(out, token, pick)) | (n >= seg_caps[:, None])
-        zero = lambda r: tf.where(emitted, r, tf.zeros_like(r))  # noqa: E731
-        return states, logp, count, n, done, (zero(token), parent, emitted, zero(scores))
+        records = (tf.where(emitted, token, -1), parent, tf.where(emitted, scores, 0.0))  # -1: nothing emitted
+        return states, logp, count, n, done, records
 
     def _stops(self, out: tf.Tensor, token: tf.Tensor, pick) -> tf.Tensor:
         if self.stop is None:
@@ -214,16 +216,17 @@ class BeamSearch:
         return pick(tf.reshape(self.stop(out), tf.shape(token)))
 
 
-def _backtrack(tokens, parents, emitted, scores, rows, width):
-    """Each final beam's records `(R, K, G)`, followed from its last step back through its parents."""
+def _backtrack(tokens, parents, scores, rows, width):
+    """Each final beam's `(tokens, scores, emitted)` `(R, K, G)`, followed from its last step back
+    through its parents; `tokens` `(G, R, K)` as recorded, -1 where a hypothesis emitted nothing."""
     def back(acc, step):
         pointer = acc[0]
-        token, parent, made, score = (tf.gather(r, pointer, batch_dims=1) for r in step)
-        return parent, token, made, score
+        token, parent, score = (tf.gather(r, pointer, batch_dims=1) for r in step)
+        return parent, token, score
 
     start = tf.tile(tf.range(width)[None], tf.stack([rows, 1]))
-    zeros = tf.zeros(tf.stack([rows, width]), tf.int32)
-    initial = (start, zeros, tf.zeros_like(zeros, tf.bool), tf.zeros_like(zeros, tf.float32))
-    _, tokens, emitted, scores = tf.scan(back, (tokens, parents, emitted, scores), initial, reverse=True)
+    initial = (start, tf.zeros_like(start), tf.zeros_like(start, tf.float32))
+    _, tokens, scores = tf.scan(back, (tokens, parents, scores), initial, reverse=True)
     to_rows = lambda r: tf.transpose(r, [1, 2, 0])  # noqa: E731
-    return to_rows(tokens), to_rows(scores), to_rows(emitted)
+    tokens = to_rows(tokens)
+    return tf.maximum(tokens, 0), to_rows(scores), tokens >= 0
