@@ -232,3 +232,43 @@ def test_beam_search_of_a_real_valued_chain_is_refused():
     with pytest.raises(ValueError, match=r"Beam keeps several hypotheses per run"):
         Beam(2).next(tf.zeros([1, V]), 0)
     assert isinstance(Beam(2), chain.Decoder) and not isinstance(Beam(2), Sampler)
+
+
+# ----------------------------------------------------------------------------- runs in context
+
+
+def _teacher_forced(net, ir_rows, runs):
+    """B's state and last token after the target `runs` at the IR rows `ir_rows`, by hand (carry)."""
+    step = _Stepper(net)
+    state, prev = step.start()
+    for ir_row, run in zip(ir_rows, runs):
+        for token in run:
+            _, state = step(ir_row, state, prev)
+            prev = token
+    return state, prev
+
+
+@pytest.mark.parametrize("decoder", [None, Beam(3)])
+def test_decode_runs_decodes_each_run_after_the_targets_before_it(decoder):
+    net = _net(seed=13)
+    _, _, y = _data(batch=2, big_t=3, seed=1)
+    tokens, scores = chain.decode_runs(net, X, STEPS, y, decoder=decoder, return_scores=True)
+    ir, targets = net.model_a(X).numpy(), y.to_list()
+    width = 1 if decoder is None else 3
+    runs = tokens.to_list() if decoder is not None else [[row] for row in tokens.to_list()]
+    run_scores = tf.reduce_sum(scores, axis=-1).numpy().reshape(2, width, 3)
+    for b, t in np.ndindex(2, 3):
+        start = _teacher_forced(net, ir[b, :t], targets[b][:t])
+        want = _reference_beam(net, ir[b, t:t + 1], [STEPS[b, t]], width, start=start)
+        assert [tuple(runs[b][k][t]) for k in range(width)] == [r[0] for r, _ in want]
+        np.testing.assert_allclose(run_scores[b, :, t], [logp for _, logp in want], atol=1e-4)
+    free = net.generate(X, STEPS).flat_values.numpy()
+    assert decoder is not None or not np.array_equal(free, tokens.flat_values.numpy())  # the context mattered
+
+
+def test_decode_runs_refuses_what_it_cannot_decode():
+    real = Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.GRUCell(4), output_size=2)
+    with pytest.raises(ValueError, match=r"`decode_runs` needs a token chain"):
+        chain.decode_runs(real, X, STEPS, None)
+    with pytest.raises(ValueError, match=r"received a stateful chain"):
+        chain.decode_runs(_net(seed=14, stateful=True, batch=2), X, STEPS, None)
