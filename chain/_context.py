@@ -6,6 +6,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from . import _ragged
 from ._beam import Beam
 
 
@@ -52,6 +53,16 @@ def decode_runs(net: Any, x: Any, steps: Any, targets: Any, decoder: Any = None,
         _, states = net(*window, initial_state=states, return_state=True, **given)
     if not made:
         return net.generate(x, steps, decoder=decoder, return_scores=return_scores)
-    axis = 2 if isinstance(decoder, Beam) else 1  # the T axis
-    tokens, scores = (tf.concat([m[i] for m in made], axis=axis) for i in (0, 1))
+    width = decoder.width if isinstance(decoder, Beam) else None
+    tokens, scores = (_join([m[i] for m in made], tf.cast(steps, tf.int32), width) for i in (0, 1))
     return (tokens, scores) if return_scores else tokens
+
+
+def _join(windows: list[tf.RaggedTensor], steps: tf.Tensor, width: int | None) -> tf.RaggedTensor:
+    """One-step windows, `(batch, 1, None)` or with a beam `(batch, K, 1, None)`, joined along T
+    into the layout `generate` returns; `steps` `(batch, T)`."""
+    if width is not None:
+        steps = tf.repeat(steps[:, None], width, axis=1)  # (batch, K, T)
+    flat_steps = tf.reshape(steps, [-1, steps.shape[-1]])  # a row per sample (and beam)
+    rows = [tf.RaggedTensor.from_row_lengths(w.flat_values, flat_steps[:, t]) for t, w in enumerate(windows)]
+    return _ragged.ragged_from_flat(tf.concat(rows, axis=1).flat_values, steps)  # each row's tokens in t order

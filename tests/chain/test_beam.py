@@ -255,6 +255,9 @@ def test_decode_runs_decodes_each_run_after_the_targets_before_it(decoder):
     tokens, scores = chain.decode_runs(net, X, STEPS, y, decoder=decoder, return_scores=True)
     ir, targets = net.model_a(X).numpy(), y.to_list()
     width = 1 if decoder is None else 3
+    want_shape = [2, 3, None] if decoder is None else [2, 3, 3, None]
+    assert tokens.shape.as_list() == want_shape and scores.shape.as_list() == want_shape  # as generate's
+    assert tokens[:, 0].shape.as_list() == want_shape[:1] + want_shape[2:]  # T (or K) is a uniform axis
     runs = tokens.to_list() if decoder is not None else [[row] for row in tokens.to_list()]
     run_scores = tf.reduce_sum(scores, axis=-1).numpy().reshape(2, width, 3)
     for b, t in np.ndindex(2, 3):
