@@ -119,12 +119,17 @@ def test_a_run_killed_after_it_recorded_shards_resumes_to_the_uninterrupted_data
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "int"])
 def test_runs_killed_at_random_points_resume_to_the_uninterrupted_dataset(tmp_path, uninterrupted, workers, sig):
-    delays = random.Random(f"{workers}-{sig}").sample([step / 20 for step in range(30)], 6)
+    # three points anywhere from the start, before or after shards were recorded, and three soon
+    # after the first shard was: timed from the start alone, a loaded machine may kill every run
+    # before its first shard, and the resume from a pending manifest would go untested
+    draw = random.Random(f"{workers}-{sig}")
+    points = [(LOCK, delay) for delay in draw.sample([step / 20 for step in range(30)], 3)]
+    points += [(PENDING, delay) for delay in draw.sample([step / 100 for step in range(10)], 3)]
     resumed_from_pending = 0
-    for attempt, delay in enumerate(delays):
+    for attempt, (after, delay) in enumerate(points):
         out = tmp_path / f"d{attempt}"
-        resumed_from_pending += check_kill_and_resume(out, workers, sig, delay, LOCK, uninterrupted)
-    assert resumed_from_pending >= 2, f"only {resumed_from_pending} of {delays} left a pending manifest"
+        resumed_from_pending += check_kill_and_resume(out, workers, sig, delay, after, uninterrupted)
+    assert resumed_from_pending >= 2, f"only {resumed_from_pending} of {points} left a pending manifest"
 
 
 def pending_of(tmp_path: Path, keep: list[int]) -> Path:
