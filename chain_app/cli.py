@@ -128,6 +128,12 @@ def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overw
     report.json (heldout_mse, noise_floor, heldout_mse_over_noise_floor and, with predicted
     lengths, length_accuracy). A non-empty --out needs --resume, which continues the run up to
     --epochs with its stored options, or --overwrite.
+
+    Token data (`datagen make --task tokens` or tokens-reset) is told by its manifest: the head
+    then gives one logit per token of the vocabulary, the loss is the token cross-entropy, and
+    the report gives heldout_cross_entropy (nats per token), the law's cross_entropy_floor,
+    heldout_cross_entropy_over_floor, heldout_perplexity, perplexity_floor and
+    heldout_token_accuracy instead of the MSE figures. Every option works on both.
     """
     if options["predict_lengths"] and options["stop_token"]:
         raise click.UsageError("use one of --predict-lengths and --stop-token, not both")
@@ -155,7 +161,9 @@ def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overw
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("heldout_mse", "noise_floor", "heldout_mse_over_noise_floor", "heldout_mse_over_noise_floor_omitted",
-            "length_accuracy", "epochs", "train_seconds")  # fmt: skip
+            "heldout_cross_entropy", "cross_entropy_floor", "heldout_cross_entropy_over_floor",
+            "heldout_cross_entropy_over_floor_omitted", "heldout_perplexity", "perplexity_floor",
+            "heldout_token_accuracy", "length_accuracy", "epochs", "train_seconds")  # fmt: skip
     return {key: report[key] for key in keys if key in report}
 
 
@@ -172,7 +180,8 @@ def evaluate(run_dir: Path, data_dir: Path, batch_size: int, allow_other_law: bo
 
     Prints mse (over real inner steps), noise_floor, mse_over_noise_floor (left out, with the
     reason, when the noise floor is 0), samples and, for a model that predicts lengths,
-    length_accuracy.
+    length_accuracy. A token run prints cross_entropy (nats per token), cross_entropy_floor (the
+    law's), cross_entropy_over_floor, perplexity, perplexity_floor and token_accuracy instead.
 
     DATA_DIR must come from the law the run was trained on: made by `datagen make` with the
     training set's --task, --seed and law options (--teacher-hidden, --input-size,
