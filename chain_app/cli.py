@@ -1,4 +1,5 @@
-"""`chain fit` and `chain evaluate`: a thin click layer over `chain.fit_run` and `chain.evaluate_run`.
+"""`chain fit`, `chain evaluate` and `chain generate`: a thin click layer over `chain.fit_run`,
+`chain.evaluate_run` and `chain_app.generate.generate_run`.
 
 Options are checked, and the run directory too, before TensorFlow is imported: `--help` and bad
 input answer at once, and bad input writes nothing.
@@ -16,11 +17,13 @@ import click
 from ragged_common.checks import OptionError
 from ragged_common.cli import Choice, OneLineGroup, OutputDir, checked
 
-from .options import STATES, STRATEGIES, FitOptions, check_option
+from .options import SAMPLING, SPLITS, STATES, STRATEGIES, FitOptions, check_generate_option, check_option
 
 _DEFAULTS = FitOptions()
 _checked = checked(check_option)
 """The option callback running `FitOptions`' own check of the option's field (exit 2 naming it)."""
+_generate_checked = checked(check_generate_option)
+"""The option callback running `chain generate`'s check of the option (exit 2 naming it)."""
 
 
 def _runtime_errors() -> tuple[type[Exception], ...]:
@@ -220,6 +223,128 @@ def _check_law(run_dir: Path, data_dir: Path, allow: bool) -> None:
         click.echo(f"chain evaluate: WARNING: {error}; scored anyway (--allow-other-law)", err=True)
     except (ValueError, OSError):
         return  # a missing or damaged state or dataset: the evaluation reports it
+
+
+@main.command("generate")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
+              help="Dataset whose inputs are generated from; default: the run's training dataset.")
+@click.option("--split", type=Choice(SPLITS), default="heldout", show_default=True,
+              help="Which samples of it: datagen's held-out split (at the run's held-out fraction), the "
+                   "training split, or all.")
+@click.option("--samples", type=int, default=None, callback=_generate_checked,
+              help="Generate for the first N samples of the split only; default: all.")
+@click.option("--temperature", type=float, default=None, callback=_generate_checked,
+              help="Sample tokens from softmax(logits / T), T finite and > 0 (default 1 when sampling).")
+@click.option("--top-k", type=int, default=None, callback=_generate_checked,
+              help="Sample among the K most likely tokens, 1 <= K <= the vocabulary size.")
+@click.option("--top-p", type=float, default=None, callback=_generate_checked,
+              help="Sample among the most likely tokens whose probabilities first reach P, in (0, 1].")
+@click.option("--seed", type=int, default=None, callback=_generate_checked,
+              help="Seeds the draws when sampling, in [0, 2**31 - 1] (default 0).")
+@click.option("--predict-lengths", is_flag=True,
+              help="Generate at the lengths the run's lengths part predicts (a run fitted with "
+                   "--predict-lengths or --stop-token) instead of the dataset's steps.")
+@click.option("--free", is_flag=True,
+              help="Carry mode with feedback: run each sample whole on its own tokens; by default each "
+                   "outer step's run follows the dataset's tokens before it.")
+@click.option("--batch-size", type=int, default=256, show_default=True, callback=_generate_checked,
+              help="Samples per batch.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, callback=_generate_checked,
+              help="The JSON file to write; default: RUN_DIR/generated.json.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None, callback=_generate_checked,
+              help="Also draw the first 4 samples' outputs to this PNG.")
+@click.option("--allow-other-law", is_flag=True, help="Generate on DATA even when another law made it.")
+def generate(run_dir: Path, data_dir: Path | None, out: Path | None, plot: Path | None, allow_other_law: bool,
+             **options: Any) -> None:  # fmt: skip
+    """Generate with the last checkpoint of RUN_DIR on a dataset's inputs; write JSON, print a summary.
+
+    A token run takes the most likely token at every inner step (greedy), or samples with any
+    of --temperature, --top-k, --top-p and --seed. Runs are as long as the dataset's steps, or
+    with --predict-lengths as the run predicts. In carry mode with feedback, each outer step's
+    run follows the dataset's tokens before it (as the law's most likely sequences do), unless
+    --free.
+
+    The JSON file holds, per sample, the tokens of every outer step, each token's log
+    probability under the model and their total, the dataset's tokens and the law's most likely
+    ones, and which runs equal those. The summary printed (and in the file) gives the tokens
+    generated, the mean log probability per token, and the share of the dataset's runs whose
+    tokens equal the law's most likely sequence (and of its runs of 2+ tokens, next to the
+    law's own greedy walk's share).
+
+    A real-valued run generates free-running outputs at the dataset's steps; the summary gives
+    their MSE against the targets and the noise floor. It takes no decoding option.
+    """
+    from . import runs
+
+    if not any((run_dir / name).is_file() for name in (runs.MODEL_FILE, runs.NEXT_MODEL_FILE)):
+        raise click.BadParameter(f"{run_dir} holds no checkpoint ({runs.MODEL_FILE})", param_hint="'RUN_DIR'")
+    given = {name: options[name] for name in SAMPLING if options[name] is not None}
+    try:
+        state = runs.read_state(run_dir)
+    except (ValueError, OSError):
+        state = None  # the generation reports it
+    if state is not None:
+        _check_decoding(run_dir, state, given, options["predict_lengths"])
+        data_dir = _check_samples(state, data_dir, options["split"], options["samples"])
+        _check_law(run_dir, data_dir, allow_other_law)
+    from .generate import generate_run
+
+    try:
+        document = generate_run(run_dir, data_dir, decoder=_decoder(given), split=options["split"],
+                                samples=options["samples"], predict_lengths=options["predict_lengths"],
+                                free=options["free"], batch_size=options["batch_size"], out=out, plot=plot,
+                                allow_other_law=allow_other_law)  # fmt: skip
+    except _runtime_errors() as error:
+        raise _one_line(error) from None
+    click.echo(json.dumps(document["summary"], indent=1))
+
+
+def _option(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _check_decoding(run_dir: Path, state: dict[str, Any], given: dict[str, Any], predict_lengths: bool) -> None:
+    """Exit 2 for decoding options a run cannot take, from its state alone (no TensorFlow)."""
+    info = state.get("train_info")
+    vocab = info.get("vocab_size") if isinstance(info, dict) else None
+    for name, value in given.items():
+        if vocab is None:
+            raise click.BadParameter(f"{run_dir} holds a real-valued run, which picks no tokens; received {value}",
+                                     param_hint=f"'{_option(name)}'")  # fmt: skip
+    if "top_k" in given and given["top_k"] > vocab:
+        raise click.BadParameter(f"must be an integer in [1, {vocab}] (the run's vocabulary size); received "
+                                 f"{given['top_k']}", param_hint="'--top-k'")  # fmt: skip
+    fitted = state["options"]
+    if predict_lengths and not (fitted.get("predict_lengths") or fitted.get("stop_token")):
+        raise click.BadParameter(f"{run_dir} holds a run without a lengths part (fit it with --predict-lengths "
+                                 "or --stop-token)", param_hint="'--predict-lengths'")  # fmt: skip
+
+
+def _check_samples(state: dict[str, Any], data_dir: Path | None, split: str, samples: int | None) -> Path:
+    """The dataset (the run's training data for None) and, from its manifest, exit 2 where
+    `--samples` asks for more samples than the split holds."""
+    import datagen
+
+    where = Path(state["data_dir"]) if data_dir is None else data_dir
+    try:
+        facts = datagen.info(where, split=None if split == "all" else split,
+                             heldout_fraction=state["options"]["heldout_fraction"])  # fmt: skip
+    except (ValueError, OSError):
+        return where  # the generation reports it
+    if samples is not None and samples > facts["samples"]:
+        raise click.BadParameter(f"must be at most the {facts['samples']} samples of {where}'s {split} split; "
+                                 f"received {samples}", param_hint="'--samples'")  # fmt: skip
+    return where
+
+
+def _decoder(given: dict[str, Any]) -> Any:
+    """The `chain.Decoder` of the decoding options: a Sampler with any sampling option, else None."""
+    if not given:
+        return None
+    import chain
+
+    return chain.Sampler(**given)
 
 
 if __name__ == "__main__":

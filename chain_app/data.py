@@ -107,6 +107,17 @@ def batches(data: dict[str, Any], batch_size: int) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(tensors(data)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def first_samples(data: dict[str, Any], count: int | None) -> dict[str, Any]:
+    """The first `count` samples of `read`'s arrays (all of them for None or more than there are)."""
+    steps = data["steps"]
+    if count is None or count >= len(steps):
+        return data
+    real = int(steps[:count].sum())
+    rows = {key: value[:real] for key, value in data.items() if key.startswith("y_")}
+    return {**data, "x": data["x"][:count], "steps": steps[:count], **rows,
+            "row_lengths": data["row_lengths"][: count * steps.shape[1]]}  # fmt: skip
+
+
 def tensors(data: dict[str, Any]) -> tuple[tuple[tf.Tensor, tf.Tensor], tf.RaggedTensor]:
     """`((x, steps), y)` of `read`'s arrays, `y` ragged `(n, T, None, output_size)` (tokens: `(n, T, None)`)."""
     cells = tf.RaggedTensor.from_row_lengths(data["y_values"], data["row_lengths"], validate=False)

@@ -9,6 +9,7 @@ A run directory holds:
 - `loss.png`: training and held-out masked MSE per epoch, with the noise floor (on token data,
   the cross-entropy with the law's floor);
 - `report.json`: the held-out scores at the end;
+- `generated.json`: what `chain generate` wrote last, by default (see `chain_app.generate`);
 - `tensorboard/`: TensorBoard logs (`train/` and `validation/`, scalars per epoch).
 
 Every file but the TensorBoard logs (append-only event files written by TensorFlow) is written
@@ -49,8 +50,9 @@ STATE_FILE = "state.json"
 HISTORY_FILE = "history.csv"
 PLOT_FILE = "loss.png"
 REPORT_FILE = "report.json"
+GENERATED_FILE = "generated.json"
 TENSORBOARD_DIR = "tensorboard"
-RUN_FILES = (MODEL_FILE, NEXT_MODEL_FILE, STATE_FILE, HISTORY_FILE, PLOT_FILE, REPORT_FILE)
+RUN_FILES = (MODEL_FILE, NEXT_MODEL_FILE, STATE_FILE, HISTORY_FILE, PLOT_FILE, REPORT_FILE, GENERATED_FILE)
 
 
 class RunDirError(ValueError):
