@@ -17,7 +17,7 @@ import click
 from ragged_common.checks import OptionError
 from ragged_common.cli import Choice, OneLineGroup, OutputDir, checked
 
-from .options import SAMPLING, SPLITS, STATES, STRATEGIES, FitOptions, check_generate_option, check_option
+from .options import SAMPLING, SEARCH, SPLITS, STATES, STRATEGIES, FitOptions, check_generate_option, check_option
 
 _DEFAULTS = FitOptions()
 _checked = checked(check_option)
@@ -242,6 +242,11 @@ def _check_law(run_dir: Path, data_dir: Path, allow: bool) -> None:
               help="Sample among the most likely tokens whose probabilities first reach P, in (0, 1].")
 @click.option("--seed", type=int, default=None, callback=_generate_checked,
               help="Seeds the draws when sampling, in [0, 2**31 - 1] (default 0).")
+@click.option("--beam", type=int, default=None, callback=_generate_checked,
+              help="Search the K most likely outputs (beam search of width K >= 1), written best first.")
+@click.option("--length-penalty", type=float, default=None, callback=_generate_checked,
+              help="With --beam: rank hypotheses by log p / ((5 + n) / 6) ** A, A finite and >= 0 "
+                   "(default 0); it matters only where a run's end is predicted.")
 @click.option("--predict-lengths", is_flag=True,
               help="Generate at the lengths the run's lengths part predicts (a run fitted with "
                    "--predict-lengths or --stop-token) instead of the dataset's steps.")
@@ -259,11 +264,13 @@ def generate(run_dir: Path, data_dir: Path | None, out: Path | None, plot: Path 
              **options: Any) -> None:  # fmt: skip
     """Generate with the last checkpoint of RUN_DIR on a dataset's inputs; write JSON, print a summary.
 
-    A token run takes the most likely token at every inner step (greedy), or samples with any
-    of --temperature, --top-k, --top-p and --seed. Runs are as long as the dataset's steps, or
-    with --predict-lengths as the run predicts. In carry mode with feedback, each outer step's
-    run follows the dataset's tokens before it (as the law's most likely sequences do), unless
-    --free.
+    A token run takes the most likely token at every inner step (greedy), samples with any of
+    --temperature, --top-k, --top-p and --seed, or searches the K most likely outputs with
+    --beam K (and --length-penalty). Runs are as long as the dataset's steps, or with
+    --predict-lengths as the run predicts. In carry mode with feedback, each outer step's run
+    follows the dataset's tokens before it (as the law's most likely sequences do; a beam then
+    searches each run), unless --free or --predict-lengths: then each sample runs whole on its
+    own tokens (a beam spans the whole sample).
 
     The JSON file holds, per sample, the tokens of every outer step, each token's log
     probability under the model and their total, the dataset's tokens and the law's most likely
@@ -277,9 +284,10 @@ def generate(run_dir: Path, data_dir: Path | None, out: Path | None, plot: Path 
     """
     from . import runs
 
+    given = {name: options[name] for name in (*SAMPLING, *SEARCH) if options[name] is not None}
+    _check_decoders(given)
     if not any((run_dir / name).is_file() for name in (runs.MODEL_FILE, runs.NEXT_MODEL_FILE)):
         raise click.BadParameter(f"{run_dir} holds no checkpoint ({runs.MODEL_FILE})", param_hint="'RUN_DIR'")
-    given = {name: options[name] for name in SAMPLING if options[name] is not None}
     try:
         state = runs.read_state(run_dir)
     except (ValueError, OSError):
@@ -338,12 +346,27 @@ def _check_samples(state: dict[str, Any], data_dir: Path | None, split: str, sam
     return where
 
 
+def _check_decoders(given: dict[str, Any]) -> None:
+    """Exit 2 where the options ask for two decoders (a sample and a search), or a search's
+    option without the search."""
+    sampling = [name for name in SAMPLING if name in given]
+    if "beam" in given and sampling:
+        raise click.UsageError(f"--beam {given['beam']} searches the most likely outputs and draws nothing; "
+                               f"received {_option(sampling[0])} {given[sampling[0]]} too")  # fmt: skip
+    if "length_penalty" in given and "beam" not in given:
+        raise click.UsageError(f"--length-penalty ranks a beam search's hypotheses: it needs --beam; received "
+                               f"--length-penalty {given['length_penalty']} alone")  # fmt: skip
+
+
 def _decoder(given: dict[str, Any]) -> Any:
-    """The `chain.Decoder` of the decoding options: a Sampler with any sampling option, else None."""
+    """The `chain.Decoder` of the decoding options: a Beam with --beam, a Sampler with any
+    sampling option, else None (greedy)."""
     if not given:
         return None
     import chain
 
+    if "beam" in given:
+        return chain.Beam(given["beam"], given.get("length_penalty", 0.0))
     return chain.Sampler(**given)
 
 

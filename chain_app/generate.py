@@ -1,12 +1,13 @@
 """`generate_run`: a run's chain generating on a dataset's inputs, written to a JSON file.
 
-A token run picks its tokens with a `chain.Decoder` (greedy by default) at the dataset's `steps`
-or at the lengths its lengths part predicts. In carry mode with feedback a run's tokens follow
-the tokens before it; by default those are the dataset's (each outer step generates from the
-states of a teacher-forced pass over the steps before it), as the law's most likely sequences
+A token run picks its tokens with a `chain.Decoder` (greedy by default, a `chain.Sampler`, or
+a `chain.Beam` search) at the dataset's `steps` or at the lengths its lengths part predicts. In
+carry mode with feedback a run's tokens follow the tokens before it; at the dataset's lengths
+those are the dataset's tokens (`chain.decode_runs`: each outer step decodes from the states a
+teacher-forced pass over the steps before it leaves), as the law's most likely sequences
 (`y_best_values`) are given the dataset's tokens, so that the two can be compared run by run.
-`free=True` runs each sample whole on its own tokens instead. Reset and init chains run each
-`(b, t)` on its own either way.
+`free=True`, or predicted lengths, runs each sample whole on its own tokens instead. Reset and
+init chains run each `(b, t)` on its own either way.
 
 A real-valued run generates free-running outputs (each inner step fed the model's own previous
 output with feedback) at the dataset's `steps`, and is scored by their masked MSE.
@@ -17,14 +18,14 @@ The file (`generated.json` in the run directory by default) is one JSON object:
   dataset index of the split's first sample), `decoder` (`{"name": ..., **its config}`, None for
   a real-valued run), `lengths` (`"data"` or `"predicted"`), `context` (`"data"` or `"free"`),
   `vocab_size`;
-- `summary`: what `chain generate` prints (see `summarise`);
-- `samples`: one object per sample: `index` (in the dataset), `steps` (T), `outputs` (best
-  first: one, or the beam's K) each with `tokens` (T lists, the tokens of each outer step),
-  `log_probs` (the same shape: each token's log probability under the model) and `log_prob`
-  (their total), `targets` (the dataset's tokens), `best` (the law's most likely tokens of
-  each run) and `matches_best` (T booleans: `outputs[0]`'s run equals `best`'s). A real-valued
-  run's outputs hold `values` (T lists of inner steps of `output_size` numbers), and its
-  `targets` the dataset's.
+- `summary`: what `chain generate` prints (see `summarise_tokens` and `summarise_values`);
+- `samples`, one line each: `index` (in the dataset), `steps` (T), `outputs` (best first: one,
+  or a beam search's K less any padding beams) each with `tokens` (T lists, the tokens of each
+  outer step), `log_probs` (the same shape: each token's log probability under the model) and
+  `log_prob` (their total), `targets` (the dataset's tokens), `best` (the law's most likely
+  tokens of each run) and `matches_best` (T booleans: `outputs[0]`'s run equals `best`'s). A
+  real-valued run's outputs hold `values` (T lists of inner steps of `output_size` numbers), and
+  its `targets` the dataset's.
 """
 
 from __future__ import annotations
@@ -130,10 +131,16 @@ def _check_generation(net: "Chain", decoder: Any, predict_lengths: bool) -> None
 # ----------------------------------------------------------------------------- generating
 
 
-def in_context(net: "Chain", free: bool) -> bool:
-    """Whether each outer step generates after the dataset's tokens: a token chain whose tokens
-    reach the next outer step (carry mode with feedback), unless `free`."""
-    return not free and net.vocab_size is not None and net.feedback and net.state == "carry"
+def in_context(net: "Chain", free: bool, predict_lengths: bool) -> bool:
+    """Whether each run is decoded after the dataset's tokens (`chain.decode_runs`): a token
+    chain whose tokens reach the next outer step (carry mode with feedback), at the dataset's
+    lengths, unless `free`."""
+    return not (free or predict_lengths) and _sees_tokens(net)
+
+
+def _sees_tokens(net: "Chain") -> bool:
+    """Whether a chain's runs depend on the tokens of the runs before them."""
+    return net.vocab_size is not None and net.feedback and net.state == "carry"
 
 
 def _generate_all(net: "Chain", arrays: dict[str, Any], decoder: Any, predict_lengths: bool, free: bool,
@@ -155,42 +162,26 @@ def _generate_batch(net: "Chain", x: tf.Tensor, steps: tf.Tensor, y: tf.RaggedTe
                     predict_lengths: bool, free: bool) -> list[dict[str, Any]]:  # fmt: skip
     given = None if predict_lengths else steps
     if net.vocab_size is None:
-        values = net.generate(x, given).to_list()
-        return [{"outputs": [{"values": sample}]} for sample in values]
-    if not in_context(net, free):
-        return _scored(*net.generate(x, given, decoder=decoder, return_scores=True))
-    _, states = net(x[:, :0], steps[:, :0], return_state=True)  # zeros: every window traces alike
-    parts = []
-    for t in range(int(x.shape[1])):
-        window = slice(t, t + 1)
-        parts.append(_scored(*net.generate(x[:, window], None if given is None else steps[:, window],
-                                           initial_state=states, decoder=decoder, return_scores=True)))  # fmt: skip
-        _, states = net(x[:, window], steps[:, window], targets=y[:, window], initial_state=states, return_state=True)
-    return [_joined([part[b] for part in parts]) for b in range(int(x.shape[0]))]
+        return [{"outputs": [{"values": sample}]} for sample in net.generate(x, given).to_list()]
+    if in_context(net, free, predict_lengths):
+        return _scored(*chain.decode_runs(net, x, steps, y, decoder=decoder, return_scores=True))
+    return _scored(*net.generate(x, given, decoder=decoder, return_scores=True))
 
 
 def _scored(tokens: tf.RaggedTensor, scores: tf.RaggedTensor) -> list[dict[str, Any]]:
-    """Per sample, `outputs`: `(batch, T, None)` decodings are one output, `(batch, K, T, None)` K."""
+    """Per sample, `outputs`: `(batch, T, None)` decodings are one output, `(batch, K, T, None)`
+    beams K, less the padding beams (of log probability -inf) where fewer outputs exist."""
     beams = tokens.shape.rank == 4
     made = []
     for sample_tokens, sample_scores in zip(tokens.to_list(), scores.to_list()):
         pairs = zip(sample_tokens, sample_scores) if beams else [(sample_tokens, sample_scores)]
-        made.append({"outputs": [{"tokens": t, "log_probs": s, "log_prob": _total(s)} for t, s in pairs]})
+        outputs = [{"tokens": t, "log_probs": s, "log_prob": _total(s)} for t, s in pairs]
+        made.append({"outputs": [output for output in outputs if math.isfinite(output["log_prob"])] or outputs[:1]})
     return made
 
 
 def _total(scores: list[list[float]]) -> float:
     return float(sum(sum(run) for run in scores))
-
-
-def _joined(windows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One sample's outputs from its windows of one outer step each, output k with output k."""
-    outputs = []
-    for k in range(len(windows[0]["outputs"])):
-        tokens = [run for window in windows for run in window["outputs"][k]["tokens"]]
-        scores = [run for window in windows for run in window["outputs"][k]["log_probs"]]
-        outputs.append({"tokens": tokens, "log_probs": scores, "log_prob": _total(scores)})
-    return {"outputs": outputs}
 
 
 # ----------------------------------------------------------------------------- the document
@@ -215,14 +206,15 @@ def _document(net: "Chain", state: dict[str, Any], run_dir: Any, source: data.So
         "run_dir": str(run_dir), "data_dir": str(where), "split": split or "all", "first_sample": first,
         "decoder": None if decoder is None else {"name": type(decoder).__name__, **decoder.get_config()},
         "lengths": "predicted" if predict_lengths else "data",
-        "context": "data" if in_context(net, free) else "free",
+        "context": "data" if in_context(net, free, predict_lengths) else "free",
         "vocab_size": net.vocab_size,
     }  # fmt: skip
     if net.vocab_size is None:
         document["summary"] = summarise_values(samples, facts["noise_floor"])
     else:
         law_rate = _law_greedy_rate(facts["manifest"]["law"], split, state["options"]["heldout_fraction"])
-        document["summary"] = summarise_tokens(samples, law_rate, comparable=not _own_context(net, free))
+        comparable = in_context(net, free, predict_lengths) or not _sees_tokens(net)
+        document["summary"] = summarise_tokens(samples, law_rate, comparable=comparable)
     document["samples"] = samples
     return document
 
@@ -243,12 +235,6 @@ def _samples(made: list[dict[str, Any]], arrays: dict[str, Any], first: int) -> 
     return samples
 
 
-def _own_context(net: "Chain", free: bool) -> bool:
-    """Whether a token chain's runs follow its own tokens where the law's most likely sequences
-    follow the dataset's: carry mode with feedback, run `free`."""
-    return free and net.vocab_size is not None and net.feedback and net.state == "carry"
-
-
 def _law_greedy_rate(law: dict[str, Any], split: str | None, fraction: float) -> float | None:
     """The share of the split's runs of 2+ tokens where the law's own greedy walk finds its most
     likely sequence (`1 - greedy_miss_rate`), where the manifest has it for this split."""
@@ -258,8 +244,8 @@ def _law_greedy_rate(law: dict[str, Any], split: str | None, fraction: float) ->
     return None if miss is None else 1.0 - miss
 
 
-OWN_CONTEXT = ("with --free a carry chain's runs follow its own tokens, and the law's most likely sequences "
-               "the dataset's: they are not compared")  # fmt: skip
+OWN_CONTEXT = ("run free (--free or --predict-lengths), a carry chain's runs follow its own tokens where the law's "
+               "most likely sequences follow the dataset's: they are not compared")  # fmt: skip
 
 
 def summarise_tokens(samples: list[dict[str, Any]], law_rate: float | None, comparable: bool = True) -> dict[str, Any]:

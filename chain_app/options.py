@@ -54,6 +54,8 @@ SPLITS = ("heldout", "train", "all")
 """The parts of a dataset `chain generate` takes its inputs from: datagen's splits, or all samples."""
 SAMPLING = ("temperature", "top_k", "top_p", "seed")
 """`chain generate`'s options that draw tokens (`chain.Sampler`) instead of taking the most likely."""
+SEARCH = ("beam", "length_penalty")
+"""`chain generate`'s options of a beam search (`chain.Beam`)."""
 
 GENERATE_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "split": lambda name, value: check_choice(name, value, SPLITS),
@@ -62,6 +64,8 @@ GENERATE_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "top_k": lambda name, value: check_int(name, value, 1, INT32_MAX),
     "top_p": lambda name, value: check_number(name, value, 0, 1, open_low=True),
     "seed": lambda name, value: check_int(name, value, 0, INT32_MAX),
+    "beam": lambda name, value: check_int(name, value, 1, INT32_MAX),
+    "length_penalty": lambda name, value: check_number(name, value, 0, math.inf),
     "batch_size": lambda name, value: check_int(name, value, 1, INT32_MAX),
     "out": lambda name, value: check_file_path(name, value, ".json"),
     "plot": lambda name, value: check_file_path(name, value, ".png"),

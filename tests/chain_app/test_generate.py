@@ -161,6 +161,40 @@ def test_predicted_lengths_are_the_length_heads(token_data, tmp_path):
     assert document["lengths"] == "predicted" and made == lengths.tolist()
 
 
+def test_a_beam_search_writes_its_outputs_best_first(token_data, token_fitted, greedy, tmp_path):
+    result = run("generate", token_fitted[0], "--beam", "3", "--length-penalty", "0.5", "--out", tmp_path / "b.json")
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "b.json").read_text())
+    assert document["decoder"] == {"name": "Beam", "width": 3, "length_penalty": 0.5}
+    net, _ = load_run(token_fitted[0])
+    held, y = _heldout(token_data["a"])
+    tokens, scores = chain.decode_runs(net, held["x"], held["steps"], y, decoder=chain.Beam(3, 0.5),
+                                       return_scores=True)  # fmt: skip
+    assert [[o["tokens"] for o in sample["outputs"]] for sample in document["samples"]] == tokens.to_list()
+    totals = tf.reduce_sum(tf.reduce_sum(scores, axis=-1), axis=-1).numpy()
+    for sample, expected in zip(document["samples"], totals):
+        made = [output["log_prob"] for output in sample["outputs"]]
+        np.testing.assert_allclose(made, expected, rtol=1e-5)
+        assert made == sorted(made, reverse=True)
+    assert json.loads(result.output) == document["summary"]
+    one = generate.generate_run(token_fitted[0], decoder=chain.Beam(1), out=tmp_path / "one.json")
+    assert [s["outputs"][0]["tokens"] for s in one["samples"]] == [
+        s["outputs"][0]["tokens"] for s in greedy[0]["samples"]]  # a beam of 1 is greedy
+
+
+def test_a_beam_over_whole_samples_and_its_padding_beams_left_out(token_data, token_fitted, tmp_path):
+    net, _ = load_run(token_fitted[0])
+    held, _ = _heldout(token_data["a"])
+    free = generate.generate_run(token_fitted[0], decoder=chain.Beam(2), free=True, out=tmp_path / "f.json")
+    expected = net.generate(held["x"], held["steps"], decoder=chain.Beam(2)).to_list()
+    assert [[o["tokens"] for o in sample["outputs"]] for sample in free["samples"]] == expected
+    wide = generate.generate_run(token_fitted[0], decoder=chain.Beam(V + 1), out=tmp_path / "w.json")
+    for sample in wide["samples"]:  # a run of one token has V outputs: the beams past them are padding
+        assert len(sample["outputs"]) == (V if 1 in sample["steps"] else V + 1)
+    assert any(1 in sample["steps"] for sample in wide["samples"])
+    json.loads((tmp_path / "w.json").read_text(), parse_constant=lambda name: pytest.fail(f"{name} in the file"))
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -178,6 +212,17 @@ def _unwritten(path):
     (["--top-p", "0"], "Invalid value for '--top-p': must be a number in (0, 1]; received 0.0"),
     (["--top-p", "1.5"], "Invalid value for '--top-p': must be a number in (0, 1]; received 1.5"),
     (["--seed", "-1"], "Invalid value for '--seed': must be an integer in [0, 2147483647]; received -1"),
+    (["--beam", "0"], "Invalid value for '--beam': must be an integer in [1, 2147483647]; received 0"),
+    (["--beam", "2", "--length-penalty", "-1"],
+     "Invalid value for '--length-penalty': must be a finite number >= 0; received -1.0"),
+    (["--beam", "2", "--length-penalty", "nan"],
+     "Invalid value for '--length-penalty': must be a finite number >= 0; received nan"),
+    (["--beam", "2", "--temperature", "0.5"],
+     "--beam 2 searches the most likely outputs and draws nothing; received --temperature 0.5 too"),
+    (["--top-p", "0.5", "--beam", "4"],
+     "--beam 4 searches the most likely outputs and draws nothing; received --top-p 0.5 too"),
+    (["--length-penalty", "0.5"],
+     "--length-penalty ranks a beam search's hypotheses: it needs --beam; received --length-penalty 0.5 alone"),
     (["--samples", "0"], "Invalid value for '--samples': must be an integer in [1, 2147483647]; received 0"),
     (["--samples", "6"], "Invalid value for '--samples': must be at most the 5 samples of {data}'s heldout split; "
                          "received 6"),
@@ -200,13 +245,13 @@ def test_bad_options_exit_2_in_one_line_before_anything_is_written(token_data, t
 
 
 @pytest.mark.parametrize("option, value", [("--temperature", "0.5"), ("--top-k", "2"), ("--top-p", "0.9"),
-                                           ("--seed", "3")])  # fmt: skip
+                                           ("--seed", "3"), ("--beam", "2")])  # fmt: skip
 def test_decoding_options_on_a_real_valued_run_exit_2(finished, option, value):
     result = run("generate", finished, option, value)
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1] == (
         f"Error: Invalid value for '{option}': {finished} holds a real-valued run, which picks no tokens; "
-        f"received {value if option in ('--top-k', '--seed') else float(value)}")
+        f"received {value if option in ('--top-k', '--seed', '--beam') else float(value)}")
     _unwritten(finished)
 
 
