@@ -101,6 +101,9 @@ def generate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
     if not allow_other_law:
         laws.check_same_law(state, where, info["law_digest"])
     data.check_sizes(net, info, str(where))
+    if samples is not None and samples > info["samples"]:
+        raise ValueError(f"`samples` must be at most the {info['samples']} samples of {where}'s {split} split; "
+                         f"received {samples}")  # fmt: skip
     _check_generation(net, decoder, predict_lengths)
     decoder = chain.Greedy() if decoder is None and net.vocab_size is not None else decoder
     arrays = data.first_samples(data.read(source, state["options"]["heldout_fraction"]), samples)
@@ -315,10 +318,11 @@ def draw(document: dict[str, Any], path: Path) -> None:
     tokens = document["vocab_size"] is not None
     columns = 3 if tokens else 1
     width = max(len(sample["steps"]) for sample in samples)
-    height = max([1, *(n for sample in samples for n in sample["steps"])])
+    runs = [run for sample in samples for run in (*sample["targets"], *_first_output(sample))]
+    height = max([1, *map(len, runs)])
     scale = 0.32 if tokens else 0.5
     figure, axes = pyplot.subplots(len(samples), columns, squeeze=False, figsize=(
-        max(4.0, columns * (1.2 + scale * width)), max(2.5, len(samples) * (1.0 + scale * height))))  # fmt: skip
+        max(4.0 if tokens else 7.0, columns * (1.2 + scale * width)), max(2.5, len(samples) * (1.0 + scale * height))))  # fmt: skip
     for row, sample in zip(axes, samples):
         if tokens:
             _draw_token_row(row, sample, document, height)
@@ -333,11 +337,16 @@ def draw(document: dict[str, Any], path: Path) -> None:
     atomic.atomic_write(path, image.getbuffer())
 
 
+def _first_output(sample: dict[str, Any]) -> list[list[Any]]:
+    output = sample["outputs"][0]
+    return output["tokens"] if "tokens" in output else output["values"]
+
+
 def _grid(runs: list[list[int]], height: int) -> np.ndarray:
-    """Tokens `(height, T)`, NaN below each run's last step."""
+    """Tokens `(height, T)`, NaN below each run's last step; `height` is at least the longest run."""
     grid = np.full((height, len(runs)), np.nan)
     for t, run in enumerate(runs):
-        grid[: len(run), t] = run[:height]
+        grid[: len(run), t] = run
     return grid
 
 
@@ -387,4 +396,4 @@ def _draw_values(axis: Any, sample: dict[str, Any]) -> None:
                     axis.plot(spread, series, style, color=f"C{channel}", markersize=4, linewidth=1.2)
         axis.axvline(t, color="0.85", linewidth=0.8, zorder=0)
     axis.set_title(f"sample {sample['index']}: generated (lines), targets (dots)", fontsize=8)
-    axis.set(xlabel="outer step t (inner steps spread across each unit)", ylabel="y[b, t, k]")
+    axis.set(xlabel="outer step t (its inner steps spread across it)", ylabel="y[b, t, k]")

@@ -151,14 +151,16 @@ def test_predicted_lengths_are_the_length_heads(token_data, tmp_path):
     fitted = tmp_path / "run"
     result = run("fit", token_data["a"], "--out", fitted, *QUICK, "--epochs", "1", "--feedback", "--predict-lengths")
     assert result.exit_code == 0, result.output
-    result = run("generate", fitted, "--predict-lengths", "--out", tmp_path / "g.json")
+    result = run("generate", fitted, "--predict-lengths", "--out", tmp_path / "g.json", "--plot", tmp_path / "g.png")
     assert result.exit_code == 0, result.output
+    assert (tmp_path / "g.png").stat().st_size > 0
     document = json.loads((tmp_path / "g.json").read_text())
     net, _ = load_run(fitted)
     held, _ = _heldout(token_data["a"])
     lengths = net.generate(held["x"]).row_lengths(axis=2).numpy().reshape(held["steps"].shape)
     made = [[len(r) for r in sample["outputs"][0]["tokens"]] for sample in document["samples"]]
     assert document["lengths"] == "predicted" and made == lengths.tolist()
+    assert document["context"] == "free" and "not compared" in document["summary"]["best_match_omitted"]
 
 
 def test_a_beam_search_writes_its_outputs_best_first(token_data, token_fitted, greedy, tmp_path):
@@ -275,4 +277,6 @@ def test_generate_run_refuses_what_the_run_cannot_do(token_fitted, finished, tmp
         generate.generate_run(token_fitted[0], predict_lengths=True, out=tmp_path / "g.json")
     with pytest.raises(ValueError, match=r"`split` must be one of heldout, train, all; received 'test'"):
         generate.generate_run(token_fitted[0], split="test", out=tmp_path / "g.json")
+    with pytest.raises(ValueError, match=r"`samples` must be at most the 43 samples of .*'s train split; received 44"):
+        generate.generate_run(token_fitted[0], split="train", samples=44, out=tmp_path / "g.json")
     assert list(tmp_path.iterdir()) == []
