@@ -1,4 +1,5 @@
-"""`chain fit` and `chain evaluate`: a thin click layer over `chain.fit_run` and `chain.evaluate_run`.
+"""`chain fit`, `chain evaluate` and `chain generate`: a thin click layer over `chain.fit_run`,
+`chain.evaluate_run` and `chain_app.generate.generate_run`.
 
 Options are checked, and the run directory too, before TensorFlow is imported: `--help` and bad
 input answer at once, and bad input writes nothing.
@@ -16,11 +17,13 @@ import click
 from ragged_common.checks import OptionError
 from ragged_common.cli import Choice, OneLineGroup, OutputDir, checked
 
-from .options import STATES, STRATEGIES, FitOptions, check_option
+from .options import SAMPLING, SEARCH, SPLITS, STATES, STRATEGIES, FitOptions, check_generate_option, check_option
 
 _DEFAULTS = FitOptions()
 _checked = checked(check_option)
 """The option callback running `FitOptions`' own check of the option's field (exit 2 naming it)."""
+_generate_checked = checked(check_generate_option)
+"""The option callback running `chain generate`'s check of the option (exit 2 naming it)."""
 
 
 def _runtime_errors() -> tuple[type[Exception], ...]:
@@ -128,6 +131,12 @@ def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overw
     report.json (heldout_mse, noise_floor, heldout_mse_over_noise_floor and, with predicted
     lengths, length_accuracy). A non-empty --out needs --resume, which continues the run up to
     --epochs with its stored options, or --overwrite.
+
+    Token data (`datagen make --task tokens` or tokens-reset) is told by its manifest: the head
+    then gives one logit per token of the vocabulary, the loss is the token cross-entropy, and
+    the report gives heldout_cross_entropy (nats per token), the law's cross_entropy_floor,
+    heldout_cross_entropy_over_floor, heldout_perplexity, perplexity_floor and
+    heldout_token_accuracy instead of the MSE figures. Every option works on both.
     """
     if options["predict_lengths"] and options["stop_token"]:
         raise click.UsageError("use one of --predict-lengths and --stop-token, not both")
@@ -155,7 +164,9 @@ def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overw
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("heldout_mse", "noise_floor", "heldout_mse_over_noise_floor", "heldout_mse_over_noise_floor_omitted",
-            "length_accuracy", "epochs", "train_seconds")  # fmt: skip
+            "heldout_cross_entropy", "cross_entropy_floor", "heldout_cross_entropy_over_floor",
+            "heldout_cross_entropy_over_floor_omitted", "heldout_perplexity", "perplexity_floor",
+            "heldout_token_accuracy", "length_accuracy", "epochs", "train_seconds")  # fmt: skip
     return {key: report[key] for key in keys if key in report}
 
 
@@ -172,7 +183,8 @@ def evaluate(run_dir: Path, data_dir: Path, batch_size: int, allow_other_law: bo
 
     Prints mse (over real inner steps), noise_floor, mse_over_noise_floor (left out, with the
     reason, when the noise floor is 0), samples and, for a model that predicts lengths,
-    length_accuracy.
+    length_accuracy. A token run prints cross_entropy (nats per token), cross_entropy_floor (the
+    law's), cross_entropy_over_floor, perplexity, perplexity_floor and token_accuracy instead.
 
     DATA_DIR must come from the law the run was trained on: made by `datagen make` with the
     training set's --task, --seed and law options (--teacher-hidden, --input-size,
@@ -211,6 +223,151 @@ def _check_law(run_dir: Path, data_dir: Path, allow: bool) -> None:
         click.echo(f"chain evaluate: WARNING: {error}; scored anyway (--allow-other-law)", err=True)
     except (ValueError, OSError):
         return  # a missing or damaged state or dataset: the evaluation reports it
+
+
+@main.command("generate")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
+              help="Dataset whose inputs are generated from; default: the run's training dataset.")
+@click.option("--split", type=Choice(SPLITS), default="heldout", show_default=True,
+              help="Which samples of it: datagen's held-out split (at the run's held-out fraction), the "
+                   "training split, or all.")
+@click.option("--samples", type=int, default=None, callback=_generate_checked,
+              help="Generate for the first N samples of the split only; default: all.")
+@click.option("--temperature", type=float, default=None, callback=_generate_checked,
+              help="Sample tokens from softmax(logits / T), T finite and > 0 (default 1 when sampling).")
+@click.option("--top-k", type=int, default=None, callback=_generate_checked,
+              help="Sample among the K most likely tokens, 1 <= K <= the vocabulary size.")
+@click.option("--top-p", type=float, default=None, callback=_generate_checked,
+              help="Sample among the most likely tokens whose probabilities first reach P, in (0, 1].")
+@click.option("--seed", type=int, default=None, callback=_generate_checked,
+              help="Seeds the draws when sampling, in [0, 2**31 - 1] (default 0).")
+@click.option("--beam", type=int, default=None, callback=_generate_checked,
+              help="Search the K most likely outputs (beam search of width K >= 1), written best first.")
+@click.option("--length-penalty", type=float, default=None, callback=_generate_checked,
+              help="With --beam: rank hypotheses by log p / ((5 + n) / 6) ** A, A finite and >= 0 "
+                   "(default 0); it matters only where a run's end is predicted.")
+@click.option("--predict-lengths", is_flag=True,
+              help="Generate at the lengths the run's lengths part predicts (a run fitted with "
+                   "--predict-lengths or --stop-token) instead of the dataset's steps.")
+@click.option("--free", is_flag=True,
+              help="Carry mode with feedback: run each sample whole on its own tokens; by default each "
+                   "outer step's run follows the dataset's tokens before it.")
+@click.option("--batch-size", type=int, default=256, show_default=True, callback=_generate_checked,
+              help="Samples per batch.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, callback=_generate_checked,
+              help="The JSON file to write; default: RUN_DIR/generated.json.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None, callback=_generate_checked,
+              help="Also draw the first 4 samples' outputs to this PNG.")
+@click.option("--allow-other-law", is_flag=True, help="Generate on DATA even when another law made it.")
+def generate(run_dir: Path, data_dir: Path | None, out: Path | None, plot: Path | None, allow_other_law: bool,
+             **options: Any) -> None:  # fmt: skip
+    """Generate with the last checkpoint of RUN_DIR on a dataset's inputs; write JSON, print a summary.
+
+    A token run takes the most likely token at every inner step (greedy), samples with any of
+    --temperature, --top-k, --top-p and --seed, or searches the K most likely outputs with
+    --beam K (and --length-penalty). Runs are as long as the dataset's steps, or with
+    --predict-lengths as the run predicts. In carry mode with feedback, each outer step's run
+    follows the dataset's tokens before it (as the law's most likely sequences do; a beam then
+    searches each run), unless --free or --predict-lengths: then each sample runs whole on its
+    own tokens (a beam spans the whole sample).
+
+    The JSON file holds, per sample, the tokens of every outer step, each token's log
+    probability under the model and their total, the dataset's tokens and the law's most likely
+    ones, and which runs equal those. The summary printed (and in the file) gives the tokens
+    generated, the mean log probability per token, and the share of the dataset's runs whose
+    tokens equal the law's most likely sequence (and of its runs of 2+ tokens, next to the
+    law's own greedy walk's share).
+
+    A real-valued run generates free-running outputs at the dataset's steps; the summary gives
+    their MSE against the targets and the noise floor. It takes no decoding option.
+    """
+    from . import runs
+
+    given = {name: options[name] for name in (*SAMPLING, *SEARCH) if options[name] is not None}
+    _check_decoders(given)
+    if not any((run_dir / name).is_file() for name in (runs.MODEL_FILE, runs.NEXT_MODEL_FILE)):
+        raise click.BadParameter(f"{run_dir} holds no checkpoint ({runs.MODEL_FILE})", param_hint="'RUN_DIR'")
+    try:
+        state = runs.read_state(run_dir)
+    except (ValueError, OSError):
+        state = None  # the generation reports it
+    if state is not None:
+        _check_decoding(run_dir, state, given, options["predict_lengths"])
+        data_dir = _check_samples(state, data_dir, options["split"], options["samples"])
+        _check_law(run_dir, data_dir, allow_other_law)
+    from .generate import generate_run
+
+    try:
+        document = generate_run(run_dir, data_dir, decoder=_decoder(given), split=options["split"],
+                                samples=options["samples"], predict_lengths=options["predict_lengths"],
+                                free=options["free"], batch_size=options["batch_size"], out=out, plot=plot,
+                                allow_other_law=allow_other_law)  # fmt: skip
+    except _runtime_errors() as error:
+        raise _one_line(error) from None
+    click.echo(json.dumps(document["summary"], indent=1))
+
+
+def _option(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _check_decoding(run_dir: Path, state: dict[str, Any], given: dict[str, Any], predict_lengths: bool) -> None:
+    """Exit 2 for decoding options a run cannot take, from its state alone (no TensorFlow)."""
+    info = state.get("train_info")
+    vocab = info.get("vocab_size") if isinstance(info, dict) else None
+    for name, value in given.items():
+        if vocab is None:
+            raise click.BadParameter(f"{run_dir} holds a real-valued run, which picks no tokens; received {value}",
+                                     param_hint=f"'{_option(name)}'")  # fmt: skip
+    if "top_k" in given and given["top_k"] > vocab:
+        raise click.BadParameter(f"must be an integer in [1, {vocab}] (the run's vocabulary size); received "
+                                 f"{given['top_k']}", param_hint="'--top-k'")  # fmt: skip
+    fitted = state["options"]
+    if predict_lengths and not (fitted.get("predict_lengths") or fitted.get("stop_token")):
+        raise click.BadParameter(f"{run_dir} holds a run without a lengths part (fit it with --predict-lengths "
+                                 "or --stop-token)", param_hint="'--predict-lengths'")  # fmt: skip
+
+
+def _check_samples(state: dict[str, Any], data_dir: Path | None, split: str, samples: int | None) -> Path:
+    """The dataset (the run's training data for None) and, from its manifest, exit 2 where
+    `--samples` asks for more samples than the split holds."""
+    import datagen
+
+    where = Path(state["data_dir"]) if data_dir is None else data_dir
+    try:
+        facts = datagen.info(where, split=None if split == "all" else split,
+                             heldout_fraction=state["options"]["heldout_fraction"])  # fmt: skip
+    except (ValueError, OSError):
+        return where  # the generation reports it
+    if samples is not None and samples > facts["samples"]:
+        raise click.BadParameter(f"must be at most the {facts['samples']} samples of {where}'s {split} split; "
+                                 f"received {samples}", param_hint="'--samples'")  # fmt: skip
+    return where
+
+
+def _check_decoders(given: dict[str, Any]) -> None:
+    """Exit 2 where the options ask for two decoders (a sample and a search), or a search's
+    option without the search."""
+    sampling = [name for name in SAMPLING if name in given]
+    if "beam" in given and sampling:
+        raise click.UsageError(f"--beam {given['beam']} searches the most likely outputs and draws nothing; "
+                               f"received {_option(sampling[0])} {given[sampling[0]]} too")  # fmt: skip
+    if "length_penalty" in given and "beam" not in given:
+        raise click.UsageError(f"--length-penalty ranks a beam search's hypotheses: it needs --beam; received "
+                               f"--length-penalty {given['length_penalty']} alone")  # fmt: skip
+
+
+def _decoder(given: dict[str, Any]) -> Any:
+    """The `chain.Decoder` of the decoding options: a Beam with --beam, a Sampler with any
+    sampling option, else None (greedy)."""
+    if not given:
+        return None
+    import chain
+
+    if "beam" in given:
+        return chain.Beam(given["beam"], given.get("length_penalty", 0.0))
+    return chain.Sampler(**given)
 
 
 if __name__ == "__main__":

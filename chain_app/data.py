@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import datagen
+import numpy as np
 import tensorflow as tf
 
 from . import laws
@@ -29,27 +30,64 @@ def sources(state: dict[str, Any]) -> dict[str, Source]:
 
 
 def describe(directory: Path, split: str | None, fraction: float) -> dict[str, Any]:
-    """Sizes, noise floor, sample count and law digest (`laws.law_digest`) of a dataset's split,
-    from its manifest alone.
+    """Sizes, floor, sample count and law digest (`laws.law_digest`) of a dataset's split, from its
+    manifest alone.
+
+    Returns:
+        `input_size`, `output_size`, `longest_step`, `noise_floor` (None for tokens), `samples`,
+        `task`, `timesteps`, `vocab_size` (a token dataset's `V`, else None) and `law_digest`; a
+        token dataset's `cross_entropy_floor` besides (see `cross_entropy_floor`).
 
     Raises:
         datagen.DatasetError: the directory is missing, not a dataset, or its manifest invalid.
         ValueError: the split is empty.
     """
     facts = datagen.info(directory, split=split, heldout_fraction=fraction)
-    keys = ("input_size", "output_size", "longest_step", "noise_floor", "samples", "task", "timesteps")
-    return {**{key: facts[key] for key in keys}, "law_digest": laws.law_digest(facts["manifest"])}
+    keys = ("input_size", "output_size", "longest_step", "noise_floor", "samples", "task", "timesteps", "vocab_size")
+    described = {**{key: facts[key] for key in keys}, "law_digest": laws.law_digest(facts["manifest"])}
+    if facts["vocab_size"] is not None:
+        described["cross_entropy_floor"] = cross_entropy_floor(directory, split, fraction, facts["manifest"]["law"])
+    return described
+
+
+def cross_entropy_floor(directory: Path, split: str | None, fraction: float, law: dict[str, Any]) -> float | None:
+    """The law's cross-entropy (nats per token) on a token dataset's split; None without tokens.
+
+    The manifest gives it for the whole dataset and for the splits at its `heldout_fraction`;
+    at another fraction it is computed from the split's samples (`law_cross_entropy`).
+    """
+    if split is None or law["heldout_fraction"] == fraction:
+        return law["cross_entropy_floor"][split or "all"]
+    return law_cross_entropy(datagen.read(directory, split=split, heldout_fraction=fraction))
+
+
+def law_cross_entropy(samples: dict[str, Any]) -> float | None:
+    """The mean of `-log p` over a token dataset's samples, `p` the probability the law gave each
+    sampled token (`y_clean_values` is the distribution each was drawn from); None without tokens."""
+    tokens = samples["y_values"]
+    if not tokens.size:
+        return None
+    chosen = np.take_along_axis(samples["y_clean_values"], tokens[:, None].astype(np.int64), axis=1)[:, 0]
+    return float(-np.mean(np.log(chosen.astype(np.float64))))
 
 
 def check_sizes(net: "Chain", info: dict[str, Any], where: str) -> None:
     """Raises a ValueError naming both sizes when a dataset does not fit the model.
+
+    A token dataset fits a token chain of its vocabulary, real-valued data a chain of its
+    output size; both need the model's input size and at most its `max_steps`.
 
     Args:
         net: a built Chain.
         info: `describe` of the dataset.
         where: the dataset's path, for the message.
     """
-    model = {"input_size": net.input_size, "output_size": net.output_size}
+    vocab, theirs = net.vocab_size, info.get("vocab_size")
+    if theirs != vocab:
+        shown = {None: "None (real-valued targets)"}
+        raise ValueError(f"{where}: the dataset's vocab_size is {shown.get(theirs, theirs)} but the model's "
+                         f"vocab_size is {shown.get(vocab, vocab)}")  # fmt: skip
+    model = {"input_size": net.input_size, "output_size": None if vocab is not None else net.output_size}
     for key, size in model.items():
         if size is not None and info[key] != size:
             raise ValueError(f"{where}: the dataset's {key} is {info[key]} but the model's {key} is {size}")
@@ -66,10 +104,22 @@ def read(source: Source, fraction: float) -> dict[str, Any]:
 
 def batches(data: dict[str, Any], batch_size: int) -> tf.data.Dataset:
     """`((x, steps), y)` batches in sample order, `y` ragged `(batch, T, None, output_size)`."""
-    return tf.data.Dataset.from_tensor_slices(_tensors(data)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return tf.data.Dataset.from_tensor_slices(tensors(data)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _tensors(data: dict[str, Any]) -> tuple[tuple[tf.Tensor, tf.Tensor], tf.RaggedTensor]:
+def first_samples(data: dict[str, Any], count: int | None) -> dict[str, Any]:
+    """The first `count` samples of `read`'s arrays (all of them for None or more than there are)."""
+    steps = data["steps"]
+    if count is None or count >= len(steps):
+        return data
+    real = int(steps[:count].sum())
+    rows = {key: value[:real] for key, value in data.items() if key.startswith("y_")}
+    return {**data, "x": data["x"][:count], "steps": steps[:count], **rows,
+            "row_lengths": data["row_lengths"][: count * steps.shape[1]]}  # fmt: skip
+
+
+def tensors(data: dict[str, Any]) -> tuple[tuple[tf.Tensor, tf.Tensor], tf.RaggedTensor]:
+    """`((x, steps), y)` of `read`'s arrays, `y` ragged `(n, T, None, output_size)` (tokens: `(n, T, None)`)."""
     cells = tf.RaggedTensor.from_row_lengths(data["y_values"], data["row_lengths"], validate=False)
     y = tf.RaggedTensor.from_uniform_row_length(cells, data["steps"].shape[1], validate=False)
     return (tf.constant(data["x"]), tf.constant(data["steps"])), y
@@ -85,7 +135,7 @@ def epoch_batches(data: dict[str, Any], batch_size: int, seed: int, first: int,
     Returns:
         `(dataset of ((x, steps), y), steps per epoch)`.
     """
-    (x, steps), y = _tensors(data)
+    (x, steps), y = tensors(data)
     n = int(data["x"].shape[0])
 
     def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
@@ -110,7 +160,7 @@ def window_batches(data: dict[str, Any], batch_size: int, seed: int, first: int,
     Returns:
         `(dataset, elements per epoch, windows per batch)`.
     """
-    (x, steps), y = _tensors(data)
+    (x, steps), y = tensors(data)
     n, big_t = int(data["x"].shape[0]), int(data["x"].shape[1])
     per_batch = math.ceil(big_t / window)
 

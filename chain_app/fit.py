@@ -23,25 +23,28 @@ import tensorflow as tf
 import chain
 from ragged_common.bounds import FLOAT32_MAX
 
-from . import data, report, runs
+from . import data, floors, report, runs
 from .options import FitOptions, TrainingDiverged
 
 HELDOUT_BATCH = 256
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
-RATIO = "mse_over_noise_floor"
 
 
 def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int) -> chain.Chain:
     """A GRU model A, a GRUCell model B and a Dense head, compiled with Adam and cosine decay.
 
-    The noise-floor ratio is a metric (for the progress display) only when the noise floor is a
-    normal float32 number, the metric's precision; the logs' ratios are `_Ratios`', in float64.
+    On token data (`info["vocab_size"]` set) the head gives `V` logits and the loss is the
+    token cross-entropy; on real-valued data it is the masked MSE. The noise-floor ratio is a
+    metric (for the progress display) only when the noise floor is a normal float32 number,
+    the metric's precision; the logs' ratios are `_Ratios`', in float64.
     """
     keras.utils.set_random_seed(options.seed)
+    tokens = info["vocab_size"] is not None
     net = chain.Chain(
         keras.layers.GRU(options.hidden, return_sequences=True),
         keras.layers.GRUCell(options.hidden),
-        output_size=info["output_size"],
+        output_size=None if tokens else info["output_size"],
+        vocab_size=info["vocab_size"],
         state=options.state,
         strategy=options.strategy,
         max_steps=info["longest_step"],
@@ -57,8 +60,9 @@ def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int)
         options.lr, decay_steps=max(1, options.epochs * steps_per_epoch), alpha=0.01
     )
     floor = info["noise_floor"]
-    net.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss="mse",
-                metrics=[chain.NoiseFloorRatio(floor)] if floor >= FLOAT32_TINY else [])  # fmt: skip
+    ratio = not tokens and floor >= FLOAT32_TINY
+    net.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss=None if tokens else "mse",
+                metrics=[chain.NoiseFloorRatio(floor)] if ratio else [])  # fmt: skip
     net.optimizer.build(net.trainable_variables)  # so that the epoch-0 checkpoint holds its slots
     return net
 
@@ -101,11 +105,11 @@ class _NanGuard(keras.callbacks.Callback):
 def divergence(net: chain.Chain, logs: dict[str, Any]) -> str | None:
     """Why an epoch's checkpoint would not be good, or None: every loss, metric and weight finite.
 
-    The noise-floor ratios are left out: they follow the masked MSE, and a tiny floor alone can
-    make them overflow.
+    The floor ratios are left out: they follow the score, and a tiny floor alone can make them
+    overflow.
     """
     for key, value in logs.items():
-        if key.endswith(RATIO):
+        if key.endswith(floors.RATIOS):
             continue
         if not math.isfinite(float(value)):
             where = "held-out" if key.startswith("val_") else "training"
@@ -118,24 +122,32 @@ def divergence(net: chain.Chain, logs: dict[str, Any]) -> str | None:
 
 
 class _Ratios(keras.callbacks.Callback):
-    """Puts the training and held-out MSE over their own sets' noise floors in the epoch's logs.
+    """Puts the training and held-out scores over their own sets' floors in the epoch's logs: the
+    masked MSE over the noise floor, or a token run's cross-entropy (logged too, as
+    `cross_entropy`) over the law's.
 
-    Computed in float64 from the masked MSE: a floor below float32's range (noise 1e-30 gives
-    1e-60) still gives a finite ratio. A set whose floor is 0 has no ratio.
+    Computed in float64: a noise floor below float32's range (noise 1e-30 gives 1e-60) still gives
+    a finite ratio. A set whose floor is 0 or unknown has no ratio.
     """
 
-    def __init__(self, train_floor: float, heldout_floor: float) -> None:
+    def __init__(self, figures: floors.Floor, train_floor: float | None, heldout_floor: float | None) -> None:
         super().__init__()
+        self.figures = figures
         self.floors = {"": train_floor, "val_": heldout_floor}
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        figures = self.figures
         for prefix, floor in self.floors.items():
-            if logs is None or f"{prefix}masked_mse" not in logs:
+            if logs is None or f"{prefix}{figures.source}" not in logs:
                 continue
-            if floor > 0:
-                logs[f"{prefix}{RATIO}"] = float(logs[f"{prefix}masked_mse"]) / floor
+            value = figures.score_in(logs, prefix)
+            if figures.log != figures.source:
+                logs[f"{prefix}{figures.log}"] = value
+            ratio = figures.ratio_of(value, floor)
+            if ratio is not None:
+                logs[f"{prefix}{figures.ratio}"] = ratio
             else:
-                logs.pop(f"{prefix}{RATIO}", None)
+                logs.pop(f"{prefix}{figures.ratio}", None)
 
 
 class _LogsUnwritable(OSError):
@@ -206,7 +218,7 @@ class _Checkpoint(keras.callbacks.Callback):
         self.state["epochs_done"] = epoch + 1
         runs.save_checkpoint(self.model, self.run_dir, self.state)
         runs.write_history(self.run_dir, self.state["history"])
-        runs.plot_history(self.run_dir, self.state["history"], self.state["heldout_info"]["noise_floor"])
+        runs.plot_history(self.run_dir, self.state["history"], self.state["heldout_info"])
 
 
 # ----------------------------------------------------------------------------- the run
@@ -315,7 +327,8 @@ def _train(net: chain.Chain, run_dir: Path, state: dict[str, Any], train: dict[s
     opts = runs.options_of(state)
     first = state["epochs_done"]
     guard = _NanGuard()
-    ratios = _Ratios(state["train_info"]["noise_floor"], state["heldout_info"]["noise_floor"])
+    figures = floors.of(state["train_info"])
+    ratios = _Ratios(figures, state["train_info"][figures.floor], state["heldout_info"][figures.floor])
     callbacks = [guard, ratios, _Checkpoint(run_dir, state, guard)]
     if opts.window:
         batches, per_epoch, per_batch = data.window_batches(train, opts.batch_size, opts.seed, first, opts.epochs,

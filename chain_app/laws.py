@@ -4,6 +4,8 @@ A dataset's law digest is the sha256 of its manifest's `law` and `truth` (the ta
 mode and sizes, the teacher's weights file or the closed form's parameters). It does not depend
 on the samples, their count, lengths, noise or storage, so data made by `datagen make` with the
 same task, seed and law options shares it; data of another task or seed (another teacher) does not.
+A token law's figures, which its manifest sums from the samples (`cross_entropy_floor`,
+`greedy_miss_rate`, `runs`, `heldout_fraction`), are left out of it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,16 @@ class OtherLaw(ValueError):
     """Data made by another law than the one a run was trained on; its MSE says nothing of the fit."""
 
 
+SAMPLE_FIGURES = ("cross_entropy_floor", "greedy_miss_rate", "runs", "heldout_fraction")
+"""A token law's entries that its manifest sums from the samples (`datagen`'s token figures)."""
+
+
 def law_digest(manifest: dict[str, Any]) -> str:
-    """The sha256 of a manifest's `law` and `truth`, as canonical JSON."""
-    text = json.dumps({"law": manifest.get("law"), "truth": manifest.get("truth")}, sort_keys=True)
+    """The sha256 of a manifest's `law` (less a token law's sample figures) and `truth`, as canonical JSON."""
+    law = manifest.get("law")
+    if isinstance(law, dict) and law.get("task") in datagen.TOKEN_TASKS:
+        law = {key: value for key, value in law.items() if key not in SAMPLE_FIGURES}
+    text = json.dumps({"law": law, "truth": manifest.get("truth")}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

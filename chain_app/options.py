@@ -1,4 +1,4 @@
-"""The options of a fitting run and their checks, importable without TensorFlow.
+"""The options of a fitting run and of `chain generate`, and their checks, importable without TensorFlow.
 
 Every check is written once here, with `ragged_common.checks`, and used twice: by `FitOptions` (a
 `ValueError` from the Python API) and by the CLI's option callbacks (exit 2 naming the option).
@@ -7,11 +7,12 @@ Every check is written once here, with `ragged_common.checks`, and used twice: b
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 import datagen
 from ragged_common.bounds import FLOAT32_MAX, INT32_MAX
-from ragged_common.checks import check_choice, check_flag, check_int, check_number
+from ragged_common.checks import check_choice, check_file_path, check_flag, check_int, check_number
 
 # Mirrors `chain.STATES` and `chain.STRATEGIES`, which need TensorFlow to import; a test keeps
 # them equal.
@@ -47,6 +48,34 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "feedback_sampling": lambda name, value: check_number(name, value, 0, 1),
 }
 """The check of each `FitOptions` field, `(name, value) -> value`, shared with the CLI's options."""
+
+
+SPLITS = ("heldout", "train", "all")
+"""The parts of a dataset `chain generate` takes its inputs from: datagen's splits, or all samples."""
+SAMPLING = ("temperature", "top_k", "top_p", "seed")
+"""`chain generate`'s options that draw tokens (`chain.Sampler`) instead of taking the most likely."""
+SEARCH = ("beam", "length_penalty")
+"""`chain generate`'s options of a beam search (`chain.Beam`)."""
+
+GENERATE_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "split": lambda name, value: check_choice(name, value, SPLITS),
+    "samples": lambda name, value: check_int(name, value, 1, INT32_MAX),
+    "temperature": lambda name, value: check_number(name, value, 0, math.inf, open_low=True),
+    "top_k": lambda name, value: check_int(name, value, 1, INT32_MAX),
+    "top_p": lambda name, value: check_number(name, value, 0, 1, open_low=True),
+    "seed": lambda name, value: check_int(name, value, 0, INT32_MAX),
+    "beam": lambda name, value: check_int(name, value, 1, INT32_MAX),
+    "length_penalty": lambda name, value: check_number(name, value, 0, math.inf),
+    "batch_size": lambda name, value: check_int(name, value, 1, INT32_MAX),
+    "out": lambda name, value: check_file_path(name, value, ".json"),
+    "plot": lambda name, value: check_file_path(name, value, ".png"),
+}
+"""The checks of `chain generate`'s options (and `generate_run`'s arguments), `(name, value) -> value`."""
+
+
+def check_generate_option(name: str, value: Any) -> Any:
+    """`value` checked as `chain generate`'s option `name` (a `ragged_common.cli.checked` check)."""
+    return GENERATE_CHECKS[name](name, value)
 
 
 def check_option(name: str, value: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,13 +13,10 @@ import tensorflow as tf
 from ragged_common.bounds import INT32_MAX
 from ragged_common.checks import check_int
 
-from . import data, laws, runs
+from . import data, floors, laws, runs
 
 if TYPE_CHECKING:
     from chain import Chain
-
-NO_RATIO = "the noise floor is 0 (a dataset made with noise 0), so the ratio is undefined"
-
 
 def score(net: "Chain", batches: tf.data.Dataset, info: dict[str, Any]) -> dict[str, Any]:
     """Scores a model on batches of a dataset whose `data.describe` is `info`.
@@ -27,7 +25,11 @@ def score(net: "Chain", batches: tf.data.Dataset, info: dict[str, Any]) -> dict[
         `mse` (masked, over real inner steps), `noise_floor`, `samples`, then
         `mse_over_noise_floor` when the noise floor is > 0 (else `mse_over_noise_floor_omitted`
         with the reason), and `length_accuracy` (exact match of predicted and true `steps` per
-        `(b, t)`) when the model predicts lengths.
+        `(b, t)`) when the model predicts lengths. A token run's are `cross_entropy` (nats per
+        token, over real inner steps), `cross_entropy_floor` (the law's), `samples`,
+        `cross_entropy_over_floor` (or `cross_entropy_over_floor_omitted`), `perplexity`,
+        `perplexity_floor` (`exp` of the floor) and `token_accuracy` (of the argmax, teacher-forced),
+        then `length_accuracy`.
     """
     kept, net.stateful = net.stateful, False  # whole sequences: the state crosses every window edge
     try:
@@ -35,15 +37,24 @@ def score(net: "Chain", batches: tf.data.Dataset, info: dict[str, Any]) -> dict[
         lengths = length_accuracy(net, batches) if net.lengths is not None else None
     finally:
         net.stateful = kept
-    mse, floor = float(logs["masked_mse"]), info["noise_floor"]
-    result: dict[str, Any] = {"mse": mse, "noise_floor": floor, "samples": info["samples"]}
-    if floor > 0:
-        result["mse_over_noise_floor"] = mse / floor
+    figures = floors.of(info)
+    value, floor = figures.score_in(logs), info[figures.floor]
+    result: dict[str, Any] = {figures.score: value, figures.floor: floor, "samples": info["samples"]}
+    ratio = figures.ratio_of(value, floor)
+    if ratio is not None:
+        result[figures.ratio] = ratio
     else:
-        result["mse_over_noise_floor_omitted"] = NO_RATIO
+        result[f"{figures.ratio}_omitted"] = figures.omitted
+    if figures is floors.TOKENS:
+        result |= {"perplexity": float(logs["perplexity"]), "perplexity_floor": _exp(floor),
+                   "token_accuracy": float(logs["token_accuracy"])}  # fmt: skip
     if lengths is not None:
         result["length_accuracy"] = lengths
     return result
+
+
+def _exp(value: float | None) -> float | None:
+    return None if value is None else math.exp(value)
 
 
 def length_accuracy(net: "Chain", batches: tf.data.Dataset) -> float:
@@ -60,11 +71,14 @@ def write_report(net: "Chain", run_dir: Path, state: dict[str, Any], heldout: tf
     """Scores the held-out batches and writes `report.json`."""
     where, split = data.sources(state)["heldout"]
     scores = score(net, heldout, state["heldout_info"])
+    figures = floors.of(state["heldout_info"])
     fraction = state["options"]["heldout_fraction"]
-    report = {"heldout_mse": scores["mse"], "noise_floor": scores["noise_floor"]}
-    for key in ("mse_over_noise_floor", "mse_over_noise_floor_omitted"):
+    report = {f"heldout_{figures.score}": scores[figures.score], figures.floor: scores[figures.floor]}
+    for key in (figures.ratio, f"{figures.ratio}_omitted", "perplexity", "token_accuracy"):
         if key in scores:
             report[f"heldout_{key}"] = scores[key]
+    if "perplexity_floor" in scores:
+        report["perplexity_floor"] = scores["perplexity_floor"]
     report |= {
         "heldout_samples": scores["samples"],
         "heldout": {"data_dir": str(where), "split": split, "fraction": fraction if split else None},

@@ -6,8 +6,10 @@ A run directory holds:
 - `state.json`: the options, the datasets, the epochs done, the history and the sha256 of the
   `model.keras` it goes with;
 - `history.csv`: one row of metrics per epoch;
-- `loss.png`: training and held-out masked MSE per epoch, with the noise floor;
+- `loss.png`: training and held-out masked MSE per epoch, with the noise floor (on token data,
+  the cross-entropy with the law's floor);
 - `report.json`: the held-out scores at the end;
+- `generated.json`: what `chain generate` wrote last, by default (see `chain_app.generate`);
 - `tensorboard/`: TensorBoard logs (`train/` and `validation/`, scalars per epoch).
 
 Every file but the TensorBoard logs (append-only event files written by TensorFlow) is written
@@ -39,6 +41,7 @@ from ragged_common import atomic
 if TYPE_CHECKING:
     from chain import Chain
 
+from . import floors
 from .options import FitOptions
 
 MODEL_FILE = "model.keras"
@@ -47,8 +50,9 @@ STATE_FILE = "state.json"
 HISTORY_FILE = "history.csv"
 PLOT_FILE = "loss.png"
 REPORT_FILE = "report.json"
+GENERATED_FILE = "generated.json"
 TENSORBOARD_DIR = "tensorboard"
-RUN_FILES = (MODEL_FILE, NEXT_MODEL_FILE, STATE_FILE, HISTORY_FILE, PLOT_FILE, REPORT_FILE)
+RUN_FILES = (MODEL_FILE, NEXT_MODEL_FILE, STATE_FILE, HISTORY_FILE, PLOT_FILE, REPORT_FILE, GENERATED_FILE)
 
 
 class RunDirError(ValueError):
@@ -279,21 +283,27 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
             writer.writerows(history)
 
 
-def plot_history(run_dir: Path, history: list[dict[str, Any]], noise_floor: float) -> None:
-    """`loss.png`: masked MSE per epoch (log scale) against the noise floor (drawn when > 0)."""
+def plot_history(run_dir: Path, history: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    """`loss.png`: the score per epoch against its floor (drawn when > 0).
+
+    The score is the masked MSE against the noise floor, or on token data the cross-entropy
+    against the law's floor (`chain_app.floors`); `info` is the held-out set's `data.describe`.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    figures = floors.of(info)
+    floor = info[figures.floor]
     epochs = [row["epoch"] for row in history]
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
-    for key, label in (("masked_mse", "training"), ("val_masked_mse", "held-out")):
+    for key, label in ((figures.log, "training"), (f"val_{figures.log}", "held-out")):
         if any(key in row for row in history):
             axis.plot(epochs, [row.get(key, math.nan) for row in history], marker=".", label=label)
-    if noise_floor > 0:
-        axis.axhline(noise_floor, color="grey", linestyle="--", label="noise floor")
-    axis.set(xlabel="epoch", ylabel="masked MSE", yscale="log", title="chain fit")
+    if floor:
+        axis.axhline(floor, color="grey", linestyle="--", label=figures.floor_label)
+    axis.set(xlabel="epoch", ylabel=figures.label, yscale=figures.scale, title="chain fit")
     axis.legend()
     figure.tight_layout()
     with atomic.atomic_path(run_dir / PLOT_FILE, suffix=".png") as temporary:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ragged_common.checks import check_int
+from ragged_common.checks import check_file_path, check_int
 
 from . import _storage
 from ._info import info
@@ -91,18 +91,7 @@ def check_plot_path(path: str | os.PathLike[str]) -> Path:
         ValueError (ParameterError ``plot``): another suffix, a missing or unwritable directory,
             or an existing directory as the path.
     """
-    target = Path(os.fspath(path))
-    if target.suffix.lower() != ".png":
-        raise ParameterError("plot", "a path ending in .png", str(target))
-    if target.is_dir():
-        raise ParameterError("plot", "a file, not a directory", str(target))
-    parent = target.parent
-    if not parent.is_dir():
-        raise ParameterError("plot", "in an existing directory", target,
-                             received=f"{str(target)!r}, and {str(parent)!r} is not one")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ParameterError("plot", "in a writable directory", str(target))
-    return target
+    return check_file_path("plot", path, ".png")
 
 
 def check_sample(directory: str | os.PathLike[str], sample: int) -> int:

@@ -170,6 +170,28 @@ def check_path(name: str, value: Any) -> Path:
     return Path(text)
 
 
+def check_file_path(name: str, value: Any, suffix: str | None = None) -> Path:
+    """`value` as the `Path` of a file to write: in an existing, writable directory, not a
+    directory itself, and ending in `suffix` (any case) where one is given.
+
+    Raises:
+        OptionError: another suffix, a missing or unwritable directory, or an existing directory
+            as the path.
+    """
+    target = check_path(name, value)
+    if suffix is not None and target.suffix.lower() != suffix:
+        raise OptionError(name, f"a path ending in {suffix}", str(target))
+    if target.is_dir():
+        raise OptionError(name, "a file, not a directory", str(target))
+    parent = target.parent
+    if not parent.is_dir():
+        raise OptionError(name, "in an existing directory", target,
+                          received=f"{str(target)!r}, and {str(parent)!r} is not one")  # fmt: skip
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OptionError(name, "in a writable directory", str(target))
+    return target
+
+
 def check_int_list(name: str, value: str | Iterable[Any], low: int, high: int) -> list[int]:
     """Integers in `[low, high]`, given as a comma-separated string or an iterable: sorted, unique.
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from chain_app.cli import main as chain_main
 from datagen.cli import main as datagen_main
 
-HEAVY = ("tensorflow", "keras", "chain_app.fit", "chain_app.report", "chain_app.data")
+HEAVY = ("tensorflow", "keras", "chain_app.fit", "chain_app.report", "chain_app.data", "chain_app.generate")
 
 
 def _commands(group: click.Group) -> list[list[str]]:
@@ -28,7 +28,7 @@ def test_every_command_answers_help(group, flag):
         assert result.output.startswith("Usage: ") and "-h, --help" in result.output
 
 
-@pytest.mark.parametrize("args", [["--help"], ["fit", "-h"], ["evaluate", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["fit", "-h"], ["evaluate", "--help"], ["generate", "--help"]])
 def test_chain_help_imports_no_tensorflow(args):
     code = (
         "import runpy, sys\n"
@@ -47,4 +47,4 @@ def test_chain_help_imports_no_tensorflow(args):
 
 def test_python_m_chain_app_is_the_chain_command():
     result = subprocess.run([sys.executable, "-m", "chain_app", "-h"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and "fit" in result.stdout and "evaluate" in result.stdout
+    assert result.returncode == 0 and all(name in result.stdout for name in ("fit", "evaluate", "generate"))

@@ -43,6 +43,28 @@ def noiseless(tmp_path_factory):
     return out
 
 
+TOKENS = {**SMALL, "task": "tokens", "vocab_size": 5}
+
+
+@pytest.fixture(scope="session")
+def token_data(tmp_path_factory):
+    """Token datasets of one law (`--task tokens`, V = 5): "a" and "same" (other samples, count)."""
+    root = tmp_path_factory.mktemp("tokens")
+    made = {"a": root / "a", "same": root / "same"}
+    datagen.make(made["a"], **TOKENS)
+    datagen.make(made["same"], **{**TOKENS, "n_samples": 40, "shard_size": 40})
+    return made
+
+
+@pytest.fixture(scope="session")
+def token_fitted(token_data, tmp_path_factory):
+    """`chain fit --feedback` of token dataset "a" for 2 epochs: the run directory and the output."""
+    out = tmp_path_factory.mktemp("token-run") / "run"
+    result = run("fit", token_data["a"], "--out", out, *QUICK, "--feedback")
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
 @pytest.fixture(scope="session")
 def fitted(datasets, tmp_path_factory):
     """`chain fit` of dataset "a" for 2 epochs: the run directory and the command's output."""

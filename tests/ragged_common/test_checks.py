@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from ragged_common.bounds import FLOAT32_MAX, INT32_MAX, INT64_MAX, UINT32_MAX
-from ragged_common.checks import (OptionError, check_choice, check_flag, check_int, check_int_list, check_number,
-                                  check_optional, check_path, check_subset)  # fmt: skip
+from ragged_common.checks import (OptionError, check_choice, check_file_path, check_flag, check_int, check_int_list,
+                                  check_number, check_optional, check_path, check_subset)  # fmt: skip
 
 
 def test_bounds_are_the_dtypes_own():
@@ -122,6 +122,18 @@ def test_check_path_takes_a_non_empty_path():
     for value in ("", None, 3, b"bytes"):
         with pytest.raises(OptionError, match=r"^`out` must be a non-empty path \(str or os.PathLike\); received "):
             check_path("out", value)
+
+
+def test_check_file_path_takes_a_file_to_write_in_an_existing_directory(tmp_path):
+    assert check_file_path("out", tmp_path / "a.JSON", ".json") == tmp_path / "a.JSON"
+    assert check_file_path("out", str(tmp_path / "a.bin")) == tmp_path / "a.bin"
+    with pytest.raises(OptionError, match=rf"^`out` must be a path ending in .json; received '{tmp_path}/a.txt'$"):
+        check_file_path("out", tmp_path / "a.txt", ".json")
+    with pytest.raises(OptionError, match=rf"^`out` must be a file, not a directory; received '{tmp_path}'$"):
+        check_file_path("out", tmp_path)
+    with pytest.raises(OptionError, match=rf"^`out` must be in an existing directory; received '{tmp_path}/no/a', "
+                                          rf"and '{tmp_path}/no' is not one$"):  # fmt: skip
+        check_file_path("out", tmp_path / "no" / "a")
 
 
 def test_check_int_list_sorts_and_deduplicates():
