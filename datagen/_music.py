@@ -81,8 +81,9 @@ def read(path: Path) -> Score:
     """Parses one chorale file and reads its voices, bars and key.
 
     Raises:
-        Unreadable: the file does not parse, or the chorale has no four voices, another metre,
-            chords in a voice, or notes off the quarter-note grid at its bars.
+        Unreadable: the file does not parse, or the chorale has no four voices, no notes, another
+            metre, chords in a voice, a bar off the quarter-note grid or longer than its metre, or
+            beats in no bar.
     """
     module = music21()
     try:
@@ -90,8 +91,8 @@ def read(path: Path) -> Score:
     except Exception as error:  # music21 raises many kinds, all meaning the same here
         raise Unreadable(f"does not parse ({type(error).__name__}: {_first_line(error)})") from None
     parts = [_voice_part(score, voice) for voice in VOICES]
-    voices = tuple(_notes(part, voice) for part, voice in zip(parts, VOICES))
-    end = max(note.offset + note.duration for notes in voices for note in notes)
+    voices = tuple(_notes(part, voice, module.expressions.Fermata) for part, voice in zip(parts, VOICES))
+    end = max((note.offset + note.duration for notes in voices for note in notes), default=Fraction(0))
     beats = int(end) if end == int(end) else int(end) + 1
     if beats == 0:
         raise Unreadable("holds no notes")
@@ -118,7 +119,7 @@ def _first_word(name: str | None) -> str:
     return match.group(0) if match else ""
 
 
-def _notes(part: Any, voice: str) -> list[Note]:
+def _notes(part: Any, voice: str, fermata_class: type) -> list[Note]:
     """A voice's notes and rests, ties joined, grace notes dropped, consecutive rests joined."""
     notes: list[Note] = []
     for element in part.stripTies().flatten().notesAndRests:
@@ -128,7 +129,7 @@ def _notes(part: Any, voice: str) -> list[Note]:
             raise Unreadable(f"the {voice} holds a chord at offset {float(element.offset):g}")
         offset, duration = Fraction(element.offset), Fraction(element.quarterLength)
         pitch = None if element.isRest else int(element.pitch.midi)
-        fermata = any(type(mark).__name__ == "Fermata" for mark in element.expressions)
+        fermata = any(isinstance(mark, fermata_class) for mark in element.expressions)
         if pitch is None and notes and notes[-1].pitch is None and notes[-1].offset + notes[-1].duration == offset:
             notes[-1] = notes[-1]._replace(duration=notes[-1].duration + duration, fermata=notes[-1].fermata or fermata)
             continue

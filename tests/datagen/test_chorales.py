@@ -275,16 +275,21 @@ def test_a_chorale_that_does_not_parse_is_skipped_and_recorded(music21, tmp_path
     for name in ("bwv281", "bwv384"):
         shutil.copy(_file(name), corpus)
     (corpus / "broken.xml").write_text("<score-partwise><part")
+    shutil.copy(_file("bwv165.6"), corpus / "bwv384.xml")  # a second file of chorale bwv384
     (corpus / "notes.txt").write_text("not a score")  # not MusicXML: not read at all
     result = run("import", "chorales", "--out", str(tmp_path / "data"), "--corpus", str(corpus))
     assert result.exit_code == 0, result.output
-    assert result.stderr.splitlines() == [f"datagen import: {done}/3 chorales" for done in (1, 2, 3)]
+    assert result.stderr.splitlines() == [f"datagen import: {done}/4 chorales" for done in (1, 2, 3, 4)]
     assert "skipped broken: does not parse (ParseError: unclosed token: line 1, column 16)" in result.stdout
-    assert "imported 2 chorales, 1 of them held out (1 skipped)" in result.stdout
+    assert "imported 2 chorales, 1 of them held out (2 skipped)" in result.stdout
     manifest = datagen.info(tmp_path / "data")["manifest"]
-    assert manifest["source"]["skipped"] == [{"id": "broken", "file": "broken.xml",
-                                              "sha256": _music.sha256_of(corpus / "broken.xml"),
-                                              "reason": "does not parse (ParseError: unclosed token: line 1, column 16)"}]
+    assert manifest["source"]["skipped"] == [
+        {"id": "broken", "file": "broken.xml", "sha256": _music.sha256_of(corpus / "broken.xml"),
+         "reason": "does not parse (ParseError: unclosed token: line 1, column 16)"},
+        {"id": "bwv384", "file": "bwv384.xml", "sha256": _music.sha256_of(_file("bwv165.6")),
+         "reason": "another file of the corpus has the id 'bwv384'"},
+    ]
+    assert [record["file"] for record in manifest["source"]["chorales"]] == ["bwv281.mxl", "bwv384.mxl"]
     assert manifest["source"]["corpus"] == str(corpus)
 
 
@@ -298,6 +303,58 @@ def test_too_few_readable_chorales_write_nothing(music21, tmp_path):
     assert result.output.splitlines()[-1] == ("Error: 1 of 2 chorales could be read; a split by chorale needs two "
                                               "or more")  # fmt: skip
     assert not (tmp_path / "data").exists()
+
+
+def _part(music21, name, *measures, metre="4/4", padding=0.0):
+    """A part of whole measures, each a list of (pitch name or a list of them for a chord, quarter notes)."""
+    part = music21.stream.Part()
+    part.partName = name
+    for number, notes in enumerate(measures, start=1):
+        measure = music21.stream.Measure(number=number)
+        if number == 1:
+            measure.timeSignature = music21.meter.TimeSignature(metre)
+            measure.paddingLeft = padding
+        for pitch, length in notes:
+            make = music21.chord.Chord if isinstance(pitch, list) else music21.note.Note
+            measure.append(make(pitch, quarterLength=length))
+        part.append(measure)
+    return part
+
+
+def _chorale(music21, **changes):
+    """Four voices of one bar of 4/4, with ``changes`` (a voice's part, or None to leave it out)."""
+    voices = {"Soprano": [[("C5", 4)]], "Alto": [[("G4", 4)]], "Tenor": [[("E4", 4)]], "Bass": [[("C3", 4)]]}
+    score = music21.stream.Score()
+    for name, measures in voices.items():
+        part = changes.get(name, _part(music21, name, *measures))
+        if part is not None:
+            score.insert(0, part)
+    return score
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        (lambda m: {"Bass": None}, "has 0 parts named Bass, not one; its parts are ['Soprano', 'Alto', 'Tenor']"),
+        (lambda m: {"Alto": _part(m, "Alto", [(["G4", "B4"], 4)])}, "the alto holds a chord at offset 0"),
+        (lambda m: {"Soprano": _part(m, "Soprano", [("C5", 3), ("D5", 3)], metre="6/8")},
+         "metre 6/8 (the encoding takes 2/4, 3/4, 4/4)"),
+        (lambda m: {"Soprano": _part(m, "Soprano", [("C5", 0.5)], [("D5", 4)], padding=3.5)},
+         "bar 1 starts off the beat, at offset -3.5"),
+        (lambda m: {"Soprano": _part(m, "Soprano", [("C5", 4), ("D5", 4)])},
+         "bar 1 holds 8 quarter notes, more than its metre 4/4 has"),
+        (lambda m: {"Bass": _part(m, "Bass", [("C3", 4)], [("G2", 4)])}, "beat 4 lies in no bar"),
+        (lambda m: {name: _part(m, name) for name in ("Soprano", "Alto", "Tenor", "Bass")}, "holds no notes"),
+    ],
+)  # fmt: skip
+def test_a_chorale_that_cannot_be_encoded_says_why(music21, monkeypatch, changes, reason):
+    score = _chorale(music21, **changes(music21))
+    monkeypatch.setattr(music21.converter, "parse", lambda *args, **kwargs: score)
+    with pytest.raises(_music.Unreadable) as refused:
+        _music.read(_file("bwv281"))
+    assert str(refused.value) == reason
+    monkeypatch.setattr(music21.converter, "parse", lambda *args, **kwargs: _chorale(music21))
+    assert _music.read(_file("bwv281")).beats == 4  # the unchanged chorale is read
 
 
 @pytest.mark.parametrize(
