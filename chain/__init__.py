@@ -8,7 +8,9 @@ from ._backend import check_backend as _check_backend
 
 _check_backend()
 
+from ._beam import Beam as Beam
 from ._callbacks import WindowedStates as WindowedStates
+from ._context import decode_runs as decode_runs
 from ._decoding import Decoder as Decoder
 from ._decoding import Greedy as Greedy
 from ._decoding import Sampler as Sampler
@@ -58,6 +60,6 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_APPLICATION])
 
 
-__all__ = ["Chain", "Decoder", "EndToken", "Generated", "Generation", "Greedy", "Perplexity", "Sampler", "Kernel", "KernelStep", "LengthHead", "Lengths", "STATES", "STRATEGIES",
-           "StopToken", "WindowedStates", "from_padded", "register_kernel", "replica_mean", "to_padded"]
+__all__ = ["Beam", "Chain", "Decoder", "EndToken", "Generated", "Generation", "Greedy", "Perplexity", "Sampler", "Kernel", "KernelStep", "LengthHead", "Lengths", "STATES", "STRATEGIES",
+           "StopToken", "WindowedStates", "decode_runs", "from_padded", "register_kernel", "replica_mean", "to_padded"]
 __all__ += ["FitOptions", "NoiseFloorRatio", "TrainingDiverged", "evaluate_run", "fit_run", "pad_targets", "ragged_mse"]

@@ -147,9 +147,10 @@ def check_decoder(decoder: Any, vocab_size: int | None) -> "Decoder":
     if vocab_size is None:
         if decoder is None:
             return None
+        what = "beam search" if type(decoder).__name__ == "Beam" else "`decoder` picks tokens, which"
         raise ValueError(
-            "`decoder` picks tokens, which needs a Chain built with `vocab_size`; received "
-            f"decoder={decoder!r} for a real-valued chain"
+            f"{what} needs a Chain built with `vocab_size`; received decoder={decoder!r} for a "
+            "real-valued chain"
         )
     decoder = Greedy() if decoder is None else decoder
     if not isinstance(decoder, Decoder):

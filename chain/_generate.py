@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple
 import keras
 import tensorflow as tf
 
+from ._beam import Beam, BeamSearch
 from ._cells import StateList, StepAdapter
 from ._feedback import fed_state
 
@@ -110,6 +111,8 @@ class Generation:
         adapter = forward.step_adapter()
         xp = adapter.project(ir_rows)
         caps = tf.fill([batch, big_t], tf.cast(cap, tf.int32)) if lengths is None else lengths
+        if isinstance(self.decoder, Beam):
+            return self._search(BeamSearch(self.decoder, forward, adapter, record.stop, record.sees, cap), xp, empty, caps)
         runner = _StopRun(adapter, record, cap)
         b_out: list = []
         if forward.options.state == "carry":
@@ -126,6 +129,24 @@ class Generation:
             return Generated(flat[0], steps, self._a_out, b_out, flat[1])
         head = forward.parts.head
         return Generated(flat[0] if head is None else head(flat[0]), steps, self._a_out, b_out)
+
+
+    def _search(self, search: BeamSearch, xp: tf.Tensor, empty: tf.Tensor, caps: tf.Tensor) -> Generated:
+        """A beam search: in carry mode one per sample across its outer steps, else one per `(b, t)`."""
+        forward, ir = self._forward, self.ir
+        batch, big_t, width = tf.shape(ir)[0], tf.shape(ir)[1], search.beam.width
+        if forward.options.state == "carry":
+            b_in = self._b_in if self._b_in is not None else search.adapter.zero_states(batch, xp.dtype)
+            found = search.run(tf.reshape(xp, [batch, big_t, xp.shape[-1]]), b_in, empty, caps)
+            return Generated(tf.boolean_mask(found.tokens, found.emitted), found.steps, self._a_out, found.states,
+                             tf.boolean_mask(found.scores, found.emitted))  # fmt: skip
+        init = forward.initial_states(tf.reshape(ir, [-1, ir.shape[-1]]), batch, search.adapter)
+        found = search.run(xp[:, None], init, tf.reshape(empty, [-1, 1]), tf.reshape(caps, [-1, 1]))
+        by_sample = lambda r: tf.transpose(tf.reshape(r, tf.stack([batch, big_t, width, -1])), [0, 2, 1, 3])  # noqa: E731
+        steps = by_sample(found.steps)[..., 0]
+        emitted = by_sample(found.emitted)
+        return Generated(tf.boolean_mask(by_sample(found.tokens), emitted), steps, self._a_out, [],
+                         tf.boolean_mask(by_sample(found.scores), emitted))  # fmt: skip
 
 
 class _Record:

@@ -145,6 +145,8 @@ def sample_weights(sample_weight: Any, steps: tf.Tensor) -> tuple[tf.Tensor | No
             f"received a RaggedTensor of shape {tuple(sample_weight.shape)}"
         )
     w = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
+    if w.shape.rank is None:  # a graph retraced with relaxed shapes: (batch,), (batch, 1) or (batch, T)
+        w = tf.reshape(w, tf.stack([tf.shape(steps)[0], -1]))
     if w.shape.rank == 1:
         w = w[:, None]
     if w.shape.rank != 2 or not _broadcasts(w.shape, steps.shape):

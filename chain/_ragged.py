@@ -13,16 +13,18 @@ def ragged_from_flat(flat: tf.Tensor, steps: tf.Tensor) -> tf.RaggedTensor:
 
     Args:
         flat: `(sum(steps), D)`, ordered by sample, then t, then k.
-        steps: `(batch, T)` int32.
+        steps: `(batch, T)` int32, or `(batch, K, T)` (a beam search's K outputs per sample).
 
     Returns:
-        RaggedTensor of shape `(batch, T, None, D)`, ragged_rank 2, row lengths `steps`.
+        RaggedTensor of shape `(batch, T, None, D)`, ragged_rank 2, row lengths `steps`; or
+        `(batch, K, T, None, D)`, ragged_rank 3.
     """
-    batch, big_t = tf.shape(steps)[0], tf.shape(steps)[1]
-    inner = tf.RaggedTensor.from_row_lengths(flat, tf.reshape(steps, [-1]), validate=False)
-    if steps.shape[1] is not None:
-        big_t = steps.shape[1]
-    return tf.RaggedTensor.from_uniform_row_length(inner, big_t, nrows=batch, validate=False)
+    out = tf.RaggedTensor.from_row_lengths(flat, tf.reshape(steps, [-1]), validate=False)
+    shape = tf.shape(steps)
+    for axis in range(steps.shape.rank - 1, 0, -1):  # the uniform axes, innermost first
+        size = steps.shape[axis] if steps.shape[axis] is not None else shape[axis]
+        out = tf.RaggedTensor.from_uniform_row_length(out, size, nrows=tf.reduce_prod(shape[:axis]), validate=False)
+    return out
 
 
 def to_padded(out: tf.RaggedTensor, longest_step: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:

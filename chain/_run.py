@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from . import _build, _feedback, _ragged, _state
+from ._beam import Beam
 from ._feedback import Feed
 from ._forward import Forward, Result
 from ._generate import Generated, Generation
@@ -132,7 +133,8 @@ class Runner:
         if x.shape[1] == 0:  # no outer step, as in a call: nothing runs, and the states pass through
             a_out, b_out = self.defaults(a_in, b_in, x)
             none = tf.zeros([0], tf.int32) if decoder is not None else self.no_outputs()
-            made = Generated(none, tf.zeros(tf.stack([tf.shape(x)[0], 0]), tf.int32), a_out, b_out,
+            shape = [tf.shape(x)[0], *([decoder.width] if isinstance(decoder, Beam) else []), 0]
+            made = Generated(none, tf.zeros(tf.stack(shape), tf.int32), a_out, b_out,
                              tf.zeros([0]) if decoder is not None else None)  # fmt: skip
         else:
             run = lambda x, a, b, s: self._generated(x, a, b, s, decoder)  # noqa: E731

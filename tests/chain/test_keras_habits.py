@@ -177,6 +177,13 @@ def test_sample_weights_broadcast_per_sample_and_per_outer_step():
     assert per_step.numpy().tolist() == [1.0, 2.0, 2.0, 4.0, 4.0, 4.0]
 
 
+def test_sample_weights_of_unknown_rank_in_a_retraced_graph_broadcast_too():
+    steps = tf.constant([[1, 2], [0, 3]])
+    inner = tf.function(lambda w: sample_weights(w, steps)[1], input_signature=[tf.TensorSpec(None, tf.float32)])
+    assert inner(tf.constant([2.0, 5.0])).numpy().tolist() == [2.0, 2.0, 2.0, 5.0, 5.0, 5.0]
+    assert inner(tf.constant([[1.0, 2.0], [3.0, 4.0]])).numpy().tolist() == [1.0, 2.0, 2.0, 4.0, 4.0, 4.0]
+
+
 @pytest.mark.parametrize("shape", [(2, 3), (3,), (2, 2, 1)])
 def test_sample_weights_of_another_shape_are_refused(shape):
     with pytest.raises(ValueError, match=r"`sample_weight` must have shape \(batch,\).*received shape"):
