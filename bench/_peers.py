@@ -35,7 +35,7 @@ import numpy as np
 from ragged_common.checks import check_choice
 
 from bench._tf_framework import TensorFlowFramework, build_chain, step_program, tf_versions
-from bench._workloads import Case, Sizes
+from bench._workloads import BEAM_PHASE, BEAM_WIDTH, Case, Sizes
 
 
 class ReferenceFramework(TensorFlowFramework):
@@ -54,18 +54,18 @@ class PerSampleFramework(TensorFlowFramework):
     """`bench._measure.Framework` of the generation baseline (`bench._per_sample`)."""
 
     def build(self, case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) -> Callable[[], float]:
-        """`bench._per_sample.PerSampleGenerator` with a token chain's weights; its step traced
-        and its first sample run on a one-step input before it is returned."""
-        import tensorflow as tf
-
-        from bench._per_sample import PICKS, PerSampleGenerator
+        """`bench._per_sample.PerSampleGenerator` (or `PerSampleBeam`) with a token chain's
+        weights; its step traced and its first sample run on a one-step input before it is
+        returned."""
+        from bench._per_sample import PICKS, PerSampleBeam, PerSampleGenerator
 
         net = build_chain(case, sizes, seed, strategy="loop", compiled=False)
         x, steps = workload["x"], workload["steps"]
         net.build(x.shape)
-        generator = PerSampleGenerator(net, PICKS[case.phase], seed)
+        beam = case.phase == BEAM_PHASE
+        generator = PerSampleBeam(net, BEAM_WIDTH) if beam else PerSampleGenerator(net, PICKS[case.phase], seed)
         generator.generate(x[:1, :1], np.ones([1, 1], np.int32))
-        return lambda: float(tf.reduce_sum(generator.generate(x, steps)))
+        return lambda: float(np.sum(generator.generate(x, steps)))
 
 
 def torch_import_error() -> str | None:

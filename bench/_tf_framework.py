@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragged_common.checks import check_choice
 
-from bench._workloads import CELLS, GATES, GENERATE_PHASES, SAMPLING, Case, Sizes, token_width
+from bench._workloads import BEAM_WIDTH, CELLS, GATES, GENERATE_PHASES, SAMPLING, Case, Sizes, token_width
 
 if TYPE_CHECKING:
     from chain import Chain
@@ -180,7 +180,9 @@ def decoder_for(phase: str, seed: int) -> Any:
     phase = check_choice("phase", phase, GENERATE_PHASES)
     if phase == "generate-greedy":
         return chain.Greedy()
-    return chain.Sampler(**SAMPLING, seed=seed)
+    if phase == "generate-sampling":
+        return chain.Sampler(**SAMPLING, seed=seed)
+    return chain.Beam(BEAM_WIDTH)
 
 
 def chain_values(net: "Chain", x: Any, steps: Any, training: bool) -> Any:

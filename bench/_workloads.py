@@ -30,10 +30,13 @@ from ragged_common.checks import check_choice
 LENGTH_LAWS: tuple[str, ...] = ("uniform", "zipf")
 """The laws of `datagen.LENGTHS` that a sweep draws from."""
 STATES: tuple[str, ...] = ("carry", "reset")
-GENERATE_PHASES: tuple[str, ...] = ("generate-greedy", "generate-sampling")
+BEAM_WIDTH = 4
+BEAM_PHASE = f"generate-beam{BEAM_WIDTH}"
+"""The beam search phase, of `BEAM_WIDTH` hypotheses."""
+GENERATE_PHASES: tuple[str, ...] = ("generate-greedy", "generate-sampling", BEAM_PHASE)
 """``net.generate(x, steps, decoder=...)`` of a token chain with feedback (`vocab_size` V =
 ``Sizes.output_size``): each chosen token's embedding feeds the next inner step. The decoder is
-``chain.Greedy()`` or ``chain.Sampler(**SAMPLING)``."""
+``chain.Greedy()``, ``chain.Sampler(**SAMPLING)`` or ``chain.Beam(BEAM_WIDTH)``."""
 PHASES: tuple[str, ...] = ("forward", "train", "train-notraining", "train-feedback", *GENERATE_PHASES)
 """``train`` calls ``net(x, steps, training=True)`` in its tape, as `fit` does; ``train-notraining``
 is the same step with the flag left out, as many custom loops write it; ``train-feedback`` is the
@@ -46,6 +49,7 @@ SAMPLING: dict[str, float] = {"temperature": 1.0, "top_p": 0.9}
 DECODERS: dict[str, str] = {
     "generate-greedy": "greedy",
     "generate-sampling": "sampling " + " ".join(f"{k}={v}" for k, v in SAMPLING.items()),
+    BEAM_PHASE: f"beam width={BEAM_WIDTH}",
 }
 """How each generation phase picks its tokens, as ``extra_info["decoder"]`` records it."""
 CELLS: tuple[str, ...] = ("gru", "lstm", "rnn", "stacked", "functional")
@@ -291,7 +295,8 @@ def real_flops(sizes: Sizes, steps: np.ndarray, phase: str, cell: str = "gru") -
     step). Gate element-wise work and model A are not counted. A train step counts 3 times the
     forward FLOPs (forward, plus the two matmuls of each backward product). A generation phase adds,
     per real inner step, the first layer's matmul of the fed-back token's embedding,
-    ``2 * D * G * H`` with ``D = token_width(sizes)``.
+    ``2 * D * G * H`` with ``D = token_width(sizes)``; a beam search runs every inner step for
+    each of its `BEAM_WIDTH` hypotheses.
 
     Args:
         sizes: Workload sizes (``H = hidden``, ``O = output_size``; IR has ``H`` features).
@@ -307,6 +312,8 @@ def real_flops(sizes: Sizes, steps: np.ndarray, phase: str, cell: str = "gru") -
     per_step = (2 * LAYERS[cell] - 1) * matmul + 2 * h * o
     if phase in GENERATE_PHASES:  # B's input also holds the token just chosen, new at every step
         per_step += 2 * token_width(sizes) * GATES[cell] * h
+    if phase == BEAM_PHASE:
+        per_step *= BEAM_WIDTH
     per_run = matmul
     flops = float(steps.sum()) * per_step + float(np.count_nonzero(steps)) * per_run
     return flops * (3.0 if phase in TRAIN_PHASES else 1.0)

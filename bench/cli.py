@@ -221,9 +221,10 @@ def _interrupt(signum: int, frame: Any) -> None:
               help="Comma-separated phases: forward calls, train steps (Adam) with training=True, and "
                    "train-notraining, the same train step calling the model without the flag, and "
                    "train-feedback, the train step of a feedback=True chain fed the targets (teacher "
-                   "forcing); the last two for chain's strategies only. generate-greedy and "
-                   f"generate-sampling ({_workloads.DECODERS['generate-sampling']}) generate tokens with a "
-                   "token chain, timed in tokens/s, for chain's strategies and per-sample.")
+                   "forcing); the last two for chain's strategies only. generate-greedy, "
+                   f"generate-sampling ({_workloads.DECODERS['generate-sampling']}) and "
+                   f"{_workloads.BEAM_PHASE} (a beam search of width {_workloads.BEAM_WIDTH}) generate "
+                   "tokens with a token chain, timed in tokens/s, for chain's strategies and per-sample.")
 @click.option("--cells", default="gru", show_default=True, callback=checked(check_subset, CELLS),
               help="Comma-separated model B cells: gru (GRUCell), lstm (LSTMCell), rnn (SimpleRNNCell), "
                    "stacked (StackedRNNCells of 2 GRUCells), functional (a functional Model around one "

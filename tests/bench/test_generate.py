@@ -1,14 +1,15 @@
-"""The generation phases: the per-sample baseline decodes what the chain decodes, on the same
-weights, and its sampler draws from the nucleus the chain's sampler keeps."""
+"""The generation phases: the per-sample baselines decode what the chain decodes (greedy and beam
+search), on the same weights, and the sampler draws from the nucleus the chain's sampler keeps."""
 
+import chain
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from bench._peers import PerSampleFramework
-from bench._per_sample import PICKS, PerSampleGenerator, nucleus_sample
+from bench._per_sample import PICKS, PerSampleBeam, PerSampleGenerator, nucleus_sample
 from bench._tf_framework import TensorFlowFramework, build_chain
-from bench._workloads import BASELINE, CELLS, Case, Sizes, make_workload
+from bench._workloads import BASELINE, BEAM_PHASE, BEAM_WIDTH, CELLS, Case, Sizes, make_workload
 
 SIZES = Sizes(batch=3, timesteps=4, input_size=2, hidden=5, output_size=6)  # V = 6 tokens
 WORKLOAD = make_workload(SIZES, 4, "uniform", seed=1)
@@ -30,10 +31,25 @@ def test_the_baseline_generates_the_chains_greedy_tokens(cell, state, strategy):
     np.testing.assert_array_equal(got, want)
 
 
-def test_the_baseline_case_and_the_chain_case_build_the_same_weights():
-    """The bench's two cases, built apart from the same seed, decode the same greedy tokens."""
-    chain_run = TensorFlowFramework(2).build(_case("eager-packed"), SIZES, WORKLOAD, seed=3)  # no user trace
-    baseline_run = PerSampleFramework(2).build(_case(BASELINE), SIZES, WORKLOAD, seed=3)
+@pytest.mark.parametrize("state", ["carry", "reset", "init"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_beam_baseline_finds_the_chains_beams(cell, state):
+    net = build_chain(_case("packed", state, BEAM_PHASE, cell), SIZES, 0, strategy="packed", compiled=True)
+    x, steps = WORKLOAD["x"], WORKLOAD["steps"]
+    beams = net.generate(x, steps, decoder=chain.Beam(BEAM_WIDTH))
+    assert beams.shape.as_list() == [SIZES.batch, BEAM_WIDTH, SIZES.timesteps, None]
+    got = PerSampleBeam(net, BEAM_WIDTH).generate(x, steps)
+    np.testing.assert_array_equal(got, beams.flat_values.numpy())  # every beam, best first
+    # the beams are distinct outputs, so their order and their parents are checked too
+    assert (beams[:, 0].flat_values.numpy() != beams[:, 1].flat_values.numpy()).any()
+
+
+@pytest.mark.parametrize("phase", ["generate-greedy", BEAM_PHASE])
+def test_the_baseline_case_and_the_chain_case_build_the_same_weights(phase):
+    """The bench's two cases, built apart from the same seed, decode the same tokens."""
+    chain_case = _case("eager-packed", phase=phase)  # called eagerly: no user function to trace
+    chain_run = TensorFlowFramework(2).build(chain_case, SIZES, WORKLOAD, seed=3)
+    baseline_run = PerSampleFramework(2).build(_case(BASELINE, phase=phase), SIZES, WORKLOAD, seed=3)
     assert chain_run() == baseline_run() > 0  # the sum of the tokens each returns
 
 
@@ -69,4 +85,6 @@ DEFAULT_TIER = {
     "test_the_baseline_generates_the_chains_greedy_tokens": lambda p: (p["cell"], p["state"], p["strategy"]) in {
         ("gru", "carry", "packed"), ("lstm", "reset", "packed"), ("rnn", "init", "loop"),
         ("stacked", "carry", "loop"), ("functional", "reset", "packed")},
+    "test_the_beam_baseline_finds_the_chains_beams": lambda p: (p["cell"], p["state"]) in {
+        ("gru", "carry"), ("lstm", "reset"), ("stacked", "init")},
 }

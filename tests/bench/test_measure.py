@@ -54,3 +54,5 @@ def test_generation_figures_count_tokens_per_second():
     assert info["decoder"] == "sampling temperature=1.0 top_p=0.9"
     other = figures(CASE, Sweep((CASE,)), steps, median_s=0.5, first_call_s=2.0)
     assert other["tokens"] is None and other["tokens_per_s"] is None and other["decoder"] is None
+    beam = figures(Case("packed", "carry", "generate-beam4", 4, "uniform", "cpu"), Sweep((CASE,)), steps, 0.5, 2.0)
+    assert beam["tokens"] == 9 and beam["decoder"] == "beam width=4"  # one output per sample
