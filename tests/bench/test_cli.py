@@ -34,6 +34,7 @@ def _run(*args):
         (["--versus", "phase"], "--versus", "'phase'"),
         (["--versus", "phase=backward"], "--versus", "'phase=backward'"),
         (["--versus", "strategy=torch-packed"], "--versus", "'strategy=torch-packed'"),
+        (["--versus", "strategy=per-sample"], "--versus", "'strategy=per-sample'"),
         (["--timeout", "0"], "--timeout", "0"),
         (["--threads", "-1"], "--threads", "-1"),
         (["--save", "a/b"], "--save", "'a/b'"),
@@ -152,6 +153,19 @@ def test_dry_run_lists_cells_and_hidden_sizes_and_writes_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     assert "packed-carry-train-notraining-L8-uniform-cpu-functional-H256" in result.output
     assert "8 cases" in result.output and "cells lstm,functional, hidden 16,256" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_of_the_generation_phases_lists_chain_and_the_baseline(tmp_path):
+    result = _run("run", "--dry-run", "--no-peers", "--states", "reset",
+                  "--phases", "generate-greedy,generate-sampling", "--longest-steps", "4,16", "--out", str(tmp_path / "o"), "--storage", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    ids = result.output.splitlines()[:-1]
+    assert "per-sample-reset-generate-sampling-L4-uniform-cpu-gru-H64" in ids
+    assert "eager-auto-reset-generate-greedy-L16-uniform-cpu-gru-H64" in ids
+    assert not [i for i in ids if i.startswith("reference") or i.startswith("per-sample") and "L16" in i]
+    assert len(ids) == (3 + 1) * 2 * 2 + 2  # loop, padded, packed and eager-auto at L 4 and 16; per-sample at 4
+    assert f"{len(ids)} cases" in result.output
     assert list(tmp_path.iterdir()) == []
 
 
