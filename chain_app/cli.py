@@ -302,7 +302,7 @@ def generate(run_dir: Path, data_dir: Path | None, out: Path | None, plot: Path 
         document = generate_run(run_dir, data_dir, decoder=_decoder(given), split=options["split"],
                                 samples=options["samples"], predict_lengths=options["predict_lengths"],
                                 free=options["free"], batch_size=options["batch_size"], out=out, plot=plot,
-                                allow_other_law=allow_other_law)  # fmt: skip
+                                allow_other_law=allow_other_law, progress=True)  # fmt: skip
     except _runtime_errors() as error:
         raise _one_line(error) from None
     click.echo(json.dumps(document["summary"], indent=1))
