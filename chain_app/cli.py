@@ -137,6 +137,12 @@ def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overw
     the report gives heldout_cross_entropy (nats per token), the law's cross_entropy_floor,
     heldout_cross_entropy_over_floor, heldout_perplexity, perplexity_floor and
     heldout_token_accuracy instead of the MSE figures. Every option works on both.
+
+    Imported data (`datagen import chorales`) has no law, so no floor: the report sets the
+    held-out cross-entropy beside the unigram's and the bigram's from the dataset's manifest
+    (heldout_cross_entropy_over_bigram), and the length_accuracy, counted over the real outer
+    steps only (a chorale's beats, not the padding after its end), beside the most frequent
+    count's and the logistic regression's (majority_length_accuracy, logistic_length_accuracy).
     """
     if options["predict_lengths"] and options["stop_token"]:
         raise click.UsageError("use one of --predict-lengths and --stop-token, not both")
@@ -166,7 +172,9 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("heldout_mse", "noise_floor", "heldout_mse_over_noise_floor", "heldout_mse_over_noise_floor_omitted",
             "heldout_cross_entropy", "cross_entropy_floor", "heldout_cross_entropy_over_floor",
             "heldout_cross_entropy_over_floor_omitted", "heldout_perplexity", "perplexity_floor",
-            "heldout_token_accuracy", "length_accuracy", "epochs", "train_seconds")  # fmt: skip
+            "heldout_token_accuracy", "heldout_cross_entropy_over_bigram", "unigram_cross_entropy",
+            "bigram_cross_entropy", "length_accuracy", "majority_length_accuracy", "logistic_length_accuracy",
+            "epochs", "train_seconds")  # fmt: skip
     return {key: report[key] for key in keys if key in report}
 
 
@@ -175,16 +183,21 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @click.option("--batch-size", type=int, default=256, show_default=True, callback=_checked,
               help="Samples per batch.")
+@click.option("--split", type=Choice(SPLITS), default="all", show_default=True,
+              help="Which samples: all, or datagen's held-out or training split at the run's held-out fraction.")
 @click.option("--allow-other-law", is_flag=True,
               help="Score DATA_DIR even when another law made it (with a warning): its MSE then says "
                    "nothing of the fit.")
-def evaluate(run_dir: Path, data_dir: Path, batch_size: int, allow_other_law: bool) -> None:
-    """Score the last checkpoint of RUN_DIR on every sample of DATA_DIR; print JSON.
+def evaluate(run_dir: Path, data_dir: Path, batch_size: int, split: str, allow_other_law: bool) -> None:
+    """Score the last checkpoint of RUN_DIR on every sample of DATA_DIR (or of --split); print JSON.
 
     Prints mse (over real inner steps), noise_floor, mse_over_noise_floor (left out, with the
     reason, when the noise floor is 0), samples and, for a model that predicts lengths,
     length_accuracy. A token run prints cross_entropy (nats per token), cross_entropy_floor (the
     law's), cross_entropy_over_floor, perplexity, perplexity_floor and token_accuracy instead.
+    On imported data, length_accuracy counts the real outer steps only (not a chorale's padding),
+    and with --split heldout, the split its manifest's baselines were scored on, the scores stand
+    beside them as in `chain fit`'s report (cross_entropy_over_bigram, ...).
 
     DATA_DIR must come from the law the run was trained on: made by `datagen make` with the
     training set's --task, --seed and law options (--teacher-hidden, --input-size,
@@ -201,7 +214,7 @@ def evaluate(run_dir: Path, data_dir: Path, batch_size: int, allow_other_law: bo
     from .report import evaluate_run
 
     try:
-        result = evaluate_run(run_dir, data_dir, batch_size=batch_size, allow_other_law=allow_other_law)
+        result = evaluate_run(run_dir, data_dir, batch_size=batch_size, allow_other_law=allow_other_law, split=split)
     except _runtime_errors() as error:
         raise _one_line(error) from None
     click.echo(json.dumps(result, indent=1))

@@ -1,0 +1,125 @@
+"""`chain fit`, `evaluate`, `generate` and `harmonise` on imported chorales: four chorales imported
+once, a one-epoch fit, its scores beside the manifest's baselines, and a soprano written over the
+held-out chorale's lower voices."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import datagen
+from chain_app import data
+from chain_app.runs import load_run
+
+from .conftest import run
+
+CHORALES = "bwv286,bwv165.6,bwv281,bwv384"
+WINDOW = 14  # bwv286, held out whole, is 24 beats: its second window ends with 4 beats of padding
+HELD_OUT = "bwv286"
+FIT = ["--feedback", "--predict-lengths", "--epochs", "1", "--hidden", "8", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def chorales(tmp_path_factory):
+    pytest.importorskip("music21")
+    out = tmp_path_factory.mktemp("chorales") / "data"
+    datagen.import_chorales(out, chorales=CHORALES, window=WINDOW)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted(chorales, tmp_path_factory):
+    """`chain fit` of the chorales for one epoch: the run directory and the command's output."""
+    out = tmp_path_factory.mktemp("chorale-run") / "run"
+    result = run("fit", chorales, "--out", out, *FIT)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def _held_out(directory):
+    held = datagen.read(directory, split="heldout")
+    cells = tf.RaggedTensor.from_row_lengths(held["y_values"], held["row_lengths"])
+    return held, tf.RaggedTensor.from_uniform_row_length(cells, held["steps"].shape[1])
+
+
+def _cross_entropy(net, directory):
+    """Mean cross-entropy over the held-out notes of the teacher-forced logits, by hand."""
+    held, y = _held_out(directory)
+    logits = net(held["x"], held["steps"], targets=y).flat_values.numpy().astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(logits)), held["y_values"]].mean())
+
+
+def test_fit_reports_the_cross_entropy_per_note_beside_the_baselines(chorales, fitted):
+    out, output = fitted
+    report = json.loads((out / "report.json").read_text())
+    figures = datagen.info(chorales)["manifest"]["baselines"]
+    net, _ = load_run(out)
+    assert report["heldout_cross_entropy"] == pytest.approx(_cross_entropy(net, chorales), rel=1e-5)
+    bigram, unigram = figures["tokens"]["bigram"]["cross_entropy"], figures["tokens"]["unigram"]["cross_entropy"]
+    assert report["bigram_cross_entropy"] == bigram and report["unigram_cross_entropy"] == unigram
+    assert report["heldout_cross_entropy_over_bigram"] == pytest.approx(report["heldout_cross_entropy"] / bigram)
+    assert report["cross_entropy_floor"] is None and report["perplexity_floor"] is None
+    assert "no law made the data (it was imported)" in report["heldout_cross_entropy_over_floor_omitted"]
+    assert report["majority_length_accuracy"] == figures["counts"]["majority"]["accuracy"]
+    assert report["logistic_length_accuracy"] == figures["counts"]["logistic"]["accuracy"]
+    summary = json.loads(output[output.index("{"):])
+    assert summary["heldout_cross_entropy_over_bigram"] == report["heldout_cross_entropy_over_bigram"]
+    assert summary["logistic_length_accuracy"] == report["logistic_length_accuracy"]
+
+
+def test_the_length_accuracy_counts_the_chorales_beats_and_not_the_padding(chorales, fitted):
+    report = json.loads((fitted[0] / "report.json").read_text())
+    net, _ = load_run(fitted[0])
+    held, _ = _held_out(chorales)
+    real = held["x"][..., datagen.CHORALE_FEATURES.index("in_chorale")] > 0.5
+    guess = net.generate(held["x"]).row_lengths(axis=2).numpy().reshape(real.shape)
+    hits = guess == held["steps"]
+    assert (~real).sum() == 4 and held["steps"][~real].sum() == 0  # bwv286's padding, no notes in it
+    assert report["length_accuracy"] == pytest.approx(hits[real].mean())
+    assert report["length_accuracy"] != pytest.approx(hits.mean())  # what counting the padding gives
+
+
+def test_evaluate_puts_the_held_out_split_beside_the_baselines(chorales, fitted):
+    report = json.loads((fitted[0] / "report.json").read_text())
+    result = run("evaluate", fitted[0], chorales, "--split", "heldout")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert scores["split"] == "heldout" and scores["samples"] == 2
+    assert scores["cross_entropy"] == pytest.approx(report["heldout_cross_entropy"], rel=1e-6)
+    assert scores["cross_entropy_over_bigram"] == pytest.approx(report["heldout_cross_entropy_over_bigram"], rel=1e-6)
+    assert scores["length_accuracy"] == pytest.approx(report["length_accuracy"])
+    result = run("evaluate", fitted[0], chorales)  # every sample: not the baselines' split
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert scores["split"] == "all" and scores["samples"] == 11 and "cross_entropy_over_bigram" not in scores
+
+
+def test_only_the_split_the_baselines_were_scored_on_has_them(chorales):
+    manifest = datagen.info(chorales)["manifest"]
+    assert data.baselines(manifest, "heldout", 0.1)["bigram_cross_entropy"] == (
+        manifest["baselines"]["tokens"]["bigram"]["cross_entropy"])
+    assert data.baselines(manifest, "train", 0.1) is None and data.baselines(manifest, "heldout", 0.2) is None
+    described = data.describe(chorales, "heldout", 0.2)
+    assert described["cross_entropy_floor"] is None and described["baselines"] is None
+    assert described["real_feature"] == 0
+    ended = json.loads(json.dumps(manifest))
+    ended["law"]["encoding"]["runs_end_with_end_token"] = True  # the baselines leave end tokens out
+    figures = data.baselines(ended, "heldout", 0.1)
+    assert figures["bigram_cross_entropy"] is None and figures["logistic_length_accuracy"] is not None
+
+
+def test_generate_writes_the_runs_of_a_chorale_run(fitted, tmp_path):
+    result = run("generate", fitted[0], "--out", tmp_path / "g.json", "--predict-lengths")
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "g.json").read_text())
+    assert [sample["index"] for sample in document["samples"]] == [9, 10]
+    result = run("generate", fitted[0], "--out", tmp_path / "g.json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert summary["law_greedy_long_match_rate"] is None  # no law: the data's own runs stand for its best
