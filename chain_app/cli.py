@@ -116,14 +116,18 @@ def main() -> None:
               callback=_checked,
               help="With --feedback: probability of feeding the model's own output instead of the target "
                    "per inner step in training (scheduled sampling), in [0, 1].")
+@click.option("--bidirectional", is_flag=True,
+              help="Model A reads each sample both ways (a bidirectional GRU): for inputs known in full "
+                   "beforehand, such as a chorale's lower voices. Not with --window.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace the run in --out (only a run's own files are removed).")
 def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overwrite: bool, **options: Any) -> None:
     """Fit a Chain to the dataset in DATA_DIR and write the run to --out.
 
-    Model A is a GRU, model B a GRUCell, both of --hidden units, with a Dense head; Adam with a
-    cosine-decayed learning rate. Held-out data is --heldout, or else the deterministic split of
-    `datagen.read(..., split="heldout")`: the last 10% of DATA_DIR's samples by index.
+    Model A is a GRU (with --bidirectional, one each way), model B a GRUCell, all of --hidden
+    units, with a Dense head; Adam with a cosine-decayed learning rate. Held-out data is
+    --heldout, or else the deterministic split of `datagen.read(..., split="heldout")`: the last
+    10% of DATA_DIR's samples by index.
 
     The run directory holds model.keras (the last good checkpoint, with optimizer state) and
     state.json, written as a pair every epoch whose losses and weights are finite; history.csv,
@@ -150,6 +154,9 @@ def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overw
         raise click.UsageError("--feedback-sampling needs --feedback")
     if resume and overwrite:
         raise click.UsageError("use one of --resume and --overwrite, not both")
+    if options["bidirectional"] and options["window"] is not None:
+        raise click.UsageError("use one of --bidirectional and --window, not both: windows run in order, "
+                               "model A's state carried forward only")  # fmt: skip
     _check_out(run_dir, resume, overwrite)
     if options["window"] is not None:
         _check_window(data_dir, options["window"], options["batch_size"], heldout)

@@ -5,12 +5,13 @@ held-out chorale's lower voices."""
 from __future__ import annotations
 
 import json
-import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import chain
 import datagen
 from chain_app import data
 from chain_app.runs import load_run
@@ -20,7 +21,7 @@ from .conftest import run
 CHORALES = "bwv286,bwv165.6,bwv281,bwv384"
 WINDOW = 14  # bwv286, held out whole, is 24 beats: its second window ends with 4 beats of padding
 HELD_OUT = "bwv286"
-FIT = ["--feedback", "--predict-lengths", "--epochs", "1", "--hidden", "8", "--batch-size", "4"]
+FIT = ["--feedback", "--predict-lengths", "--bidirectional", "--epochs", "1", "--hidden", "8", "--batch-size", "4"]
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +124,25 @@ def test_generate_writes_the_runs_of_a_chorale_run(fitted, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{"):])
     assert summary["law_greedy_long_match_rate"] is None  # no law: the data's own runs stand for its best
+
+
+def test_bidirectional_reads_each_sample_both_ways(fitted):
+    net, state = load_run(fitted[0])
+    assert isinstance(net.model_a, keras.layers.Bidirectional) and state["options"]["bidirectional"]
+    x = np.random.default_rng(0).normal(size=(1, 6, 64)).astype("float32")
+    later = x.copy()
+    later[0, 5] += 1.0  # the last beat changes: with a model A both ways, the first beat's length logits do too
+    heads = [net.length_head(net.model_a(sample))[0, 0].numpy() for sample in (x, later)]
+    assert not np.allclose(*heads)
+
+
+def test_bidirectional_and_windows_do_not_mix(chorales, tmp_path):
+    result = run("fit", chorales, "--out", tmp_path / "run", "--bidirectional", "--window", "7")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: use one of --bidirectional and --window, not both: windows run in order, model A's state "
+        "carried forward only")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match=r"`bidirectional` reads each sample whole, which `window` cuts in pieces "
+                                         r"run in order; received bidirectional=True and window=7"):
+        chain.FitOptions(bidirectional=True, window=7)
