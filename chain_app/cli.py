@@ -7,6 +7,7 @@ input answer at once, and bad input writes nothing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -245,6 +246,30 @@ def _check_law(run_dir: Path, data_dir: Path, allow: bool) -> None:
         return  # a missing or damaged state or dataset: the evaluation reports it
 
 
+_DECODING = (
+    click.option("--temperature", type=float, default=None, callback=_generate_checked,
+                 help="Sample tokens from softmax(logits / T), T finite and > 0 (default 1 when sampling)."),
+    click.option("--top-k", type=int, default=None, callback=_generate_checked,
+                 help="Sample among the K most likely tokens, 1 <= K <= the vocabulary size."),
+    click.option("--top-p", type=float, default=None, callback=_generate_checked,
+                 help="Sample among the most likely tokens whose probabilities first reach P, in (0, 1]."),
+    click.option("--seed", type=int, default=None, callback=_generate_checked,
+                 help="Seeds the draws when sampling, in [0, 2**31 - 1] (default 0)."),
+    click.option("--beam", type=int, default=None, callback=_generate_checked,
+                 help="Search the K most likely outputs (beam search of width K >= 1), written best first."),
+    click.option("--length-penalty", type=float, default=None, callback=_generate_checked,
+                 help="With --beam: rank hypotheses by log p / ((5 + n) / 6) ** A, A finite and >= 0 "
+                      "(default 0); it matters only where a run's end is predicted."),
+)  # fmt: skip
+
+
+def _decoding_options(command: Any) -> Any:
+    """The decoding options of `chain generate` and `chain harmonise`, in order (`SAMPLING`, `SEARCH`)."""
+    for option in reversed(_DECODING):
+        command = option(command)
+    return command
+
+
 @main.command("generate")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
@@ -254,19 +279,7 @@ def _check_law(run_dir: Path, data_dir: Path, allow: bool) -> None:
                    "training split, or all.")
 @click.option("--samples", type=int, default=None, callback=_generate_checked,
               help="Generate for the first N samples of the split only; default: all.")
-@click.option("--temperature", type=float, default=None, callback=_generate_checked,
-              help="Sample tokens from softmax(logits / T), T finite and > 0 (default 1 when sampling).")
-@click.option("--top-k", type=int, default=None, callback=_generate_checked,
-              help="Sample among the K most likely tokens, 1 <= K <= the vocabulary size.")
-@click.option("--top-p", type=float, default=None, callback=_generate_checked,
-              help="Sample among the most likely tokens whose probabilities first reach P, in (0, 1].")
-@click.option("--seed", type=int, default=None, callback=_generate_checked,
-              help="Seeds the draws when sampling, in [0, 2**31 - 1] (default 0).")
-@click.option("--beam", type=int, default=None, callback=_generate_checked,
-              help="Search the K most likely outputs (beam search of width K >= 1), written best first.")
-@click.option("--length-penalty", type=float, default=None, callback=_generate_checked,
-              help="With --beam: rank hypotheses by log p / ((5 + n) / 6) ** A, A finite and >= 0 "
-                   "(default 0); it matters only where a run's end is predicted.")
+@_decoding_options
 @click.option("--predict-lengths", is_flag=True,
               help="Generate at the lengths the run's lengths part predicts (a run fitted with "
                    "--predict-lengths or --stop-token) instead of the dataset's steps.")
@@ -388,6 +401,70 @@ def _decoder(given: dict[str, Any]) -> Any:
     if "beam" in given:
         return chain.Beam(given["beam"], given.get("length_penalty", 0.0))
     return chain.Sampler(**given)
+
+
+@main.command("harmonise")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--chorale", default=None,
+              help="The chorale's id (e.g. bwv10.7); default: the first held-out chorale of the run's dataset.")
+@click.option("--out", type=OutputDir(path_type=Path), default="harmonised", show_default=True,
+              help="The folder the chorale's four files go to.")
+@_decoding_options
+def harmonise(run_dir: Path, chorale: str | None, out: Path, **options: Any) -> None:
+    """Write a soprano over the lower voices of a chorale with a run fitted on imported chorales.
+
+    The run (`chain fit` on `datagen import chorales` data, with --feedback and best a lengths
+    part) generates over the chorale's beats, its windows run in order with the state carried:
+    as many notes per beat as its lengths part predicts (Bach's count without one), each token
+    the most likely (greedy), sampled (--temperature, --top-k, --top-p, --seed) or the best of a
+    beam search (--beam). The soprano goes over Bach's alto, tenor and bass into --out as
+    ID.musicxml and ID.mid (through music21), ID.png (a piano roll of it above Bach's own
+    soprano) and ID.json (both sopranos as notes and tokens, and the summary printed).
+
+    The summary gives the share of each soprano's notes whose pitch class sounds in a lower
+    voice at its beat or belongs to the chorale's key (in_harmony, bach_in_harmony), the share
+    in the lower voices alone (in_chord, bach_in_chord), and the share of beats with as many
+    notes as Bach's. Needs music21: pip install 'ragged-chain[music]'. The four files are
+    written together or not at all.
+    """
+    from . import harmonise as harmonising
+
+    given = {name: options[name] for name in (*SAMPLING, *SEARCH) if options[name] is not None}
+    _check_decoders(given)
+    _check_chorale_run(run_dir, chorale, given)
+    if importlib.util.find_spec("music21") is None:
+        raise click.ClickException("chain harmonise needs music21, which is not installed: "
+                                   "pip install 'ragged-chain[music]'")  # fmt: skip
+    try:
+        summary = harmonising.harmonise_run(run_dir, chorale, out, decoder=_decoder(given))
+    except (*_runtime_errors(), ModuleNotFoundError) as error:
+        raise _one_line(error) from None
+    click.echo(json.dumps(summary, indent=1))
+
+
+def _check_chorale_run(run_dir: Path, chorale: str | None, given: dict[str, Any]) -> None:
+    """Exit 2 for a run that holds no checkpoint or was not fitted on chorales, decoding options
+    it cannot take, or a chorale its dataset lacks (no TensorFlow)."""
+    import datagen
+
+    from . import runs
+    from .harmonise import chorales_state, pick_chorale
+
+    if not any((run_dir / name).is_file() for name in (runs.MODEL_FILE, runs.NEXT_MODEL_FILE)):
+        raise click.BadParameter(f"{run_dir} holds no checkpoint ({runs.MODEL_FILE})", param_hint="'RUN_DIR'")
+    try:
+        state = chorales_state(run_dir)
+    except (ValueError, OSError) as error:
+        raise click.BadParameter(str(error), param_hint="'RUN_DIR'") from None
+    _check_decoding(run_dir, state, given, False)
+    try:
+        manifest = datagen.info(Path(state["data_dir"]))["manifest"]
+    except (ValueError, OSError):
+        return  # a missing or damaged dataset: the harmonisation reports it
+    try:
+        pick_chorale(manifest, chorale)
+    except ValueError as error:
+        raise click.BadParameter(str(error).removeprefix("`chorale` "), param_hint="'--chorale'") from None
 
 
 if __name__ == "__main__":

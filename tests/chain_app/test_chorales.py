@@ -4,7 +4,9 @@ held-out chorale's lower voices."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from fractions import Fraction
 
 import keras
 import numpy as np
@@ -13,7 +15,7 @@ import tensorflow as tf
 
 import chain
 import datagen
-from chain_app import data
+from chain_app import data, harmonise
 from chain_app.runs import load_run
 
 from .conftest import run
@@ -146,3 +148,110 @@ def test_bidirectional_and_windows_do_not_mix(chorales, tmp_path):
     with pytest.raises(ValueError, match=r"`bidirectional` reads each sample whole, which `window` cuts in pieces "
                                          r"run in order; received bidirectional=True and window=7"):
         chain.FitOptions(bidirectional=True, window=7)
+
+
+@pytest.fixture(scope="module")
+def harmonised(fitted, tmp_path_factory):
+    """`chain harmonise` of the held-out chorale: the output folder and the summary printed."""
+    out = tmp_path_factory.mktemp("harmonised") / "out"
+    result = run("harmonise", fitted[0], "--out", out)
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.output[result.output.index("{"):])
+
+
+def _sounding(notes):
+    return [(Fraction(note["offset"]), note["pitch"], Fraction(note["duration"])) for note in notes
+            if note["pitch"] is not None]
+
+
+def test_harmonise_writes_a_generated_soprano_over_the_held_out_chorales_lower_voices(chorales, fitted, harmonised):
+    out, summary = harmonised
+    files = [out / f"{HELD_OUT}{suffix}" for suffix in (".musicxml", ".mid", ".png", ".json")]
+    assert summary["chorale"] == HELD_OUT and summary["split"] == "heldout" and summary["files"] == list(map(str, files))
+    assert sorted(out.iterdir()) == sorted(files)
+    assert files[1].read_bytes()[:4] == b"MThd" and files[2].read_bytes()[:4] == b"\x89PNG"
+    document = json.loads(files[3].read_text())
+    assert document["decoder"] == {"name": "Greedy"} and document["lengths"] == "predicted"
+    music21 = pytest.importorskip("music21")
+    score = music21.converter.parse(str(files[0]))
+    written = [(Fraction(n.offset), n.pitch.midi, Fraction(n.quarterLength))
+               for n in score.parts[0].stripTies().flatten().notes]  # fmt: skip
+    assert written == _sounding(document["generated"]["notes"]) and written
+    voices = datagen.chorale_voices(chorales, HELD_OUT)
+    for part, name in zip(score.parts[1:], ("alto", "tenor", "bass")):
+        notes = [(Fraction(n.offset), n.pitch.midi, Fraction(n.quarterLength)) for n in part.stripTies().flatten().notes]
+        assert notes == [note for note in voices[name] if note.pitch is not None]
+
+
+def test_harmonise_generates_greedily_over_the_chorale_at_the_predicted_lengths(chorales, fitted, harmonised):
+    out, summary = harmonised
+    document = json.loads((out / f"{HELD_OUT}.json").read_text())
+    net, _ = load_run(fitted[0])
+    held = datagen.read(chorales, split="heldout")
+    x = held["x"].reshape(1, -1, 64)[:, :24]  # bwv286's two windows joined, the padding left out
+    tokens = net.generate(x).to_list()[0]
+    assert document["generated"]["tokens"] == tokens and summary["beats"] == 24
+    codec = datagen.ChoraleCodec.from_manifest(chorales)
+    steps = [len(run) for run in tokens]
+    flat = [token for run in tokens for token in run]
+    bach_steps = held["steps"].reshape(-1)[:24]
+    assert summary["in_harmony"] == pytest.approx(codec.in_harmony(x[0], steps, flat).mean())
+    assert summary["in_chord"] == pytest.approx(codec.in_harmony(x[0], steps, flat, key=False).mean())
+    assert summary["bach_in_harmony"] == pytest.approx(codec.in_harmony(x[0], bach_steps, held["y_values"]).mean())
+    assert summary["notes_per_beat_as_bach"] == pytest.approx(np.mean(np.array(steps) == bach_steps))
+    bach = _sounding(document["bach"]["notes"])
+    assert bach == [note for note in datagen.chorale_voices(chorales, HELD_OUT)["soprano"] if note.pitch is not None
+                    and codec.token(note.pitch, note.duration) != codec.unknown]  # fmt: skip
+
+
+def test_harmonise_takes_the_decoders_of_generate(fitted, tmp_path):
+    result = run("harmonise", fitted[0], "--out", tmp_path / "beam", "--beam", "2", "--chorale", "bwv281")
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "beam" / "bwv281.json").read_text())
+    assert document["decoder"] == {"name": "Beam", "width": 2, "length_penalty": 0.0}
+    assert document["split"] == "train"
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["--chorale", "bwv1"], "Invalid value for '--chorale': must be the id of one of the dataset's chorales, e.g. a "
+                            "held-out one: bwv286; received 'bwv1'"),
+    (["--beam", "2", "--seed", "1"], "--beam 2 searches the most likely outputs and draws nothing; received --seed 1 "
+                                     "too"),
+    (["--top-k", "1000"], "Invalid value for '--top-k': must be an integer in [1, {vocab}] (the run's vocabulary "
+                          "size); received 1000"),
+])  # fmt: skip
+def test_bad_harmonise_options_exit_2_and_write_nothing(fitted, chorales, tmp_path, args, line):
+    result = run("harmonise", fitted[0], "--out", tmp_path / "out", *args)
+    assert result.exit_code == 2, result.output
+    vocab = datagen.info(chorales)["vocab_size"]
+    assert result.output.strip().splitlines()[-1] == f"Error: {line.format(vocab=vocab)}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_not_fitted_on_chorales_or_without_music21_is_refused(token_fitted, fitted, tmp_path, monkeypatch):
+    result = run("harmonise", token_fitted[0], "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: Invalid value for 'RUN_DIR': {token_fitted[0]} holds a run fitted on tokens data; harmonising needs "
+        "a run fitted on chorales imported by `datagen import chorales`")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "music21" else find_spec(
+        name, *args))  # fmt: skip
+    result = run("harmonise", fitted[0], "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: chain harmonise needs music21, which is not installed: pip install 'ragged-chain[music]'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_harmonisation_leaves_nothing(fitted, tmp_path, monkeypatch):
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(harmonise, "draw_roll", fail)
+    with pytest.raises(OSError, match="No space left on device"):
+        harmonise.harmonise_run(fitted[0], out=tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match=r"`chorale` must be the id of one of the dataset's chorales, e\.g\. a "
+                                         r"held-out one: bwv286; received 'bwv1'"):
+        harmonise.harmonise_run(fitted[0], "bwv1", out=tmp_path / "out")
