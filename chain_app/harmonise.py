@@ -101,8 +101,6 @@ def harmonise_run(run_dir: str | os.PathLike[str], chorale: str | None = None,
         ModuleNotFoundError: music21 is not installed (`pip install 'ragged-chain[music]'`).
         OSError: a file cannot be written.
     """
-    import chain
-
     run_dir, out = Path(os.fspath(run_dir)), Path(os.fspath(out))
     state = chorales_state(run_dir)
     data_dir = Path(state["data_dir"])
@@ -116,14 +114,24 @@ def harmonise_run(run_dir: str | os.PathLike[str], chorale: str | None = None,
     codec = datagen.ChoraleCodec.from_manifest(manifest)
     melody = codec.melody(steps, tokens)
     summary = summarise(codec, x, (steps, tokens), bach, log_prob)
-    split = next(window.split for window in datagen.chorale_windows(manifest) if window.chorale == chorale)
-    document = {"run_dir": str(run_dir), "data_dir": str(data_dir), "chorale": chorale, "split": split,
-                "decoder": {"name": type(decoder or chain.Greedy()).__name__, **(decoder or chain.Greedy()).get_config()},
-                "lengths": "predicted" if net.lengths is not None else "data", "summary": summary,
+    document = {**_header(run_dir, data_dir, manifest, chorale, net, decoder), "summary": summary,
                 "generated": _soprano(melody, steps, tokens), "bach": _soprano(codec.melody(*bach), *bach)}  # fmt: skip
     score = datagen.chorale_score(manifest, chorale, soprano=melody)
-    files = _write(out, chorale, score, document, lambda path: draw_roll(path, chorale, melody, voices))
-    return {**summary, "chorale": chorale, "split": split, "files": [str(path) for path in files]}
+    files = _write(out, chorale, score, document, lambda path: _roll(path, document, x, melody, voices))
+    return {**summary, "chorale": chorale, "split": document["split"], "files": [str(path) for path in files]}
+
+
+def _header(run_dir: Path, data_dir: Path, manifest: dict[str, Any], chorale: str, net: "Chain",
+            decoder: "Decoder | None") -> dict[str, Any]:  # fmt: skip
+    """What the JSON file says of the harmonisation before its figures: the run, the chorale,
+    its split, the decoder and where the lengths came from."""
+    import chain
+
+    split = next(window.split for window in datagen.chorale_windows(manifest) if window.chorale == chorale)
+    decoder = decoder or chain.Greedy()
+    return {"run_dir": str(run_dir), "data_dir": str(data_dir), "chorale": chorale, "split": split,
+            "decoder": {"name": type(decoder).__name__, **decoder.get_config()},
+            "lengths": "predicted" if net.lengths is not None else "data"}  # fmt: skip
 
 
 def chorale_beats(data_dir: Path, manifest: dict[str, Any], chorale: str) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
@@ -208,28 +216,45 @@ def _write(out: Path, chorale: str, score: Any, document: dict[str, Any], roll: 
 # ----------------------------------------------------------------------------- the piano roll
 
 
-def draw_roll(path: Path, chorale: str, melody: list[datagen.PlacedNote], voices: dict[str, list[Any]]) -> None:
-    """A piano roll PNG: the generated soprano above Bach's, each over the lower voices (grey),
-    time in quarter notes across and MIDI pitch up; written atomically."""
+def _roll(path: Path, document: dict[str, Any], x: np.ndarray, melody: list[Any], voices: dict[str, list[Any]]) -> None:
+    """`draw_roll` of the generated soprano above Bach's, each titled with its share in harmony or key."""
+    summary = document["summary"]
+    titles = [f"{name} soprano over Bach's alto, tenor and bass (grey): {count} notes, {share:.0%} in harmony or key"
+              for name, count, share in (("generated", summary["notes"], summary["in_harmony"] or 0),
+                                         ("Bach's", summary["bach_notes"], summary["bach_in_harmony"] or 0))]  # fmt: skip
+    downbeats = np.flatnonzero(x[:, datagen.CHORALE_FEATURES.index("bar_position_0")] > 0.5).tolist()
+    draw_roll(path, document["chorale"], list(zip((melody, voices["soprano"]), titles)), voices, downbeats)
+
+
+def draw_roll(path: Path, chorale: str, sopranos: list[tuple[list[Any], str]], voices: dict[str, list[Any]],
+              downbeats: list[int]) -> None:  # fmt: skip
+    """A piano roll PNG, written atomically: each soprano in a panel of its own, in colour over
+    the lower voices in grey, time in quarter notes across (bar lines at `downbeats`) and MIDI
+    pitch up.
+
+    Args:
+        sopranos: the notes of each soprano and its panel's title, top down.
+        voices: `datagen.chorale_voices` of the chorale, whose alto, tenor and bass are drawn.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
     lower = [note for voice in ("alto", "tenor", "bass") for note in voices[voice]]
-    sopranos = ((melody, "generated soprano", "C3"), (voices["soprano"], "Bach's soprano", "C0"))
-    pitches = [note.pitch for notes in (lower, melody, voices["soprano"]) for note in notes if note.pitch is not None]
-    end = max(float(note.offset + note.duration) for notes in (lower, melody, voices["soprano"]) for note in notes)
-    figure, axes = pyplot.subplots(2, 1, sharex=True, sharey=True, figsize=(min(24.0, 2.0 + end / 6), 6.5))
-    for axis, (soprano, title, colour) in zip(axes, sopranos):
+    every = [note for notes in (lower, *(notes for notes, _ in sopranos)) for note in notes]
+    pitches = [note.pitch for note in every if note.pitch is not None]
+    end = max(float(note.offset + note.duration) for note in every)
+    figure, axes = pyplot.subplots(len(sopranos), 1, sharex=True, sharey=True, squeeze=False,
+                                   figsize=(min(24.0, 2.0 + end / 6), 1.0 + 2.8 * len(sopranos)))  # fmt: skip
+    for axis, (notes, title), colour in zip(axes[:, 0], sopranos, ("C3", "C0", "C2", "C1")):
+        for beat in downbeats:
+            axis.axvline(beat, color="0.9", linewidth=0.8, zorder=0)
         _bars(axis, lower, "0.78")
-        _bars(axis, soprano, colour)
-        axis.set_title(f"{chorale}: {title} over Bach's alto, tenor and bass (grey)", fontsize=9)
-        axis.set_ylabel("MIDI pitch")
-        axis.set_ylim(min(pitches) - 2, max(pitches) + 2)
-        axis.grid(axis="x", color="0.92", linewidth=0.6)
-    axes[-1].set_xlabel("quarter notes from the chorale's start")
-    axes[-1].set_xlim(0, end)
+        _bars(axis, notes, colour)
+        axis.set_title(f"{chorale}: {title}", fontsize=9)
+        axis.set(ylabel="MIDI pitch", ylim=(min(pitches) - 2, max(pitches) + 2))
+    axes[-1, 0].set(xlabel="quarter notes from the chorale's start (bar lines in grey)", xlim=(0, end))
     figure.tight_layout()
     image = io.BytesIO()
     figure.savefig(image, format="png", dpi=80)
