@@ -214,10 +214,7 @@ def evaluate(run_dir: Path, data_dir: Path, batch_size: int, split: str, allow_o
     of its data by default) is scored in its report.json. Data of another law (another task or
     seed: another teacher) exits 2 naming both law digests, unless --allow-other-law.
     """
-    from . import runs
-
-    if not any((run_dir / name).is_file() for name in (runs.MODEL_FILE, runs.NEXT_MODEL_FILE)):
-        raise click.BadParameter(f"{run_dir} holds no checkpoint ({runs.MODEL_FILE})", param_hint="'RUN_DIR'")
+    _check_checkpoint(run_dir)
     _check_law(run_dir, data_dir, allow_other_law)
     from .report import evaluate_run
 
@@ -226,6 +223,14 @@ def evaluate(run_dir: Path, data_dir: Path, batch_size: int, split: str, allow_o
     except _runtime_errors() as error:
         raise _one_line(error) from None
     click.echo(json.dumps(result, indent=1))
+
+
+def _check_checkpoint(run_dir: Path) -> None:
+    """Exit 2 for a RUN_DIR that holds no checkpoint (no TensorFlow)."""
+    from . import runs
+
+    if not any((run_dir / name).is_file() for name in (runs.MODEL_FILE, runs.NEXT_MODEL_FILE)):
+        raise click.BadParameter(f"{run_dir} holds no checkpoint ({runs.MODEL_FILE})", param_hint="'RUN_DIR'")
 
 
 def _check_law(run_dir: Path, data_dir: Path, allow: bool) -> None:
@@ -319,8 +324,7 @@ def generate(run_dir: Path, data_dir: Path | None, out: Path | None, plot: Path 
 
     given = {name: options[name] for name in (*SAMPLING, *SEARCH) if options[name] is not None}
     _check_decoders(given)
-    if not any((run_dir / name).is_file() for name in (runs.MODEL_FILE, runs.NEXT_MODEL_FILE)):
-        raise click.BadParameter(f"{run_dir} holds no checkpoint ({runs.MODEL_FILE})", param_hint="'RUN_DIR'")
+    _check_checkpoint(run_dir)
     try:
         state = runs.read_state(run_dir)
     except (ValueError, OSError):
@@ -447,11 +451,9 @@ def _check_chorale_run(run_dir: Path, chorale: str | None, given: dict[str, Any]
     it cannot take, or a chorale its dataset lacks (no TensorFlow)."""
     import datagen
 
-    from . import runs
     from .harmonise import chorales_state, pick_chorale
 
-    if not any((run_dir / name).is_file() for name in (runs.MODEL_FILE, runs.NEXT_MODEL_FILE)):
-        raise click.BadParameter(f"{run_dir} holds no checkpoint ({runs.MODEL_FILE})", param_hint="'RUN_DIR'")
+    _check_checkpoint(run_dir)
     try:
         state = chorales_state(run_dir)
     except (ValueError, OSError) as error:

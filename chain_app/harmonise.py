@@ -77,7 +77,8 @@ def pick_chorale(manifest: dict[str, Any], chorale: str | None) -> str:
 
 
 def harmonise_run(run_dir: str | os.PathLike[str], chorale: str | None = None,
-                  out: str | os.PathLike[str] = "harmonised", *, decoder: "Decoder | None" = None) -> dict[str, Any]:  # fmt: skip
+                  out: str | os.PathLike[str] = "harmonised", *,
+                  decoder: "Decoder | None" = None) -> dict[str, Any]:  # fmt: skip
     """Generates a soprano over a chorale's lower voices with a run's last checkpoint, and renders it.
 
     Args:
@@ -134,7 +135,8 @@ def _header(run_dir: Path, data_dir: Path, manifest: dict[str, Any], chorale: st
             "lengths": "predicted" if net.lengths is not None else "data"}  # fmt: skip
 
 
-def chorale_beats(data_dir: Path, manifest: dict[str, Any], chorale: str) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+def chorale_beats(data_dir: Path, manifest: dict[str, Any],
+                  chorale: str) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
     """A chorale's beats from its windows: `x` `(beats, features)`, and Bach's notes per beat
     `(beats,)` and tokens `(notes,)`; the padding after its last beat is left out."""
     samples = [window.sample for window in datagen.chorale_windows(manifest) if window.chorale == chorale]
@@ -219,9 +221,10 @@ def _write(out: Path, chorale: str, score: Any, document: dict[str, Any], roll: 
 def _roll(path: Path, document: dict[str, Any], x: np.ndarray, melody: list[Any], voices: dict[str, list[Any]]) -> None:
     """`draw_roll` of the generated soprano above Bach's, each titled with its share in harmony or key."""
     summary = document["summary"]
+    figures = (("generated", summary["notes"], summary["in_harmony"] or 0),
+               ("Bach's", summary["bach_notes"], summary["bach_in_harmony"] or 0))
     titles = [f"{name} soprano over Bach's alto, tenor and bass (grey): {count} notes, {share:.0%} in harmony or key"
-              for name, count, share in (("generated", summary["notes"], summary["in_harmony"] or 0),
-                                         ("Bach's", summary["bach_notes"], summary["bach_in_harmony"] or 0))]  # fmt: skip
+              for name, count, share in figures]
     downbeats = np.flatnonzero(x[:, datagen.CHORALE_FEATURES.index("bar_position_0")] > 0.5).tolist()
     draw_roll(path, document["chorale"], list(zip((melody, voices["soprano"]), titles)), voices, downbeats)
 

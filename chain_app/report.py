@@ -120,8 +120,8 @@ def write_report(net: "Chain", run_dir: Path, state: dict[str, Any], heldout: tf
     return report
 
 
-def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str],
-                 batch_size: int = 256, allow_other_law: bool = False, split: str = "all") -> dict[str, Any]:  # fmt: skip
+def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str], batch_size: int = 256,
+                 allow_other_law: bool = False, split: str = "all") -> dict[str, Any]:  # fmt: skip
     """Scores the last checkpoint of a run on another dataset (all of its samples, or one split).
 
     The dataset must come from the law the run was trained on (see `chain_app.laws`): made by

@@ -167,7 +167,8 @@ def _sounding(notes):
 def test_harmonise_writes_a_generated_soprano_over_the_held_out_chorales_lower_voices(chorales, fitted, harmonised):
     out, summary = harmonised
     files = [out / f"{HELD_OUT}{suffix}" for suffix in (".musicxml", ".mid", ".png", ".json")]
-    assert summary["chorale"] == HELD_OUT and summary["split"] == "heldout" and summary["files"] == list(map(str, files))
+    assert summary["chorale"] == HELD_OUT and summary["split"] == "heldout"
+    assert summary["files"] == list(map(str, files))
     assert sorted(out.iterdir()) == sorted(files)
     assert files[1].read_bytes()[:4] == b"MThd" and files[2].read_bytes()[:4] == b"\x89PNG"
     document = json.loads(files[3].read_text())
@@ -179,7 +180,8 @@ def test_harmonise_writes_a_generated_soprano_over_the_held_out_chorales_lower_v
     assert written == _sounding(document["generated"]["notes"]) and written
     voices = datagen.chorale_voices(chorales, HELD_OUT)
     for part, name in zip(score.parts[1:], ("alto", "tenor", "bass")):
-        notes = [(Fraction(n.offset), n.pitch.midi, Fraction(n.quarterLength)) for n in part.stripTies().flatten().notes]
+        notes = [(Fraction(n.offset), n.pitch.midi, Fraction(n.quarterLength))
+                 for n in part.stripTies().flatten().notes]  # fmt: skip
         assert notes == [note for note in voices[name] if note.pitch is not None]
 
 
@@ -257,6 +259,18 @@ def test_a_failed_harmonisation_leaves_nothing(fitted, tmp_path, monkeypatch):
         harmonise.harmonise_run(fitted[0], "bwv1", out=tmp_path / "out")
 
 
+@pytest.mark.usefixtures("stand_in_training")
+def test_a_run_without_a_lengths_part_harmonises_at_bachs_notes_per_beat(chorales, tmp_path):
+    result = run("fit", chorales, "--out", tmp_path / "run", "--feedback", "--epochs", "1", "--hidden", "8")
+    assert result.exit_code == 0, result.output
+    result = run("harmonise", tmp_path / "run", "--out", tmp_path / "out", "--chorale", "bwv281")
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "out" / "bwv281.json").read_text())
+    assert document["lengths"] == "data"
+    assert [len(run) for run in document["generated"]["tokens"]] == [len(run) for run in document["bach"]["tokens"]]
+    assert json.loads(result.output[result.output.index("{"):])["notes_per_beat_as_bach"] == 1.0
+
+
 HARMONY_GAP = 0.10
 """The goal: the generated sopranos' share of notes in harmony or key is within 10 points of Bach's."""
 
@@ -279,7 +293,8 @@ def test_the_full_corpus_beats_the_baselines_and_harmonises_like_bach(tmp_path):
     manifest = datagen.info(tmp_path / "data")["manifest"]
     codec, net = datagen.ChoraleCodec.from_manifest(manifest), load_run(tmp_path / "run")[0]
     fits = {"generated": [], "bach": []}
-    for chorale in sorted({window.chorale for window in datagen.chorale_windows(manifest) if window.split == "heldout"}):
+    held = sorted({window.chorale for window in datagen.chorale_windows(manifest) if window.split == "heldout"})
+    for chorale in held:
         x, bach = harmonise.chorale_beats(tmp_path / "data", manifest, chorale)
         steps, tokens, _ = harmonise.generate(net, x, None, None)
         fits["generated"].append(codec.in_harmony(x, steps, tokens))
