@@ -244,8 +244,9 @@ def _samples(made: list[dict[str, Any]], arrays: dict[str, Any], first: int) -> 
 
 def _law_greedy_rate(law: dict[str, Any], split: str | None, fraction: float) -> float | None:
     """The share of the split's runs of 2+ tokens where the law's own greedy walk finds its most
-    likely sequence (`1 - greedy_miss_rate`), where the manifest has it for this split."""
-    if split is not None and law["heldout_fraction"] != fraction:
+    likely sequence (`1 - greedy_miss_rate`), where the manifest has it for this split; None for
+    imported data, which no law made (its "most likely" tokens are its own)."""
+    if "greedy_miss_rate" not in law or split is not None and law["heldout_fraction"] != fraction:
         return None
     miss = law["greedy_miss_rate"][split or "all"]
     return None if miss is None else 1.0 - miss
