@@ -1,4 +1,5 @@
 """Shared test settings."""
+import gc
 import os
 
 import pytest
@@ -33,6 +34,18 @@ def pytest_cmdline_main(config):
         config.option.maxprocesses = config.option.maxprocesses or MAX_WORKERS
         if config.option.dist == "no":
             config.option.dist = "loadfile"
+
+
+def pytest_collection_finish(session):
+    """Freezes what imports and collection left alive out of Python's garbage collector.
+
+    TensorFlow and Keras leave millions of objects that live as long as the process; each full
+    collection walked them all again, and tracing a graph allocates enough to start one often:
+    about a tenth of the chain tests' CPU time. Only those objects are frozen: whatever a test
+    makes is collected as ever.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_configure(config):

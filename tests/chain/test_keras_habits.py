@@ -43,17 +43,37 @@ def frozen():
     return net
 
 
+@pytest.fixture(scope="module")
+def _adam_chain():
+    net = make_chain(strategy="packed")
+    net.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    return net, net.get_weights()
+
+
+@pytest.fixture
+def adam_chain(_adam_chain):
+    """A packed chain compiled with Adam(1e-3) and the mean squared error, as a fresh one: its
+    first weights, the optimizer's state at zero. The tests of training callbacks share it, and so
+    the functions Keras traced for it."""
+    net, weights = _adam_chain
+    net.set_weights(weights)
+    for variable in net.optimizer.variables:
+        variable.assign(tf.zeros_like(variable))
+    net.optimizer.learning_rate = 1e-3
+    return net
+
+
 # ----------------------------------------------------------------------------- summary, metrics
 
 
-def test_summary_of_a_built_called_chain():
+def test_summary_of_a_built_called_chain(adam_chain):
     net = make_chain(strategy="packed")
     net(np.zeros((2, 3, INPUT_SIZE), "float32"), np.ones((2, 3), "int32"))
     lines = []
     net.summary(print_fn=lambda line, *_: lines.append(line))
     text = "\n".join(lines)
     assert "Total params: 423" in text and "head (Dense)" in text
-    net.compile(optimizer="adam", loss="mse")
+    net = adam_chain  # the same chain, compiled
     net.fit(ragged_dataset()[0], epochs=1, verbose=0)
     lines.clear()
     net.summary(print_fn=lambda line, *_: lines.append(line))
@@ -312,10 +332,10 @@ def test_validation_split_holds_out_the_last_samples(padded, frozen):
 # ----------------------------------------------------------------------------- callbacks
 
 
-def test_early_stopping_on_val_loss_restores_the_best_weights():
+def test_early_stopping_on_val_loss_restores_the_best_weights(adam_chain):
     data, _ = ragged_dataset()
-    net = make_chain(strategy="packed")
-    net.compile(optimizer=keras.optimizers.SGD(5.0), loss="mse")  # too large: the loss gets worse
+    net = adam_chain
+    net.optimizer.learning_rate = 5.0  # too large: the loss gets worse
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
     history = net.fit(data, validation_data=data, epochs=8, callbacks=[stop], verbose=0).history
     assert len(history["val_loss"]) < 8
@@ -323,10 +343,9 @@ def test_early_stopping_on_val_loss_restores_the_best_weights():
     assert net.evaluate(data, verbose=0, return_dict=True)["loss"] == pytest.approx(best, rel=1e-4)
 
 
-def test_model_checkpoint_keras_file_and_weights_only(tmp_path):
+def test_model_checkpoint_keras_file_and_weights_only(adam_chain, tmp_path):
     data, (x, steps, _) = ragged_dataset()
-    net = make_chain(strategy="packed")
-    net.compile(optimizer="adam", loss="mse")
+    net = adam_chain
     whole = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"), monitor="loss", save_best_only=True)
     weights = keras.callbacks.ModelCheckpoint(str(tmp_path / "w.weights.h5"), save_weights_only=True)
     net.fit(data, epochs=2, callbacks=[whole, weights], verbose=0)
@@ -339,10 +358,9 @@ def test_model_checkpoint_keras_file_and_weights_only(tmp_path):
     np.testing.assert_allclose(other(x, steps).flat_values.numpy(), want, atol=1e-6)
 
 
-def test_tensorboard_writes_epoch_scalars(tmp_path):
+def test_tensorboard_writes_epoch_scalars(adam_chain, tmp_path):
     data, _ = ragged_dataset()
-    net = make_chain(strategy="packed")
-    net.compile(optimizer="adam", loss="mse")
+    net = adam_chain
     net.fit(data, validation_data=data, epochs=2, verbose=0,
             callbacks=[keras.callbacks.TensorBoard(str(tmp_path))])  # fmt: skip
     tags = set()
@@ -353,10 +371,10 @@ def test_tensorboard_writes_epoch_scalars(tmp_path):
     assert (tmp_path / "validation").is_dir()
 
 
-def test_reduce_lr_on_plateau_lowers_the_rate():
+def test_reduce_lr_on_plateau_lowers_the_rate(adam_chain):
     data, _ = ragged_dataset()
-    net = make_chain(strategy="packed")
-    net.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    net = adam_chain
+    net.optimizer.learning_rate = 1e-2
     plateau = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0)
     history = net.fit(data, epochs=3, callbacks=[plateau], verbose=0).history
     # Logged at each epoch's end, before that epoch's reduction; the first epoch sets the best.
@@ -370,10 +388,9 @@ class _Interrupt(keras.callbacks.Callback):
             raise RuntimeError("interrupted")
 
 
-def test_backup_and_restore_resumes_after_an_interruption(tmp_path):
+def test_backup_and_restore_resumes_after_an_interruption(adam_chain, tmp_path):
     data, _ = ragged_dataset()
-    net = make_chain(strategy="packed")
-    net.compile(optimizer="adam", loss="mse")
+    net = adam_chain
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(RuntimeError, match="interrupted"):
         net.fit(data, epochs=4, callbacks=[backup, _Interrupt()], verbose=0)
