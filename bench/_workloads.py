@@ -46,6 +46,9 @@ LAYERS: dict[str, int] = {"gru": 1, "lstm": 1, "rnn": 1, "stacked": 2, "function
 DEVICES: tuple[str, ...] = ("cpu", "gpu", "auto")
 REFERENCE = "reference"
 TORCH_STRATEGIES: tuple[str, ...] = ("torch-packed", "torch-padded")
+JAX_STRATEGIES: tuple[str, ...] = ("jax",)
+PEER_STRATEGIES: tuple[str, ...] = (*TORCH_STRATEGIES, *JAX_STRATEGIES)
+"""The peer frameworks' strategies: `bench run --peers` adds them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +106,8 @@ class Case:
             return "test_reference.py"
         if self.strategy.startswith("torch-"):
             return "test_torch.py"
+        if self.strategy in JAX_STRATEGIES:
+            return "test_jax.py"
         return "test_chain.py"
 
     @property
@@ -192,7 +197,7 @@ def build_cases(
     """Crosses the options into cases, dropping combinations that are not run.
 
     `reference` runs only for ``longest_step <= reference_max_step`` (it is the slow eager loop);
-    the torch peer runs only in the carry and reset modes. ``train-notraining`` is measured for
+    the peers (PyTorch, JAX) run only in the carry and reset modes. ``train-notraining`` is measured for
     chain's strategies only: the reference and the peer have no `training` flag to leave out; so is
     ``train-feedback`` (their model B reads IR alone).
 
@@ -217,11 +222,11 @@ def build_cases(
 
 
 def _is_run(case: Case, reference_max_step: int) -> bool:
-    peer = case.strategy == REFERENCE or case.strategy in TORCH_STRATEGIES
+    peer = case.strategy == REFERENCE or case.strategy in PEER_STRATEGIES
     if case.strategy == REFERENCE and case.longest_step > reference_max_step:
         return False
-    if case.strategy in TORCH_STRATEGIES and case.state not in ("carry", "reset"):
-        return False  # the peer implements the carry and reset modes only
+    if case.strategy in PEER_STRATEGIES and case.state not in ("carry", "reset"):
+        return False  # the peers implement the carry and reset modes only
     return not (peer and case.phase in CHAIN_ONLY_PHASES)
 
 
@@ -295,6 +300,6 @@ DEFAULT_LONGEST_STEPS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 def quick_sweep(chain_strategies: list[str]) -> Sweep:
     """The sweep of a bare ``pytest bench/cases`` on the CPU: L in (1, 4), `QUICK_SIZES`, 3 rounds,
     every strategy, forward calls and train steps of the GRU cell."""
-    strategies = [*chain_strategies, REFERENCE, *TORCH_STRATEGIES]
+    strategies = [*chain_strategies, REFERENCE, *PEER_STRATEGIES]
     cases = build_cases(strategies, list(STATES), ["forward", "train"], list(QUICK_LONGEST_STEPS), "uniform", "cpu")
     return Sweep(tuple(cases), sizes=QUICK_SIZES, rounds=3)

@@ -49,15 +49,15 @@ def test_workload_is_deterministic_and_targets_match_steps():
 
 def test_build_cases_limits_reference_and_peers():
     cases = build_cases(
-        ["packed", "reference", "torch-packed"], ["carry", "init"], ["train"], [4, 16], "zipf", "cpu",
+        ["packed", "reference", "torch-packed", "jax"], ["carry", "init"], ["train"], [4, 16], "zipf", "cpu",
         reference_max_step=8,
     )
     ids = {c.id for c in cases}
     assert "reference-carry-train-L4-zipf-cpu-gru-H64" in ids
     assert "reference-carry-train-L16-zipf-cpu-gru-H64" not in ids
-    assert not any(c.strategy == "torch-packed" and c.state == "init" for c in cases)
-    assert len(cases) == 4 + 2 + 2
-    assert {c.module for c in cases} == {"test_chain.py", "test_reference.py", "test_torch.py"}
+    assert not any(c.strategy in ("torch-packed", "jax") and c.state == "init" for c in cases)
+    assert len(cases) == 4 + 2 + 2 + 2
+    assert {c.module for c in cases} == {"test_chain.py", "test_reference.py", "test_torch.py", "test_jax.py"}
 
 
 def test_build_cases_crosses_cells_and_hidden_sizes():
@@ -72,8 +72,8 @@ def test_build_cases_crosses_cells_and_hidden_sizes():
     assert "packed-carry-train-notraining-L4-uniform-cpu-lstm-H256" in {c.id for c in cases}
     assert cases[0].sizes(Sizes(batch=3)) == Sizes(batch=3, hidden=16)
     assert build_cases(["packed"], ["carry"], ["train"], [4], "uniform", "cpu")[0].cell == "gru"
-    feedback = build_cases(["packed", "reference", "torch-packed"], ["carry"], ["train-feedback"], [4], "uniform",
-                           "cpu")  # fmt: skip
+    feedback = build_cases(["packed", "reference", "torch-packed", "jax"], ["carry"], ["train-feedback"], [4],
+                           "uniform", "cpu")  # fmt: skip
     assert [c.strategy for c in feedback] == ["packed"]  # the peers' model B reads IR alone
 
 
