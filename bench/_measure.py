@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from bench._workloads import Case, Sizes, Sweep, make_workload, real_flops
+from bench._workloads import DECODERS, GENERATE_PHASES, Case, Sizes, Sweep, make_workload, real_flops
 
 FAULT_ENV = "BENCH_FAULT"
 
@@ -311,17 +311,22 @@ def figures(
     Returns:
         ``samples_per_s``, ``real_steps_per_s``, ``padded_steps_per_s``, ``real_steps``,
         ``padded_steps`` (batch * T * L), ``trace_s`` (first call minus the median call),
-        ``real_gflop``, ``gflop_per_s`` (of `case.cell` at `case.hidden`) and the sizes.
+        ``real_gflop``, ``gflop_per_s`` (of `case.cell` at `case.hidden`) and the sizes; in a
+        generation phase also ``tokens`` (those of one sequence per sample: ``real_steps``),
+        ``tokens_per_s`` and ``decoder`` (`bench._workloads.DECODERS`), else None for them.
     """
     sizes = case.sizes(sweep.sizes)
+    generating = case.phase in GENERATE_PHASES
     counts = {
         "real_steps": int(steps.sum()),
         "padded_steps": sizes.batch * sizes.timesteps * case.longest_step,
         "real_gflop": real_flops(sizes, steps, case.phase, case.cell) / 1e9,
         "batch": sizes.batch,
+        "tokens": int(steps.sum()) if generating else None,
     }
     return {
         **counts,
+        "decoder": DECODERS.get(case.phase),
         **rates(counts, median_s),
         "trace_s": max(first_call_s - (median_s or 0.0), 0.0),
         "timesteps": sizes.timesteps,
@@ -336,12 +341,17 @@ RATES = {
     "real_steps_per_s": "real_steps",
     "padded_steps_per_s": "padded_steps",
     "gflop_per_s": "real_gflop",
+    "tokens_per_s": "tokens",
 }  # each rate figure and the count it divides by the median time
 
 
 def rates(counts: dict[str, Any], median_s: float | None) -> dict[str, float | None]:
-    """The `RATES` figures from `counts` (the fields they name) at `median_s` per call (None: no timing)."""
-    return {rate: counts[count] / median_s if median_s else None for rate, count in RATES.items()}
+    """The `RATES` figures from `counts` (the fields they name) at `median_s` per call (None: no
+    timing, or no such count, as ``tokens`` outside the generation phases)."""
+    return {
+        rate: counts[count] / median_s if median_s and counts.get(count) is not None else None
+        for rate, count in RATES.items()
+    }
 
 
 @contextlib.contextmanager

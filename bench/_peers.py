@@ -3,6 +3,8 @@
 - ``reference``: the question's nested loops (`bench._reference`), op by op in plain eager mode
   (an eager GradientTape for training), the way the widely cited answer was run: at each ``t``
   the inner loop runs ``max_b steps[b, t]`` steps, the longest run at that ``t``.
+- ``per-sample``: the generation phases' baseline (`bench._per_sample`), one sample, one outer
+  step and one inner step at a time through a compiled step.
 - ``torch-packed`` / ``torch-padded``: the same workload in PyTorch, float32, with ``nn.GRU`` as
   model A, the same cell type as chain's model B (``nn.GRU``, ``nn.LSTM``, ``nn.RNN``, a 2-layer
   ``nn.GRU``; see `torch_model_b`; its input projection is fused over all steps) and an
@@ -28,10 +30,12 @@ import importlib.metadata
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from ragged_common.checks import check_choice
 
 from bench._tf_framework import TensorFlowFramework, build_chain, step_program, tf_versions
-from bench._workloads import Case, Sizes
+from bench._workloads import BEAM_PHASE, BEAM_WIDTH, Case, Sizes
 
 
 class ReferenceFramework(TensorFlowFramework):
@@ -44,6 +48,24 @@ class ReferenceFramework(TensorFlowFramework):
         net = build_chain(case, sizes, seed, strategy="loop", compiled=False)
         values = functools.partial(reference_values, net)
         return step_program(net, workload, case.phase, graph=False, values=values)
+
+
+class PerSampleFramework(TensorFlowFramework):
+    """`bench._measure.Framework` of the generation baseline (`bench._per_sample`)."""
+
+    def build(self, case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) -> Callable[[], float]:
+        """`bench._per_sample.PerSampleGenerator` (or `PerSampleBeam`) with a token chain's
+        weights; its step traced and its first sample run on a one-step input before it is
+        returned."""
+        from bench._per_sample import PICKS, PerSampleBeam, PerSampleGenerator
+
+        net = build_chain(case, sizes, seed, strategy="loop", compiled=False)
+        x, steps = workload["x"], workload["steps"]
+        net.build(x.shape)
+        beam = case.phase == BEAM_PHASE
+        generator = PerSampleBeam(net, BEAM_WIDTH) if beam else PerSampleGenerator(net, PICKS[case.phase], seed)
+        generator.generate(x[:1, :1], np.ones([1, 1], np.int32))
+        return lambda: float(np.sum(generator.generate(x, steps)))
 
 
 def torch_import_error() -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench._workloads import PHASES, Sizes
+from bench._workloads import GENERATE_PHASES, PHASES, Sizes
 from ragged_common import atomic
 
 MIB = 2.0**20
@@ -54,7 +54,8 @@ def _cells(row: dict[str, Any], memory_field: str) -> list[str]:
     return [
         text("strategy"), text("cell"), text("hidden"), text("state"), text("phase"), text("longest_step"),
         text("lengths"), text("device"),
-        _num(row.get("median_s"), 1e-3), _num(row.get("real_steps_per_s")), _num(row.get("samples_per_s")),
+        _num(row.get("median_s"), 1e-3), _num(row.get("real_steps_per_s")), _num(row.get("tokens_per_s")),
+        _num(row.get("samples_per_s")),
         _num(memory, MIB), _num(row.get("trace_s")), _num(row.get("gflop_per_s")),
         _num(row.get("matmul_peak_gflop_per_s")), _versus(row), status[:70],
     ]
@@ -69,7 +70,7 @@ def _versus(row: dict[str, Any]) -> str:
 
 HEADERS = [
     "strategy", "cell", "H", "state", "phase", "L", "lengths", "device", "median ms", "real steps/s",
-    "samples/s", "peak MiB ({})", "trace s", "GFLOP/s", "matmul peak GFLOP/s", "vs partner", "status",
+    "tokens/s", "samples/s", "peak MiB ({})", "trace s", "GFLOP/s", "matmul peak GFLOP/s", "vs partner", "status",
 ]
 
 
@@ -94,10 +95,11 @@ def progress_line(done: int, total: int, row: dict[str, Any]) -> str:
     key = memory_key([row])
     memory = row.get(key)
     versus = "" if row.get("versus_ratio") in (None, "") else f", {_versus(row)}"
+    tokens = row.get("tokens_per_s") not in (None, "")
+    rate = f"{_num(row['tokens_per_s'])} tokens/s" if tokens else f"{_num(row.get('real_steps_per_s'))} real steps/s"
     return (
-        f"[{done}/{total}] {case}: {_num(row.get('median_s'), 1e-3)} ms, "
-        f"{_num(row.get('real_steps_per_s'))} real steps/s, peak {_num(memory, MIB)} MiB ({MEMORY_LABELS[key]})"
-        f"{versus}"
+        f"[{done}/{total}] {case}: {_num(row.get('median_s'), 1e-3)} ms, {rate}, "
+        f"peak {_num(memory, MIB)} MiB ({MEMORY_LABELS[key]}){versus}"
     )
 
 
@@ -135,13 +137,21 @@ def _series(rows: list[dict[str, Any]], state: str, phase: str, metric: str) -> 
     return {key: sorted(points) for key, points in sorted(out.items())}
 
 
+def throughput_panel(phase: str) -> tuple[str, str, float, str]:
+    """The throughput panel of `phase`: generated tokens per second in a generation phase, else
+    real inner steps per second."""
+    if phase in GENERATE_PHASES:
+        return ("tokens_per_s", "generated tokens / s", 1.0, phase)
+    return ("real_steps_per_s", "real inner steps / s", 1.0, phase)
+
+
 def layout(rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str, float, str]], list[str], dict]:
     """What `plot` draws, without matplotlib: the state columns, the panel rows `(metric, label,
     scale, phase)`, the series labels, and each panel's series by `(state, row)`."""
     states = sorted({r["state"] for r in rows}, key=str) or ["carry"]  # a record may lack its state
     phases = [p for p in PHASES if any(r["phase"] == p for r in rows)] or ["forward"]
     memory = memory_key(rows)
-    panels = [("real_steps_per_s", "real inner steps / s", 1.0, p) for p in phases]
+    panels = [throughput_panel(p) for p in phases]
     panels += [(memory, f"peak memory (MiB, {MEMORY_LABELS[memory]})", MIB, p) for p in phases]
     labels = sorted({series_label(r, rows) for r in rows})
     series = {(state, i): _series(rows, state, phase, metric)
@@ -150,10 +160,11 @@ def layout(rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str, 
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Saves a PNG: real inner steps per second and peak memory against `longest_step`.
+    """Saves a PNG: throughput and peak memory against `longest_step`.
 
-    One column per state mode and one row per metric and phase (throughput of forward calls,
-    of train steps, then peak memory of each); one colour per strategy; log-log axes. Peak memory
+    One column per state mode and one row per metric and phase (throughput of forward calls and
+    train steps in real inner steps per second, of generation calls in generated tokens per
+    second, then peak memory of each); one colour per strategy; log-log axes. Peak memory
     is that of the table (see `table`).
 
     Returns:

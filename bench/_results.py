@@ -42,6 +42,7 @@ from ragged_common import atomic, reading
 STAT_COLUMNS = ("median_s", "mean_s", "min_s", "max_s", "stddev_s", "rounds", "passes")
 FIGURE_COLUMNS = (
     "samples_per_s", "real_steps_per_s", "padded_steps_per_s", "real_steps", "padded_steps",
+    "tokens_per_s", "tokens", "decoder",
     "trace_s", "peak_rss_bytes", "build_rss_bytes", "peak_tensor_bytes", "peak_device_bytes",
     "peak_rss_method", "real_gflop", "gflop_per_s", "matmul_batch_gflop_per_s", "matmul_peak_gflop_per_s",
     "batch", "timesteps", "threads", "load_avg_1m", "tensorflow_version", "keras_version", "torch_version",
@@ -161,8 +162,7 @@ def merge_visits(visits: list[dict[str, Any]]) -> dict[str, Any]:
     first = visits[0]["benchmark"]
     extras = [v["benchmark"].get("extra_info") or {} for v in visits]
     extra = dict(first.get("extra_info") or {})
-    if all(count in extra for count in RATES.values()):
-        extra.update(rates(extra, stats.median))
+    extra.update({rate: value for rate, value in rates(extra, stats.median).items() if RATES[rate] in extra})
     traces = [e["trace_s"] for e in extras if e.get("trace_s") is not None]
     if traces:
         extra["trace_s"] = float(statistics.median_high(traces))
@@ -311,6 +311,7 @@ def _run_id(value: Any, path: Path) -> str:
 TEXT_PARAMS = ("strategy", "state", "phase", "lengths", "device", "cell")
 TEXT_FIGURES = (
     "peak_rss_method", "tensorflow_version", "keras_version", "torch_version", "jax_version", "optax_version", "versus",
+    "decoder",
 )
 
 

@@ -1,4 +1,5 @@
-"""TensorFlow side of the cases: chain models, the timed forward and train steps, the matmul peak.
+"""TensorFlow side of the cases: chain models, the timed forward and train steps and generation
+calls, the matmul peak.
 
 TensorFlow is imported lazily so that the CLI and the torch cases start without it.
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragged_common.checks import check_choice
 
-from bench._workloads import CELLS, GATES, Case, Sizes
+from bench._workloads import BEAM_WIDTH, CELLS, GATES, GENERATE_PHASES, SAMPLING, Case, Sizes, token_width
 
 if TYPE_CHECKING:
     from chain import Chain
@@ -146,6 +147,8 @@ def build_chain(case: Case, sizes: Sizes, seed: int, *, strategy: str, compiled:
     """A `chain.Chain` of a GRU (model A), `case.cell` (model B) and a dense head.
 
     Model A and model B have ``case.hidden`` units; model A's output (IR) has as many features.
+    In the generation phases it is a token chain with feedback over ``V = sizes.output_size``
+    tokens: B reads ``[IR, embedding of the previous token]``.
 
     Returns:
         The Chain; called on ``x`` (batch, T, input_size) and ``steps`` (batch, T) it returns a
@@ -155,16 +158,31 @@ def build_chain(case: Case, sizes: Sizes, seed: int, *, strategy: str, compiled:
     from chain import Chain
 
     keras.utils.set_random_seed(seed)
-    feedback = case.phase == "train-feedback"  # B then reads [IR, previous output]
+    tokens = case.phase in GENERATE_PHASES
+    feedback = tokens or case.phase == "train-feedback"  # B then reads [IR, previous output]
+    fed_width = (token_width(sizes) if tokens else sizes.output_size) if feedback else 0
     return Chain(
         keras.layers.GRU(case.hidden, return_sequences=True),
-        build_model_b(case.cell, case.hidden, case.hidden + (sizes.output_size if feedback else 0)),
-        output_size=sizes.output_size,
+        build_model_b(case.cell, case.hidden, case.hidden + fed_width),
+        output_size=None if tokens else sizes.output_size,
+        vocab_size=sizes.output_size if tokens else None,
         state=case.state,
         strategy=strategy,
         compiled=compiled,
         feedback=feedback,
     )
+
+
+def decoder_for(phase: str, seed: int) -> Any:
+    """The `chain.Decoder` of a generation phase (`bench._workloads.GENERATE_PHASES`)."""
+    import chain
+
+    phase = check_choice("phase", phase, GENERATE_PHASES)
+    if phase == "generate-greedy":
+        return chain.Greedy()
+    if phase == "generate-sampling":
+        return chain.Sampler(**SAMPLING, seed=seed)
+    return chain.Beam(BEAM_WIDTH)
 
 
 def chain_values(net: "Chain", x: Any, steps: Any, training: bool) -> Any:
@@ -249,6 +267,39 @@ def step_program(
     return lambda: float(fn(*args))
 
 
+def _generated_sum(net: "Chain", decoder: Any, x: Any, steps: Any) -> Any:
+    import tensorflow as tf
+
+    return tf.reduce_sum(net.generate(x, steps, decoder=decoder).flat_values)
+
+
+def generate_program(net: "Chain", workload: dict[str, Any], decoder: Any, *, graph: bool) -> Callable[[], float]:
+    """The timed callable of one ``net.generate(x, steps, decoder=decoder)`` of a token chain.
+
+    Args:
+        net: A token chain with feedback.
+        workload: ``x`` (batch, T, input_size) and ``steps`` (batch, T).
+        decoder: A `chain.Decoder`.
+        graph: Call `generate` inside a user `tf.function` with ``None`` batch and T dimensions
+            (traced and optimised on a one-sample input before it is returned); otherwise call
+            it eagerly, as the chain's own compiled graph runs it.
+
+    Returns:
+        A callable that generates the tokens and returns their sum as a Python float (which
+        waits for the device).
+    """
+    import tensorflow as tf
+
+    x, steps = tf.constant(workload["x"]), tf.constant(workload["steps"])
+    net.build(tuple(x.shape))
+    fn = functools.partial(_generated_sum, net, decoder)
+    if graph:
+        signature = [tf.TensorSpec((None, None, x.shape[-1]), tf.float32), tf.TensorSpec((None, None), tf.int32)]
+        fn = tf.function(fn, input_signature=signature)
+        float(fn(x[:1, :1], tf.ones([1, 1], tf.int32)))
+    return lambda: float(fn(x, steps))
+
+
 class TensorFlowFramework:
     """`bench._measure.Framework` for chain strategies, called from a graph or eagerly."""
 
@@ -292,10 +343,13 @@ class TensorFlowFramework:
         }
 
     def build(self, case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) -> Callable[[], float]:
-        """A chain strategy in a user `tf.function`, or called eagerly for ``eager-*``."""
+        """A chain strategy in a user `tf.function`, or called eagerly for ``eager-*``: a forward
+        call or train step (`step_program`), or a generation call (`generate_program`)."""
         eager = case.strategy.startswith("eager-")
         strategy = case.strategy.removeprefix("eager-")
         net = build_chain(case, sizes, seed, strategy=strategy, compiled=True)
+        if case.phase in GENERATE_PHASES:
+            return generate_program(net, workload, decoder_for(case.phase, seed), graph=not eager)
         return step_program(net, workload, case.phase, graph=not eager)
 
 

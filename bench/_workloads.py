@@ -30,12 +30,28 @@ from ragged_common.checks import check_choice
 LENGTH_LAWS: tuple[str, ...] = ("uniform", "zipf")
 """The laws of `datagen.LENGTHS` that a sweep draws from."""
 STATES: tuple[str, ...] = ("carry", "reset")
-PHASES: tuple[str, ...] = ("forward", "train", "train-notraining", "train-feedback")
+BEAM_WIDTH = 4
+BEAM_PHASE = f"generate-beam{BEAM_WIDTH}"
+"""The beam search phase, of `BEAM_WIDTH` hypotheses."""
+GENERATE_PHASES: tuple[str, ...] = ("generate-greedy", "generate-sampling", BEAM_PHASE)
+"""``net.generate(x, steps, decoder=...)`` of a token chain with feedback (`vocab_size` V =
+``Sizes.output_size``): each chosen token's embedding feeds the next inner step. The decoder is
+``chain.Greedy()``, ``chain.Sampler(**SAMPLING)`` or ``chain.Beam(BEAM_WIDTH)``."""
+PHASES: tuple[str, ...] = ("forward", "train", "train-notraining", "train-feedback", *GENERATE_PHASES)
 """``train`` calls ``net(x, steps, training=True)`` in its tape, as `fit` does; ``train-notraining``
 is the same step with the flag left out, as many custom loops write it; ``train-feedback`` is the
-``train`` step of a chain built with ``feedback=True``, teacher-forced with the targets."""
+``train`` step of a chain built with ``feedback=True``, teacher-forced with the targets; the
+`GENERATE_PHASES` generate tokens."""
 TRAIN_PHASES: tuple[str, ...] = ("train", "train-notraining", "train-feedback")
 CHAIN_ONLY_PHASES: tuple[str, ...] = ("train-notraining", "train-feedback")
+SAMPLING: dict[str, float] = {"temperature": 1.0, "top_p": 0.9}
+"""The sampler of ``generate-sampling`` (nucleus sampling at temperature 1), seeded by the sweep's seed."""
+DECODERS: dict[str, str] = {
+    "generate-greedy": "greedy",
+    "generate-sampling": "sampling " + " ".join(f"{k}={v}" for k, v in SAMPLING.items()),
+    BEAM_PHASE: f"beam width={BEAM_WIDTH}",
+}
+"""How each generation phase picks its tokens, as ``extra_info["decoder"]`` records it."""
 CELLS: tuple[str, ...] = ("gru", "lstm", "rnn", "stacked", "functional")
 """Model B: ``GRUCell(H)``, ``LSTMCell(H)``, ``SimpleRNNCell(H)``, ``StackedRNNCells`` of two
 ``GRUCell(H)``, or a functional ``Model([ipt, state], [out, new_state])`` around one
@@ -45,6 +61,9 @@ GATES: dict[str, int] = {"gru": 3, "lstm": 4, "rnn": 1, "stacked": 3, "functiona
 LAYERS: dict[str, int] = {"gru": 1, "lstm": 1, "rnn": 1, "stacked": 2, "functional": 1}
 DEVICES: tuple[str, ...] = ("cpu", "gpu", "auto")
 REFERENCE = "reference"
+BASELINE = "per-sample"
+"""The generation phases' baseline: one sample, one outer step and one inner step at a time
+(`bench._per_sample`)."""
 TORCH_STRATEGIES: tuple[str, ...] = ("torch-packed", "torch-padded")
 JAX_STRATEGIES: tuple[str, ...] = ("jax",)
 PEER_STRATEGIES: tuple[str, ...] = (*TORCH_STRATEGIES, *JAX_STRATEGIES)
@@ -60,7 +79,8 @@ class Sizes:
         timesteps: Outer steps ``T``.
         input_size: Features of ``x``.
         hidden: Units of model A (a GRU) and model B, unless a case sets its own (`Case.hidden`).
-        output_size: Units of the dense head on B's output.
+        output_size: Units of the dense head on B's output; in the `GENERATE_PHASES` the
+            vocabulary size V (the head gives the logits).
     """
 
     batch: int = 64
@@ -104,6 +124,8 @@ class Case:
         """The case module (in `bench/cases`) that measures this case."""
         if self.strategy == REFERENCE:
             return "test_reference.py"
+        if self.strategy == BASELINE:
+            return "test_per_sample.py"
         if self.strategy.startswith("torch-"):
             return "test_torch.py"
         if self.strategy in JAX_STRATEGIES:
@@ -196,10 +218,12 @@ def build_cases(
 ) -> list[Case]:
     """Crosses the options into cases, dropping combinations that are not run.
 
-    `reference` runs only for ``longest_step <= reference_max_step`` (it is the slow eager loop);
-    the peers (PyTorch, JAX) run only in the carry and reset modes. ``train-notraining`` is measured for
-    chain's strategies only: the reference and the peer have no `training` flag to leave out; so is
-    ``train-feedback`` (their model B reads IR alone).
+    `reference` and `BASELINE` run only for ``longest_step <= reference_max_step`` (they are
+    the slow loops); the peers (PyTorch, JAX) run only in the carry and reset modes.
+    ``train-notraining`` is measured for chain's strategies only: the reference and the peers have
+    no `training` flag to leave out; so is ``train-feedback`` (their model B reads IR alone). The
+    `GENERATE_PHASES` are measured for chain's strategies and `BASELINE`, which measures nothing
+    else.
 
     Args:
         cells: Model-B cells (`CELLS`); default ``["gru"]``.
@@ -222,12 +246,15 @@ def build_cases(
 
 
 def _is_run(case: Case, reference_max_step: int) -> bool:
-    peer = case.strategy == REFERENCE or case.strategy in PEER_STRATEGIES
-    if case.strategy == REFERENCE and case.longest_step > reference_max_step:
+    generating = case.phase in GENERATE_PHASES
+    if case.strategy in (REFERENCE, BASELINE) and case.longest_step > reference_max_step:
         return False
+    if case.strategy == BASELINE:
+        return generating
     if case.strategy in PEER_STRATEGIES and case.state not in ("carry", "reset"):
         return False  # the peers implement the carry and reset modes only
-    return not (peer and case.phase in CHAIN_ONLY_PHASES)
+    peer = case.strategy == REFERENCE or case.strategy in PEER_STRATEGIES
+    return not (peer and (case.phase in CHAIN_ONLY_PHASES or generating))
 
 
 def make_steps(
@@ -258,6 +285,11 @@ def make_workload(sizes: Sizes, longest_step: int, lengths: str, seed: int) -> d
     return {"x": x, "steps": steps, "y_values": y_values}
 
 
+def token_width(sizes: Sizes) -> int:
+    """Width of the token embedding fed back in the `GENERATE_PHASES`: chain's default, min(V, 16)."""
+    return min(sizes.output_size, 16)
+
+
 def real_flops(sizes: Sizes, steps: np.ndarray, phase: str, cell: str = "gru") -> float:
     """FLOPs of the real work of model B and the head, as the roofline counts them.
 
@@ -267,7 +299,10 @@ def real_flops(sizes: Sizes, steps: np.ndarray, phase: str, cell: str = "gru") -
     every step), plus the head, ``2 * H * O``. Per non-empty ``(b, t)`` run: the first layer's
     input projection once (B's input is ``IR[b, t]`` repeated, so it need not be recomputed per
     step). Gate element-wise work and model A are not counted. A train step counts 3 times the
-    forward FLOPs (forward, plus the two matmuls of each backward product).
+    forward FLOPs (forward, plus the two matmuls of each backward product). A generation phase adds,
+    per real inner step, the first layer's matmul of the fed-back token's embedding,
+    ``2 * D * G * H`` with ``D = token_width(sizes)``; a beam search runs every inner step for
+    each of its `BEAM_WIDTH` hypotheses.
 
     Args:
         sizes: Workload sizes (``H = hidden``, ``O = output_size``; IR has ``H`` features).
@@ -281,6 +316,10 @@ def real_flops(sizes: Sizes, steps: np.ndarray, phase: str, cell: str = "gru") -
     h, o = sizes.hidden, sizes.output_size
     matmul = 2 * h * GATES[cell] * h
     per_step = (2 * LAYERS[cell] - 1) * matmul + 2 * h * o
+    if phase in GENERATE_PHASES:  # B's input also holds the token just chosen, new at every step
+        per_step += 2 * token_width(sizes) * GATES[cell] * h
+    if phase == BEAM_PHASE:
+        per_step *= BEAM_WIDTH
     per_run = matmul
     flops = float(steps.sum()) * per_step + float(np.count_nonzero(steps)) * per_run
     return flops * (3.0 if phase in TRAIN_PHASES else 1.0)

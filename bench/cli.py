@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import click
 
 from bench import _report, _results, _runner, _workloads
-from bench._workloads import CELLS, PEER_STRATEGIES, PHASES, REFERENCE, Sweep
+from bench._workloads import BASELINE, CELLS, PEER_STRATEGIES, PHASES, REFERENCE, Sweep
 from ragged_common import atomic
 from ragged_common.bounds import INT32_MAX, UINT32_MAX
 from ragged_common.checks import OptionError, check_int, check_int_list, check_number, check_subset
@@ -60,14 +60,15 @@ def known_strategies() -> tuple[str, ...]:
     from bench._tf_framework import chain_strategies
 
     chain_names = (*chain_strategies(), "auto")
-    return (*chain_names, *(f"eager-{s}" for s in chain_names), REFERENCE, *PEER_STRATEGIES)
+    return (*chain_names, *(f"eager-{s}" for s in chain_names), REFERENCE, BASELINE, *PEER_STRATEGIES)
 
 
 def default_strategies() -> list[str]:
-    """Chain's strategies, ``eager-auto`` (a plain eager call), and ``reference``."""
+    """Chain's strategies, ``eager-auto`` (a plain eager call), ``reference`` and the generation
+    baseline (which measures only the generation phases)."""
     from bench._tf_framework import chain_strategies
 
-    return [*chain_strategies(), "eager-auto", REFERENCE]
+    return [*chain_strategies(), "eager-auto", REFERENCE, BASELINE]
 
 
 def _strategies(value: str | None, peers: bool) -> list[str]:
@@ -148,7 +149,8 @@ def _check_versus(versus: tuple[str, str] | None) -> None:
         return
     field, choice = versus
     # a partner runs in its case's process: a strategy partner is one of chain's
-    allowed = PHASES if field == "phase" else tuple(s for s in known_strategies() if s not in (REFERENCE, *PEER_STRATEGIES))
+    others = (REFERENCE, BASELINE, *PEER_STRATEGIES)
+    allowed = PHASES if field == "phase" else tuple(s for s in known_strategies() if s not in others)
     if choice not in allowed:
         error = OptionError("versus", f"{field}=VALUE with VALUE one of {', '.join(allowed)}", "=".join(versus))
         raise bad_parameter(error)
@@ -209,8 +211,9 @@ def _interrupt(signum: int, frame: Any) -> None:
               help="Comma-separated longest_step values L (--quick: 1,4).")
 @click.option("--strategies", default=None,
               help="Comma-separated strategies: chain's (loop, padded, packed, auto), eager-NAME (a chain "
-                   "strategy called eagerly, no user tf.function), reference, torch-packed, torch-padded, jax. "
-                   "Default: chain's, eager-auto and reference.")
+                   "strategy called eagerly, no user tf.function), reference, per-sample (the generation "
+                   "phases' baseline, one sample and one step at a time), torch-packed, torch-padded, jax. "
+                   "Default: chain's, eager-auto, reference and per-sample.")
 @click.option("--states", default="carry,reset", show_default=True,
               callback=checked(check_subset, ("carry", "reset", "init")),
               help="Comma-separated state modes.")
@@ -218,7 +221,10 @@ def _interrupt(signum: int, frame: Any) -> None:
               help="Comma-separated phases: forward calls, train steps (Adam) with training=True, and "
                    "train-notraining, the same train step calling the model without the flag, and "
                    "train-feedback, the train step of a feedback=True chain fed the targets (teacher "
-                   "forcing); the last two for chain's strategies only.")
+                   "forcing); the last two for chain's strategies only. generate-greedy, "
+                   f"generate-sampling ({_workloads.DECODERS['generate-sampling']}) and "
+                   f"{_workloads.BEAM_PHASE} (a beam search of width {_workloads.BEAM_WIDTH}) generate "
+                   "tokens with a token chain, timed in tokens/s, for chain's strategies and per-sample.")
 @click.option("--cells", default="gru", show_default=True, callback=checked(check_subset, CELLS),
               help="Comma-separated model B cells: gru (GRUCell), lstm (LSTMCell), rnn (SimpleRNNCell), "
                    "stacked (StackedRNNCells of 2 GRUCells), functional (a functional Model around one "
@@ -265,7 +271,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 @click.option("--timesteps", type=int, callback=_count(1), default=32, show_default=True,
               help="Outer steps T (--quick: 8).")
 @click.option("--reference-max-step", type=int, callback=_count(0), default=8, show_default=True,
-              help="Largest L at which the slow eager reference runs.")
+              help="Largest L at which the slow loops run: the eager reference and the per-sample "
+                   "generation baseline.")
 @click.option("--isolate", type=Choice(("group", "case")), default="group", show_default=True,
               help="One child process per case module, or per case (slower).")
 @click.option("--seed", type=int, callback=checked(check_int, 0, UINT32_MAX), default=0, show_default=True,
@@ -284,7 +291,10 @@ def run(ctx: click.Context, **opts: Any) -> None:
     """
     sweep = _options_sweep(ctx, opts)
     if not sweep.cases:
-        raise click.UsageError("the options select no case (reference runs only for L <= --reference-max-step)")
+        raise click.UsageError(
+            "the options select no case (reference and per-sample run only for L <= --reference-max-step, "
+            "per-sample only in the generation phases)"
+        )
     check_output_dir(opts["out"], "'--out'")
     check_output_dir(opts["storage"], "'--storage'")
     if opts["dry_run"]:

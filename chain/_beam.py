@@ -138,9 +138,9 @@ class BeamSearch:
         states = [tf.repeat(s, width, axis=0) for s in init]
         logp = tf.tile(tf.concat([[0.0], tf.fill([width - 1], -math.inf)], 0)[None], tf.stack([rows, 1]))
         count = tf.zeros(tf.stack([rows, width]), tf.int32)
-        arrays = [tf.TensorArray(d, size=0, dynamic_size=True, element_shape=[None, width])
-                  for d in (tf.int32, tf.int32, tf.float32)]  # fmt: skip
-        seg_ids = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[])
+        most = segments * tf.cast(self.cap, tf.int32)  # lockstep steps at most
+        arrays = [tf.TensorArray(d, size=most, element_shape=[None, width]) for d in (tf.int32, tf.float32)]
+        seg_ids = tf.TensorArray(tf.int32, size=most, element_shape=[])
 
         def segment(s, g, states, logp, count, arrays, seg_ids):
             xk = tf.repeat(xp[:, s], width, axis=0)
@@ -158,19 +158,20 @@ class BeamSearch:
             _, g, states, logp, count, _, _, arrays, seg_ids = tf.while_loop(
                 going, step, (0, g, states, logp, count, n, done, arrays, seg_ids),
                 shape_invariants=(*[tf.TensorShape([])] * 2, self._invariants(), *[tf.TensorShape([None, width])] * 4,
-                                  [None] * 3, None),  # fmt: skip
+                                  [None] * 2, None),  # fmt: skip
             )
             return s + 1, g, states, logp, count, arrays, seg_ids
 
-        _, _, states, logp, count, arrays, seg_ids = tf.while_loop(
+        _, g, states, logp, count, arrays, seg_ids = tf.while_loop(
             lambda s, *_: s < segments, segment, (0, 0, states, logp, count, arrays, seg_ids),
             shape_invariants=(*[tf.TensorShape([])] * 2, self._invariants(), *[tf.TensorShape([None, width])] * 2,
-                              [None] * 3, None),  # fmt: skip
+                              [None] * 2, None),  # fmt: skip
         )
-        tokens, scores, emitted = _backtrack(*(a.stack() for a in arrays), rows, width)
+        written = tf.range(g)
+        tokens, scores, emitted = _backtrack(*(a.gather(written) for a in arrays), rows, width, self.vocab)
         # beyond the outputs that exist (width > V ** L) a beam is padding: log probability -inf
         scores = tf.where(tf.math.is_inf(logp)[..., None], -math.inf, scores)
-        seg = tf.one_hot(seg_ids.stack(), segments, dtype=tf.int32)  # (G, S)
+        seg = tf.one_hot(seg_ids.gather(written), segments, dtype=tf.int32)  # (G, S)
         steps = tf.einsum("rkg,gs->rks", tf.cast(emitted, tf.int32), seg)
         best = [tf.reshape(s, tf.stack([rows, width, -1]))[:, 0] for s in states]
         return Found(tokens, scores, emitted, steps, best)
@@ -187,17 +188,20 @@ class BeamSearch:
         live = ~done
         # a finished hypothesis has one continuation (slot 0: "nothing"), of unchanged score
         candidates = tf.where(live[..., None], logp[..., None] + token_logp, logp[..., None] + self.only_first)
-        ranked = candidates
-        if self.beam.length_penalty:  # else the count is not needed
+        flat = lambda r: tf.reshape(r, tf.stack([rows, width * vocab]))  # noqa: E731
+        if self.beam.length_penalty:
             count = count + tf.cast(live, tf.int32)
-            ranked = candidates / self.beam.penalty(count)[..., None]
-        top = tf.math.top_k(tf.reshape(ranked, tf.stack([rows, width * vocab])), width).indices
+            top = tf.math.top_k(flat(candidates / self.beam.penalty(count)[..., None]), width).indices
+            logp = tf.gather(flat(candidates), top, batch_dims=1)
+        else:  # ranked by log p itself (and the count is not needed)
+            logp, top = tf.math.top_k(flat(candidates), width)
         parent, token = top // vocab, top % vocab
         pick = lambda values: tf.gather(values, parent, batch_dims=1)  # noqa: E731
-        logp = tf.gather(tf.reshape(candidates, tf.stack([rows, -1])), top, batch_dims=1)
-        scores = tf.gather(tf.reshape(token_logp, tf.stack([rows, -1])), top, batch_dims=1)
+        scores = tf.gather(flat(token_logp), top, batch_dims=1)
         emitted = pick(live)
-        count, n = pick(count), pick(n) + tf.cast(emitted, tf.int32)
+        n = pick(n) + tf.cast(emitted, tf.int32)
+        if self.beam.length_penalty:
+            count = pick(count)
         moved = [tf.where(tf.reshape(live, [-1])[:, None], nw, old) for nw, old in zip(new, states)]
         flat_parent = tf.reshape(parent + tf.range(rows)[:, None] * width, [-1])
         states = [tf.gather(s, flat_parent) for s in moved]
@@ -205,7 +209,8 @@ class BeamSearch:
             fed = fed_state(tf.cast(forward.embed(tf.reshape(token, [-1])), states[-1].dtype))
             states[-1] = tf.where(tf.reshape(emitted, [-1])[:, None], fed, states[-1])
         done = pick(done) | (emitted & self._stops(out, token, pick)) | (n >= seg_caps[:, None])
-        records = (tf.where(emitted, token, -1), parent, tf.where(emitted, scores, 0.0))  # -1: nothing emitted
+        # one int per hypothesis: its parent and its token + 1 (0: it emitted nothing)
+        records = (parent * (vocab + 1) + tf.where(emitted, token + 1, 0), tf.where(emitted, scores, 0.0))
         return states, logp, count, n, done, records
 
     def _stops(self, out: tf.Tensor, token: tf.Tensor, pick) -> tf.Tensor:
@@ -216,17 +221,17 @@ class BeamSearch:
         return pick(tf.reshape(self.stop(out), tf.shape(token)))
 
 
-def _backtrack(tokens, parents, scores, rows, width):
+def _backtrack(codes, scores, rows, width, vocab):
     """Each final beam's `(tokens, scores, emitted)` `(R, K, G)`, followed from its last step back
-    through its parents; `tokens` `(G, R, K)` as recorded, -1 where a hypothesis emitted nothing."""
+    through its parents; `codes` `(G, R, K)` as recorded, `parent * (V + 1) + token + 1`, with 0
+    for the token where a hypothesis emitted nothing."""
     def back(acc, step):
-        pointer = acc[0]
-        token, parent, score = (tf.gather(r, pointer, batch_dims=1) for r in step)
-        return parent, token, score
+        code, score = (tf.gather(r, acc[0], batch_dims=1) for r in step)
+        return code // (vocab + 1), code % (vocab + 1), score
 
     start = tf.tile(tf.range(width)[None], tf.stack([rows, 1]))
     initial = (start, tf.zeros_like(start), tf.zeros_like(start, tf.float32))
-    _, tokens, scores = tf.scan(back, (tokens, parents, scores), initial, reverse=True)
+    _, tokens, scores = tf.scan(back, (codes, scores), initial, reverse=True)
     to_rows = lambda r: tf.transpose(r, [1, 2, 0])  # noqa: E731
     tokens = to_rows(tokens)
-    return tf.maximum(tokens, 0), to_rows(scores), tokens >= 0
+    return tf.maximum(tokens - 1, 0), to_rows(scores), tokens > 0

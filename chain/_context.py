@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
 from . import _ragged
 from ._beam import Beam
 
+if TYPE_CHECKING:
+    from ._model import Chain
 
-def decode_runs(net: Any, x: Any, steps: Any, targets: Any, decoder: Any = None,
+
+def decode_runs(net: "Chain", x: Any, steps: Any, targets: Any, decoder: Any = None,
                 return_scores: bool = False) -> Any:  # fmt: skip
     """Decodes every `(b, t)` run of a token chain at its given length, given the target tokens
     of the runs before it.

@@ -9,8 +9,12 @@ Examples:
 
 from ._api import make as make
 from ._api import teacher_weights as teacher_weights
+from ._chorales import FEATURES as CHORALE_FEATURES
+from ._chorales import ChoraleCodec as ChoraleCodec
+from ._chorales import windows as chorale_windows
 from ._errors import DatasetError as DatasetError
 from ._generate import generate as generate
+from ._import import import_chorales as import_chorales
 from ._info import info as info
 from ._lengths import RANDOM_LENGTHS as RANDOM_LENGTHS
 from ._lengths import draw_lengths as draw_lengths
@@ -18,8 +22,10 @@ from ._make import merge as merge
 from ._params import DEFAULTS as DEFAULTS
 from ._params import FORMATS as FORMATS
 from ._params import GENERATOR_VERSION as GENERATOR_VERSION
+from ._params import IMPORTED_TASKS as IMPORTED_TASKS
 from ._params import LENGTHS as LENGTHS
 from ._params import TASKS as TASKS
+from ._params import TOKEN_TARGETS as TOKEN_TARGETS
 from ._params import TOKEN_TASKS as TOKEN_TASKS
 from ._params import ParameterError as ParameterError
 from ._read import read as read
@@ -30,17 +36,23 @@ from ._tfdata import windows_per_sample as windows_per_sample
 __version__ = GENERATOR_VERSION
 
 __all__ = [
+    "CHORALE_FEATURES",
+    "ChoraleCodec",
     "DEFAULTS",
     "DatasetError",
     "FORMATS",
     "GENERATOR_VERSION",
+    "IMPORTED_TASKS",
     "LENGTHS",
     "ParameterError",
     "RANDOM_LENGTHS",
     "TASKS",
+    "TOKEN_TARGETS",
     "TOKEN_TASKS",
+    "chorale_windows",
     "draw_lengths",
     "generate",
+    "import_chorales",
     "info",
     "load",
     "make",

@@ -7,13 +7,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ragged_common.checks import check_path
+from ragged_common.checks import check_choice, check_path
 
 from . import _manifest
 from ._errors import DatasetError
 from ._make import make_dataset
 from ._manifest import Plan
-from ._params import DEFAULTS, Spec
+from ._params import DEFAULTS, TASKS, Spec
 from ._read import manifest_path, read_truth
 from ._tasks import TEACHER_KEYS
 
@@ -77,6 +77,7 @@ def make(
             generator version; the message names the parameter and value.
         DatasetError: ``resume`` found an unreadable manifest.
     """
+    check_choice("task", task, TASKS)  # imported tasks come from `datagen import`, not from a law
     spec = Spec(task, timesteps, input_size, output_size, longest_step, lengths,
                 zero_fraction, noise, seed, teacher_hidden, vocab_size)  # fmt: skip
     plan = Plan(n_samples, shard_size, format, num_shards, shard_index)

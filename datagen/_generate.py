@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from ragged_common.checks import check_flag, check_int
+from ragged_common.checks import check_choice, check_flag, check_int
 
 from . import _lengths, _memory, _rng, _tasks, _tokens
-from ._params import DEFAULTS, TOKEN_TASKS, Spec
+from ._params import DEFAULTS, TASKS, TOKEN_TASKS, Spec
 
 X_LOW, X_HIGH = -1.0, 1.0
 """Inputs are i.i.d. uniform on [X_LOW, X_HIGH) (see ``_lengths`` for ``input`` lengths)."""
@@ -167,6 +167,7 @@ def generate(
         >>> data["x"].shape, bool(data["y_values"].shape[0] == data["steps"].sum())
         ((8, 16, 4), True)
     """
+    check_choice("task", task, TASKS)  # imported tasks come from `datagen import`, not from a law
     spec = Spec(task, timesteps, input_size, output_size, longest_step, lengths,
                 zero_fraction, noise, seed, teacher_hidden, vocab_size)  # fmt: skip
     n_samples = check_int("n_samples", n_samples, 1)

@@ -11,13 +11,13 @@ from ragged_common.checks import check_path
 
 from . import _manifest
 from ._errors import DatasetError
-from ._params import DEFAULTS, TOKEN_TASKS
+from ._params import DEFAULTS, TOKEN_TARGETS
 from ._read import manifest_path, split_range
 
 
 def _noise_floor(manifest: dict[str, Any], path: Path) -> float | None:
     value = manifest.get("noise_floor")
-    if value is None and manifest["params"]["task"] in TOKEN_TASKS:
+    if value is None and manifest["params"]["task"] in TOKEN_TARGETS:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise DatasetError(f"{path}: invalid manifest: `noise_floor` must be a finite number >= 0; received {value!r}")
@@ -77,7 +77,7 @@ def info(directory: str | os.PathLike[str], *, split: str | None = None,
         "longest_step": spec.longest_step,
         "noise": float(spec.noise),
         "noise_floor": _noise_floor(manifest, path),
-        "vocab_size": spec.vocab_size if spec.task in TOKEN_TASKS else None,
+        "vocab_size": spec.vocab_size if spec.task in TOKEN_TARGETS else None,
         "counts": {"samples": n, "timesteps": spec.timesteps, "shards": len(shards),
                    "real_steps": sum(record["real_steps"] for record in shards)},  # fmt: skip
         "splits": {"train": n - heldout, "heldout": heldout},

@@ -13,7 +13,7 @@ from ragged_common.checks import check_file_path, check_int
 
 from . import _storage
 from ._info import info
-from ._params import TOKEN_TASKS, ParameterError
+from ._params import IMPORTED_TASKS, TOKEN_TARGETS, TOKEN_TASKS, ParameterError
 from ._read import read
 
 _BAR = 40
@@ -51,7 +51,7 @@ def summary(directory: str | os.PathLike[str], verify: bool = False) -> str:
     per_sample = steps.sum() / n
     padding = timesteps * params["longest_step"] / per_sample if per_sample else float("inf")
     state = f" (state: {law['state']})" if "state" in law else ""
-    tokens = params["task"] in TOKEN_TASKS
+    tokens = params["task"] in TOKEN_TARGETS
     targets = f"vocab_size {params['vocab_size']}" if tokens else f"output_size {params['output_size']}"
     lines = [
         f"dataset      {directory} ({params['format']}, {manifest['counts']['shards']} shards, "
@@ -62,11 +62,38 @@ def summary(directory: str | os.PathLike[str], verify: bool = False) -> str:
         f"real steps   {int(steps.sum())} ({per_sample:.2f} per sample, {per_sample / timesteps:.2f} per outer step)",
         f"padding      T * longest_step / mean real steps = {timesteps} * {params['longest_step']} / "
         f"{per_sample:.2f} = {padding:.2f}",
-        *(_token_lines(law) if tokens else [f"noise floor  {manifest['noise_floor']:.6g} (noise {params['noise']})"]),
+        *_target_lines(manifest),
         "lengths (share of outer steps):",
         *_histogram(steps.ravel(), params["longest_step"]),
     ]
     return "\n".join(lines)
+
+
+def _target_lines(manifest: dict[str, Any]) -> list[str]:
+    """What a fit can be judged against: the noise floor, a token law's figures, or an import's source and baselines."""
+    task = manifest["params"]["task"]
+    if task in TOKEN_TASKS:
+        return _token_lines(manifest["law"])
+    if task in IMPORTED_TASKS:
+        return _source_lines(manifest)
+    return [f"noise floor  {manifest['noise_floor']:.6g} (noise {manifest['params']['noise']})"]
+
+
+def _source_lines(manifest: dict[str, Any]) -> list[str]:
+    """An import's source, its split by chorale and its held-out baselines."""
+    source, figures = manifest["source"], manifest["baselines"]
+    held = sum(record["split"] == "heldout" for record in source["chorales"])
+    tokens, counts = figures["tokens"], figures["counts"]
+    return [
+        f"source       {source['name']} from {source['corpus']} (music21 {source['music21']}): "
+        f"{len(source['chorales'])} chorales ({held} held out), {len(source['skipped'])} skipped",
+        f"baselines    held-out nats per note: unigram {tokens['unigram']['cross_entropy']:.4g}, bigram "
+        f"{tokens['bigram']['cross_entropy']:.4g} ({figures['heldout_notes']} notes, "
+        f"{figures['unknown_share']:.1%} unknown)",
+        f"             notes per beat, held-out accuracy: most frequent ({counts['majority']['count']}) "
+        f"{counts['majority']['accuracy']:.1%}, logistic regression on x {counts['logistic']['accuracy']:.1%} "
+        f"({figures['heldout_beats']} beats)",
+    ]
 
 
 def _figure(value: float | None, form: str) -> str:
@@ -132,7 +159,7 @@ def plot(directory: str | os.PathLike[str], path: str | os.PathLike[str], sample
 
     figure, (top, bottom) = pyplot.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=[1, 1.6])
     _draw_input(top, data["x"][sample], data["steps"][sample])
-    if data["manifest"]["params"]["task"] in TOKEN_TASKS:
+    if data["manifest"]["params"]["task"] in TOKEN_TARGETS:
         _draw_tokens(bottom, data, sample)
     else:
         _draw_outputs(bottom, data, sample)
@@ -145,17 +172,28 @@ def plot(directory: str | os.PathLike[str], path: str | os.PathLike[str], sample
     return target
 
 
+_MAX_LINES = 12
+"""Inputs of more features than this are drawn as an image, one row per feature, not as lines."""
+
+
 def _draw_input(axes: Any, x: np.ndarray, steps: np.ndarray) -> None:
-    """x[b] (T, input_size), one line per feature, with each outer step's length on top."""
+    """x[b] (T, input_size), one line per feature (an image of them when they are many), with
+    each outer step's length on top."""
     outer = np.arange(len(x)) + 0.5
-    for feature in range(x.shape[1]):
-        axes.plot(outer, x[:, feature], marker="o", markersize=3, label=f"x[..., {feature}]")
+    if x.shape[1] > _MAX_LINES:
+        shown = axes.imshow(x.T, aspect="auto", origin="lower", extent=(0, len(x), -0.5, x.shape[1] - 0.5),
+                            cmap="viridis", interpolation="nearest")  # fmt: skip
+        axes.figure.colorbar(shown, ax=axes, pad=0.01)
+        axes.set_ylabel("feature of x[b, t]")
+    else:
+        for feature in range(x.shape[1]):
+            axes.plot(outer, x[:, feature], marker="o", markersize=3, label=f"x[..., {feature}]")
+        axes.set_ylabel("input x[b, t]")
+        axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.005, 0.5))
     for t, count in enumerate(steps):
         axes.annotate(str(count), (t + 0.5, 1.01), xycoords=("data", "axes fraction"), ha="center", va="bottom",
                       fontsize=8, fontweight="bold")
-    axes.set_ylabel("input x[b, t]")
     axes.set_title("steps[b, t] written above each outer step", fontsize=9, pad=16)
-    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.005, 0.5))
 
 
 def _draw_outputs(axes: Any, data: dict[str, Any], sample: int) -> None:

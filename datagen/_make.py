@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ragged_common.checks import check_flag, check_int, check_path
 
-from . import _manifest, _memory, _pool, _rng, _storage, _tokens
+from . import _manifest, _memory, _pool, _progress, _rng, _storage, _tokens
 from ._errors import DatasetError
 from ._generate import generate_spec, law_truth
 from ._lock import locked
@@ -23,7 +21,7 @@ from ._tasks import TEACHER_KEYS, truth_file
 _FLUSH_SECONDS = 1.0
 
 
-def _check_out(out: Any) -> Path:
+def check_out(out: Any) -> Path:
     """``out`` must be a directory, or creatable as one, that this process may write."""
     path = check_path("out", out)
     if path.exists() and not path.is_dir():
@@ -105,41 +103,13 @@ def _verified(out: Path, spec: Spec, plan: Plan) -> dict[int, dict[str, Any]]:
     return good
 
 
-class _ProgressLines:
-    """Progress where stderr is not a terminal (a log, a pipe): a line per tenth of the shards
-    made, as ``datagen make: 12/120 shards``, where a bar would leave only its label."""
-
-    def __init__(self, length: int) -> None:
-        self.length, self.done, self.tenths = length, 0, 0
-
-    def update(self, count: int) -> None:
-        self.done += count
-        if self.done * 10 // self.length > self.tenths:
-            self.tenths = self.done * 10 // self.length
-            print(f"datagen make: {self.done}/{self.length} shards", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, length: int) -> Iterator[Any]:
-    """A bar on a terminal's stderr, lines on any other (see :class:`_ProgressLines`), or None."""
-    if not enabled:
-        yield None
-    elif not sys.stderr.isatty():
-        yield _ProgressLines(length)
-    else:
-        import click
-
-        with click.progressbar(length=length, label="datagen make", file=sys.stderr, show_pos=True) as bar:
-            yield bar
-
-
 def _generate_missing(out: Path, spec: Spec, plan: Plan, done: dict[int, dict[str, Any]], workers: int,
                       progress: bool, truth_files: list[dict[str, str]]) -> None:  # fmt: skip
     """Makes every shard of the plan not in ``done``, recording progress for ``resume``."""
     jobs = [(spec, plan, shard, str(out)) for shard in plan.shards if shard not in done]
     pending = out / _manifest.pending_name(plan.manifest_name)
     flushed = time.monotonic()
-    with _progress(progress, len(plan.shards)) as bar:
+    with _progress.progress(progress, len(plan.shards), "datagen make", "shards") as bar:
         if bar is not None:
             bar.update(len(done))
         for record in _pool.imap(_write_shard, jobs, workers):
@@ -161,7 +131,7 @@ def make_dataset(out: Any, spec: Spec, plan: Plan, *, workers: int = 1, overwrit
     if overwrite and resume:
         raise ParameterError("resume", message="`resume` and `overwrite` exclude each other; received both",
                              cli_message="use one of --resume and --overwrite, not both")
-    path = _check_out(out)
+    path = check_out(out)
     _memory.check_fits(spec, _rng.BLOCK + min(plan.shard_size, plan.n_samples), min(workers, len(plan.shards)))
     _memory.check_disk(spec, plan.samples_written, path, _bytes_in(path) if overwrite or resume else 0.0)
     slice_name = None if plan.num_shards == 1 else plan.manifest_name[len("manifest.") : -len(".json")]
@@ -262,7 +232,7 @@ def merge(*directories: Any, out: Any = None) -> dict[str, Any]:
         raise ParameterError("out", message=f"`out` is required when merging {len(directories)} directories; "
                              "received None")
     sources = [check_path("directories", directory) for directory in directories]
-    target = _check_out(sources[0] if out is None else out)
+    target = check_out(sources[0] if out is None else out)
     found = _slice_manifests(sources)
     spec, plan = _check_complete(found)
     with locked(target):

@@ -13,6 +13,11 @@ is null (nothing is added to the tokens); ``law`` adds the law's figures summed 
 (``cross_entropy_floor``, ``greedy_miss_rate`` and ``runs``, see ``datagen._tokens.summary``);
 and each shard record adds ``law_stats``, what those figures sum.
 
+An imported dataset (``datagen.IMPORTED_TASKS``, see ``datagen._import``) is a token dataset with
+``lengths`` "data", a null ``noise_floor`` and no truth; its ``law`` holds the ``encoding``, and it
+adds ``source`` (the files, each chorale's split and samples, the chorales skipped) and
+``baselines``. Its held-out chorales must hold exactly the default held-out split.
+
 A slice made with ``num_shards=K, shard_index=i`` writes ``manifest.slice-i-of-K.json`` instead,
 covering only its shards; :func:`datagen.merge` joins the K slices into ``manifest.json``.
 """
@@ -32,13 +37,19 @@ from ragged_common.checks import check_choice, check_int
 
 from . import _lengths, _storage, _tasks, _tokens
 from ._errors import DatasetError
-from ._params import DEFAULTS, FORMATS, GENERATOR_VERSION, TOKEN_TASKS, ParameterError, Spec
+from ._params import (DEFAULTS, FORMATS, GENERATOR_VERSION, IMPORTED_TASKS, TOKEN_TARGETS, TOKEN_TASKS,
+                      ParameterError, Spec)
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 _SLICE = re.compile(r"^manifest\.slice-(\d{5})-of-(\d{5})\.json$")
 _MAX_MANIFEST_BYTES = 256 * 2**20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def heldout_start(n_samples: int, heldout_fraction: float) -> int:
+    """The index of the first held-out sample: the last ``ceil(heldout_fraction * n)`` are held out."""
+    return n_samples - math.ceil(heldout_fraction * n_samples)
 
 
 def slice_manifest_name(index: int, count: int) -> str:
@@ -157,9 +168,9 @@ def build(spec: Spec, plan: Plan, shards: list[dict[str, Any]], truth_files: lis
 
 
 def noise_floor(spec: Spec) -> float | None:
-    """``noise ** 2``, the MSE of the true law; None for the token tasks, whose floor is the law's
-    cross-entropy (``law.cross_entropy_floor``)."""
-    return None if spec.task in TOKEN_TASKS else spec.noise**2
+    """``noise ** 2``, the MSE of the true law; None for tokens: a token law's floor is its
+    cross-entropy (``law.cross_entropy_floor``), and imported data has no law."""
+    return None if spec.task in TOKEN_TARGETS else spec.noise**2
 
 
 def _inline_parameters(spec: Spec) -> dict[str, Any]:
@@ -234,6 +245,8 @@ def check(manifest: Any, path: Path, partial: bool = False) -> None:
     _check_law(manifest, spec, path)
     if spec.task in TOKEN_TASKS:
         _check_token_figures(manifest, shards, path)
+    if spec.task in IMPORTED_TASKS and not partial:
+        _check_source(manifest, path)
     truth = manifest.get("truth")
     _require(isinstance(truth, dict) and isinstance(truth.get("files"), list), path, "`truth.files` must be a list")
     for record in truth["files"]:
@@ -319,6 +332,30 @@ def _check_token_figures(manifest: dict[str, Any], shards: list[dict[str, Any]],
         _require(law.get(key) == value, path, f"`law.{key}` is {law.get(key)!r}, the shards give {value!r}")
 
 
+def _check_source(manifest: dict[str, Any], path: Path) -> None:
+    """An import's ``source.chorales`` tile its samples in order, and the held-out chorales' samples
+    are exactly the held-out split at the default ``heldout_fraction``: no chorale is in both."""
+    source = manifest.get("source")
+    records = source.get("chorales") if isinstance(source, dict) else None
+    _require(isinstance(records, list) and len(records) > 0, path, "`source.chorales` must be a non-empty list")
+    stop = 0
+    for record in records:
+        _require(isinstance(record, dict) and record.get("split") in ("train", "heldout")
+                 and isinstance(record.get("samples"), list) and len(record["samples"]) == 2
+                 and all(_is_count(value) for value in record["samples"]), path,
+                 "each `source.chorales` entry needs a split (train or heldout) and a [start, stop) sample range")  # fmt: skip
+        _require(record["samples"][0] == stop and record["samples"][1] > stop, path,
+                 f"chorale {record.get('id')!r}: samples {record['samples']} do not follow on from sample {stop}")
+        stop = record["samples"][1]
+    samples = manifest["counts"]["samples"]
+    _require(stop == samples, path, f"`source.chorales` covers {stop} samples, the shards {samples}")
+    cut = heldout_start(samples, DEFAULTS["heldout_fraction"])
+    wrong = [record for record in records if (record["split"] == "heldout") != (record["samples"][0] >= cut)]
+    _require(not wrong, path, f"the held-out chorales must hold exactly samples [{cut}, {samples}), the held-out "
+                              f"split at heldout_fraction {DEFAULTS['heldout_fraction']}; received {wrong[0]['split']} "
+                              f"chorale {wrong[0].get('id')!r} at samples {wrong[0]['samples']}" if wrong else "")
+
+
 def _is_stats(figures: Any) -> bool:
     """``law_stats`` of one split: counts, a finite log loss >= 0, at most as many misses as runs."""
     if not isinstance(figures, dict) or not all(_is_count(figures.get(key)) for key in ("tokens", "runs",
@@ -362,7 +399,7 @@ def spec_and_plan(manifest: dict[str, Any], path: Path) -> tuple[Spec, Plan]:
     """Rebuilds and validates the spec and plan a manifest records."""
     values = manifest.get("params")
     _require(isinstance(values, dict), path, "`params` must be an object")
-    tokens = values.get("task") in TOKEN_TASKS  # only their manifests record `vocab_size`
+    tokens = values.get("task") in TOKEN_TARGETS  # only their manifests record `vocab_size`
     names = [field.name for field in dataclasses.fields(Spec) if tokens or field.name != "vocab_size"]
     _require(all(name in values for name in [*names, "n_samples", "shard_size", "format"]), path, "`params` is incomplete")
     layout = manifest.get("slice")

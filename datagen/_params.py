@@ -24,6 +24,16 @@ MAX_VOCAB_SIZE = 256
 """Decoding a run costs ``vocab_size ** 2`` per token: at 256, about a minute per block of 1024
 samples at the default sizes."""
 
+IMPORTED_TASKS: tuple[str, ...] = ("chorales",)
+"""Datasets read from a real source by ``datagen import`` rather than made by a law: their targets
+are int tokens too, and there is no law to compare a fit with (see `datagen._import`)."""
+
+TOKEN_TARGETS: tuple[str, ...] = (*TOKEN_TASKS, *IMPORTED_TASKS)
+"""Every task whose stored targets are int tokens, made or imported: what the readers key on."""
+
+IMPORTED_LENGTHS = "data"
+"""The ``lengths`` an imported dataset records: its lengths are the source's, drawn from no law."""
+
 LENGTHS: tuple[str, ...] = (*RANDOM_LENGTHS, "input")
 """Distributions of ``steps[b, t]``, see `datagen._lengths`."""
 
@@ -73,20 +83,21 @@ class Spec:
         """The parameters as a JSON-ready dict; ``vocab_size`` only for the token tasks, so the
         manifests of the other tasks are those of earlier versions."""
         values = dataclasses.asdict(self)
-        if self.task not in TOKEN_TASKS:
+        if self.task not in TOKEN_TARGETS:
             del values["vocab_size"]
         return values
 
 
 def _validate_spec(spec: Spec) -> None:
     """Checks and normalises every field of ``spec`` in place (it is frozen, hence setattr)."""
+    task = check_choice("task", spec.task, TASKS + IMPORTED_TASKS)
     fields = {
-        "task": check_choice("task", spec.task, TASKS),
+        "task": task,
         "timesteps": check_int("timesteps", spec.timesteps, 1),
         "input_size": check_int("input_size", spec.input_size, 1),
         "output_size": check_int("output_size", spec.output_size, 1),
         "longest_step": check_int("longest_step", spec.longest_step, 1, INT32_MAX),  # steps are int32
-        "lengths": check_choice("lengths", spec.lengths, LENGTHS),
+        "lengths": check_choice("lengths", spec.lengths, (IMPORTED_LENGTHS,) if task in IMPORTED_TASKS else LENGTHS),
         "zero_fraction": check_number("zero_fraction", spec.zero_fraction, 0, 1),
         "noise": check_number("noise", spec.noise, 0, MAX_NOISE),
         "seed": check_int("seed", spec.seed, 0, INT64_MAX),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ from ragged_common.checks import check_choice, check_flag, check_number, check_p
 
 from . import _manifest, _storage
 from ._errors import DatasetError
-from ._manifest import Plan
-from ._params import DEFAULTS, TOKEN_TASKS, ParameterError, Spec
+from ._manifest import Plan, heldout_start
+from ._params import DEFAULTS, TOKEN_TARGETS, ParameterError, Spec
 from ._tasks import TEACHER_KEYS, truth_file
 
 
@@ -37,7 +36,7 @@ def manifest_path(directory: Path) -> Path:
 
 def vocab_size(spec: Spec) -> int | None:
     """``spec.vocab_size`` for a token task, None for the others (see ``_storage.target_layout``)."""
-    return spec.vocab_size if spec.task in TOKEN_TASKS else None
+    return spec.vocab_size if spec.task in TOKEN_TARGETS else None
 
 
 def _check_shard(arrays: dict[str, np.ndarray], record: dict[str, Any], spec: Spec, name: Path) -> None:
@@ -59,7 +58,7 @@ def _check_shard(arrays: dict[str, np.ndarray], record: dict[str, Any], spec: Sp
         raise DatasetError(f"{name}: `steps` outside [0, {spec.longest_step}] or not summing to {record['real_steps']}")
     if not np.array_equal(arrays["row_lengths"], steps.reshape(-1)):
         raise DatasetError(f"{name}: `row_lengths` differs from `steps`")
-    for key in ("y_values", "y_best_values") if spec.task in TOKEN_TASKS else ():
+    for key in ("y_values", "y_best_values") if spec.task in TOKEN_TARGETS else ():
         if arrays[key].size and not 0 <= arrays[key].min() <= arrays[key].max() < spec.vocab_size:
             raise DatasetError(f"{name}: `{key}` holds tokens outside [0, {spec.vocab_size})")
 
@@ -114,11 +113,6 @@ def split_range(n_samples: int, split: str | None, heldout_fraction: float) -> t
         raise ParameterError("heldout_fraction", message=f"`heldout_fraction` {heldout_fraction} leaves no training "
                              f"samples out of {n_samples}")  # fmt: skip
     return {None: (0, n_samples), "train": (0, cut), "heldout": (cut, n_samples)}[split]
-
-
-def heldout_start(n_samples: int, heldout_fraction: float) -> int:
-    """The index of the first held-out sample: the last ``ceil(heldout_fraction * n)`` are held out."""
-    return n_samples - math.ceil(heldout_fraction * n_samples)
 
 
 def subset(data: dict[str, Any], first: int, stop: int) -> dict[str, Any]:

@@ -93,7 +93,7 @@ def load(
         A ``tf.data.Dataset`` whose elements are ``((x, steps), y)``: ``x`` float32
         (batch, T, input_size), ``steps`` int32 (batch, T) and ``y`` a ``tf.RaggedTensor``
         float32 of shape (batch, T, None, output_size), ragged_rank 2, with
-        ``y.row_lengths(axis=2) == steps``; for a token task (``datagen.TOKEN_TASKS``) ``y`` is
+        ``y.row_lengths(axis=2) == steps``; for token targets (``datagen.TOKEN_TARGETS``) ``y`` is
         int32 tokens of shape (batch, T, None). With ``window``, T is each window's length
         ``W_w`` (``W``, or less for the last window): x (batch, W_w, input_size), steps
         (batch, W_w), y (batch, W_w, None, output_size), and batch is always ``batch_size``.

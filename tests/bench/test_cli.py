@@ -35,6 +35,7 @@ def _run(*args):
         (["--versus", "phase=backward"], "--versus", "'phase=backward'"),
         (["--versus", "strategy=torch-packed"], "--versus", "'strategy=torch-packed'"),
         (["--versus", "strategy=jax"], "--versus", "'strategy=jax'"),  # another framework's process
+        (["--versus", "strategy=per-sample"], "--versus", "'strategy=per-sample'"),
         (["--timeout", "0"], "--timeout", "0"),
         (["--threads", "-1"], "--threads", "-1"),
         (["--save", "a/b"], "--save", "'a/b'"),
@@ -164,6 +165,19 @@ def test_peers_add_the_pytorch_and_jax_cases_in_carry_and_reset_only(tmp_path):
     assert {"torch-packed-carry-forward-L8-uniform-cpu-gru-H64", "jax-carry-forward-L8-uniform-cpu-gru-H64"} <= listed
     assert not any(line.startswith(("jax-init", "torch-packed-init")) for line in listed)
     assert "5 cases" in result.output  # packed twice, then torch-packed, torch-padded and jax in carry mode
+
+
+def test_dry_run_of_the_generation_phases_lists_chain_and_the_baseline(tmp_path):
+    result = _run("run", "--dry-run", "--no-peers", "--states", "reset",
+                  "--phases", "generate-greedy,generate-sampling", "--longest-steps", "4,16", "--out", str(tmp_path / "o"), "--storage", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    ids = result.output.splitlines()[:-1]
+    assert "per-sample-reset-generate-sampling-L4-uniform-cpu-gru-H64" in ids
+    assert "eager-auto-reset-generate-greedy-L16-uniform-cpu-gru-H64" in ids
+    assert not [i for i in ids if i.startswith("reference") or i.startswith("per-sample") and "L16" in i]
+    assert len(ids) == (3 + 1) * 2 * 2 + 2  # loop, padded, packed and eager-auto at L 4 and 16; per-sample at 4
+    assert f"{len(ids)} cases" in result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

@@ -28,12 +28,14 @@ def _invoke(*args):
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     """A --quick run cut down to a few cases (the same code path as `bench run --quick`), counting
-    host tensors (`--tensor-memory`). The one run of the suite that measures TensorFlow; the
-    runner's other tests measure the fake framework of fake_cases.py."""
+    host tensors (`--tensor-memory`), with chain's greedy generation next to the forward and train
+    phases. The one run of the suite that measures TensorFlow; the runner's other tests measure the
+    fake framework of fake_cases.py."""
     root = tmp_path_factory.mktemp("run")
     result = _invoke(
         "run", "--quick", "--longest-steps", "1,3", "--strategies", "packed,reference", "--states", "reset",
-        "--tensor-memory", "--out", str(root / "out"), "--storage", str(root / "storage"), "--save", "e2e",
+        "--phases", "forward,train,generate-greedy", "--tensor-memory",
+        "--out", str(root / "out"), "--storage", str(root / "storage"), "--save", "e2e",
     )
     return root, result
 
@@ -45,7 +47,7 @@ def test_run_measures_every_case(small_run):
     records = data["records"]
     strategies = {r["params"]["strategy"] for r in records}
     assert {"packed", "reference", "torch-packed", "torch-padded", "jax"} == strategies
-    assert len(records) == 5 * 2 * 2  # strategies x phases x L
+    assert len(records) == (5 * 2 + 1) * 2  # (strategies x forward, train; packed's generation) x L
     assert data["sweep"]["sizes"]["batch"] == 16  # --quick's stated batch
     for record in records:
         framework = record["params"]["strategy"].partition("-")[0]
@@ -55,6 +57,9 @@ def test_run_measures_every_case(small_run):
         assert record["status"] == "ok", record
         extra = record["benchmark"]["extra_info"]
         wanted = {"torch": TORCH_FIGURES, "jax": JAX_FIGURES}.get(framework, TF_FIGURES)
+        if record["params"]["phase"] == "generate-greedy":
+            wanted = wanted | {"tokens", "tokens_per_s", "decoder"}
+            assert extra["tokens_per_s"] == pytest.approx(extra["tokens"] / record["benchmark"]["stats"]["median"])
         missing = {k for k in wanted if extra.get(k) is None}
         assert not missing, (record["params"], missing)
         assert extra["padded_steps"] == 16 * 8 * record["params"]["longest_step"]
@@ -87,7 +92,7 @@ def test_saved_run_loads_in_pytest_benchmark_compare(small_run):
 def test_outputs_and_report_round_trip(small_run):
     root, result = small_run
     run_dir = root / "out" / "0001_e2e"
-    assert "real steps/s" in result.output and "[20/20]" in result.output
+    assert "real steps/s" in result.output and "tokens/s" in result.output and "[22/22]" in result.output
     assert (run_dir / "plot.png").stat().st_size > 10_000
     header = (run_dir / "results.csv").read_text().splitlines()[0].split(",")
     assert set(FIGURE_COLUMNS) <= set(header)
@@ -100,7 +105,8 @@ def test_outputs_and_report_round_trip(small_run):
 
 
 def test_tensor_memory_records_the_allocator_peak(small_run):
-    """`--tensor-memory` counts host tensors exactly: more inner steps hold more bytes."""
+    """`--tensor-memory` counts host tensors exactly: more inner steps hold more bytes (a generation
+    call's few tokens weigh little beside its fixed buffers: it has a peak, not one that grows)."""
     root, result = small_run
     assert result.exit_code == 0, result.output
     records = json.loads((root / "out" / "0001_e2e" / "results.json").read_text())["records"]
@@ -110,6 +116,8 @@ def test_tensor_memory_records_the_allocator_peak(small_run):
             params = record["params"]
             peaks.setdefault((params["strategy"], params["phase"]), {})[params["longest_step"]] = (
                 record["benchmark"]["extra_info"]["peak_tensor_bytes"])
+    generation = peaks.pop(("packed", "generate-greedy"))
     assert set(peaks) == {(s, p) for s in ("packed", "reference") for p in ("forward", "train")}
+    assert min(generation.values()) > 0
     for case, by_l in peaks.items():
         assert 0 < by_l[1] < by_l[3], (case, by_l)

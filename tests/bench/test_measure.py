@@ -44,3 +44,15 @@ def test_fault_injection_hits_only_the_named_case(monkeypatch):
     with pytest.raises(RuntimeError, match="fault injected by BENCH_FAULT into packed-reset-train-L4"):
         inject_fault(CASE)
     inject_fault(Case("packed", "carry", "train", 4, "uniform", "cpu"))  # no match, no fault
+
+
+def test_generation_figures_count_tokens_per_second():
+    case = Case("per-sample", "reset", "generate-sampling", 4, "uniform", "cpu")
+    steps = np.array([[4, 0, 1], [2, 2, 0]])
+    info = figures(case, Sweep((case,), sizes=Sizes(batch=2, timesteps=3)), steps, median_s=0.5, first_call_s=2.0)
+    assert info["tokens"] == 9 and info["tokens_per_s"] == 18.0
+    assert info["decoder"] == "sampling temperature=1.0 top_p=0.9"
+    other = figures(CASE, Sweep((CASE,)), steps, median_s=0.5, first_call_s=2.0)
+    assert other["tokens"] is None and other["tokens_per_s"] is None and other["decoder"] is None
+    beam = figures(Case("packed", "carry", "generate-beam4", 4, "uniform", "cpu"), Sweep((CASE,)), steps, 0.5, 2.0)
+    assert beam["tokens"] == 9 and beam["decoder"] == "beam width=4"  # one output per sample

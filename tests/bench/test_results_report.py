@@ -77,9 +77,31 @@ def test_table_shows_one_memory_figure_for_all_rows():
     rows = [_results.row(r) for r in (tensors, rss_only)]
     header, _, *lines = _report.table(rows).splitlines()
     assert "peak MiB (tensors)" in header
-    memory = {line.split()[0]: line.split()[11] for line in lines}  # the 12th column, peak MiB
+    memory = {line.split()[0]: line.split()[12] for line in lines}  # the 13th column, peak MiB
     assert memory == {"packed": "3", "torch-packed": "-"}
     assert "peak MiB (RSS)" in _report.table([_results.row(_ok(4))]).splitlines()[0]
+
+
+def _generated(longest=4, strategy="packed", phase="generate-greedy"):
+    record = _ok(longest, strategy)
+    record["params"]["phase"] = phase
+    record["benchmark"]["extra_info"].update(tokens=500, tokens_per_s=2.5e4, decoder="greedy")
+    return record
+
+
+def test_generation_rows_show_tokens_per_second_in_the_table_plot_and_progress():
+    rows = [_results.row(r) for r in (_generated(), _generated(strategy="per-sample"), _ok(4))]
+    header, _, *lines = _report.table(rows).splitlines()
+    start = header.index("tokens/s")  # the columns are aligned under their headers
+    tokens = {(line.split()[0], line.split()[4]): line[start:].split()[0] for line in lines}
+    assert tokens == {("packed", "generate-greedy"): "2.50e+04", ("per-sample", "generate-greedy"): "2.50e+04",
+                      ("packed", "train"): "-"}
+    _, panels, _, series = _report.layout(rows)
+    assert [(metric, phase) for metric, _, _, phase in panels[:2]] == [
+        ("real_steps_per_s", "train"), ("tokens_per_s", "generate-greedy")]
+    assert series[("reset", 1)] == {"packed": [(4, 2.5e4)], "per-sample": [(4, 2.5e4)]}
+    assert "2.50e+04 tokens/s" in _report.progress_line(1, 3, rows[0])
+    assert "4.00e+05 real steps/s" in _report.progress_line(3, 3, rows[2])
 
 
 def test_runs_share_pytest_benchmarks_own_numbering(tmp_path):
@@ -131,6 +153,18 @@ def test_visits_pool_their_rounds_and_take_the_rates_at_the_pooled_median():
     row = _results.row(merged)
     assert row["rounds"] == 6 and row["passes"] == 2 and row["median_s"] == pytest.approx(0.0205)
     assert first["benchmark"]["stats"]["rounds"] == 3  # the visits themselves are left as they were
+
+
+def test_visits_of_a_generation_case_take_tokens_per_second_at_the_pooled_median():
+    first, second = _visit([0.010, 0.011, 0.030]), _visit([0.020, 0.021, 0.022])
+    for visit in (first, second):
+        visit["benchmark"]["extra_info"].update(tokens=800, tokens_per_s=1.0)
+    extra = _results.merge_visits([first, second])["benchmark"]["extra_info"]
+    assert extra["tokens_per_s"] == pytest.approx(800 / 0.0205)
+    assert extra["real_steps_per_s"] == pytest.approx(800 / 0.0205)
+    # a record without a token count (another phase, or an older run) still gets its other rates
+    plain = _results.merge_visits([_visit([0.010, 0.012]), _visit([0.020, 0.022])])["benchmark"]["extra_info"]
+    assert plain["real_steps_per_s"] == pytest.approx(800 / 0.016) and "tokens_per_s" not in plain
 
 
 def test_visits_pool_the_partners_rounds_too():

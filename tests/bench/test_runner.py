@@ -185,3 +185,21 @@ def test_passes_visit_every_case_and_pool_the_rounds_of_case_and_partner(tmp_pat
     order = [line.split(": ")[0].split()[-1] for line in result.output.splitlines() if line.startswith("pass 2/2")]
     assert order == ["packed-reset-forward-L2-gru-H64", "packed-reset-forward-L1-gru-H64"]
     assert len(list((tmp_path / "out" / "0001_twice" / "work").glob("child-*.log"))) == 2
+
+
+def test_generation_cases_record_tokens_per_second_next_to_their_greedy_partner(tmp_path, fake_cases):
+    result = CliRunner().invoke(main, [
+        "run", "--quick", "--strategies", "packed,per-sample", "--no-peers", "--states", "carry",
+        "--phases", "generate-sampling", "--longest-steps", "2", "--versus", "phase=generate-greedy",
+        "--out", str(tmp_path / "out"), "--storage", str(tmp_path / "s"), "--save", "gen",
+    ], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    progress = [line for line in result.output.splitlines() if line.startswith("[")]
+    assert len(progress) == 2 and all(" tokens/s, " in line for line in progress)
+    saved = json.loads(next((tmp_path / "s").glob("*/0001_gen.json")).read_text())["benchmarks"]
+    assert [b["fullname"].split("::")[0] for b in saved] == ["test_chain.py", "test_per_sample.py"]
+    for bench in saved:
+        extra = bench["extra_info"]
+        assert extra["tokens"] == extra["real_steps"] > 0 and extra["decoder"].startswith("sampling")
+        assert extra["tokens_per_s"] == pytest.approx(extra["tokens"] / bench["stats"]["median"])
+        assert extra["versus"] == "phase=generate-greedy" and extra["versus_ratio"] > 0

@@ -107,3 +107,44 @@ def test_real_flops_per_cell(cell, per_step, per_run):
     head = 2 * 2 * 1
     assert real_flops(sizes, steps, "forward", cell) == 4 * (per_step + head) + 2 * per_run
     assert cell in CELLS
+
+
+def test_generation_phases_run_for_chain_and_the_baseline_only():
+    strategies = ["packed", "eager-auto", "reference", "per-sample", "torch-packed"]
+    phases = ["forward", "generate-greedy", "generate-sampling", "generate-beam4"]
+    cases = build_cases(strategies, ["carry"], phases, [4, 16], "uniform", "cpu", reference_max_step=8)
+    by_strategy = {s: {(c.phase, c.longest_step) for c in cases if c.strategy == s} for s in strategies}
+    generating = {(p, length) for p in phases[1:] for length in (4, 16)}
+    assert by_strategy["packed"] == by_strategy["eager-auto"] == {("forward", 4), ("forward", 16)} | generating
+    # the baseline is a slow loop: only generation, and only up to reference_max_step, like the reference
+    assert by_strategy["per-sample"] == {(p, 4) for p in phases[1:]}
+    assert by_strategy["reference"] == {("forward", 4)}
+    assert by_strategy["torch-packed"] == {("forward", 4), ("forward", 16)}
+    baseline = next(c for c in cases if c.strategy == "per-sample")
+    assert baseline.module == "test_per_sample.py" and baseline.function == "test_per_sample"
+
+
+def test_a_generation_case_pairs_with_its_greedy_case_in_the_same_module():
+    sampling = Case("per-sample", "reset", "generate-sampling", 4, "uniform", "cpu")
+    sweep = Sweep((sampling,), versus=("phase", "generate-greedy"))
+    assert sweep.partner_of(sampling) == Case("per-sample", "reset", "generate-greedy", 4, "uniform", "cpu")
+    # a baseline case has no forward partner: the baseline measures only generation
+    assert Sweep((sampling,), versus=("phase", "forward")).partner_of(sampling) is None
+
+
+def test_real_flops_of_generation_add_the_fed_back_tokens_matmul():
+    sizes = Sizes(hidden=2, output_size=3)  # V = 3 tokens, embedded in min(3, 16) = 3 features
+    steps = np.array([[3, 0], [1, 0]])
+    token = 2 * 3 * 6  # a (1, D) @ (D, 3H) matmul per step, D = 3
+    forward = real_flops(sizes, steps, "forward")
+    assert real_flops(sizes, steps, "generate-greedy") == forward + 4 * token
+    lstm = real_flops(sizes, steps, "forward", "lstm") + 4 * 2 * 3 * 8  # 4 gates
+    assert real_flops(sizes, steps, "generate-sampling", "lstm") == lstm
+
+
+def test_a_beam_search_runs_every_step_for_each_hypothesis():
+    sizes = Sizes(hidden=2, output_size=3)
+    steps = np.array([[3, 0], [1, 0]])
+    per_run = 2 * 2 * 6
+    greedy = real_flops(sizes, steps, "generate-greedy")
+    assert real_flops(sizes, steps, "generate-beam4") == 4 * (greedy - 2 * per_run) + 2 * per_run

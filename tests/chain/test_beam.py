@@ -275,3 +275,12 @@ def test_decode_runs_refuses_what_it_cannot_decode():
         chain.decode_runs(real, X, STEPS, None)
     with pytest.raises(ValueError, match=r"received a stateful chain"):
         chain.decode_runs(_net(seed=14, stateful=True, batch=2), X, STEPS, None)
+
+
+def test_generate_traces_inside_a_users_tf_function_without_autograph_warnings(caplog):
+    net = _net(seed=15)
+    traced = tf.function(lambda x, steps: net.generate(x, steps, decoder=Beam(2)).flat_values)
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        tokens = traced(tf.constant(X), tf.constant(STEPS))
+    assert tokens.shape[0] == 2 * STEPS.sum()
+    assert not [r for r in caplog.records if "could not transform" in r.getMessage()]
