@@ -128,23 +128,34 @@ def zero_states(kinds: tuple[str, ...], rows: int, hidden: int) -> tuple[tuple[A
 # --- the scan ---------------------------------------------------------------------------------
 
 
+def stack_step(kinds: tuple[str, ...], layers: tuple[dict[str, Any], ...], x: tuple[Any, ...],
+               states: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]:  # fmt: skip
+    """One step of a layer stack: the first layer from its projection's gate blocks `x`, each
+    further layer from the output of the one below (projected here: it changes every step).
+
+    Returns:
+        ``(top output, new states, residuals per layer, each further layer's input)``.
+    """
+    new_states, saved, inputs = [], [], []
+    out = None
+    for index, (kind, layer, state) in enumerate(zip(kinds, layers, states)):
+        if index:
+            inputs.append(out)
+            x = project(kind, layer, out)
+        out, state, res = FORWARD[kind](layer, x, state)
+        new_states.append(state)
+        saved.append(res)
+    return out, tuple(new_states), tuple(saved), tuple(inputs)
+
+
 def _forward_scan(kinds: tuple[str, ...], per_step: bool, length: int, layers: tuple[dict[str, Any], ...],
                   xs: tuple[Any, ...]) -> tuple[Any, Any]:  # fmt: skip
     """The scan; returns the top layer's outputs and, per layer, each step's residuals and input."""
     rows, hidden = xs[0].shape[-2], layers[0]["recurrent"].shape[0]
 
     def step(states: tuple[Any, ...], x: Any) -> tuple[tuple[Any, ...], tuple[Any, Any]]:
-        x = x if per_step else xs
-        new_states, saved, inputs = [], [], []
-        out = None
-        for index, (kind, layer, state) in enumerate(zip(kinds, layers, states)):
-            if index:
-                inputs.append(out)
-                x = project(kind, layer, out)
-            out, state, res = FORWARD[kind](layer, x, state)
-            new_states.append(state)
-            saved.append(res)
-        return tuple(new_states), (out, (tuple(saved), tuple(inputs)))
+        out, states, saved, inputs = stack_step(kinds, layers, x if per_step else xs, states)
+        return states, (out, (saved, inputs))
 
     _, (outs, residuals) = jax.lax.scan(step, zero_states(kinds, rows, hidden), xs if per_step else None, length=length)
     return outs, residuals

@@ -39,6 +39,7 @@ first runs, `prepare_environment` keeps it from taking memory or cores that are 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import importlib.metadata
 import os
@@ -50,7 +51,7 @@ import numpy as np
 from ragged_common.checks import check_choice
 
 from bench._tf_framework import tf_versions
-from bench._workloads import CELLS, Case, Sizes
+from bench._workloads import CELLS, GENERATE_PHASES, Case, Sizes, token_width
 
 LAYERS_OF: dict[str, tuple[str, ...]] = {
     "gru": ("gru",), "lstm": ("lstm",), "rnn": ("rnn",), "stacked": ("gru", "gru"), "functional": ("rnn",),
@@ -62,7 +63,7 @@ LEARNING_RATE = 1e-3
 
 
 def prepare_environment(threads: int) -> None:
-    """Keeps JAX to its share of the machine; call before JAX's first computation in the process.
+    """Sets up the process for JAX; call before JAX's first computation in the process.
 
     - ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (unless set): on a GPU, JAX otherwise takes 75% of
       the device's memory at start, starving TensorFlow in the same process (a bare
@@ -70,12 +71,38 @@ def prepare_environment(threads: int) -> None:
     - XLA's CPU client runs one thread per CPU this process may use and has no thread setting;
       with fewer `threads` than that, the process is limited to `threads` CPUs (Linux), as
       TensorFlow's and torch's thread pools are limited to `threads` threads.
+    - `keep_heap_memory`.
     """
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if hasattr(os, "sched_getaffinity"):
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) > threads:
             os.sched_setaffinity(0, cpus[:threads])
+    keep_heap_memory()
+
+
+MMAP_THRESHOLD = 32 * 2**20  # glibc's largest
+TRIM_THRESHOLD = 512 * 2**20
+
+
+def keep_heap_memory() -> bool:
+    """Lets glibc's malloc reuse freed blocks up to `MMAP_THRESHOLD` instead of unmapping them.
+
+    XLA's CPU runtime allocates every call's buffers afresh. Under glibc's defaults a block above
+    128 KiB is a fresh ``mmap`` whose pages fault on first touch, at every call: on 2 busy cores
+    that made the JAX peer's train step (GRU, reset mode, L 8) 1.3 to 2 times slower. TensorFlow's
+    step measured the same either way. `bench._measure` still returns free heap memory to the
+    system (``malloc_trim``) before it reads a peak.
+
+    Returns:
+        Whether glibc took the settings (False elsewhere).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD) and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
 
 
 def jax_import_error() -> str | None:
@@ -112,27 +139,34 @@ def _layer(key: Any, kind: str, inputs: int, hidden: int) -> dict[str, Any]:
     }
 
 
-def init_params(seed: int, cell: str, sizes: Sizes) -> dict[str, Any]:
+def init_params(seed: int, cell: str, sizes: Sizes, tokens: bool = False) -> dict[str, Any]:
     """The peer's weights: ``{"a": layer, "b": (layer, ...), "head": {"kernel", "bias"}}``.
 
     A layer is ``{"kernel": (inputs, G * H), "recurrent": (H, G * H), "bias"}`` with Keras' gate
     order and bias layout (`bench._jax_cells`); model A is a GRU layer, model B one layer per
-    `LAYERS_OF` entry of `cell`.
+    `LAYERS_OF` entry of `cell`. With `tokens`, the token chain of the generation phases: a
+    vocabulary of ``V = sizes.output_size`` (the head gives the logits) and ``"embedding"``,
+    (V + 1, E) with E = `bench._workloads.token_width` and the start token's row last, whose
+    rows B's first layer reads after IR.
     """
     import jax
     import jax.numpy as jnp
 
     kinds = LAYERS_OF[check_choice("cell", cell, CELLS)]
-    key_a, key_head, *keys_b = jax.random.split(jax.random.key(seed), 2 + len(kinds))
-    h = sizes.hidden
-    return {
+    key_a, key_head, key_embedding, *keys_b = jax.random.split(jax.random.key(seed), 3 + len(kinds))
+    h, width = sizes.hidden, token_width(sizes) if tokens else 0
+    params = {
         "a": _layer(key_a, "gru", sizes.input_size, h),
-        "b": tuple(_layer(k, kind, h, h) for k, kind in zip(keys_b, kinds)),
+        "b": tuple(_layer(k, kind, h + (width if i == 0 else 0), h) for i, (k, kind) in enumerate(zip(keys_b, kinds))),
         "head": {
             "kernel": jax.nn.initializers.glorot_uniform()(key_head, (h, sizes.output_size), jnp.float32),
             "bias": jnp.zeros((sizes.output_size,), jnp.float32),
         },
     }
+    if tokens:  # Keras' Embedding initialiser: uniform on [-0.05, 0.05]
+        shape = (sizes.output_size + 1, width)
+        params["embedding"] = jax.random.uniform(key_embedding, shape, jnp.float32, -0.05, 0.05)
+    return params
 
 
 def model_a(layer: dict[str, Any], x: Any) -> Any:
@@ -195,7 +229,6 @@ def _b_outputs(cell: str, layers: tuple[dict[str, Any], ...], ir: Any, steps: An
     Returns:
         B's outputs at every padded step, (bound, rows, H).
     """
-    import jax
     import jax.numpy as jnp
 
     from bench._jax_cells import project, recurrent
@@ -205,12 +238,26 @@ def _b_outputs(cell: str, layers: tuple[dict[str, Any], ...], ir: Any, steps: An
     if not carry:  # every row's input is the same at each of its steps
         return recurrent(kinds, layers, project(kinds[0], layers[0], ir.reshape(big_t * batch, h)), length=bound)
     xp = jnp.concatenate(project(kinds[0], layers[0], ir.reshape(big_t * batch, h)), axis=-1)
+    xs = carry_inputs(xp, steps, bound)
+    return recurrent(kinds, layers, tuple(jnp.split(xs, xp.shape[-1] // h, axis=-1)))
+
+
+def carry_inputs(per_run: Any, steps: Any, bound: int) -> Any:
+    """Carry mode's per-step inputs: each sample's rows of `per_run` ((T * batch, C), time-major),
+    repeated for each of its real inner steps, laid end to end and padded to `bound`.
+
+    Returns:
+        (bound, batch, C); padding repeats the last outer step's row.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    batch, big_t = steps.shape
     ends = jnp.cumsum(steps, axis=1)  # (batch, T): a sample's step p belongs to the first t with p < ends[t]
     positions = jnp.arange(bound)
     t_of = jax.vmap(lambda e: jnp.searchsorted(e, positions, side="right"))(ends)
-    t_of = jnp.minimum(t_of, big_t - 1).T  # (bound, batch); padding repeats the last t
-    xs = xp[t_of * batch + jnp.arange(batch)]
-    return recurrent(kinds, layers, tuple(jnp.split(xs, xp.shape[-1] // h, axis=-1)))
+    t_of = jnp.minimum(t_of, big_t - 1).T  # (bound, batch)
+    return per_run[t_of * batch + jnp.arange(batch)]
 
 
 def padded_outputs(cell: str, params: dict[str, Any], x: Any, steps: Any, bound: int, carry: bool) -> tuple[Any, Any, Any]:
@@ -319,10 +366,12 @@ def jax_device(device: str) -> Any:
 
 
 def build_step(case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) -> Callable[[], float]:
-    """The timed callable of one forward call or Adam train step of the peer, compiled here.
+    """The timed callable of one forward call, Adam train step or generation call of the peer,
+    compiled here.
 
-    Each call reads the scan bound from the host's ``steps`` (`scan_bound`) and returns the
-    step's scalar (the values' sum, or the loss) as a float, which waits for the device.
+    Each call reads the scan bound and the count of real steps from the host's ``steps``
+    (`scan_bound`) and returns the step's scalar (the values' or tokens' sum, or the loss) as a
+    float, which waits for the device.
     """
     import jax
     import optax
@@ -330,18 +379,24 @@ def build_step(case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) ->
     device = jax_device(case.device)
     carry = case.state == "carry"
     host_steps = np.asarray(workload["steps"])
-    params = jax.device_put(init_params(seed, case.cell, sizes), device)
+    generating = case.phase in GENERATE_PHASES
+    params = jax.device_put(init_params(seed, case.cell, sizes, tokens=generating), device)
     x, steps, y_values = (jax.device_put(workload[k], device) for k in ("x", "steps", "y_values"))
+    shapes = lambda: {"count": int(host_steps.sum()), "bound": scan_bound(host_steps, carry)}  # noqa: E731
+    if generating:
+        from bench._jax_generate import generate_program
+
+        generate, key = generate_program(case.cell, carry, case.phase), jax.device_put(jax.random.key(seed), device)
+        generate.lower(params, x, steps, key, **shapes()).compile()
+        return lambda: float(generate(params, x, steps, key, **shapes())[1])
     if case.phase == "forward":
         forward = forward_program(case.cell, carry)
-        count = int(host_steps.sum())
-        forward.lower(params, x, steps, count=count, bound=scan_bound(host_steps, carry)).compile()
-        return lambda: float(forward(params, x, steps, count=int(host_steps.sum()),
-                                     bound=scan_bound(host_steps, carry))[1])  # fmt: skip
+        forward.lower(params, x, steps, **shapes()).compile()
+        return lambda: float(forward(params, x, steps, **shapes())[1])
     optimizer = optax.adam(LEARNING_RATE)
     state = [params, jax.device_put(optimizer.init(params), device)]
     train = train_program(case.cell, carry, optimizer)
-    train.lower(*state, x, steps, y_values, bound=scan_bound(host_steps, carry)).compile()
+    train.lower(*state, x, steps, y_values, bound=shapes()["bound"]).compile()
 
     def run() -> float:
         state[0], state[1], loss = train(*state, x, steps, y_values, bound=scan_bound(host_steps, carry))

@@ -68,6 +68,8 @@ TORCH_STRATEGIES: tuple[str, ...] = ("torch-packed", "torch-padded")
 JAX_STRATEGIES: tuple[str, ...] = ("jax",)
 PEER_STRATEGIES: tuple[str, ...] = (*TORCH_STRATEGIES, *JAX_STRATEGIES)
 """The peer frameworks' strategies: `bench run --peers` adds them."""
+JAX_GENERATE_PHASES: tuple[str, ...] = ("generate-greedy", "generate-sampling")
+"""The generation phases the JAX peer measures (it has no beam search)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,7 +225,7 @@ def build_cases(
     ``train-notraining`` is measured for chain's strategies only: the reference and the peers have
     no `training` flag to leave out; so is ``train-feedback`` (their model B reads IR alone). The
     `GENERATE_PHASES` are measured for chain's strategies and `BASELINE`, which measures nothing
-    else.
+    else, and the `JAX_GENERATE_PHASES` for JAX too.
 
     Args:
         cells: Model-B cells (`CELLS`); default ``["gru"]``.
@@ -253,6 +255,8 @@ def _is_run(case: Case, reference_max_step: int) -> bool:
         return generating
     if case.strategy in PEER_STRATEGIES and case.state not in ("carry", "reset"):
         return False  # the peers implement the carry and reset modes only
+    if case.strategy in JAX_STRATEGIES and case.phase in JAX_GENERATE_PHASES:
+        return True
     peer = case.strategy == REFERENCE or case.strategy in PEER_STRATEGIES
     return not (peer and (case.phase in CHAIN_ONLY_PHASES or generating))
 

@@ -224,7 +224,8 @@ def _interrupt(signum: int, frame: Any) -> None:
                    "forcing); the last two for chain's strategies only. generate-greedy, "
                    f"generate-sampling ({_workloads.DECODERS['generate-sampling']}) and "
                    f"{_workloads.BEAM_PHASE} (a beam search of width {_workloads.BEAM_WIDTH}) generate "
-                   "tokens with a token chain, timed in tokens/s, for chain's strategies and per-sample.")
+                   "tokens with a token chain, timed in tokens/s, for chain's strategies and per-sample; "
+                   "the first two for jax too.")
 @click.option("--cells", default="gru", show_default=True, callback=checked(check_subset, CELLS),
               help="Comma-separated model B cells: gru (GRUCell), lstm (LSTMCell), rnn (SimpleRNNCell), "
                    "stacked (StackedRNNCells of 2 GRUCells), functional (a functional Model around one "

@@ -28,8 +28,8 @@ def _invoke(*args):
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     """A --quick run cut down to a few cases (the same code path as `bench run --quick`), counting
-    host tensors (`--tensor-memory`), with chain's greedy generation next to the forward and train
-    phases. The one run of the suite that measures TensorFlow; the runner's other tests measure the
+    host tensors (`--tensor-memory`), with chain's and JAX's greedy generation next to the forward
+    and train phases. The one run of the suite that measures TensorFlow; the runner's other tests measure the
     fake framework of fake_cases.py."""
     root = tmp_path_factory.mktemp("run")
     result = _invoke(
@@ -47,7 +47,7 @@ def test_run_measures_every_case(small_run):
     records = data["records"]
     strategies = {r["params"]["strategy"] for r in records}
     assert {"packed", "reference", "torch-packed", "torch-padded", "jax"} == strategies
-    assert len(records) == (5 * 2 + 1) * 2  # (strategies x forward, train; packed's generation) x L
+    assert len(records) == (5 * 2 + 2) * 2  # (strategies x forward, train; packed's and jax's generation) x L
     assert data["sweep"]["sizes"]["batch"] == 16  # --quick's stated batch
     for record in records:
         framework = record["params"]["strategy"].partition("-")[0]
@@ -92,7 +92,7 @@ def test_saved_run_loads_in_pytest_benchmark_compare(small_run):
 def test_outputs_and_report_round_trip(small_run):
     root, result = small_run
     run_dir = root / "out" / "0001_e2e"
-    assert "real steps/s" in result.output and "tokens/s" in result.output and "[22/22]" in result.output
+    assert "real steps/s" in result.output and "tokens/s" in result.output and "[24/24]" in result.output
     assert (run_dir / "plot.png").stat().st_size > 10_000
     header = (run_dir / "results.csv").read_text().splitlines()[0].split(",")
     assert set(FIGURE_COLUMNS) <= set(header)

@@ -1,5 +1,6 @@
 """The JAX peer computes a Chain's outputs, loss and every gradient from the same weights."""
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -13,10 +14,11 @@ optax = pytest.importorskip("optax", reason="the JAX peer needs the `peers` extr
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bench import _jax_peer  # noqa: E402
+from bench import _jax_generate, _jax_peer  # noqa: E402
 from bench._tf_framework import build_chain  # noqa: E402
 
 SIZES = Sizes(batch=3, timesteps=4, input_size=2, hidden=5, output_size=2)
+TOKEN_SIZES = dataclasses.replace(SIZES, output_size=6)  # V = 6 tokens
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 
 
@@ -40,21 +42,25 @@ def _cells(model_b):
 
 
 def _variables(net):
-    """The Chain's variables in the structure of `_jax_peer.init_params`."""
+    """The Chain's variables in the structure of `_jax_peer.init_params` (a token chain's too)."""
     layer = lambda cell: {"kernel": cell.kernel, "recurrent": cell.recurrent_kernel, "bias": cell.bias}  # noqa: E731
-    return {
+    variables = {
         "a": layer(net.model_a.cell),
         "b": tuple(layer(cell) for cell in _cells(net.model_b)),
         "head": {"kernel": net.head.kernel, "bias": net.head.bias},
     }
+    if net.vocab_size is not None:
+        variables["embedding"] = net.token_embedding.embeddings
+    return variables
 
 
-def _chain(cell, state, work):
-    net = build_chain(Case("auto", state, "train", 3, "uniform", "cpu", cell, SIZES.hidden), SIZES, 0,
+def _chain(cell, state, work, phase="train", sizes=SIZES):
+    net = build_chain(Case("auto", state, phase, 3, "uniform", "cpu", cell, sizes.hidden), sizes, 0,
                       strategy="auto", compiled=False)  # fmt: skip
     net.build(work["x"].shape)
     variables = _variables(net)
-    assert len(tf.nest.flatten(variables)) == len(net.trainable_variables)  # every weight is compared
+    # every weight is compared (a token chain's feedback_start serves real-valued feedback only)
+    assert len(tf.nest.flatten(variables)) == len([v for v in net.trainable_variables if "feedback_start" not in v.path])
     params = jax.tree.map(lambda v: jax.numpy.asarray(v.numpy()), variables)
     return net, variables, params
 
@@ -117,6 +123,45 @@ def test_train_step_is_one_adam_step_on_the_gradients(work):
     assert np.abs(np.asarray(updates["b"][0]["recurrent"])).min() > 0  # a real step
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("state", ["carry", "reset"])
+def test_peer_generates_the_chains_greedy_tokens(work, cell, state):
+    net, _, params = _chain(cell, state, work, phase="generate-greedy", sizes=TOKEN_SIZES)
+    want = net.generate(work["x"], work["steps"]).flat_values.numpy()
+    carry = state == "carry"
+    generate = _jax_generate.generate_program(cell, carry, "generate-greedy")
+    tokens, total = generate(params, work["x"], work["steps"], jax.random.key(0), count=len(want),
+                             bound=_jax_peer.scan_bound(work["steps"], carry))  # fmt: skip
+    assert len(set(want.tolist())) > 1  # the tokens fed back vary, so feeding the wrong one would show
+    np.testing.assert_array_equal(np.asarray(tokens), want)
+    assert int(total) == want.sum()
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 0.9), (2.0, 0.6)])
+def test_nucleus_sampling_draws_from_the_cut_softmax(temperature, top_p):
+    logits = np.array([1.0, 0.0, -1.0, 2.0, 0.5, -3.0], "float32")
+    n = 100_000
+    drawn = _jax_generate.nucleus_sample(np.tile(logits, (n, 1)), jax.random.key(5), temperature, top_p)
+    counts = np.bincount(np.asarray(drawn), minlength=len(logits))
+    probs = np.exp(logits / temperature) / np.exp(logits / temperature).sum()
+    order = np.argsort(-probs)
+    kept = order[np.cumsum(probs[order]) - probs[order] < top_p]
+    assert set(np.flatnonzero(counts)) == set(kept.tolist())
+    expected = n * probs[kept] / probs[kept].sum()
+    chi2 = float(((counts[kept] - expected) ** 2 / expected).sum())
+    assert chi2 < 20.5  # above the 0.999 quantile of chi-square with up to 4 degrees of freedom
+
+
+def test_sampling_draws_again_at_each_step_and_alike_from_one_key(work):
+    params = _jax_peer.init_params(0, "gru", TOKEN_SIZES, tokens=True)
+    generate = _jax_generate.generate_program("gru", True, "generate-sampling")
+    shapes = {"count": int(work["steps"].sum()), "bound": _jax_peer.scan_bound(work["steps"], True)}
+    first, again, other = (np.asarray(generate(params, work["x"], work["steps"], jax.random.key(k), **shapes)[0])
+                           for k in (0, 0, 1))  # fmt: skip
+    np.testing.assert_array_equal(first, again)
+    assert (first != other).any() and len(set(first.tolist())) > 2
+
+
 def test_scan_bound_is_the_longest_run_or_the_longest_sample_rounded_up():
     steps = np.array([[3, 0, 2], [1, 1, 0]])
     assert _jax_peer.scan_bound(steps, carry=False) == 3
@@ -135,6 +180,11 @@ def test_framework_builds_a_train_step_that_learns(state):
     losses = [run() for _ in range(30)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert set(framework.versions()) >= {"jax_version", "optax_version", "tensorflow_version"}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_glibc_keeps_freed_blocks_in_the_heap():
+    assert _jax_peer.keep_heap_memory()
 
 
 def test_missing_jax_or_optax_is_a_skip_reason_naming_the_extra(monkeypatch):
@@ -168,3 +218,11 @@ def test_device_memory_reports_a_peak_only_above_the_earlier_one():
     memory.reset()
     device.stats["bytes_in_use"] = 300  # the window stayed under the earlier peak: unknown
     assert memory.peak_bytes() is None
+
+
+# The default tier generates with every cell kind once, the state modes in turn; `-m slow` adds the
+# other pairs.
+DEFAULT_TIER = {
+    "test_peer_generates_the_chains_greedy_tokens": lambda p: (p["cell"], p["state"]) in {
+        ("gru", "carry"), ("lstm", "reset"), ("rnn", "carry"), ("stacked", "reset"), ("functional", "carry")},
+}

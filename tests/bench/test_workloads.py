@@ -109,8 +109,8 @@ def test_real_flops_per_cell(cell, per_step, per_run):
     assert cell in CELLS
 
 
-def test_generation_phases_run_for_chain_and_the_baseline_only():
-    strategies = ["packed", "eager-auto", "reference", "per-sample", "torch-packed"]
+def test_generation_phases_run_for_chain_the_baseline_and_jax_only():
+    strategies = ["packed", "eager-auto", "reference", "per-sample", "torch-packed", "jax"]
     phases = ["forward", "generate-greedy", "generate-sampling", "generate-beam4"]
     cases = build_cases(strategies, ["carry"], phases, [4, 16], "uniform", "cpu", reference_max_step=8)
     by_strategy = {s: {(c.phase, c.longest_step) for c in cases if c.strategy == s} for s in strategies}
@@ -120,6 +120,8 @@ def test_generation_phases_run_for_chain_and_the_baseline_only():
     assert by_strategy["per-sample"] == {(p, 4) for p in phases[1:]}
     assert by_strategy["reference"] == {("forward", 4)}
     assert by_strategy["torch-packed"] == {("forward", 4), ("forward", 16)}
+    # JAX decodes greedily and samples; it has no beam search
+    assert by_strategy["jax"] == {(p, length) for p in phases[:3] for length in (4, 16)}
     baseline = next(c for c in cases if c.strategy == "per-sample")
     assert baseline.module == "test_per_sample.py" and baseline.function == "test_per_sample"
 
