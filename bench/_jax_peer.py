@@ -32,8 +32,11 @@ and every distinct bound compiles once. The index bookkeeping from ``steps`` (of
 hand-written backward scan (`bench._jax_cells`), measured 1.3 to 3 times faster than JAX's autodiff
 of the same scan.
 
+The generation phases' programs are in `bench._jax_generate`.
+
 JAX is imported lazily: bench's CLI and the other frameworks' cases start without it. Before JAX
-first runs, `prepare_environment` keeps it from taking memory or cores that are not its own.
+first runs, `prepare_environment` keeps it from taking memory or cores that are not its own, and
+lets XLA's per-call buffers reuse heap memory.
 """
 
 from __future__ import annotations
