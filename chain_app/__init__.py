@@ -13,5 +13,7 @@ reach it lazily.
 - `fit`: `fit_run`, the model it builds and its callbacks;
 - `report`: scores, `report.json` and `evaluate_run`;
 - `generate`: `generate_run`, a run's outputs on a dataset's inputs, to JSON and a plot;
-- `cli`: `chain fit`, `chain evaluate` and `chain generate`.
+- `harmonise`: `harmonise_run`, a soprano over a chorale's lower voices, to MusicXML, MIDI and
+  a piano roll;
+- `cli`: `chain fit`, `chain evaluate`, `chain generate` and `chain harmonise`.
 """

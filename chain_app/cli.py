@@ -7,6 +7,7 @@ input answer at once, and bad input writes nothing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -116,14 +117,18 @@ def main() -> None:
               callback=_checked,
               help="With --feedback: probability of feeding the model's own output instead of the target "
                    "per inner step in training (scheduled sampling), in [0, 1].")
+@click.option("--bidirectional", is_flag=True,
+              help="Model A reads each sample both ways (a bidirectional GRU): for inputs known in full "
+                   "beforehand, such as a chorale's lower voices. Not with --window.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace the run in --out (only a run's own files are removed).")
 def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overwrite: bool, **options: Any) -> None:
     """Fit a Chain to the dataset in DATA_DIR and write the run to --out.
 
-    Model A is a GRU, model B a GRUCell, both of --hidden units, with a Dense head; Adam with a
-    cosine-decayed learning rate. Held-out data is --heldout, or else the deterministic split of
-    `datagen.read(..., split="heldout")`: the last 10% of DATA_DIR's samples by index.
+    Model A is a GRU (with --bidirectional, one each way), model B a GRUCell, all of --hidden
+    units, with a Dense head; Adam with a cosine-decayed learning rate. Held-out data is
+    --heldout, or else the deterministic split of `datagen.read(..., split="heldout")`: the last
+    10% of DATA_DIR's samples by index.
 
     The run directory holds model.keras (the last good checkpoint, with optimizer state) and
     state.json, written as a pair every epoch whose losses and weights are finite; history.csv,
@@ -137,6 +142,12 @@ def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overw
     the report gives heldout_cross_entropy (nats per token), the law's cross_entropy_floor,
     heldout_cross_entropy_over_floor, heldout_perplexity, perplexity_floor and
     heldout_token_accuracy instead of the MSE figures. Every option works on both.
+
+    Imported data (`datagen import chorales`) has no law, so no floor: the report sets the
+    held-out cross-entropy beside the unigram's and the bigram's from the dataset's manifest
+    (heldout_cross_entropy_over_bigram), and the length_accuracy, counted over the real outer
+    steps only (a chorale's beats, not the padding after its end), beside the most frequent
+    count's and the logistic regression's (majority_length_accuracy, logistic_length_accuracy).
     """
     if options["predict_lengths"] and options["stop_token"]:
         raise click.UsageError("use one of --predict-lengths and --stop-token, not both")
@@ -144,6 +155,9 @@ def fit(data_dir: Path, run_dir: Path, heldout: Path | None, resume: bool, overw
         raise click.UsageError("--feedback-sampling needs --feedback")
     if resume and overwrite:
         raise click.UsageError("use one of --resume and --overwrite, not both")
+    if options["bidirectional"] and options["window"] is not None:
+        raise click.UsageError("use one of --bidirectional and --window, not both: windows run in order, "
+                               "model A's state carried forward only")  # fmt: skip
     _check_out(run_dir, resume, overwrite)
     if options["window"] is not None:
         _check_window(data_dir, options["window"], options["batch_size"], heldout)
@@ -166,7 +180,9 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("heldout_mse", "noise_floor", "heldout_mse_over_noise_floor", "heldout_mse_over_noise_floor_omitted",
             "heldout_cross_entropy", "cross_entropy_floor", "heldout_cross_entropy_over_floor",
             "heldout_cross_entropy_over_floor_omitted", "heldout_perplexity", "perplexity_floor",
-            "heldout_token_accuracy", "length_accuracy", "epochs", "train_seconds")  # fmt: skip
+            "heldout_token_accuracy", "heldout_cross_entropy_over_bigram", "unigram_cross_entropy",
+            "bigram_cross_entropy", "length_accuracy", "majority_length_accuracy", "logistic_length_accuracy",
+            "epochs", "train_seconds")  # fmt: skip
     return {key: report[key] for key in keys if key in report}
 
 
@@ -175,16 +191,21 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @click.option("--batch-size", type=int, default=256, show_default=True, callback=_checked,
               help="Samples per batch.")
+@click.option("--split", type=Choice(SPLITS), default="all", show_default=True,
+              help="Which samples: all, or datagen's held-out or training split at the run's held-out fraction.")
 @click.option("--allow-other-law", is_flag=True,
               help="Score DATA_DIR even when another law made it (with a warning): its MSE then says "
                    "nothing of the fit.")
-def evaluate(run_dir: Path, data_dir: Path, batch_size: int, allow_other_law: bool) -> None:
-    """Score the last checkpoint of RUN_DIR on every sample of DATA_DIR; print JSON.
+def evaluate(run_dir: Path, data_dir: Path, batch_size: int, split: str, allow_other_law: bool) -> None:
+    """Score the last checkpoint of RUN_DIR on every sample of DATA_DIR (or of --split); print JSON.
 
     Prints mse (over real inner steps), noise_floor, mse_over_noise_floor (left out, with the
     reason, when the noise floor is 0), samples and, for a model that predicts lengths,
     length_accuracy. A token run prints cross_entropy (nats per token), cross_entropy_floor (the
     law's), cross_entropy_over_floor, perplexity, perplexity_floor and token_accuracy instead.
+    On imported data, length_accuracy counts the real outer steps only (not a chorale's padding),
+    and with --split heldout, the split its manifest's baselines were scored on, the scores stand
+    beside them as in `chain fit`'s report (cross_entropy_over_bigram, ...).
 
     DATA_DIR must come from the law the run was trained on: made by `datagen make` with the
     training set's --task, --seed and law options (--teacher-hidden, --input-size,
@@ -193,18 +214,23 @@ def evaluate(run_dir: Path, data_dir: Path, batch_size: int, allow_other_law: bo
     of its data by default) is scored in its report.json. Data of another law (another task or
     seed: another teacher) exits 2 naming both law digests, unless --allow-other-law.
     """
-    from . import runs
-
-    if not any((run_dir / name).is_file() for name in (runs.MODEL_FILE, runs.NEXT_MODEL_FILE)):
-        raise click.BadParameter(f"{run_dir} holds no checkpoint ({runs.MODEL_FILE})", param_hint="'RUN_DIR'")
+    _check_checkpoint(run_dir)
     _check_law(run_dir, data_dir, allow_other_law)
     from .report import evaluate_run
 
     try:
-        result = evaluate_run(run_dir, data_dir, batch_size=batch_size, allow_other_law=allow_other_law)
+        result = evaluate_run(run_dir, data_dir, batch_size=batch_size, allow_other_law=allow_other_law, split=split)
     except _runtime_errors() as error:
         raise _one_line(error) from None
     click.echo(json.dumps(result, indent=1))
+
+
+def _check_checkpoint(run_dir: Path) -> None:
+    """Exit 2 for a RUN_DIR that holds no checkpoint (no TensorFlow)."""
+    from . import runs
+
+    if not any((run_dir / name).is_file() for name in (runs.MODEL_FILE, runs.NEXT_MODEL_FILE)):
+        raise click.BadParameter(f"{run_dir} holds no checkpoint ({runs.MODEL_FILE})", param_hint="'RUN_DIR'")
 
 
 def _check_law(run_dir: Path, data_dir: Path, allow: bool) -> None:
@@ -225,6 +251,30 @@ def _check_law(run_dir: Path, data_dir: Path, allow: bool) -> None:
         return  # a missing or damaged state or dataset: the evaluation reports it
 
 
+_DECODING = (
+    click.option("--temperature", type=float, default=None, callback=_generate_checked,
+                 help="Sample tokens from softmax(logits / T), T finite and > 0 (default 1 when sampling)."),
+    click.option("--top-k", type=int, default=None, callback=_generate_checked,
+                 help="Sample among the K most likely tokens, 1 <= K <= the vocabulary size."),
+    click.option("--top-p", type=float, default=None, callback=_generate_checked,
+                 help="Sample among the most likely tokens whose probabilities first reach P, in (0, 1]."),
+    click.option("--seed", type=int, default=None, callback=_generate_checked,
+                 help="Seeds the draws when sampling, in [0, 2**31 - 1] (default 0)."),
+    click.option("--beam", type=int, default=None, callback=_generate_checked,
+                 help="Search the K most likely outputs (beam search of width K >= 1), written best first."),
+    click.option("--length-penalty", type=float, default=None, callback=_generate_checked,
+                 help="With --beam: rank hypotheses by log p / ((5 + n) / 6) ** A, A finite and >= 0 "
+                      "(default 0); it matters only where a run's end is predicted."),
+)  # fmt: skip
+
+
+def _decoding_options(command: Any) -> Any:
+    """The decoding options of `chain generate` and `chain harmonise`, in order (`SAMPLING`, `SEARCH`)."""
+    for option in reversed(_DECODING):
+        command = option(command)
+    return command
+
+
 @main.command("generate")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=None,
@@ -234,19 +284,7 @@ def _check_law(run_dir: Path, data_dir: Path, allow: bool) -> None:
                    "training split, or all.")
 @click.option("--samples", type=int, default=None, callback=_generate_checked,
               help="Generate for the first N samples of the split only; default: all.")
-@click.option("--temperature", type=float, default=None, callback=_generate_checked,
-              help="Sample tokens from softmax(logits / T), T finite and > 0 (default 1 when sampling).")
-@click.option("--top-k", type=int, default=None, callback=_generate_checked,
-              help="Sample among the K most likely tokens, 1 <= K <= the vocabulary size.")
-@click.option("--top-p", type=float, default=None, callback=_generate_checked,
-              help="Sample among the most likely tokens whose probabilities first reach P, in (0, 1].")
-@click.option("--seed", type=int, default=None, callback=_generate_checked,
-              help="Seeds the draws when sampling, in [0, 2**31 - 1] (default 0).")
-@click.option("--beam", type=int, default=None, callback=_generate_checked,
-              help="Search the K most likely outputs (beam search of width K >= 1), written best first.")
-@click.option("--length-penalty", type=float, default=None, callback=_generate_checked,
-              help="With --beam: rank hypotheses by log p / ((5 + n) / 6) ** A, A finite and >= 0 "
-                   "(default 0); it matters only where a run's end is predicted.")
+@_decoding_options
 @click.option("--predict-lengths", is_flag=True,
               help="Generate at the lengths the run's lengths part predicts (a run fitted with "
                    "--predict-lengths or --stop-token) instead of the dataset's steps.")
@@ -286,8 +324,7 @@ def generate(run_dir: Path, data_dir: Path | None, out: Path | None, plot: Path 
 
     given = {name: options[name] for name in (*SAMPLING, *SEARCH) if options[name] is not None}
     _check_decoders(given)
-    if not any((run_dir / name).is_file() for name in (runs.MODEL_FILE, runs.NEXT_MODEL_FILE)):
-        raise click.BadParameter(f"{run_dir} holds no checkpoint ({runs.MODEL_FILE})", param_hint="'RUN_DIR'")
+    _check_checkpoint(run_dir)
     try:
         state = runs.read_state(run_dir)
     except (ValueError, OSError):
@@ -302,7 +339,7 @@ def generate(run_dir: Path, data_dir: Path | None, out: Path | None, plot: Path 
         document = generate_run(run_dir, data_dir, decoder=_decoder(given), split=options["split"],
                                 samples=options["samples"], predict_lengths=options["predict_lengths"],
                                 free=options["free"], batch_size=options["batch_size"], out=out, plot=plot,
-                                allow_other_law=allow_other_law)  # fmt: skip
+                                allow_other_law=allow_other_law, progress=True)  # fmt: skip
     except _runtime_errors() as error:
         raise _one_line(error) from None
     click.echo(json.dumps(document["summary"], indent=1))
@@ -368,6 +405,68 @@ def _decoder(given: dict[str, Any]) -> Any:
     if "beam" in given:
         return chain.Beam(given["beam"], given.get("length_penalty", 0.0))
     return chain.Sampler(**given)
+
+
+@main.command("harmonise")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--chorale", default=None,
+              help="The chorale's id (e.g. bwv10.7); default: the first held-out chorale of the run's dataset.")
+@click.option("--out", type=OutputDir(path_type=Path), default="harmonised", show_default=True,
+              help="The folder the chorale's four files go to.")
+@_decoding_options
+def harmonise(run_dir: Path, chorale: str | None, out: Path, **options: Any) -> None:
+    """Write a soprano over the lower voices of a chorale with a run fitted on imported chorales.
+
+    The run (`chain fit` on `datagen import chorales` data, with --feedback and best a lengths
+    part) generates over the chorale's beats, its windows run in order with the state carried:
+    as many notes per beat as its lengths part predicts (Bach's count without one), each token
+    the most likely (greedy), sampled (--temperature, --top-k, --top-p, --seed) or the best of a
+    beam search (--beam). The soprano goes over Bach's alto, tenor and bass into --out as
+    ID.musicxml and ID.mid (through music21), ID.png (a piano roll of it above Bach's own
+    soprano) and ID.json (both sopranos as notes and tokens, and the summary printed).
+
+    The summary gives the share of each soprano's notes whose pitch class sounds in a lower
+    voice at its beat or belongs to the chorale's key (in_harmony, bach_in_harmony), the share
+    in the lower voices alone (in_chord, bach_in_chord), and the share of beats with as many
+    notes as Bach's. Needs music21: pip install 'ragged-chain[music]'. The four files are
+    written together or not at all.
+    """
+    from . import harmonise as harmonising
+
+    given = {name: options[name] for name in (*SAMPLING, *SEARCH) if options[name] is not None}
+    _check_decoders(given)
+    _check_chorale_run(run_dir, chorale, given)
+    if importlib.util.find_spec("music21") is None:
+        raise click.ClickException("chain harmonise needs music21, which is not installed: "
+                                   "pip install 'ragged-chain[music]'")  # fmt: skip
+    try:
+        summary = harmonising.harmonise_run(run_dir, chorale, out, decoder=_decoder(given))
+    except (*_runtime_errors(), ModuleNotFoundError) as error:
+        raise _one_line(error) from None
+    click.echo(json.dumps(summary, indent=1))
+
+
+def _check_chorale_run(run_dir: Path, chorale: str | None, given: dict[str, Any]) -> None:
+    """Exit 2 for a run that holds no checkpoint or was not fitted on chorales, decoding options
+    it cannot take, or a chorale its dataset lacks (no TensorFlow)."""
+    import datagen
+
+    from .harmonise import chorales_state, pick_chorale
+
+    _check_checkpoint(run_dir)
+    try:
+        state = chorales_state(run_dir)
+    except (ValueError, OSError) as error:
+        raise click.BadParameter(str(error), param_hint="'RUN_DIR'") from None
+    _check_decoding(run_dir, state, given, False)
+    try:
+        manifest = datagen.info(Path(state["data_dir"]))["manifest"]
+    except (ValueError, OSError):
+        return  # a missing or damaged dataset: the harmonisation reports it
+    try:
+        pick_chorale(manifest, chorale)
+    except ValueError as error:
+        raise click.BadParameter(str(error).removeprefix("`chorale` "), param_hint="'--chorale'") from None
 
 
 if __name__ == "__main__":

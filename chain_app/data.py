@@ -35,27 +35,63 @@ def describe(directory: Path, split: str | None, fraction: float) -> dict[str, A
 
     Returns:
         `input_size`, `output_size`, `longest_step`, `noise_floor` (None for tokens), `samples`,
-        `task`, `timesteps`, `vocab_size` (a token dataset's `V`, else None) and `law_digest`; a
-        token dataset's `cross_entropy_floor` besides (see `cross_entropy_floor`).
+        `task`, `timesteps`, `vocab_size` (a token dataset's `V`, else None), `law_digest` and
+        `real_feature` (see `real_feature`); a token dataset's `cross_entropy_floor` (see
+        `cross_entropy_floor`) and `baselines` (see `baselines`) besides.
 
     Raises:
         datagen.DatasetError: the directory is missing, not a dataset, or its manifest invalid.
         ValueError: the split is empty.
     """
     facts = datagen.info(directory, split=split, heldout_fraction=fraction)
+    manifest = facts["manifest"]
     keys = ("input_size", "output_size", "longest_step", "noise_floor", "samples", "task", "timesteps", "vocab_size")
-    described = {**{key: facts[key] for key in keys}, "law_digest": laws.law_digest(facts["manifest"])}
+    described = {**{key: facts[key] for key in keys}, "law_digest": laws.law_digest(manifest),
+                 "real_feature": real_feature(manifest)}  # fmt: skip
     if facts["vocab_size"] is not None:
-        described["cross_entropy_floor"] = cross_entropy_floor(directory, split, fraction, facts["manifest"]["law"])
+        described["cross_entropy_floor"] = cross_entropy_floor(directory, split, fraction, manifest["law"])
+        described["baselines"] = baselines(manifest, split, fraction)
     return described
 
 
+def real_feature(manifest: dict[str, Any]) -> int | None:
+    """The feature of `x` that is 1 on real outer steps and 0 on padding: imported chorales'
+    `in_chorale` (a chorale's last window is padded after its end); None where every outer step
+    is real (made data)."""
+    return datagen.CHORALE_FEATURES.index("in_chorale") if manifest["params"]["task"] == "chorales" else None
+
+
+def baselines(manifest: dict[str, Any], split: str | None, fraction: float) -> dict[str, float | None] | None:
+    """The baselines an imported dataset's manifest holds (`datagen import chorales`), for the
+    split they were scored on: its held-out split at the manifest's `heldout_fraction`. None for
+    another split or fraction, and for made data.
+
+    Returns:
+        `unigram_cross_entropy` and `bigram_cross_entropy` (nats per token, end tokens left out:
+        None where the dataset's runs end with end tokens, which a chain's score counts), and
+        `majority_length_accuracy` and `logistic_length_accuracy` (of the count of tokens per
+        real outer step).
+    """
+    figures, law = manifest.get("baselines"), manifest["law"]
+    if not isinstance(figures, dict) or split != figures["split"] or fraction != law["heldout_fraction"]:
+        return None
+    tokens, counts = figures["tokens"], figures["counts"]
+    ends = law["encoding"]["runs_end_with_end_token"]
+    return {"unigram_cross_entropy": None if ends else tokens["unigram"]["cross_entropy"],
+            "bigram_cross_entropy": None if ends else tokens["bigram"]["cross_entropy"],
+            "majority_length_accuracy": counts["majority"]["accuracy"],
+            "logistic_length_accuracy": counts["logistic"]["accuracy"]}  # fmt: skip
+
+
 def cross_entropy_floor(directory: Path, split: str | None, fraction: float, law: dict[str, Any]) -> float | None:
-    """The law's cross-entropy (nats per token) on a token dataset's split; None without tokens.
+    """The law's cross-entropy (nats per token) on a token dataset's split; None without tokens,
+    and for imported data, which no law made.
 
     The manifest gives it for the whole dataset and for the splits at its `heldout_fraction`;
     at another fraction it is computed from the split's samples (`law_cross_entropy`).
     """
+    if "cross_entropy_floor" not in law:
+        return None
     if split is None or law["heldout_fraction"] == fraction:
         return law["cross_entropy_floor"][split or "all"]
     return law_cross_entropy(datagen.read(directory, split=split, heldout_fraction=fraction))

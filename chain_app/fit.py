@@ -31,7 +31,8 @@ FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
 def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int) -> chain.Chain:
-    """A GRU model A, a GRUCell model B and a Dense head, compiled with Adam and cosine decay.
+    """A GRU model A (bidirectional with `options.bidirectional`), a GRUCell model B and a Dense
+    head, compiled with Adam and cosine decay.
 
     On token data (`info["vocab_size"]` set) the head gives `V` logits and the loss is the
     token cross-entropy; on real-valued data it is the masked MSE. The noise-floor ratio is a
@@ -40,8 +41,9 @@ def build_chain(info: dict[str, Any], options: FitOptions, steps_per_epoch: int)
     """
     keras.utils.set_random_seed(options.seed)
     tokens = info["vocab_size"] is not None
+    model_a = keras.layers.GRU(options.hidden, return_sequences=True)
     net = chain.Chain(
-        keras.layers.GRU(options.hidden, return_sequences=True),
+        keras.layers.Bidirectional(model_a) if options.bidirectional else model_a,
         keras.layers.GRUCell(options.hidden),
         output_size=None if tokens else info["output_size"],
         vocab_size=info["vocab_size"],

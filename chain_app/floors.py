@@ -5,6 +5,8 @@ A run on real-valued data is scored by its masked MSE against the dataset's nois
 `tokens-reset`) is scored by its cross-entropy in nats per token against the law's
 (`manifest["law"]["cross_entropy_floor"]`: the true law's negative log-likelihood of the sampled
 tokens). Both are reported the same way: the score, the floor and the score over the floor.
+Imported data (`datagen import chorales`) has no law and no floor; its scores are set beside the
+baselines its manifest holds instead (`chain_app.report`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from typing import Any
+
+import datagen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +62,15 @@ TOKENS = Floor("cross_entropy", "cross_entropy_floor", "cross_entropy_over_floor
                "cross-entropy (nats per token)", "linear", "law's floor",
                "the law's floor is unknown (the split holds no token), so the ratio is undefined")  # fmt: skip
 RATIOS = (REAL.ratio, TOKENS.ratio)
+IMPORTED = ("no law made the data (it was imported), so there is no floor: the baselines of its manifest "
+            "are the figures to compare with")  # fmt: skip
 
 
 def of(info: dict[str, Any]) -> Floor:
     """The floor of a dataset described by `chain_app.data.describe`: TOKENS where it has a vocabulary."""
     return TOKENS if info.get("vocab_size") is not None else REAL
+
+
+def omitted(info: dict[str, Any]) -> str:
+    """Why a dataset's score has no ratio to its floor: imported data has none at all."""
+    return IMPORTED if info.get("task") in datagen.IMPORTED_TASKS else of(info).omitted

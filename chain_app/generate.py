@@ -42,7 +42,7 @@ import tensorflow as tf
 
 import chain
 import datagen
-from ragged_common import atomic
+from ragged_common import atomic, progress
 
 from . import data, laws, runs
 from .options import check_generate_option
@@ -59,7 +59,7 @@ def generate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
                  decoder: "Decoder | None" = None, split: str = "heldout", samples: int | None = None,
                  predict_lengths: bool = False, free: bool = False, batch_size: int = 256,
                  out: str | os.PathLike[str] | None = None, plot: str | os.PathLike[str] | None = None,
-                 allow_other_law: bool = False) -> dict[str, Any]:  # fmt: skip
+                 allow_other_law: bool = False, progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """Generates with a run's last checkpoint on a dataset's inputs and writes the outputs.
 
     Args:
@@ -78,6 +78,7 @@ def generate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
         out: the JSON file to write (atomically); None for `run_dir/generated.json`.
         plot: a PNG to draw the first samples' outputs to, or None.
         allow_other_law: generate on a dataset of another law all the same.
+        progress: show the samples done on stderr (a bar on a terminal, lines elsewhere).
 
     Returns:
         The document written to `out` (see the module's notes).
@@ -107,7 +108,7 @@ def generate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
     _check_generation(net, decoder, predict_lengths)
     decoder = chain.Greedy() if decoder is None and net.vocab_size is not None else decoder
     arrays = data.first_samples(data.read(source, state["options"]["heldout_fraction"]), samples)
-    made = _generate_all(net, arrays, decoder, predict_lengths, free, batch_size)
+    made = _generate_all(net, arrays, decoder, predict_lengths, free, batch_size, progress)
     document = _document(net, state, run_dir, source, arrays, made, decoder, predict_lengths, free)
     target = checked.get("out", Path(os.fspath(run_dir)) / GENERATED_FILE)
     atomic.atomic_write(target, dumps(document))
@@ -147,15 +148,18 @@ def _sees_tokens(net: "Chain") -> bool:
 
 
 def _generate_all(net: "Chain", arrays: dict[str, Any], decoder: Any, predict_lengths: bool, free: bool,
-                  batch_size: int) -> list[dict[str, Any]]:  # fmt: skip
+                  batch_size: int, shown: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """Per sample, `outputs` (best first) as nested lists: `tokens` and `log_probs`, or `values`."""
     (x, steps), y = data.tensors(arrays)
     kept, net.stateful = net.stateful, False  # whole samples from zero states, any batch size
     try:
-        made = []
-        for low in range(0, int(x.shape[0]), batch_size):
-            rows = slice(low, low + batch_size)
-            made += _generate_batch(net, x[rows], steps[rows], y[rows], decoder, predict_lengths, free)
+        made, total = [], int(x.shape[0])
+        with progress.progress(shown, total, "chain generate", "samples") as bar:
+            for low in range(0, total, batch_size):
+                rows = slice(low, low + batch_size)
+                made += _generate_batch(net, x[rows], steps[rows], y[rows], decoder, predict_lengths, free)
+                if bar is not None:
+                    bar.update(len(made) - low)
         return made
     finally:
         net.stateful = kept
@@ -240,8 +244,9 @@ def _samples(made: list[dict[str, Any]], arrays: dict[str, Any], first: int) -> 
 
 def _law_greedy_rate(law: dict[str, Any], split: str | None, fraction: float) -> float | None:
     """The share of the split's runs of 2+ tokens where the law's own greedy walk finds its most
-    likely sequence (`1 - greedy_miss_rate`), where the manifest has it for this split."""
-    if split is not None and law["heldout_fraction"] != fraction:
+    likely sequence (`1 - greedy_miss_rate`), where the manifest has it for this split; None for
+    imported data, which no law made (its "most likely" tokens are its own)."""
+    if "greedy_miss_rate" not in law or split is not None and law["heldout_fraction"] != fraction:
         return None
     miss = law["greedy_miss_rate"][split or "all"]
     return None if miss is None else 1.0 - miss

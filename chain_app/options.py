@@ -46,6 +46,7 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "window": _window,
     "feedback": check_flag,
     "feedback_sampling": lambda name, value: check_number(name, value, 0, 1),
+    "bidirectional": check_flag,
 }
 """The check of each `FitOptions` field, `(name, value) -> value`, shared with the CLI's options."""
 
@@ -107,11 +108,15 @@ class FitOptions:
             scoring: teacher forcing).
         feedback_sampling: with `feedback`, the probability of feeding the model's own output
             instead of the target at each inner step while training (scheduled sampling), in [0, 1].
+        bidirectional: model A reads `x` both ways (a bidirectional GRU of `hidden` units each
+            way), so each outer step's `IR` sees the whole sample: for inputs known in full
+            beforehand, such as a chorale's lower voices. Not with `window`, whose windows run in
+            order with model A's state carried forward only.
 
     Raises:
         ValueError: an option is out of range or of the wrong type (the message names it), or
-            both `predict_lengths` and `stop_token` are set, or `feedback_sampling` without
-            `feedback`.
+            both `predict_lengths` and `stop_token` are set, `feedback_sampling` without
+            `feedback`, or `bidirectional` with `window`.
 
     Examples:
         >>> FitOptions(epochs=3).epochs
@@ -131,6 +136,7 @@ class FitOptions:
     window: int | None = None
     feedback: bool = False
     feedback_sampling: float = 0.0
+    bidirectional: bool = False
 
     def __post_init__(self) -> None:
         for name in CHECKS:
@@ -139,6 +145,9 @@ class FitOptions:
             raise ValueError("use one of `predict_lengths` and `stop_token`, not both")
         if self.feedback_sampling and not self.feedback:
             raise ValueError(f"`feedback_sampling` needs `feedback`; received feedback_sampling={self.feedback_sampling}")
+        if self.bidirectional and self.window is not None:
+            raise ValueError(f"`bidirectional` reads each sample whole, which `window` cuts in pieces run in order; "
+                             f"received bidirectional=True and window={self.window}")  # fmt: skip
 
     @classmethod
     def from_state(cls, values: Any, where: str) -> FitOptions:

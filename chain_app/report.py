@@ -14,6 +14,7 @@ from ragged_common.bounds import INT32_MAX
 from ragged_common.checks import check_int
 
 from . import data, floors, laws, runs
+from .options import check_generate_option
 
 if TYPE_CHECKING:
     from chain import Chain
@@ -25,16 +26,17 @@ def score(net: "Chain", batches: tf.data.Dataset, info: dict[str, Any]) -> dict[
         `mse` (masked, over real inner steps), `noise_floor`, `samples`, then
         `mse_over_noise_floor` when the noise floor is > 0 (else `mse_over_noise_floor_omitted`
         with the reason), and `length_accuracy` (exact match of predicted and true `steps` per
-        `(b, t)`) when the model predicts lengths. A token run's are `cross_entropy` (nats per
+        real `(b, t)`) when the model predicts lengths. A token run's are `cross_entropy` (nats per
         token, over real inner steps), `cross_entropy_floor` (the law's), `samples`,
         `cross_entropy_over_floor` (or `cross_entropy_over_floor_omitted`), `perplexity`,
         `perplexity_floor` (`exp` of the floor) and `token_accuracy` (of the argmax, teacher-forced),
-        then `length_accuracy`.
+        then `length_accuracy`. On imported data, scored on the split its baselines were scored
+        on, `versus_baselines`' entries follow.
     """
     kept, net.stateful = net.stateful, False  # whole sequences: the state crosses every window edge
     try:
         logs = net.evaluate(batches, return_dict=True, verbose=0)
-        lengths = length_accuracy(net, batches) if net.lengths is not None else None
+        lengths = length_accuracy(net, batches, info.get("real_feature")) if net.lengths is not None else None
     finally:
         net.stateful = kept
     figures = floors.of(info)
@@ -44,26 +46,53 @@ def score(net: "Chain", batches: tf.data.Dataset, info: dict[str, Any]) -> dict[
     if ratio is not None:
         result[figures.ratio] = ratio
     else:
-        result[f"{figures.ratio}_omitted"] = figures.omitted
+        result[f"{figures.ratio}_omitted"] = floors.omitted(info)
     if figures is floors.TOKENS:
         result |= {"perplexity": float(logs["perplexity"]), "perplexity_floor": _exp(floor),
                    "token_accuracy": float(logs["token_accuracy"])}  # fmt: skip
     if lengths is not None:
         result["length_accuracy"] = lengths
-    return result
+    return result | versus_baselines(result, info.get("baselines"))
+
+
+BASELINES = ("unigram_cross_entropy", "bigram_cross_entropy", "majority_length_accuracy", "logistic_length_accuracy")
+"""The baselines' figures among `versus_baselines`' entries."""
+
+
+def versus_baselines(scores: dict[str, Any], baselines: dict[str, Any] | None) -> dict[str, Any]:
+    """A token run's scores on imported data beside the baselines of its manifest (`data.baselines`).
+
+    Returns:
+        `unigram_cross_entropy`, `bigram_cross_entropy` and `cross_entropy_over_bigram` (the
+        chain's cross-entropy over the bigram's: below 1 the chain predicts the next token
+        better) where the baselines' tokens are the chain's; with `length_accuracy`,
+        `majority_length_accuracy` and `logistic_length_accuracy`. `{}` without baselines.
+    """
+    if baselines is None:
+        return {}
+    found: dict[str, Any] = {}
+    bigram = baselines["bigram_cross_entropy"]
+    if bigram is not None:
+        found = {"unigram_cross_entropy": baselines["unigram_cross_entropy"], "bigram_cross_entropy": bigram,
+                 "cross_entropy_over_bigram": scores["cross_entropy"] / bigram}  # fmt: skip
+    if "length_accuracy" in scores:
+        found |= {key: baselines[key] for key in BASELINES[2:]}
+    return found
 
 
 def _exp(value: float | None) -> float | None:
     return None if value is None else math.exp(value)
 
 
-def length_accuracy(net: "Chain", batches: tf.data.Dataset) -> float:
-    """Share of `(b, t)` whose generated length equals the true `steps`."""
+def length_accuracy(net: "Chain", batches: tf.data.Dataset, real_feature: int | None = None) -> float:
+    """Share of `(b, t)` whose generated length equals the true `steps`: of the real ones, where
+    `x[..., real_feature]` is 1 (padding left out), or of all with None."""
     hits = total = 0
     for (x, steps), _ in batches:
-        guess = net.generate(x).row_lengths(axis=2)
-        hits += int(np.sum(guess.numpy().reshape(steps.shape) == steps.numpy()))
-        total += int(np.prod(steps.shape))
+        guess = net.generate(x).row_lengths(axis=2).numpy().reshape(steps.shape)
+        real = np.ones(steps.shape, bool) if real_feature is None else x.numpy()[..., real_feature] > 0.5
+        hits += int(np.sum((guess == steps.numpy()) & real))
+        total += int(np.sum(real))
     return hits / max(total, 1)
 
 
@@ -74,9 +103,8 @@ def write_report(net: "Chain", run_dir: Path, state: dict[str, Any], heldout: tf
     figures = floors.of(state["heldout_info"])
     fraction = state["options"]["heldout_fraction"]
     report = {f"heldout_{figures.score}": scores[figures.score], figures.floor: scores[figures.floor]}
-    for key in (figures.ratio, f"{figures.ratio}_omitted", "perplexity", "token_accuracy"):
-        if key in scores:
-            report[f"heldout_{key}"] = scores[key]
+    held = (figures.ratio, f"{figures.ratio}_omitted", "perplexity", "token_accuracy", "cross_entropy_over_bigram")
+    report |= {f"heldout_{key}": scores[key] for key in held if key in scores}
     if "perplexity_floor" in scores:
         report["perplexity_floor"] = scores["perplexity_floor"]
     report |= {
@@ -87,15 +115,14 @@ def write_report(net: "Chain", run_dir: Path, state: dict[str, Any], heldout: tf
         "options": state["options"],
         "data_dir": state["data_dir"],
     }
-    if "length_accuracy" in scores:
-        report["length_accuracy"] = scores["length_accuracy"]
+    report |= {key: scores[key] for key in ("length_accuracy", *BASELINES) if key in scores}
     runs.write_report(run_dir, report)
     return report
 
 
-def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str],
-                 batch_size: int = 256, allow_other_law: bool = False) -> dict[str, Any]:  # fmt: skip
-    """Scores the last checkpoint of a run on another dataset (all of its samples).
+def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str], batch_size: int = 256,
+                 allow_other_law: bool = False, split: str = "all") -> dict[str, Any]:  # fmt: skip
+    """Scores the last checkpoint of a run on another dataset (all of its samples, or one split).
 
     The dataset must come from the law the run was trained on (see `chain_app.laws`): made by
     `datagen make` with the training set's task, seed and law options.
@@ -105,25 +132,31 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
         data_dir: the dataset to score.
         batch_size: samples per batch.
         allow_other_law: score a dataset of another law all the same.
+        split: `"all"`, or datagen's `"heldout"` or `"train"` split at the run's
+            `heldout_fraction`. Imported data's held-out split is the one its baselines were
+            scored on: its scores then stand beside them.
 
     Returns:
-        `data_dir`, `run_dir`, `epochs`, then `score`'s entries.
+        `data_dir`, `run_dir`, `epochs`, `split`, then `score`'s entries.
 
     Raises:
         FileNotFoundError: no checkpoint in `run_dir`.
         datagen.DatasetError: the dataset is missing or corrupt.
         chain_app.laws.OtherLaw: the dataset was made by another law (a ValueError), unless
             `allow_other_law`.
-        ValueError: `batch_size` is invalid, the dataset does not fit the model, or the
-            checkpoint is damaged.
+        ValueError: `batch_size` or `split` is invalid, the split is empty, the dataset does not
+            fit the model, or the checkpoint is damaged.
     """
     batch_size = check_int("batch_size", batch_size, 1, INT32_MAX)
-    data_dir = Path(os.fspath(data_dir))
-    info = data.describe(data_dir, None, 0.1)
-    net, state = runs.load_run(Path(os.fspath(run_dir)))
+    split = check_generate_option("split", split)
+    run_dir, data_dir = Path(os.fspath(run_dir)), Path(os.fspath(data_dir))
+    source = (data_dir, None if split == "all" else split)
+    fraction = runs.read_state(run_dir)["options"]["heldout_fraction"]
+    info = data.describe(*source, fraction)
+    net, state = runs.load_run(run_dir)
     if not allow_other_law:
         laws.check_same_law(state, data_dir, info["law_digest"])
     data.check_sizes(net, info, str(data_dir))
-    batches = data.batches(data.read((data_dir, None), 0.1), batch_size)
-    return {"data_dir": str(data_dir), "run_dir": str(run_dir), "epochs": state["epochs_done"],
+    batches = data.batches(data.read(source, fraction), batch_size)
+    return {"data_dir": str(data_dir), "run_dir": str(run_dir), "epochs": state["epochs_done"], "split": split,
             **score(net, batches, info)}  # fmt: skip

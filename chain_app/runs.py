@@ -287,7 +287,8 @@ def plot_history(run_dir: Path, history: list[dict[str, Any]], info: dict[str, A
     """`loss.png`: the score per epoch against its floor (drawn when > 0).
 
     The score is the masked MSE against the noise floor, or on token data the cross-entropy
-    against the law's floor (`chain_app.floors`); `info` is the held-out set's `data.describe`.
+    against the law's floor (`chain_app.floors`), or on imported data against the held-out
+    bigram's; `info` is the held-out set's `data.describe`.
     """
     import matplotlib
 
@@ -303,6 +304,9 @@ def plot_history(run_dir: Path, history: list[dict[str, Any]], info: dict[str, A
             axis.plot(epochs, [row.get(key, math.nan) for row in history], marker=".", label=label)
     if floor:
         axis.axhline(floor, color="grey", linestyle="--", label=figures.floor_label)
+    bigram = (info.get("baselines") or {}).get("bigram_cross_entropy")
+    if bigram is not None:
+        axis.axhline(bigram, color="grey", linestyle=":", label="held-out bigram")
     axis.set(xlabel="epoch", ylabel=figures.label, yscale=figures.scale, title="chain fit")
     axis.legend()
     figure.tight_layout()

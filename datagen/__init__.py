@@ -11,6 +11,7 @@ from ._api import make as make
 from ._api import teacher_weights as teacher_weights
 from ._chorales import FEATURES as CHORALE_FEATURES
 from ._chorales import ChoraleCodec as ChoraleCodec
+from ._chorales import PlacedNote as PlacedNote
 from ._chorales import windows as chorale_windows
 from ._errors import DatasetError as DatasetError
 from ._generate import generate as generate
@@ -30,6 +31,9 @@ from ._params import TOKEN_TASKS as TOKEN_TASKS
 from ._params import ParameterError as ParameterError
 from ._read import read as read
 from ._read import split_range as split_range
+from ._score import chorale_file as chorale_file
+from ._score import chorale_score as chorale_score
+from ._score import chorale_voices as chorale_voices
 from ._tfdata import load as load
 from ._tfdata import windows_per_sample as windows_per_sample
 
@@ -45,10 +49,14 @@ __all__ = [
     "IMPORTED_TASKS",
     "LENGTHS",
     "ParameterError",
+    "PlacedNote",
     "RANDOM_LENGTHS",
     "TASKS",
     "TOKEN_TARGETS",
     "TOKEN_TASKS",
+    "chorale_file",
+    "chorale_score",
+    "chorale_voices",
     "chorale_windows",
     "draw_lengths",
     "generate",

@@ -27,6 +27,10 @@ UNKNOWN, END = 0, 1
 """The two tokens that stand for no note: a (pitch, duration) pair the training chorales never
 have, and the end of a beat's run (written only by ``end_token=True``)."""
 
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 9, 10, 11)}
+"""The pitch classes of a key above its tonic: the major scale; the minor scale with its raised
+sixth and seventh (melodic and harmonic minor), as Bach's minor chorales use them."""
+
 PITCH_CENTRE, PITCH_SCALE = 60, 12
 """A lower voice's MIDI pitch ``p`` is the feature ``(p - 60) / 12``: octaves from middle C."""
 
@@ -56,6 +60,16 @@ class SopranoNote(NamedTuple):
     """A soprano token decoded: its MIDI ``pitch`` (None for a rest) and its ``duration`` in
     quarter notes."""
 
+    pitch: int | None
+    duration: Fraction
+
+
+class PlacedNote(NamedTuple):
+    """A note or rest of a melody as it sounds (``ChoraleCodec.melody``): when it begins, in
+    quarter notes from the chorale's start, its MIDI ``pitch`` (None for a rest) and how long it
+    sounds."""
+
+    offset: Fraction
     pitch: int | None
     duration: Fraction
 
@@ -248,18 +262,95 @@ class ChoraleCodec:
         Raises:
             ValueError: ``sum(steps)`` differs from ``len(tokens)``.
         """
-        steps = [int(count) for count in steps]
-        if sum(steps) != len(tokens):
-            raise ValueError(f"`tokens` must hold sum(steps) = {sum(steps)} tokens; received {len(tokens)}")
-        starts, free, row = [], Fraction(first_beat), 0
-        for beat, count in enumerate(steps, start=first_beat):
-            for token in tokens[row : row + count]:
+        starts, free = [], Fraction(first_beat)
+        for beat, run in enumerate(_runs(steps, tokens), start=first_beat):
+            for token in run:
                 start = max(free, Fraction(beat))
-                note = self.note(int(token))
+                note = self.note(token)
                 starts.append(start)
                 free = start + (note.duration if note is not None else 0)
-            row += count
         return starts
+
+    def melody(self, steps: Sequence[int], tokens: Sequence[int], first_beat: int = 0) -> list[PlacedNote]:
+        """The notes of a run of beats as they sound, each kept in the beat it was put in.
+
+        A note begins as in :meth:`onsets`, at its beat's onset or when the note before it ends,
+        unless that falls after its beat: it then begins at its beat's onset if it is the beat's
+        first note, else halfway from the note before it to the beat's end. Each note sounds
+        until the next one begins, at most its duration. Bach's soprano is rebuilt as written; a
+        generated one, whose notes may outlast the beats after them, keeps every note with the
+        lower voices it was chosen over. The unknown and end tokens sound nothing and are left out.
+
+        Args:
+            steps: notes per beat, (T,).
+            tokens: the notes' tokens, (sum(steps),), in order.
+            first_beat: the first beat's index in the chorale.
+
+        Raises:
+            ValueError: ``sum(steps)`` differs from ``len(tokens)``, or a token is out of range.
+
+        Examples:
+            >>> from fractions import Fraction
+            >>> codec = ChoraleCodec([(69, Fraction(1)), (72, Fraction(2))])
+            >>> [(int(n.offset), n.pitch, int(n.duration)) for n in codec.melody([1, 1, 1], [3, 2, 2])]
+            [(0, 72, 1), (1, 69, 1), (2, 69, 1)]
+        """
+        placed, free = [], Fraction(first_beat)
+        for beat, run in enumerate(_runs(steps, tokens), start=first_beat):
+            last = None  # when the beat's note before began
+            for token in run:
+                start = max(free, Fraction(beat))
+                if start >= beat + 1:
+                    start = Fraction(beat) if last is None else (last + beat + 1) / 2
+                note = self.note(token)
+                free, last = start + (note.duration if note is not None else 0), start
+                if note is not None:
+                    placed.append(PlacedNote(start, note.pitch, note.duration))
+        return [note._replace(duration=min(note.duration, after.offset - note.offset))
+                for note, after in zip(placed, placed[1:])] + placed[-1:]  # fmt: skip
+
+    def in_harmony(self, x: np.ndarray, steps: Sequence[int], tokens: Sequence[int], key: bool = True) -> np.ndarray:
+        """Whether each note of a soprano fits its beat: its pitch class sounds in a lower voice
+        at the beat's onset, or belongs to the chorale's key (:data:`SCALES`).
+
+        Args:
+            x: the beats' features, (T, len(FEATURES)).
+            steps: notes per beat, (T,).
+            tokens: the notes' tokens, (sum(steps),), in order.
+            key: count the key's pitch classes too; False asks for the lower voices' only.
+
+        Returns:
+            bool (notes,): one entry per token that stands for a note, in order; rests, unknown
+            and end tokens are left out.
+
+        Raises:
+            ValueError: the shapes disagree, or a token is out of range.
+        """
+        beats = self.beats(x)
+        if len(beats) != len(steps):
+            raise ValueError(f"`x` must hold one row per beat of `steps`, {len(steps)}; received {len(beats)}")
+        fits = []
+        for beat, run in zip(beats, _runs(steps, tokens)):
+            for note in self.notes(run):
+                if note is None or note.pitch is None:
+                    continue
+                sounding = {voice.pitch % 12 for voice in beat[:3] if voice.pitch is not None} if beat else set()
+                scale = {(beat.key[0] + step) % 12 for step in SCALES[beat.key[1]]} if beat and key else set()
+                fits.append(note.pitch % 12 in sounding | scale)
+        return np.array(fits, bool)
+
+
+def _runs(steps: Sequence[int], tokens: Sequence[int]) -> list[list[int]]:
+    """The tokens of each beat, ``steps`` of them per beat.
+
+    Raises:
+        ValueError: ``sum(steps)`` differs from ``len(tokens)``.
+    """
+    steps = [int(count) for count in steps]
+    if sum(steps) != len(tokens):
+        raise ValueError(f"`tokens` must hold sum(steps) = {sum(steps)} tokens; received {len(tokens)}")
+    cuts = np.cumsum([0, *steps])
+    return [[int(token) for token in tokens[low:high]] for low, high in zip(cuts[:-1], cuts[1:])]
 
 
 def _decode_voice(row: np.ndarray, voice: str) -> Voice:

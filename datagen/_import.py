@@ -18,9 +18,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ragged_common import atomic
+from ragged_common import progress as _progress
 from ragged_common.checks import check_choice, check_flag, check_int, check_optional, check_path
 
-from . import _baselines, _chorales, _manifest, _music, _pool, _progress, _storage
+from . import _baselines, _chorales, _manifest, _music, _pool, _storage
 from ._chorales import ChoraleCodec, SopranoNote
 from ._errors import DatasetError
 from ._make import check_out

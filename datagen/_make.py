@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ragged_common import progress as _progress
 from ragged_common.checks import check_flag, check_int, check_path
 
-from . import _manifest, _memory, _pool, _progress, _rng, _storage, _tokens
+from . import _manifest, _memory, _pool, _rng, _storage, _tokens
 from ._errors import DatasetError
 from ._generate import generate_spec, law_truth
 from ._lock import locked

@@ -124,7 +124,8 @@ def test_the_command_prints_the_summary_and_writes_the_file_and_the_plot(token_f
     assert result.exit_code == 0, result.output
     written = token_fitted[0] / "generated.json"
     document = json.loads(written.read_text())
-    assert json.loads(result.output) == document["summary"] and document["summary"]["samples"] == 2
+    assert json.loads(result.stdout) == document["summary"] and document["summary"]["samples"] == 2
+    assert "chain generate: 2/2 samples" in result.stderr  # progress, in lines where stderr is no terminal
     assert len(document["samples"]) == 2 and document["first_sample"] == 43
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert not [p for p in (*tmp_path.iterdir(), *token_fitted[0].iterdir()) if p.name.startswith(".")]
@@ -178,7 +179,7 @@ def test_a_beam_search_writes_its_outputs_best_first(token_data, token_fitted, g
         made = [output["log_prob"] for output in sample["outputs"]]
         np.testing.assert_allclose(made, expected, rtol=1e-5)
         assert made == sorted(made, reverse=True)
-    assert json.loads(result.output) == document["summary"]
+    assert json.loads(result.stdout) == document["summary"]
     one = generate.generate_run(token_fitted[0], decoder=chain.Beam(1), out=tmp_path / "one.json")
     assert [s["outputs"][0]["tokens"] for s in one["samples"]] == [
         s["outputs"][0]["tokens"] for s in greedy[0]["samples"]]  # a beam of 1 is greedy

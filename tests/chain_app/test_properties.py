@@ -142,7 +142,8 @@ def test_valid_evaluate_batch_sizes_reach_evaluate_run(batch_size):
         (Path(root) / "model.keras").write_bytes(b"")
         result = _invoke(["evaluate", root, str(Path(root) / "data"), "--batch-size", str(batch_size)])
     assert result.exit_code == 0, result.output
-    assert recorder.calls == [((Path(root), Path(root) / "data"), {"batch_size": batch_size, "allow_other_law": False})]
+    assert recorder.calls == [((Path(root), Path(root) / "data"), {"batch_size": batch_size, "allow_other_law": False,
+                                                                        "split": "all"})]
 
 
 @settings(deadline=None)

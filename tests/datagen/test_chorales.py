@@ -518,3 +518,94 @@ def test_a_dataset_that_is_not_an_import_has_no_codec_or_windows(tmp_path):
         datagen.ChoraleCodec.from_manifest(tmp_path / "d")
     with pytest.raises(datagen.DatasetError, match="not a manifest of imported chorales: no valid `source.chorales`"):
         datagen.chorale_windows(tmp_path / "d")
+
+
+def test_melody_rebuilds_bach_and_keeps_each_generated_note_in_its_beat(imported, parsed):
+    out, _ = imported
+    codec = datagen.ChoraleCodec.from_manifest(out)
+    runs, _ = _runs(out, "bwv281")
+    score = next(entry.score for entry in parsed if entry.id == "bwv281")
+    melody = codec.melody([len(run) for run in runs], [token for run in runs for token in run])
+    assert melody == [(note.offset, note.pitch, note.duration) for note in score.voices[0]]
+    codec = datagen.ChoraleCodec([(69, QUARTER), (72, HALF), (71, EIGHTH), (70, Fraction(3, 2))])
+    a, c, b, b_flat = (codec.token(*pair) for pair in ((69, QUARTER), (72, HALF), (71, EIGHTH), (70, Fraction(3, 2))))
+    # a half note, then a second note in the same beat: it would begin at beat 2, so it moves halfway
+    # into its own beat and cuts the half note there; the beat after that begins at its onset
+    assert codec.melody([2, 0, 1], [c, a, a]) == [(0, 72, EIGHTH), (EIGHTH, 69, QUARTER), (2, 69, QUARTER)]
+    # a held note cut by the next beat's first note, which begins at its beat's onset
+    assert codec.melody([1, 1], [c, a]) == [(0, 72, QUARTER), (1, 69, QUARTER)]
+    # a note that begins inside its beat stays where it begins; unknown and end tokens sound nothing
+    assert codec.melody([1, 3], [b_flat, 0, b, 1], first_beat=4) == [(4, 70, Fraction(3, 2)), (Fraction(11, 2), 71, EIGHTH)]
+    with pytest.raises(ValueError, match=r"`tokens` must hold sum\(steps\) = 2 tokens; received 1"):
+        codec.melody([1, 1], [a])
+
+
+def _beat(alto=None, key=(0, "major")):
+    row = np.zeros(len(datagen.CHORALE_FEATURES), np.float32)
+    index = {name: i for i, name in enumerate(datagen.CHORALE_FEATURES)}
+    row[[index["in_chorale"], index["bar_position_0"], index[f"key_tonic_{key[0]}"]]] = 1
+    row[index["key_minor"]] = key[1] == "minor"
+    if alto is not None:
+        row[[index[f"alto_pitch_class_{alto % 12}"], index["alto_attack"]]] = 1
+        row[index["alto_pitch"]] = (alto - 60) / 12
+    return row
+
+
+def test_in_harmony_asks_whether_a_note_sounds_in_the_lower_voices_or_the_key():
+    codec = datagen.ChoraleCodec([(None, QUARTER), *((pitch, QUARTER) for pitch in (64, 65, 66, 68, 80))])
+    e, f, f_sharp, g_sharp, g_sharp_high = (codec.token(pitch, QUARTER) for pitch in (64, 65, 66, 68, 80))
+    x = np.stack([_beat(alto=54), _beat(alto=54), _beat(key=(9, "minor"))])  # F#3 in C major, then A minor
+    steps, tokens = [3, 1, 2], [e, f_sharp, codec.token(None, QUARTER), f, g_sharp, g_sharp_high]
+    # E: in C major; F#: the alto's; the rest is left out; F: in C major; G# twice: A minor's raised seventh
+    assert codec.in_harmony(x, steps, tokens).tolist() == [True, True, True, True, True]
+    assert codec.in_harmony(x, steps, tokens, key=False).tolist() == [False, True, False, False, False]
+    assert codec.in_harmony(x[:1], [1], [g_sharp]).tolist() == [False]  # neither C major's nor the alto's
+    with pytest.raises(ValueError, match=r"`x` must hold one row per beat of `steps`, 2; received 3"):
+        codec.in_harmony(x, [1, 1], [e, e])
+
+
+def _voice(score, index):
+    """A music21 part's notes and rests as (offset, MIDI pitch or None, duration), ties joined and
+    consecutive rests merged, as datagen reads a voice."""
+    found = []
+    for element in score.parts[index].stripTies().flatten().notesAndRests:
+        note = (Fraction(element.offset), None if element.isRest else element.pitch.midi, Fraction(element.quarterLength))
+        if found and note[1] is None and found[-1][1] is None:
+            found[-1] = (found[-1][0], None, found[-1][2] + note[2])
+        else:
+            found.append(note)
+    return found
+
+
+def test_a_chorale_score_puts_a_soprano_over_bachs_lower_voices(imported):
+    out, manifest = imported
+    voices = datagen.chorale_voices(out, "bwv384")
+    bach = datagen.chorale_score(manifest, "bwv384")
+    assert [_voice(bach, i) for i in range(4)] == [voices[name] for name in ("soprano", "alto", "tenor", "bass")]
+    # one note over the first six beats (bar lines at 2 and 6: a pickup of two), then a rest, then
+    # a note past the last bar, which is cut there
+    score = datagen.chorale_score(out, "bwv384", soprano=[(0, 67, 6), (7, None, 1), (30, 70, 8)])
+    notes = [element for element in score.parts[0].flatten().notesAndRests]
+    assert [(float(n.offset), float(n.quarterLength), n.tie.type if n.tie else None) for n in notes[:3]] == [
+        (0.0, 2.0, "start"), (2.0, 4.0, "stop"), (6.0, 1.0, None)]  # rests fill the gaps around the one given
+    assert _voice(score, 0) == [(0, 67, 6), (6, None, 24), (30, 70, 2)]
+    assert [_voice(score, i) for i in (1, 2, 3)] == [voices[name] for name in ("alto", "tenor", "bass")]
+    assert [float(m.duration.quarterLength) for m in score.parts[0].getElementsByClass("Measure")] == [
+        float(m.duration.quarterLength) for m in bach.parts[0].getElementsByClass("Measure")]
+
+
+def test_a_chorale_score_refuses_an_unknown_chorale_a_changed_file_and_overlapping_notes(imported, tmp_path):
+    out, manifest = imported
+    with pytest.raises(ValueError, match=r"`chorale` must be the id of one of the dataset's 3 chorales \(held out: "
+                                         r"bwv165.6\); received 'bwv1'"):
+        datagen.chorale_score(out, "bwv1")
+    changed = json.loads(json.dumps(manifest))
+    changed["source"]["chorales"][0]["sha256"] = "0" * 64
+    with pytest.raises(datagen.DatasetError, match=r"chorale bwv281: '.*bwv281.mxl' is no longer the file imported"):
+        datagen.chorale_voices(changed, "bwv281")
+    changed["source"]["corpus"] = str(tmp_path)
+    with pytest.raises(datagen.DatasetError, match=r"chorale bwv281: its file '.*bwv281.mxl' is gone"):
+        datagen.chorale_file(changed, "bwv281")
+    with pytest.raises(ValueError, match=r"`soprano` notes must follow each other without overlapping; received a "
+                                         r"note at 0 lasting 2, then one at 1"):
+        datagen.chorale_score(out, "bwv281", soprano=[(0, 67, 2), (1, 69, 1)])
