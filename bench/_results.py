@@ -46,6 +46,7 @@ FIGURE_COLUMNS = (
     "trace_s", "peak_rss_bytes", "build_rss_bytes", "peak_tensor_bytes", "peak_device_bytes",
     "peak_rss_method", "real_gflop", "gflop_per_s", "matmul_batch_gflop_per_s", "matmul_peak_gflop_per_s",
     "batch", "timesteps", "threads", "load_avg_1m", "tensorflow_version", "keras_version", "torch_version",
+    "jax_version", "optax_version",
     "versus", "versus_median_s", "versus_ratio",
 )
 COLUMNS = (*PARAM_NAMES, "status", "message", *STAT_COLUMNS, *FIGURE_COLUMNS)
@@ -308,7 +309,10 @@ def _run_id(value: Any, path: Path) -> str:
 
 # The schema of an end record, as far as the table, the CSV and the plot read it.
 TEXT_PARAMS = ("strategy", "state", "phase", "lengths", "device", "cell")
-TEXT_FIGURES = ("peak_rss_method", "tensorflow_version", "keras_version", "torch_version", "versus", "decoder")
+TEXT_FIGURES = (
+    "peak_rss_method", "tensorflow_version", "keras_version", "torch_version", "jax_version", "optax_version", "versus",
+    "decoder",
+)
 
 
 def _checked(records: list[Any], path: Path) -> list[dict[str, Any]]:

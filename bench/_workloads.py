@@ -65,6 +65,11 @@ BASELINE = "per-sample"
 """The generation phases' baseline: one sample, one outer step and one inner step at a time
 (`bench._per_sample`)."""
 TORCH_STRATEGIES: tuple[str, ...] = ("torch-packed", "torch-padded")
+JAX_STRATEGIES: tuple[str, ...] = ("jax",)
+PEER_STRATEGIES: tuple[str, ...] = (*TORCH_STRATEGIES, *JAX_STRATEGIES)
+"""The peer frameworks' strategies: `bench run --peers` adds them."""
+JAX_GENERATE_PHASES: tuple[str, ...] = ("generate-greedy", "generate-sampling")
+"""The generation phases the JAX peer measures (it has no beam search)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +130,8 @@ class Case:
             return "test_per_sample.py"
         if self.strategy.startswith("torch-"):
             return "test_torch.py"
+        if self.strategy in JAX_STRATEGIES:
+            return "test_jax.py"
         return "test_chain.py"
 
     @property
@@ -214,10 +221,11 @@ def build_cases(
     """Crosses the options into cases, dropping combinations that are not run.
 
     `reference` and `BASELINE` run only for ``longest_step <= reference_max_step`` (they are
-    the slow loops); the torch peer runs only in the carry and reset modes. ``train-notraining``
-    is measured for chain's strategies only: the reference and the peer have no `training` flag to
-    leave out; so is ``train-feedback`` (their model B reads IR alone). The `GENERATE_PHASES` are
-    measured for chain's strategies and `BASELINE`, which measures nothing else.
+    the slow loops); the peers (PyTorch, JAX) run only in the carry and reset modes.
+    ``train-notraining`` is measured for chain's strategies only: the reference and the peers have
+    no `training` flag to leave out; so is ``train-feedback`` (their model B reads IR alone). The
+    `GENERATE_PHASES` are measured for chain's strategies and `BASELINE`, which measures nothing
+    else, and the `JAX_GENERATE_PHASES` for JAX too.
 
     Args:
         cells: Model-B cells (`CELLS`); default ``["gru"]``.
@@ -245,9 +253,11 @@ def _is_run(case: Case, reference_max_step: int) -> bool:
         return False
     if case.strategy == BASELINE:
         return generating
-    if case.strategy in TORCH_STRATEGIES and case.state not in ("carry", "reset"):
-        return False  # the peer implements the carry and reset modes only
-    peer = case.strategy == REFERENCE or case.strategy in TORCH_STRATEGIES
+    if case.strategy in PEER_STRATEGIES and case.state not in ("carry", "reset"):
+        return False  # the peers implement the carry and reset modes only
+    if case.strategy in JAX_STRATEGIES and case.phase in JAX_GENERATE_PHASES:
+        return True
+    peer = case.strategy == REFERENCE or case.strategy in PEER_STRATEGIES
     return not (peer and (case.phase in CHAIN_ONLY_PHASES or generating))
 
 
@@ -333,6 +343,6 @@ DEFAULT_LONGEST_STEPS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 def quick_sweep(chain_strategies: list[str]) -> Sweep:
     """The sweep of a bare ``pytest bench/cases`` on the CPU: L in (1, 4), `QUICK_SIZES`, 3 rounds,
     every strategy, forward calls and train steps of the GRU cell."""
-    strategies = [*chain_strategies, REFERENCE, *TORCH_STRATEGIES]
+    strategies = [*chain_strategies, REFERENCE, *PEER_STRATEGIES]
     cases = build_cases(strategies, list(STATES), ["forward", "train"], list(QUICK_LONGEST_STEPS), "uniform", "cpu")
     return Sweep(tuple(cases), sizes=QUICK_SIZES, rounds=3)

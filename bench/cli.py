@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import click
 
 from bench import _report, _results, _runner, _workloads
-from bench._workloads import BASELINE, CELLS, PHASES, REFERENCE, TORCH_STRATEGIES, Sweep
+from bench._workloads import BASELINE, CELLS, PEER_STRATEGIES, PHASES, REFERENCE, Sweep
 from ragged_common import atomic
 from ragged_common.bounds import INT32_MAX, UINT32_MAX
 from ragged_common.checks import OptionError, check_int, check_int_list, check_number, check_subset
@@ -60,7 +60,7 @@ def known_strategies() -> tuple[str, ...]:
     from bench._tf_framework import chain_strategies
 
     chain_names = (*chain_strategies(), "auto")
-    return (*chain_names, *(f"eager-{s}" for s in chain_names), REFERENCE, BASELINE, *TORCH_STRATEGIES)
+    return (*chain_names, *(f"eager-{s}" for s in chain_names), REFERENCE, BASELINE, *PEER_STRATEGIES)
 
 
 def default_strategies() -> list[str]:
@@ -80,9 +80,9 @@ def _strategies(value: str | None, peers: bool) -> list[str]:
             names = check_subset("strategies", value, allowed)
         except OptionError as error:
             raise bad_parameter(error) from None  # checked late: the names come from chain
-    names = [n for n in names if peers or n not in TORCH_STRATEGIES]
+    names = [n for n in names if peers or n not in PEER_STRATEGIES]
     if peers:
-        names += [n for n in TORCH_STRATEGIES if n not in names]
+        names += [n for n in PEER_STRATEGIES if n not in names]
     return names
 
 
@@ -149,7 +149,7 @@ def _check_versus(versus: tuple[str, str] | None) -> None:
         return
     field, choice = versus
     # a partner runs in its case's process: a strategy partner is one of chain's
-    others = (REFERENCE, BASELINE, *TORCH_STRATEGIES)
+    others = (REFERENCE, BASELINE, *PEER_STRATEGIES)
     allowed = PHASES if field == "phase" else tuple(s for s in known_strategies() if s not in others)
     if choice not in allowed:
         error = OptionError("versus", f"{field}=VALUE with VALUE one of {', '.join(allowed)}", "=".join(versus))
@@ -212,7 +212,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 @click.option("--strategies", default=None,
               help="Comma-separated strategies: chain's (loop, padded, packed, auto), eager-NAME (a chain "
                    "strategy called eagerly, no user tf.function), reference, per-sample (the generation "
-                   "phases' baseline, one sample and one step at a time), torch-packed, torch-padded. "
+                   "phases' baseline, one sample and one step at a time), torch-packed, torch-padded, jax. "
                    "Default: chain's, eager-auto, reference and per-sample.")
 @click.option("--states", default="carry,reset", show_default=True,
               callback=checked(check_subset, ("carry", "reset", "init")),
@@ -224,11 +224,12 @@ def _interrupt(signum: int, frame: Any) -> None:
                    "forcing); the last two for chain's strategies only. generate-greedy, "
                    f"generate-sampling ({_workloads.DECODERS['generate-sampling']}) and "
                    f"{_workloads.BEAM_PHASE} (a beam search of width {_workloads.BEAM_WIDTH}) generate "
-                   "tokens with a token chain, timed in tokens/s, for chain's strategies and per-sample.")
+                   "tokens with a token chain, timed in tokens/s, for chain's strategies and per-sample; "
+                   "the first two for jax too.")
 @click.option("--cells", default="gru", show_default=True, callback=checked(check_subset, CELLS),
               help="Comma-separated model B cells: gru (GRUCell), lstm (LSTMCell), rnn (SimpleRNNCell), "
                    "stacked (StackedRNNCells of 2 GRUCells), functional (a functional Model around one "
-                   "SimpleRNNCell). The PyTorch peer uses the same cell type.")
+                   "SimpleRNNCell). The PyTorch and JAX peers use the same cell type.")
 @click.option("--hidden", default="64", show_default=True, callback=_INTS,
               help="Comma-separated hidden sizes H of model A and model B.")
 @click.option("--lengths", type=Choice(_workloads.LENGTH_LAWS), default="uniform", show_default=True,
@@ -236,8 +237,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 @click.option("--device", type=Choice(_workloads.DEVICES), default="cpu", show_default=True,
               help="cpu, gpu, or auto (gpu when TensorFlow sees one). gpu without a GPU exits 2.")
 @click.option("--quick", is_flag=True,
-              help="Tiny sweep (about 75 s on 2 cores): L in 1,4, batch 16, T 8, 2 rounds, "
-                   "strategies loop, packed, reference and torch-packed; options given explicitly "
+              help="Tiny sweep (about 2 minutes on 2 cores): L in 1,4, batch 16, T 8, 2 rounds, "
+                   "strategies loop, packed, reference, torch-packed and jax; options given explicitly "
                    "still win.")
 @click.option("--out", type=OutputDir(path_type=Path), default="bench-results", show_default=True,
               help="Directory of the run folders (results.json, results.csv, plot.png, logs).")
@@ -246,7 +247,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 @click.option("--save", "name", default=None, callback=checked(_run_name),
               help="Run name, saved as NNNN_NAME.json. Default: bench_<UTC time>.")
 @click.option("--peers/--no-peers", default=True, show_default=True,
-              help="Add the PyTorch peer cases (skipped with the reason when torch is missing).")
+              help="Add the peer cases, PyTorch and JAX (skipped with the reason when torch, or jax and optax, "
+                   "are missing).")
 @click.option("--rounds", type=int, callback=_count(1), default=5, show_default=True,
               help="Timed rounds per case (--quick: 2).")
 @click.option("--warmup-rounds", type=int, callback=_count(1), default=1, show_default=True,
@@ -265,7 +267,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 @click.option("--timeout", type=float, callback=_SECONDS, default=300.0, show_default=True,
               help="Seconds a case may run before it is killed and recorded as a timeout.")
 @click.option("--threads", type=int, callback=_count(1), default=2, show_default=True,
-              help="CPU threads for TensorFlow and torch.")
+              help="CPU threads for TensorFlow and torch; JAX, which has no thread setting, runs on this many CPUs.")
 @click.option("--batch", type=int, callback=_count(1), default=64, show_default=True, help="Batch size (--quick: 16).")
 @click.option("--timesteps", type=int, callback=_count(1), default=32, show_default=True,
               help="Outer steps T (--quick: 8).")

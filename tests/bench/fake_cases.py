@@ -2,10 +2,11 @@
 
 `bench._runner` runs the cases of `bench._runner.CASES_DIR` in pytest children. `write_cases`
 makes a directory with the same case modules (``test_chain.py``, ``test_reference.py``,
-``test_per_sample.py``, ``test_torch.py``) and the same conftest, each case measured through
-`bench._measure.measure_case` with `FakeFramework`: a child starts in about a second instead of
-importing TensorFlow, so the runner's protocol (events, crashes, timeouts, passes, partners,
-skips) is tested fast. One real `bench run` (tests/bench/test_end_to_end.py) measures TensorFlow.
+``test_per_sample.py``, ``test_torch.py``, ``test_jax.py``) and the same conftest, each case
+measured through `bench._measure.measure_case` with `FakeFramework`: a child starts in about a
+second instead of importing TensorFlow, so the runner's protocol (events, crashes, timeouts,
+passes, partners, skips) is tested fast. One real `bench run` (tests/bench/test_end_to_end.py)
+measures TensorFlow.
 """
 
 from __future__ import annotations
@@ -63,6 +64,6 @@ def write_cases(directory: Path) -> Path:
     """Writes the fake case directory (the conftest and one module per case module) into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "conftest.py").write_text(CONFTEST)
-    for name in ("test_chain", "test_reference", "test_per_sample", "test_torch"):
+    for name in ("test_chain", "test_reference", "test_per_sample", "test_torch", "test_jax"):
         (directory / f"{name}.py").write_text(MODULE.format(name=name))
     return directory

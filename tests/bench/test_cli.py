@@ -34,6 +34,7 @@ def _run(*args):
         (["--versus", "phase"], "--versus", "'phase'"),
         (["--versus", "phase=backward"], "--versus", "'phase=backward'"),
         (["--versus", "strategy=torch-packed"], "--versus", "'strategy=torch-packed'"),
+        (["--versus", "strategy=jax"], "--versus", "'strategy=jax'"),  # another framework's process
         (["--versus", "strategy=per-sample"], "--versus", "'strategy=per-sample'"),
         (["--timeout", "0"], "--timeout", "0"),
         (["--threads", "-1"], "--threads", "-1"),
@@ -154,6 +155,16 @@ def test_dry_run_lists_cells_and_hidden_sizes_and_writes_nothing(tmp_path):
     assert "packed-carry-train-notraining-L8-uniform-cpu-functional-H256" in result.output
     assert "8 cases" in result.output and "cells lstm,functional, hidden 16,256" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_peers_add_the_pytorch_and_jax_cases_in_carry_and_reset_only(tmp_path):
+    result = _run("run", "--dry-run", "--strategies", "packed", "--states", "carry,init", "--phases", "forward",
+                  "--longest-steps", "8", "--out", str(tmp_path / "o"), "--storage", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    listed = set(result.output.splitlines())
+    assert {"torch-packed-carry-forward-L8-uniform-cpu-gru-H64", "jax-carry-forward-L8-uniform-cpu-gru-H64"} <= listed
+    assert not any(line.startswith(("jax-init", "torch-packed-init")) for line in listed)
+    assert "5 cases" in result.output  # packed twice, then torch-packed, torch-padded and jax in carry mode
 
 
 def test_dry_run_of_the_generation_phases_lists_chain_and_the_baseline(tmp_path):

@@ -15,7 +15,10 @@ TF_FIGURES = {
     "peak_rss_bytes", "build_rss_bytes", "real_gflop", "gflop_per_s", "matmul_batch_gflop_per_s", "matmul_peak_gflop_per_s",
     "tensorflow_version", "keras_version",
 }
-TORCH_FIGURES = (TF_FIGURES - {"matmul_batch_gflop_per_s", "matmul_peak_gflop_per_s"}) | {"torch_version"}
+PEER_FIGURES = TF_FIGURES - {"matmul_batch_gflop_per_s", "matmul_peak_gflop_per_s"}
+TORCH_FIGURES = PEER_FIGURES | {"torch_version"}
+JAX_FIGURES = PEER_FIGURES | {"jax_version", "optax_version"}
+SKIPS = {"torch": "torch cannot be imported", "jax": "cannot be imported"}  # jax, or optax
 
 
 def _invoke(*args):
@@ -25,8 +28,8 @@ def _invoke(*args):
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     """A --quick run cut down to a few cases (the same code path as `bench run --quick`), counting
-    host tensors (`--tensor-memory`), with chain's greedy generation next to the forward and train
-    phases. The one run of the suite that measures TensorFlow; the runner's other tests measure the
+    host tensors (`--tensor-memory`), with chain's and JAX's greedy generation next to the forward
+    and train phases. The one run of the suite that measures TensorFlow; the runner's other tests measure the
     fake framework of fake_cases.py."""
     root = tmp_path_factory.mktemp("run")
     result = _invoke(
@@ -43,16 +46,17 @@ def test_run_measures_every_case(small_run):
     data = json.loads((root / "out" / "0001_e2e" / "results.json").read_text())
     records = data["records"]
     strategies = {r["params"]["strategy"] for r in records}
-    assert {"packed", "reference", "torch-packed", "torch-padded"} == strategies
-    assert len(records) == (4 * 2 + 1) * 2  # (strategies x forward, train; packed's generation) x L
+    assert {"packed", "reference", "torch-packed", "torch-padded", "jax"} == strategies
+    assert len(records) == (5 * 2 + 2) * 2  # (strategies x forward, train; packed's and jax's generation) x L
     assert data["sweep"]["sizes"]["batch"] == 16  # --quick's stated batch
     for record in records:
-        if record["params"]["strategy"].startswith("torch") and record["status"] == "skipped":
-            assert "torch cannot be imported" in record["message"]
+        framework = record["params"]["strategy"].partition("-")[0]
+        if framework in SKIPS and record["status"] == "skipped":
+            assert SKIPS[framework] in record["message"] and "`peers` extra" in record["message"]
             continue
         assert record["status"] == "ok", record
         extra = record["benchmark"]["extra_info"]
-        wanted = TORCH_FIGURES if record["params"]["strategy"].startswith("torch") else TF_FIGURES
+        wanted = {"torch": TORCH_FIGURES, "jax": JAX_FIGURES}.get(framework, TF_FIGURES)
         if record["params"]["phase"] == "generate-greedy":
             wanted = wanted | {"tokens", "tokens_per_s", "decoder"}
             assert extra["tokens_per_s"] == pytest.approx(extra["tokens"] / record["benchmark"]["stats"]["median"])
@@ -88,7 +92,7 @@ def test_saved_run_loads_in_pytest_benchmark_compare(small_run):
 def test_outputs_and_report_round_trip(small_run):
     root, result = small_run
     run_dir = root / "out" / "0001_e2e"
-    assert "real steps/s" in result.output and "tokens/s" in result.output and "[18/18]" in result.output
+    assert "real steps/s" in result.output and "tokens/s" in result.output and "[24/24]" in result.output
     assert (run_dir / "plot.png").stat().st_size > 10_000
     header = (run_dir / "results.csv").read_text().splitlines()[0].split(",")
     assert set(FIGURE_COLUMNS) <= set(header)
@@ -108,7 +112,7 @@ def test_tensor_memory_records_the_allocator_peak(small_run):
     records = json.loads((root / "out" / "0001_e2e" / "results.json").read_text())["records"]
     peaks = {}
     for record in records:
-        if record["status"] == "ok":
+        if record["status"] == "ok" and record["params"]["strategy"] in ("packed", "reference"):  # TensorFlow's
             params = record["params"]
             peaks.setdefault((params["strategy"], params["phase"]), {})[params["longest_step"]] = (
                 record["benchmark"]["extra_info"]["peak_tensor_bytes"])

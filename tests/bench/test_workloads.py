@@ -49,15 +49,15 @@ def test_workload_is_deterministic_and_targets_match_steps():
 
 def test_build_cases_limits_reference_and_peers():
     cases = build_cases(
-        ["packed", "reference", "torch-packed"], ["carry", "init"], ["train"], [4, 16], "zipf", "cpu",
+        ["packed", "reference", "torch-packed", "jax"], ["carry", "init"], ["train"], [4, 16], "zipf", "cpu",
         reference_max_step=8,
     )
     ids = {c.id for c in cases}
     assert "reference-carry-train-L4-zipf-cpu-gru-H64" in ids
     assert "reference-carry-train-L16-zipf-cpu-gru-H64" not in ids
-    assert not any(c.strategy == "torch-packed" and c.state == "init" for c in cases)
-    assert len(cases) == 4 + 2 + 2
-    assert {c.module for c in cases} == {"test_chain.py", "test_reference.py", "test_torch.py"}
+    assert not any(c.strategy in ("torch-packed", "jax") and c.state == "init" for c in cases)
+    assert len(cases) == 4 + 2 + 2 + 2
+    assert {c.module for c in cases} == {"test_chain.py", "test_reference.py", "test_torch.py", "test_jax.py"}
 
 
 def test_build_cases_crosses_cells_and_hidden_sizes():
@@ -72,8 +72,8 @@ def test_build_cases_crosses_cells_and_hidden_sizes():
     assert "packed-carry-train-notraining-L4-uniform-cpu-lstm-H256" in {c.id for c in cases}
     assert cases[0].sizes(Sizes(batch=3)) == Sizes(batch=3, hidden=16)
     assert build_cases(["packed"], ["carry"], ["train"], [4], "uniform", "cpu")[0].cell == "gru"
-    feedback = build_cases(["packed", "reference", "torch-packed"], ["carry"], ["train-feedback"], [4], "uniform",
-                           "cpu")  # fmt: skip
+    feedback = build_cases(["packed", "reference", "torch-packed", "jax"], ["carry"], ["train-feedback"], [4],
+                           "uniform", "cpu")  # fmt: skip
     assert [c.strategy for c in feedback] == ["packed"]  # the peers' model B reads IR alone
 
 
@@ -109,8 +109,8 @@ def test_real_flops_per_cell(cell, per_step, per_run):
     assert cell in CELLS
 
 
-def test_generation_phases_run_for_chain_and_the_baseline_only():
-    strategies = ["packed", "eager-auto", "reference", "per-sample", "torch-packed"]
+def test_generation_phases_run_for_chain_the_baseline_and_jax_only():
+    strategies = ["packed", "eager-auto", "reference", "per-sample", "torch-packed", "jax"]
     phases = ["forward", "generate-greedy", "generate-sampling", "generate-beam4"]
     cases = build_cases(strategies, ["carry"], phases, [4, 16], "uniform", "cpu", reference_max_step=8)
     by_strategy = {s: {(c.phase, c.longest_step) for c in cases if c.strategy == s} for s in strategies}
@@ -120,6 +120,8 @@ def test_generation_phases_run_for_chain_and_the_baseline_only():
     assert by_strategy["per-sample"] == {(p, 4) for p in phases[1:]}
     assert by_strategy["reference"] == {("forward", 4)}
     assert by_strategy["torch-packed"] == {("forward", 4), ("forward", 16)}
+    # JAX decodes greedily and samples; it has no beam search
+    assert by_strategy["jax"] == {(p, length) for p in phases[:3] for length in (4, 16)}
     baseline = next(c for c in cases if c.strategy == "per-sample")
     assert baseline.module == "test_per_sample.py" and baseline.function == "test_per_sample"
 
