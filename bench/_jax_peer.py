@@ -20,7 +20,7 @@ The strategy ``jax`` is what a JAX engineer would write for this model by hand:
     multiple of 8, one scan over the batch's ``batch`` rows.
 
 - the loss compares B's padded outputs (after the head) with the targets gathered into the same
-  padded layout, under a mask, so the backward pass has no scatter; the forward phase gathers
+  padded layout, under a mask, so its gradient needs no scatter; the forward phase gathers
   the real outputs into chain's flat ``(sample, t, k)`` order.
 
 The scan's bound (``L``, or a sample's longest real sequence rounded up to 8) is a static shape:
