@@ -10,6 +10,7 @@ from bench._peers import PerSampleFramework
 from bench._per_sample import PICKS, PerSampleBeam, PerSampleGenerator, nucleus_sample
 from bench._tf_framework import TensorFlowFramework, build_chain
 from bench._workloads import BASELINE, BEAM_PHASE, BEAM_WIDTH, CELLS, Case, Sizes, make_workload
+from .conftest import assert_draws_follow_the_cut_softmax
 
 SIZES = Sizes(batch=3, timesteps=4, input_size=2, hidden=5, output_size=6)  # V = 6 tokens
 WORKLOAD = make_workload(SIZES, 4, "uniform", seed=1)
@@ -58,14 +59,7 @@ def test_nucleus_sampling_draws_from_the_cut_softmax(temperature, top_p):
     logits = np.array([1.0, 0.0, -1.0, 2.0, 0.5, -3.0], "float32")
     n = 100_000
     drawn = nucleus_sample(tf.constant(np.tile(logits, (n, 1))), tf.constant([5, 1], tf.int64), temperature, top_p)
-    counts = np.bincount(drawn.numpy(), minlength=len(logits))
-    probs = np.exp(logits / temperature) / np.exp(logits / temperature).sum()
-    order = np.argsort(-probs)
-    kept = order[np.cumsum(probs[order]) - probs[order] < top_p]
-    assert set(np.flatnonzero(counts)) == set(kept.tolist())
-    expected = n * probs[kept] / probs[kept].sum()
-    chi2 = float(((counts[kept] - expected) ** 2 / expected).sum())
-    assert chi2 < 20.5  # above the 0.999 quantile of chi-square with up to 4 degrees of freedom
+    assert_draws_follow_the_cut_softmax(drawn.numpy(), logits, temperature, top_p)
 
 
 def test_the_baseline_draws_again_at_each_step_and_alike_from_one_seed():

@@ -16,6 +16,7 @@ import tensorflow as tf  # noqa: E402
 
 from bench import _jax_generate, _jax_peer  # noqa: E402
 from bench._tf_framework import build_chain  # noqa: E402
+from .conftest import assert_draws_follow_the_cut_softmax  # noqa: E402
 
 SIZES = Sizes(batch=3, timesteps=4, input_size=2, hidden=5, output_size=2)
 TOKEN_SIZES = dataclasses.replace(SIZES, output_size=6)  # V = 6 tokens
@@ -142,14 +143,7 @@ def test_nucleus_sampling_draws_from_the_cut_softmax(temperature, top_p):
     logits = np.array([1.0, 0.0, -1.0, 2.0, 0.5, -3.0], "float32")
     n = 100_000
     drawn = _jax_generate.nucleus_sample(np.tile(logits, (n, 1)), jax.random.key(5), temperature, top_p)
-    counts = np.bincount(np.asarray(drawn), minlength=len(logits))
-    probs = np.exp(logits / temperature) / np.exp(logits / temperature).sum()
-    order = np.argsort(-probs)
-    kept = order[np.cumsum(probs[order]) - probs[order] < top_p]
-    assert set(np.flatnonzero(counts)) == set(kept.tolist())
-    expected = n * probs[kept] / probs[kept].sum()
-    chi2 = float(((counts[kept] - expected) ** 2 / expected).sum())
-    assert chi2 < 20.5  # above the 0.999 quantile of chi-square with up to 4 degrees of freedom
+    assert_draws_follow_the_cut_softmax(np.asarray(drawn), logits, temperature, top_p)
 
 
 def test_sampling_draws_again_at_each_step_and_alike_from_one_key(work):
