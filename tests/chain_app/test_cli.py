@@ -59,6 +59,7 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(datasets, 
         np.testing.assert_array_equal(resumed, whole)
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_fit_with_predicted_lengths_reports_length_accuracy(datasets, tmp_path):
     out = tmp_path / "run"
     result = run("fit", datasets["a"], "--out", out, *QUICK, "--predict-lengths", "--heldout", datasets["b"])
@@ -186,6 +187,7 @@ def test_evaluate_without_a_checkpoint_exits_2(datasets, tmp_path):
     assert result.exit_code == 2 and "holds no checkpoint" in result.output
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(datasets, copy_of, tmp_path):
     poisoned = tmp_path / "poisoned"  # dataset "a", on which the run trained 2 epochs, then poisoned
     shutil.copytree(datasets["a"], poisoned)
@@ -205,6 +207,7 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(datasets, copy_of, 
     assert json.loads((out / "state.json").read_text())["epochs_done"] == 2
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_fit_with_a_stop_token_reports_length_accuracy(datasets, tmp_path):
     out = tmp_path / "run"
     result = run("fit", datasets["a"], "--out", out, *QUICK, "--stop-token")
@@ -469,6 +472,7 @@ def test_fit_in_windows_trains_a_stateful_chain_and_reports(tmp_path):
         app_fit.fit_run(tmp_path / "data", tmp_path / "run3", app_fit.FitOptions(window=2, batch_size=100))
 
 
+@pytest.mark.usefixtures("stand_in_training")
 def test_fit_with_feedback_trains_a_teacher_forced_chain(datasets, tmp_path):
     result = run("fit", datasets["a"], "--out", tmp_path / "run", "--epochs", "1", "--hidden", "8",
                  "--feedback", "--feedback-sampling", "0.25")  # fmt: skip
