@@ -64,6 +64,22 @@ def make_chain(kind="gru", state="carry", strategy="loop", output_size=2, seed=0
     return net
 
 
+_SHARED: dict = {}
+
+
+def shared(make, *args, **kwargs):
+    """`make(*args, **kwargs)`, a chain, made once per session and arguments and set back to its
+    first weights at each later use: the tests that set a chain's weights and call it share it, and
+    the graphs it traced. A chain that a test trains, compiles or keeps states in is its own."""
+    key = (make, args, tuple(sorted(kwargs.items())))
+    if key not in _SHARED:
+        net = make(*args, **kwargs)
+        _SHARED[key] = net, net.get_weights()
+    net, weights = _SHARED[key]
+    net.set_weights(weights)
+    return net
+
+
 def clone_with(net: Chain, **changes) -> Chain:
     """Same sublayers and weights, other options (e.g. another strategy)."""
     config = {

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from chain import Chain
 
+from .conftest import shared
 from .reference import reference_feedback_flat
 from ..tiers import each_once
 
@@ -226,7 +227,7 @@ def test_a_sampling_seed_that_is_no_integer_at_least_0_is_refused(value):
 
 @pytest.mark.parametrize("teacher", [True, False])
 def test_windows_with_state_equal_one_call(teacher):
-    net = _net("gru", "carry")
+    net = shared(_net, "gru", "carry", "packed")
     x, steps, y = _data(big_t=6, seed=6)
     whole = net(x, steps, targets=_ragged(y, steps) if teacher else None).flat_values.numpy()
     parts, state = [], None
@@ -242,7 +243,7 @@ def test_windows_with_state_equal_one_call(teacher):
 @pytest.mark.parametrize("strategy", ["loop", "padded", "packed"])
 @pytest.mark.parametrize("graph", [False, True])
 def test_a_window_without_real_steps_passes_the_state_through(strategy, graph):
-    net = _net("gru", "carry", strategy)
+    net = shared(_net, "gru", "carry", strategy)
     x, steps, y = _data(seed=9)
     _, given = net(x, steps, targets=_ragged(y, steps), return_state=True)  # a state that is not zeros
     zero = np.zeros_like(steps)
