@@ -127,3 +127,23 @@ def ragged_dataset(n=24, big_t=5, longest=4, out=2, seed=0, batch_size=8, scale=
 @pytest.fixture
 def data():
     return batch()
+
+
+@pytest.fixture(scope="session")
+def _adam_chain():
+    net = make_chain(strategy="packed")
+    net.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    return net, net.get_weights()
+
+
+@pytest.fixture
+def adam_chain(_adam_chain):
+    """`make_chain(strategy="packed")` compiled with Adam(1e-3) and the mean squared error, as a
+    fresh one: its first weights, the optimizer's state at zero. Tests of `fit` itself and of
+    training callbacks share it, and so the functions Keras traced for it."""
+    net, weights = _adam_chain
+    net.set_weights(weights)
+    for variable in net.optimizer.variables:
+        variable.assign(tf.zeros_like(variable))
+    net.optimizer.learning_rate = 1e-3
+    return net
