@@ -49,11 +49,11 @@ B_KINDS = {
 }
 
 
-def make_chain(kind="gru", state="carry", strategy="loop", output_size=2, seed=0, **kwargs):
-    """A Chain with a causal GRU as model A, built for INPUT_SIZE inputs."""
+def make_chain(kind="gru", state="carry", strategy="loop", output_size=2, seed=0, model_a=None, **kwargs):
+    """A Chain with a causal GRU as model A (or `model_a`), built for INPUT_SIZE inputs."""
     keras.utils.set_random_seed(seed)
     net = Chain(
-        keras.layers.GRU(IR_SIZE, return_sequences=True),
+        model_a or keras.layers.GRU(IR_SIZE, return_sequences=True),
         B_KINDS[kind](),
         output_size=output_size,
         state=state,
