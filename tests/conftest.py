@@ -1,6 +1,8 @@
 """Shared test settings."""
 import gc
 import os
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 DEFAULT_TIER_MARKS = "not slow"  # the `-m` of pyproject's addopts
 MAX_WORKERS = 8  # each holds TensorFlow and its models, 1 to 2 GiB
+# Modules of a few tests that run long (child processes, real runs), handed to pytest-xdist's
+# workers first; see `pytest_collection_finish`.
+RUN_FIRST = ("bench/test_end_to_end.py", "chain/test_distribute.py", "chain/test_mixed_precision.py",
+             "bench/test_isolation.py")  # fmt: skip
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads its options
@@ -21,8 +27,9 @@ def pytest_cmdline_main(config):
     """A plain `python -m pytest` (the default tier, no paths named) runs on one pytest-xdist
     worker per CPU, up to `MAX_WORKERS`.
 
-    It is `-n logical --maxprocesses 8 --dist loadfile`: each test module runs whole on one
-    worker, so its module-scoped fixtures are built once. Other runs (named paths, `-m slow`,
+    It is `-n logical --maxprocesses 8 --dist loadfile --no-loadscope-reorder`: each test module
+    runs whole on one worker, so its module-scoped fixtures are built once, and the modules are
+    handed out in the order `order_for_workers` gives. Other runs (named paths, `-m slow`,
     whose fits are timed with all cores to themselves) run in this process; `-n N` (`-n 0` for
     none) or `-p no:xdist` chooses for any run.
     """
@@ -34,18 +41,41 @@ def pytest_cmdline_main(config):
         config.option.maxprocesses = config.option.maxprocesses or MAX_WORKERS
         if config.option.dist == "no":
             config.option.dist = "loadfile"
+            config.option.loadscopereorder = False  # the modules come in the order the workers collect
 
 
+@pytest.hookimpl(tryfirst=True)  # before a pytest-xdist worker reports its tests
 def pytest_collection_finish(session):
-    """Freezes what imports and collection left alive out of Python's garbage collector.
+    """Orders the modules for pytest-xdist's workers (`order_for_workers`), and freezes what
+    imports and collection left alive out of Python's garbage collector.
 
     TensorFlow and Keras leave millions of objects that live as long as the process; each full
     collection walked them all again, and tracing a graph allocates enough to start one often:
     about a tenth of the chain tests' CPU time. Only those objects are frozen: whatever a test
     makes is collected as ever.
     """
+    if hasattr(session.config, "workerinput"):
+        order_for_workers(session.items)
     gc.collect()
     gc.freeze()
+
+
+def order_for_workers(items):
+    """`RUN_FIRST`'s modules first, then the others, most tests first, each module's tests in order.
+
+    A module runs whole on one worker, and the modules are handed out in order, each to the first
+    worker that runs out of tests; a long module handed out last keeps its worker busy while the
+    others wait at the end. pytest-xdist's own order, by number of tests alone, put the end-to-end
+    bench run, a few tests of 40 s, among the last.
+    """
+    root = Path(__file__).parent
+    counts = Counter(item.path for item in items)
+
+    def rank(item):
+        name = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else None
+        return (RUN_FIRST.index(name) if name in RUN_FIRST else len(RUN_FIRST), -counts[item.path])
+
+    items.sort(key=rank)  # stable
 
 
 def pytest_configure(config):

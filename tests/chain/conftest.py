@@ -49,11 +49,11 @@ B_KINDS = {
 }
 
 
-def make_chain(kind="gru", state="carry", strategy="loop", output_size=2, seed=0, **kwargs):
-    """A Chain with a causal GRU as model A, built for INPUT_SIZE inputs."""
+def make_chain(kind="gru", state="carry", strategy="loop", output_size=2, seed=0, model_a=None, **kwargs):
+    """A Chain with a causal GRU as model A (or `model_a`), built for INPUT_SIZE inputs."""
     keras.utils.set_random_seed(seed)
     net = Chain(
-        keras.layers.GRU(IR_SIZE, return_sequences=True),
+        model_a or keras.layers.GRU(IR_SIZE, return_sequences=True),
         B_KINDS[kind](),
         output_size=output_size,
         state=state,
@@ -61,6 +61,22 @@ def make_chain(kind="gru", state="carry", strategy="loop", output_size=2, seed=0
         **kwargs,
     )
     net.build((None, None, INPUT_SIZE))
+    return net
+
+
+_SHARED: dict = {}
+
+
+def shared(make, *args, **kwargs):
+    """`make(*args, **kwargs)`, a chain, made once per session and arguments and set back to its
+    first weights at each later use: the tests that set a chain's weights and call it share it, and
+    the graphs it traced. A chain that a test trains, compiles or keeps states in is its own."""
+    key = (make, args, tuple(sorted(kwargs.items())))
+    if key not in _SHARED:
+        net = make(*args, **kwargs)
+        _SHARED[key] = net, net.get_weights()
+    net, weights = _SHARED[key]
+    net.set_weights(weights)
     return net
 
 
@@ -111,3 +127,23 @@ def ragged_dataset(n=24, big_t=5, longest=4, out=2, seed=0, batch_size=8, scale=
 @pytest.fixture
 def data():
     return batch()
+
+
+@pytest.fixture(scope="session")
+def _adam_chain():
+    net = make_chain(strategy="packed")
+    net.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    return net, net.get_weights()
+
+
+@pytest.fixture
+def adam_chain(_adam_chain):
+    """`make_chain(strategy="packed")` compiled with Adam(1e-3) and the mean squared error, as a
+    fresh one: its first weights, the optimizer's state at zero. Tests of `fit` itself and of
+    training callbacks share it, and so the functions Keras traced for it."""
+    net, weights = _adam_chain
+    net.set_weights(weights)
+    for variable in net.optimizer.variables:
+        variable.assign(tf.zeros_like(variable))
+    net.optimizer.learning_rate = 1e-3
+    return net

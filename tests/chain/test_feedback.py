@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from chain import Chain
 
+from .conftest import shared
 from .reference import reference_feedback_flat
 from ..tiers import each_once
 
@@ -54,10 +55,10 @@ DEFAULT_TIER = {
 
 
 
-def _net(kind="gru", state="carry", strategy="packed", seed=0, batch=None, **kwargs):
+def _net(kind="gru", state="carry", strategy="packed", seed=0, batch=None, model_a=None, **kwargs):
     keras.utils.set_random_seed(seed)
-    net = Chain(keras.layers.GRU(IR, return_sequences=True), KINDS[kind](), output_size=D, state=state,
-                strategy=strategy, feedback=True, **kwargs)  # fmt: skip
+    model_a = model_a or keras.layers.GRU(IR, return_sequences=True)
+    net = Chain(model_a, KINDS[kind](), output_size=D, state=state, strategy=strategy, feedback=True, **kwargs)
     net.build((batch, None, 4))
     net.feedback_start.assign([0.4, -0.3])  # not zeros: a start vector that matters
     return net
@@ -96,10 +97,17 @@ def _assert_same(got, want):
         np.testing.assert_allclose(g, w, atol=ATOL)
 
 
+def _grid_net(kind, state, strategy):
+    """The grid's chain: model B's feedback is its subject, so model A is a Dense layer, whose
+    graph traces in a fraction of a GRU's time; a recurrent model A and its state across calls
+    with feedback are the other tests' (and test_state's)."""
+    return _net(kind, state, strategy, model_a=keras.layers.Dense(IR))
+
+
 @pytest.mark.parametrize("state", STATES)
 @pytest.mark.parametrize("kind, strategy", CASES)
 def test_teacher_forcing_equals_the_reference(kind, strategy, state):
-    net = _net(kind, state, strategy)
+    net = _grid_net(kind, state, strategy)
     x, steps, y = _data()
     want = _value_and_grads(lambda x: reference_feedback_flat(net, x, steps, y), net, x)
     training = state != "init"  # with and without the flag
@@ -112,7 +120,7 @@ def test_teacher_forcing_equals_the_reference(kind, strategy, state):
 @pytest.mark.parametrize("state", STATES)
 @pytest.mark.parametrize("kind, strategy", CASES)
 def test_free_running_equals_the_reference(kind, strategy, state):
-    net = _net(kind, state, strategy)
+    net = _grid_net(kind, state, strategy)
     x, steps, _ = _data(seed=1)
     want = _value_and_grads(lambda x: reference_feedback_flat(net, x, steps), net, x)
     got = _value_and_grads(lambda x: net(x, steps).flat_values, net, x)
@@ -162,7 +170,7 @@ def test_sampling_feeds_the_own_output_with_the_given_probability():
     x = rng.normal(size=(40, 25, 4)).astype("float32")
     steps = np.full((40, 25), 2, "int32")
     y = rng.normal(size=(int(steps.sum()), D)).astype("float32")
-    never = _net(state="reset", feedback_sampling=0.0, seed=4)
+    never = _net(state="reset", feedback_sampling=0.0, seed=4, compiled=False)  # called eagerly
     never.set_weights(net.get_weights())
     teacher = never(x, steps, targets=_ragged(y, steps), training=True).flat_values.numpy()
     head = 2 * 25 * 2  # the rows of the first two samples
@@ -226,7 +234,7 @@ def test_a_sampling_seed_that_is_no_integer_at_least_0_is_refused(value):
 
 @pytest.mark.parametrize("teacher", [True, False])
 def test_windows_with_state_equal_one_call(teacher):
-    net = _net("gru", "carry")
+    net = shared(_net, "gru", "carry", "packed")
     x, steps, y = _data(big_t=6, seed=6)
     whole = net(x, steps, targets=_ragged(y, steps) if teacher else None).flat_values.numpy()
     parts, state = [], None
@@ -242,7 +250,7 @@ def test_windows_with_state_equal_one_call(teacher):
 @pytest.mark.parametrize("strategy", ["loop", "padded", "packed"])
 @pytest.mark.parametrize("graph", [False, True])
 def test_a_window_without_real_steps_passes_the_state_through(strategy, graph):
-    net = _net("gru", "carry", strategy)
+    net = shared(_net, "gru", "carry", strategy)
     x, steps, y = _data(seed=9)
     _, given = net(x, steps, targets=_ragged(y, steps), return_state=True)  # a state that is not zeros
     zero = np.zeros_like(steps)

@@ -43,26 +43,6 @@ def frozen():
     return net
 
 
-@pytest.fixture(scope="module")
-def _adam_chain():
-    net = make_chain(strategy="packed")
-    net.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    return net, net.get_weights()
-
-
-@pytest.fixture
-def adam_chain(_adam_chain):
-    """A packed chain compiled with Adam(1e-3) and the mean squared error, as a fresh one: its
-    first weights, the optimizer's state at zero. The tests of training callbacks share it, and so
-    the functions Keras traced for it."""
-    net, weights = _adam_chain
-    net.set_weights(weights)
-    for variable in net.optimizer.variables:
-        variable.assign(tf.zeros_like(variable))
-    net.optimizer.learning_rate = 1e-3
-    return net
-
-
 # ----------------------------------------------------------------------------- summary, metrics
 
 

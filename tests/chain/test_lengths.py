@@ -12,7 +12,7 @@ from chain import STATES, Chain, LengthHead, Lengths, StopToken
 from chain._train import stop_targets
 
 from ..tiers import each_once
-from .conftest import INPUT_SIZE, make_chain
+from .conftest import INPUT_SIZE, make_chain, shared
 
 MAX = 4
 CONSTANTS = (0, 2, MAX)  # constant lengths the length head is set to
@@ -27,32 +27,21 @@ def set_dense(layer, kernel=0.0, bias=None):
     layer.set_weights([np.full_like(w, kernel), b if bias is None else np.asarray(bias, b.dtype)])
 
 
-_SHARED: dict = {}
+def packed_chain(share=True, **kwargs):
+    """`make_chain(strategy="packed", max_steps=MAX, **kwargs)`: `shared` with the other tests, or a
+    chain of its own."""
+    kwargs = {"strategy": "packed", "max_steps": MAX, **kwargs}
+    return shared(make_chain, **kwargs) if share else make_chain(**kwargs)
 
 
-def packed_chain(shared=True, **kwargs):
-    """`make_chain(strategy="packed", max_steps=MAX, **kwargs)`; `shared`, made once per `kwargs`
-    and set back to its first weights at each later use: the tests that set weights and call a
-    chain share it, and the graphs it traced. (A chain that a test trains or compiles is its own.)"""
-    if not shared:
-        return make_chain(strategy="packed", max_steps=MAX, **kwargs)
-    key = tuple(sorted(kwargs.items()))
-    if key not in _SHARED:
-        net = make_chain(strategy="packed", max_steps=MAX, **kwargs)
-        _SHARED[key] = net, net.get_weights()
-    net, weights = _SHARED[key]
-    net.set_weights(weights)
-    return net
-
-
-def length_net(constant, state="carry", shared=True, **kwargs):
-    net = packed_chain(shared, state=state, predict_lengths=True, **kwargs)
+def length_net(constant, state="carry", share=True, **kwargs):
+    net = packed_chain(share, state=state, predict_lengths=True, **kwargs)
     set_dense(net.length_head, bias=np.eye(MAX + 1)[constant] * 10.0)
     return net
 
 
-def stop_net(state="carry", empty_bias=-10.0, stop_bias=None, stop_kernel=0.0, shared=True, **kwargs):
-    net = packed_chain(shared, state=state, stop="token", **kwargs)
+def stop_net(state="carry", empty_bias=-10.0, stop_bias=None, stop_kernel=0.0, share=True, **kwargs):
+    net = packed_chain(share, state=state, stop="token", **kwargs)
     set_dense(net.empty_head, bias=[empty_bias])
     if stop_bias is not None:
         set_dense(net.stop_head, kernel=stop_kernel, bias=[stop_bias])
@@ -178,7 +167,7 @@ def test_length_head_learns_lengths_from_the_input():
 def test_generate_and_predict_at_t_zero_give_the_empty_output_of_a_call(part):
     # Chains of their own: Keras' GRU (model A) cannot run T = 0 in a predict function that was
     # traced before for other batch sizes, as a shared chain's is.
-    net = length_net(2, shared=False) if part == "length" else stop_net(stop_bias=10.0, shared=False)
+    net = length_net(2, share=False) if part == "length" else stop_net(stop_bias=10.0, share=False)
     x = np.zeros((3, 0, INPUT_SIZE), "float32")
     want = net(x, np.zeros((3, 0), "int32"))
     given = {"model_b": [tf.fill([3, s], 0.5) for s in net.step_adapter().state_sizes]}

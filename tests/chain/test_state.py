@@ -257,7 +257,7 @@ def test_three_windows_with_state_carried_equal_one_call(kind, strategy):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_stateful_chain_keeps_state_across_calls_and_resets(strategy):
-    plain = _net("lstm", strategy)
+    plain = _net("lstm", strategy, compiled=False)  # the reference, called eagerly
     x, steps = _data()
     whole = plain(x, steps).flat_values.numpy()
     net = Chain(plain.model_a, plain.model_b, output_size=2, strategy=strategy, stateful=True)

@@ -76,18 +76,18 @@ def test_fit_uses_real_steps_only():
     assert logs["loss"] == pytest.approx(np.mean((flat - y.flat_values.numpy()) ** 2), rel=1e-5)
 
 
-def test_tiny_fit_cuts_the_loss_tenfold():
+def test_tiny_fit_cuts_the_loss_tenfold(adam_chain):
     data, _ = ragged_dataset(n=16, batch_size=16, scale=1.0)
-    net = make_chain(strategy="packed", output_size=2)
-    net.compile(optimizer=keras.optimizers.Adam(3e-2), loss="mse")
+    net = adam_chain
+    net.optimizer.learning_rate = 3e-2
     history = net.fit(data.repeat(10), epochs=15, verbose=0).history
     assert history["loss"][-1] < history["loss"][0] / 10
 
 
-def test_callbacks_and_history_see_the_logs():
+def test_callbacks_and_history_see_the_logs(adam_chain):
     data, _ = ragged_dataset()
-    net = make_chain(strategy="packed")
-    net.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    net = adam_chain
+    net.optimizer.learning_rate = 1e-2
     seen = []
     callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(logs))
     stop = keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)
