@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import importlib.util
 import json
 import os
 import signal
@@ -192,11 +193,31 @@ def _follow(child: _Child, pending: dict[str, Case], on_end: Callable[[dict[str,
         on_end(_error_record(pending.pop(child.current), "error", _death_message(child)))
 
 
+PEER_PACKAGES = {"test_torch.py": ("torch",), "test_jax.py": ("jax", "optax")}
+"""The packages each peer's case module imports, by module."""
+
+
+def missing_packages(module: str) -> list[str]:
+    """The packages of `PEER_PACKAGES[module]` that are not installed (none for other modules)."""
+    return [name for name in PEER_PACKAGES.get(module, ()) if importlib.util.find_spec(name) is None]
+
+
 def _run_group(
     cases: list[Case], sweep_file: Path, work: Path, counter: list[int],
     on_end: Callable[[dict[str, Any]], None], sweep: Sweep,
 ) -> None:
-    """Runs one group, restarting a child after each crash or timeout until every case ended."""
+    """Runs one group, restarting a child after each crash or timeout until every case ended.
+
+    A peer's group whose packages are not installed at all ends as skipped without a child: a
+    child would start Python and pytest only to find the same (an installed package that fails
+    to import still gets its child, which records the import's own error).
+    """
+    missing = missing_packages(cases[0].module) if cases else []
+    if missing:
+        message = f"{missing[0]} cannot be imported (it is not installed); install the `peers` extra"
+        for case in cases:
+            on_end(_error_record(case, "skipped", message))
+        return
     pending = {nodeid(c): c for c in cases}
     while pending:
         before = len(pending)

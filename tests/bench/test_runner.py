@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bench._runner import child_environ, groups, nodeid, run_sweep
+from bench import _runner
+from bench._runner import child_environ, groups, missing_packages, nodeid, run_sweep
 from bench._workloads import QUICK_SIZES, Case, Sweep, build_cases
 from bench.cli import main
 
@@ -35,6 +36,19 @@ def test_gpu_cases_skip_with_the_reason_the_framework_gives(tmp_path, fake_cases
     assert [r["status"] for r in records] == ["skipped", "skipped"]
     assert all(r["message"] == NO_GPU and r["benchmark"] is None for r in records)
     assert len(list(tmp_path.glob("child-*.log"))) == 1  # one child for the group: a skip is no crash
+
+
+def test_a_peer_that_is_not_installed_is_skipped_without_a_child(tmp_path, monkeypatch):
+    monkeypatch.setitem(_runner.PEER_PACKAGES, "test_torch.py", ("json", "no_such_package_for_this_test"))
+    assert missing_packages("test_torch.py") == ["no_such_package_for_this_test"]
+    assert missing_packages("test_chain.py") == []
+    cases = tuple(Case("torch-packed", "reset", phase, 1, "uniform", "cpu") for phase in ("forward", "train"))
+    records = []
+    run_sweep(Sweep(cases, sizes=QUICK_SIZES, rounds=1), tmp_path, records.append)
+    assert [(r["status"], r["nodeid"], r["pass"]) for r in records] == [("skipped", nodeid(c), 1) for c in cases]
+    assert all(r["message"] == "no_such_package_for_this_test cannot be imported (it is not installed); install "
+               "the `peers` extra" and r["benchmark"] is None for r in records)  # fmt: skip
+    assert not list(tmp_path.glob("child-*.log"))
 
 
 def test_tensorflow_names_the_missing_gpu(monkeypatch):
