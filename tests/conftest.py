@@ -25,9 +25,11 @@ RUN_FIRST = ("bench/test_end_to_end.py", "chain/test_distribute.py", "chain/test
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads its options
 def pytest_cmdline_main(config):
     """A plain `python -m pytest` (the default tier, no paths named) runs on one pytest-xdist
-    worker per CPU, up to `MAX_WORKERS`.
+    worker per CPU and one more, up to `MAX_WORKERS`.
 
-    It is `-n logical --maxprocesses 8 --dist loadfile --no-loadscope-reorder`: each test module
+    The extra worker takes the CPU whenever another waits: on a bench child process, a file, a
+    subprocess or a timeout (on 2 cores, 3 workers took 322 s where 2 took 343 s, the same CPU
+    time). It is `-n <CPUs + 1> --maxprocesses 8 --dist loadfile --no-loadscope-reorder`: each test module
     runs whole on one worker, so its module-scoped fixtures are built once, and the modules are
     handed out in the order `order_for_workers` gives. Other runs (named paths, `-m slow`,
     whose fits are timed with all cores to themselves) run in this process; `-n N` (`-n 0` for
@@ -37,7 +39,7 @@ def pytest_cmdline_main(config):
         return
     plain = config.args_source == pytest.Config.ArgsSource.TESTPATHS and config.option.markexpr == DEFAULT_TIER_MARKS
     if plain and config.option.numprocesses is None:
-        config.option.numprocesses = "logical"
+        config.option.numprocesses = (os.cpu_count() or 1) + 1
         config.option.maxprocesses = config.option.maxprocesses or MAX_WORKERS
         if config.option.dist == "no":
             config.option.dist = "loadfile"
