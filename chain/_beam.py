@@ -124,7 +124,7 @@ class BeamSearch:
         self.vocab = forward.options.vocab_size
         self.only_first = tf.constant([0.0] + [-math.inf] * (self.vocab - 1))  # a finished hypothesis's one way on
 
-    def run(self, xp: tf.Tensor, init: StateList, empty: tf.Tensor, caps: tf.Tensor) -> Found:
+    def run(self, xp: tf.Tensor, init: StateList, empty: tf.Tensor, caps: tf.Tensor, by_cap: bool = False) -> Found:
         """Searches `R` rows.
 
         Args:
@@ -132,31 +132,50 @@ class BeamSearch:
             init: B's states at the start `(R, s)` each.
             empty: `(R, S)` bool, True where a segment emits nothing.
             caps: `(R, S)` int32, each segment's most steps (its length, where lengths are given).
+            by_cap: the rows come sorted by their caps, longest first, one segment each, empty
+                ones last (reset and init modes). The `k`-th lockstep step then moves only the
+                prefix of rows whose cap exceeds `k`; the states of the finished rest are
+                dropped, not carried (`Found.states` is then empty). The first step, where every
+                row's hypotheses are still one, runs model B once per row.
         """
         width = self.beam.width
         rows, segments = tf.shape(xp)[0], tf.shape(xp)[1]
+        kept = tf.tile(tf.range(width)[None] * (self.vocab + 1), tf.stack([rows, 1]))  # "own parent, no token"
         states = [tf.repeat(s, width, axis=0) for s in init]
         logp = tf.tile(tf.concat([[0.0], tf.fill([width - 1], -math.inf)], 0)[None], tf.stack([rows, 1]))
         count = tf.zeros(tf.stack([rows, width]), tf.int32)
-        most = segments * tf.cast(self.cap, tf.int32)  # lockstep steps at most
+        most = tf.maximum(segments * tf.cast(self.cap, tf.int32), 1)  # lockstep steps at most (by_cap writes one)
         arrays = [tf.TensorArray(d, size=most, element_shape=[None, width]) for d in (tf.int32, tf.float32)]
         seg_ids = tf.TensorArray(tf.int32, size=most, element_shape=[])
 
         def segment(s, g, states, logp, count, arrays, seg_ids):
             xk = tf.repeat(xp[:, s], width, axis=0)
             seg_caps = caps[:, s]
+            moving = tf.where(empty[:, s], 0, seg_caps)  # the steps each row takes at most
             done = tf.tile((empty[:, s] | (seg_caps <= 0))[:, None], [1, width])
             n = tf.zeros_like(count)
 
-            def step(k, g, states, logp, count, n, done, arrays, seg_ids):
-                picked = self._step(xk, states, logp, count, n, done, seg_caps)
-                states, logp, count, n, done, records = picked
+            def step(k, g, states, logp, count, n, done, arrays, seg_ids, shared=False):
+                if not by_cap:
+                    states, logp, count, n, done, records = self._step(xk, states, logp, count, n, done, seg_caps)
+                else:  # rows [0, m) move; the rest are finished for good
+                    m = tf.reduce_sum(tf.cast(moving > k, tf.int32))
+                    rest = [t[m:] for t in (logp, count, n, done)]
+                    picked = self._step(xk[: m * width], [t[: m * width] for t in states],
+                                        *(t[:m] for t in (logp, count, n, done)), seg_caps[:m], shared)  # fmt: skip
+                    states = picked[0]
+                    logp, count, n, done = (tf.concat([a, b], 0) for a, b in zip(picked[1:5], rest))
+                    codes, scores = picked[5]
+                    records = (tf.concat([codes, kept[m:]], 0), tf.concat([scores, tf.zeros_like(kept[m:], tf.float32)], 0))
                 arrays = [a.write(g, r) for a, r in zip(arrays, records)]
                 return k + 1, g + 1, states, logp, count, n, done, arrays, seg_ids.write(g, s)
 
+            start = (0, g, states, logp, count, n, done, arrays, seg_ids)
+            if by_cap:
+                start = step(*start, shared=True)
             going = lambda k, g, states, logp, count, n, done, *_: (k < self.cap) & tf.reduce_any(~done)  # noqa: E731
             _, g, states, logp, count, _, _, arrays, seg_ids = tf.while_loop(
-                going, step, (0, g, states, logp, count, n, done, arrays, seg_ids),
+                going, step, start,
                 shape_invariants=(*[tf.TensorShape([])] * 2, self._invariants(), *[tf.TensorShape([None, width])] * 4,
                                   [None] * 2, None),  # fmt: skip
             )
@@ -173,18 +192,28 @@ class BeamSearch:
         scores = tf.where(tf.math.is_inf(logp)[..., None], -math.inf, scores)
         seg = tf.one_hot(seg_ids.gather(written), segments, dtype=tf.int32)  # (G, S)
         steps = tf.einsum("rkg,gs->rks", tf.cast(emitted, tf.int32), seg)
-        best = [tf.reshape(s, tf.stack([rows, width, -1]))[:, 0] for s in states]
+        best = [] if by_cap else [tf.reshape(s, tf.stack([rows, width, -1]))[:, 0] for s in states]
         return Found(tokens, scores, emitted, steps, best)
 
     def _invariants(self) -> list[tf.TensorShape]:
         return [tf.TensorShape([None, s]) for s in self.adapter.state_sizes]
 
-    def _step(self, xk, states, logp, count, n, done, seg_caps):
-        """One lockstep inner step of every hypothesis: extend, rank, keep the best `width`."""
+    def _step(self, xk, states, logp, count, n, done, seg_caps, shared=False):
+        """One lockstep inner step of every hypothesis: extend, rank, keep the best `width`.
+
+        With `shared`, every row's hypotheses are one (its first, of log probability 0, and the
+        others at -inf): model B and the head run once per row, and their result serves all.
+        """
         width, vocab, forward = self.beam.width, self.vocab, self.forward
         rows = tf.shape(logp)[0]
-        out, new = self.adapter.step(xk, states, False)
-        token_logp = tf.reshape(tf.nn.log_softmax(tf.cast(forward.parts.head(out), tf.float32)), tf.stack([rows, width, vocab]))
+        if shared:
+            out, new = self.adapter.step(xk[::width], [t[::width] for t in states], False)
+            token_logp = tf.nn.log_softmax(tf.cast(forward.parts.head(out), tf.float32))
+            out, new = tf.repeat(out, width, axis=0), [tf.repeat(t, width, axis=0) for t in new]
+            token_logp = tf.repeat(token_logp[:, None], width, axis=1)
+        else:
+            out, new = self.adapter.step(xk, states, False)
+            token_logp = tf.reshape(tf.nn.log_softmax(tf.cast(forward.parts.head(out), tf.float32)), tf.stack([rows, width, vocab]))
         live = ~done
         # a finished hypothesis has one continuation (slot 0: "nothing"), of unchanged score
         candidates = tf.where(live[..., None], logp[..., None] + token_logp, logp[..., None] + self.only_first)

@@ -49,6 +49,14 @@ class StepAdapter:
         """Step inputs `(m, P)` of B fed `[ir[rows], prev]`, `prev` `(m, D)` (teacher forcing)."""
         return self.project(tf.concat([tf.gather(ir, rows), prev], 1))
 
+    def project_ir(self, ir: tf.Tensor) -> tf.Tensor:
+        """IR's part `(n, Q)` of the step input of B fed `[ir, prev]`, made once per run; see `add_fed`."""
+        return ir
+
+    def add_fed(self, pir: tf.Tensor, prev: tf.Tensor) -> tf.Tensor:
+        """The step input `(n, P)` of B fed `[ir, prev]`, from `pir = project_ir(ir)` and `prev` `(n, D)`."""
+        return self.project(tf.concat([pir, prev], 1))
+
     def step(self, xp: tf.Tensor, states: StateList, training: bool) -> tuple[tf.Tensor, StateList]:
         """One inner step. Returns `(output (n, H), new_states)`."""
         raise NotImplementedError
@@ -147,6 +155,17 @@ class FastAdapter(StepAdapter):
 
     def project_fed(self, ir, rows, prev):
         return self.kernel.project_fed(ir, rows, prev)
+
+    def _splits(self) -> bool:
+        # The built-in kernels project `[ir, prev]` as the sum of two parts; a kernel of one's own
+        # that does not say how (`project_ir`, `project_prev`) is projected whole at every step.
+        return hasattr(self.kernel, "project_ir") and hasattr(self.kernel, "project_prev")
+
+    def project_ir(self, ir):
+        return self.kernel.project_ir(ir) if self._splits() else ir
+
+    def add_fed(self, pir, prev):
+        return pir + self.kernel.project_prev(prev) if self._splits() else self.project(tf.concat([pir, prev], 1))
 
     def step(self, xp, states, training):
         out, new, _ = self.kernel.forward(xp, list(states), self.kernel.params(xp.dtype))

@@ -30,9 +30,10 @@ from ._cells import StateList, StepAdapter
 class FreeRunning(StepAdapter):
     """Runs model B on `[IR, prev]` with `prev` its own previous output (or the target given).
 
-    Each step reads `[ir (ir_size), target_prev (D), own (1)]`: with `own` 1, `prev` is the
-    model's previous output (kept in the last state, `[prev, seen]`), else `target_prev`. The
-    projection of a run's IR is `[ir, 0, 1]`: free-running.
+    Each step reads `[pir, target_prev (D), own (1)]`, `pir` the IR's part of B's step input
+    (`StepAdapter.project_ir`, made once per run): with `own` 1, `prev` is the model's previous
+    output (kept in the last state, `[prev, seen]`), else `target_prev`. The projection of a run's
+    IR is `[pir, 0, 1]`: free-running.
     """
 
     def __init__(self, inner: StepAdapter, width: int, fed: Callable[[tf.Tensor], tf.Tensor],
@@ -50,15 +51,21 @@ class FreeRunning(StepAdapter):
 
     def project(self, ir: tf.Tensor) -> tf.Tensor:
         rows = tf.shape(ir)[0]
-        return tf.concat([ir, tf.zeros(tf.stack([rows, self.width]), ir.dtype), tf.ones(tf.stack([rows, 1]), ir.dtype)], 1)
+        pir = self.inner.project_ir(ir)
+        return tf.concat([pir, tf.zeros(tf.stack([rows, self.width]), pir.dtype), tf.ones(tf.stack([rows, 1]), pir.dtype)], 1)
+
+    def scheduled(self, ir: tf.Tensor, rows: tf.Tensor, prev: tf.Tensor, own: tf.Tensor) -> tf.Tensor:
+        """Step inputs `(m, P)` of scheduled sampling: `ir[rows]`, the target `prev` and `own`
+        `(m, 1)`, 1 where the step feeds the model's own output instead."""
+        return tf.concat([tf.gather(self.inner.project_ir(ir), rows), tf.cast(prev, ir.dtype), own], 1)
 
     def step(self, xp: tf.Tensor, states: StateList, training: bool) -> tuple[tf.Tensor, StateList]:
-        ir_size = xp.shape[-1] - self.width - 1
-        ir, target_prev, own = xp[:, :ir_size], xp[:, ir_size:-1], xp[:, -1:]
+        q = xp.shape[-1] - self.width - 1
+        pir, target_prev, own = xp[:, :q], xp[:, q:-1], xp[:, -1:]
         *b_states, fb = states
         own_prev = first_prev(fb, self._start(), xp.dtype)
         prev = own * own_prev + (1 - own) * target_prev
-        out, new = self.inner.step(self.inner.project(tf.concat([ir, prev], 1)), b_states, training)
+        out, new = self.inner.step(self.inner.add_fed(pir, prev), b_states, training)
         return out, [*new, fed_state(tf.cast(self.fed(out), xp.dtype))]
 
 

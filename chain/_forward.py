@@ -176,7 +176,7 @@ class Forward:
                 finals = [*finals, _feedback.teacher_final(targets, steps, fb)]
         else:
             own = _feedback.coins(tf.shape(prev)[0], sampling, ir.dtype, sampling_seed)
-            xp = tf.concat([tf.gather(ir_rows, rows), prev, own], 1)
+            xp = adapter.scheduled(ir_rows, rows, prev, own)
             flat, finals = run(adapter, xp, steps, init, carry, training, head, per_step=True, **kwargs)
         return (flat, finals) if final else flat
 

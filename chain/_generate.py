@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from ._beam import Beam, BeamSearch
 from ._cells import StateList, StepAdapter
+from ._decoding import Greedy
 from ._feedback import fed_state
 
 if TYPE_CHECKING:
@@ -120,7 +121,15 @@ class Generation:
             dense, steps, b_out = runner.carry(xp, empty, caps, batch, big_t, b_in)
         else:
             init = forward.initial_states(ir_rows, batch, adapter)
-            dense, found, _ = runner.run(xp, init, tf.reshape(empty, [-1]), tf.reshape(caps, [-1]), 0)
+            empty, caps = tf.reshape(empty, [-1]), tf.reshape(caps, [-1])
+            if isinstance(self.decoder, Greedy):  # its tokens do not depend on a run's row
+                order = tf.argsort(tf.where(empty, 0, caps), direction="DESCENDING", stable=True)
+                sort = lambda r: tf.gather(r, order)  # noqa: E731
+                dense, found, _ = runner.run(sort(xp), [sort(s) for s in init], sort(empty), sort(caps), 0, by_cap=True)
+                back = tf.math.invert_permutation(order)
+                dense, found = [tf.gather(d, back) for d in dense], tf.gather(found, back)
+            else:
+                dense, found, _ = runner.run(xp, init, empty, caps, 0)
             dense = [tf.reshape(d, [batch, big_t, cap, *d.shape[2:]]) for d in dense]
             steps = tf.reshape(found, [batch, big_t])
         mask = tf.sequence_mask(steps, cap)
@@ -141,7 +150,13 @@ class Generation:
             return Generated(tf.boolean_mask(found.tokens, found.emitted), found.steps, self._a_out, found.states,
                              tf.boolean_mask(found.scores, found.emitted))  # fmt: skip
         init = forward.initial_states(tf.reshape(ir, [-1, ir.shape[-1]]), batch, search.adapter)
-        found = search.run(xp[:, None], init, tf.reshape(empty, [-1, 1]), tf.reshape(caps, [-1, 1]))
+        # the runs longest first, so that each step moves a prefix of them (see `BeamSearch.run`)
+        empty, caps = tf.reshape(empty, [-1]), tf.reshape(caps, [-1])
+        order = tf.argsort(tf.where(empty, 0, caps), direction="DESCENDING", stable=True)
+        sort = lambda r: tf.gather(r, order)  # noqa: E731
+        found = search.run(sort(xp)[:, None], [sort(s) for s in init], sort(empty)[:, None], sort(caps)[:, None], by_cap=True)
+        back = tf.math.invert_permutation(order)
+        found = found._replace(**{k: tf.gather(getattr(found, k), back) for k in ("tokens", "scores", "emitted", "steps")})
         by_sample = lambda r: tf.transpose(tf.reshape(r, tf.stack([batch, big_t, width, -1])), [0, 2, 1, 3])  # noqa: E731
         steps = by_sample(found.steps)[..., 0]
         emitted = by_sample(found.emitted)
@@ -206,33 +221,54 @@ class _StopRun:
         dense = [_swap(b.stack()) for b in blocks]
         return dense, tf.transpose(lengths.stack()), states
 
-    def run(self, xp, states, done, caps, offset):
+    def run(self, xp, states, done, caps, offset, by_cap=False):
         """`(dense records (rows, cap, ...) zero-padded, lengths (rows,) int32, final states)` of `rows` runs.
 
         `xp` `(rows, P)` projected inputs; `states` `(rows, s)` each; `done` `(rows,)` bool, True
         for runs that emit nothing; `caps` `(rows,)` int32, each run's most steps; `offset` the
-        index of the first step (for the decoder's draws).
+        index of the first step (for the decoder's draws). With `by_cap`, the rows come sorted by
+        their caps, longest first (empty ones last), and step `k` moves only the prefix of rows
+        whose cap exceeds `k`; the decoder must then not depend on a run's row, and the final
+        states returned are those of the rows still moving at the last step.
         """
         adapter, cap = self.adapter, self.cap
         lengths = tf.zeros(tf.shape(done), tf.int32)
+        moving = tf.where(done, 0, caps)
         done = done | (caps <= 0)
         specs = self.record.specs(adapter, xp.dtype)
         outs = [tf.TensorArray(d, size=cap, element_shape=[None, *w]) for d, w in specs]
 
         def body(k, states, done, lengths, outs):
-            out, new = adapter.step(xp, states, False)
-            records, new, stops = self.record(out, new, tf.cast(offset, tf.int64) + tf.cast(k, tf.int64))
-            active = ~done
-            states = [tf.where(active[:, None], n, o) for n, o in zip(new, states)]
-            lengths += tf.cast(active, tf.int32)
-            done = done | (active & stops) | (lengths >= caps)
+            if not by_cap:
+                out, new = adapter.step(xp, states, False)
+                records, new, stops = self.record(out, new, tf.cast(offset, tf.int64) + tf.cast(k, tf.int64))
+                active = ~done
+                states = [tf.where(active[:, None], n, o) for n, o in zip(new, states)]
+                lengths += tf.cast(active, tf.int32)
+                done = done | (active & stops) | (lengths >= caps)
+            else:  # rows [0, m) move; the rest are finished for good, and their states are dropped
+                m = tf.reduce_sum(tf.cast(moving > k, tf.int32))
+                states = [s[:m] for s in states]
+                out, new = adapter.step(xp[:m], states, False)
+                records, new, stops = self.record(out, new, tf.cast(offset, tf.int64) + tf.cast(k, tf.int64))
+                moved = ~done[:m]
+                states = [tf.where(moved[:, None], n, o) for n, o in zip(new, states)]
+                rest = tf.shape(done)[0] - m
+                records = [tf.concat([r, tf.zeros(tf.concat([[rest], tf.shape(r)[1:]], 0), r.dtype)], 0) for r in records]
+                active = tf.concat([moved, tf.zeros([rest], tf.bool)], 0)
+                lengths += tf.cast(active, tf.int32)
+                done = done | (active & tf.concat([stops, tf.zeros([rest], tf.bool)], 0)) | (lengths >= caps)
             outs = [ta.write(k, tf.where(_rows(active, r), r, tf.zeros_like(r))) for ta, r in zip(outs, records)]
             return k + 1, states, done, lengths, outs
 
         def running(k, states, done, *_):
             return (k < cap) & tf.reduce_any(~done)
 
-        k, states, done, lengths, outs = tf.while_loop(running, body, (0, states, done, lengths, outs))
+        invariants = [tf.TensorShape([None, s]) for s in adapter.state_sizes]
+        k, states, done, lengths, outs = tf.while_loop(
+            running, body, (0, states, done, lengths, outs),
+            shape_invariants=(tf.TensorShape([]), invariants, tf.TensorShape([None]), tf.TensorShape([None]), [None] * len(outs)),
+        )  # fmt: skip
         rows = tf.shape(xp)[0]
         outs = [_fill(ta, k, cap, tf.zeros(tf.stack([rows, *w]), d)) for ta, (d, w) in zip(outs, specs)]
         return [_swap(ta.stack()) for ta in outs], lengths, states

@@ -65,12 +65,17 @@ class _CellKernel:
 
     def project_fed(self, ir: tf.Tensor, rows: tf.Tensor, prev: tf.Tensor) -> tf.Tensor:
         """`project([ir[rows], prev])`, the IR part projected once per IR row, then gathered."""
-        kernel = _cast(self.cell.kernel, ir.dtype)
-        width = ir.shape[-1]
-        xp = tf.matmul(ir, kernel[:width])
+        return tf.gather(self.project_ir(ir), rows) + self.project_prev(prev)
+
+    def project_ir(self, ir: tf.Tensor) -> tf.Tensor:
+        """IR's part of `project([ir, prev])`, the bias included: `ir @ kernel[:ir_size] + bias`."""
+        xp = tf.matmul(ir, _cast(self.cell.kernel, ir.dtype)[: ir.shape[-1]])
         bias = self._input_bias()
-        xp = xp if bias is None else xp + _cast(bias, ir.dtype)
-        return tf.gather(xp, rows) + tf.matmul(prev, kernel[width:])
+        return xp if bias is None else xp + _cast(bias, ir.dtype)
+
+    def project_prev(self, prev: tf.Tensor) -> tf.Tensor:
+        """`prev`'s part of `project([ir, prev])`: `prev @ kernel[-D:]`, `prev` `(n, D)`."""
+        return tf.matmul(prev, _cast(self.cell.kernel, prev.dtype)[-prev.shape[-1] :])
 
 
 class GRUKernel(_CellKernel):
@@ -267,6 +272,12 @@ class StackKernel:
 
     def project_fed(self, ir, rows, prev):
         return self.layers[0].project_fed(ir, rows, prev)
+
+    def project_ir(self, ir):
+        return self.layers[0].project_ir(ir)
+
+    def project_prev(self, prev):
+        return self.layers[0].project_prev(prev)
 
     def params(self, dtype):
         out = []

@@ -159,14 +159,20 @@ def test_carry_beam_equals_the_per_sample_reference_with_an_end_token(penalty):
         assert [tuple(row) for row in lengths] == [tuple(len(run) for run in runs) for runs, _ in want]
 
 
-def test_reset_beam_equals_the_per_run_reference_at_given_lengths():
+# The search moves the runs longest first and each step only those still going: lengths that
+# repeat and empty runs between longer ones must come back in place.
+@pytest.mark.parametrize("steps", [STEPS, np.array([[0, 3, 1], [3, 0, 3]], "int32")], ids=["distinct", "empty-and-ties"])
+def test_reset_beam_equals_the_per_run_reference_at_given_lengths(steps):
     net = _net(state="reset", seed=8)
-    tokens, scores = net.generate(X, STEPS, decoder=Beam(3), return_scores=True)
+    tokens, scores = net.generate(X, steps, decoder=Beam(3), return_scores=True)
     ir = net.model_a(X).numpy()
     runs = tokens.to_list()
     run_scores = tf.reduce_sum(scores, axis=-1).numpy()
-    for b, t in np.ndindex(*STEPS.shape):
-        want = _reference_beam(net, ir[b, t:t + 1], [STEPS[b, t]], 3)
+    for b, t in np.ndindex(*steps.shape):
+        if steps[b, t] == 0:  # every beam's run is empty
+            assert [runs[b][k][t] for k in range(3)] == [[]] * 3 and not run_scores[b, :, t].any()
+            continue
+        want = _reference_beam(net, ir[b, t:t + 1], [steps[b, t]], 3)
         assert [tuple(runs[b][k][t]) for k in range(3)] == [r[0] for r, _ in want]
         np.testing.assert_allclose(run_scores[b, :, t], [logp for _, logp in want], atol=1e-4)
 
