@@ -135,31 +135,6 @@ def test_unpack_rejects_a_lone_tensor():
         chain._train.unpack(tf.zeros([2]))
 
 
-def test_custom_training_loop_from_the_docs():
-    data, (x, steps, y) = ragged_dataset()
-    keras.utils.set_random_seed(0)
-    # --- docs/training.md: a custom training loop ---
-    net = chain.Chain(keras.layers.GRU(16, return_sequences=True), keras.layers.GRUCell(16),
-                      output_size=2)
-    optimizer = keras.optimizers.Adam(1e-2)
-
-    @tf.function
-    def train_step(x, steps, y):
-        with tf.GradientTape() as tape:
-            loss = net.compute_loss(x=(x, steps), y=y)  # fit's loss, a lengths part's terms included
-        grads = tape.gradient(loss, net.trainable_variables)
-        optimizer.apply_gradients(zip(grads, net.trainable_variables))
-        return loss
-
-    for epoch in range(20):
-        for (x_batch, steps_batch), y_batch in data:
-            loss = train_step(x_batch, steps_batch, y_batch)
-    # --- end ---
-    first = ragged_mse(y, make_chain(strategy="packed", output_size=2)(x, steps))
-    assert float(ragged_mse(y, net(x, steps))) < float(first) / 3
-    assert float(loss) > 0
-
-
 # ----------------------------------------------------------------------------- windows
 
 
