@@ -123,11 +123,9 @@ class Generation:
             init = forward.initial_states(ir_rows, batch, adapter)
             empty, caps = tf.reshape(empty, [-1]), tf.reshape(caps, [-1])
             if isinstance(self.decoder, Greedy):  # its tokens do not depend on a run's row
-                order = tf.argsort(tf.where(empty, 0, caps), direction="DESCENDING", stable=True)
-                sort = lambda r: tf.gather(r, order)  # noqa: E731
+                sort, back = _longest_first(empty, caps)
                 dense, found, _ = runner.run(sort(xp), [sort(s) for s in init], sort(empty), sort(caps), 0, by_cap=True)
-                back = tf.math.invert_permutation(order)
-                dense, found = [tf.gather(d, back) for d in dense], tf.gather(found, back)
+                dense, found = [back(d) for d in dense], back(found)
             else:
                 dense, found, _ = runner.run(xp, init, empty, caps, 0)
             dense = [tf.reshape(d, [batch, big_t, cap, *d.shape[2:]]) for d in dense]
@@ -150,13 +148,10 @@ class Generation:
             return Generated(tf.boolean_mask(found.tokens, found.emitted), found.steps, self._a_out, found.states,
                              tf.boolean_mask(found.scores, found.emitted))  # fmt: skip
         init = forward.initial_states(tf.reshape(ir, [-1, ir.shape[-1]]), batch, search.adapter)
-        # the runs longest first, so that each step moves a prefix of them (see `BeamSearch.run`)
         empty, caps = tf.reshape(empty, [-1]), tf.reshape(caps, [-1])
-        order = tf.argsort(tf.where(empty, 0, caps), direction="DESCENDING", stable=True)
-        sort = lambda r: tf.gather(r, order)  # noqa: E731
+        sort, back = _longest_first(empty, caps)
         found = search.run(sort(xp)[:, None], [sort(s) for s in init], sort(empty)[:, None], sort(caps)[:, None], by_cap=True)
-        back = tf.math.invert_permutation(order)
-        found = found._replace(**{k: tf.gather(getattr(found, k), back) for k in ("tokens", "scores", "emitted", "steps")})
+        found = found._replace(**{k: back(getattr(found, k)) for k in ("tokens", "scores", "emitted", "steps")})
         by_sample = lambda r: tf.transpose(tf.reshape(r, tf.stack([batch, big_t, width, -1])), [0, 2, 1, 3])  # noqa: E731
         steps = by_sample(found.steps)[..., 0]
         emitted = by_sample(found.emitted)
@@ -239,25 +234,18 @@ class _StopRun:
         outs = [tf.TensorArray(d, size=cap, element_shape=[None, *w]) for d, w in specs]
 
         def body(k, states, done, lengths, outs):
-            if not by_cap:
-                out, new = adapter.step(xp, states, False)
-                records, new, stops = self.record(out, new, tf.cast(offset, tf.int64) + tf.cast(k, tf.int64))
-                active = ~done
-                states = [tf.where(active[:, None], n, o) for n, o in zip(new, states)]
-                lengths += tf.cast(active, tf.int32)
-                done = done | (active & stops) | (lengths >= caps)
-            else:  # rows [0, m) move; the rest are finished for good, and their states are dropped
+            if by_cap:  # rows [0, m) move; the rest are finished for good, and their states are dropped
                 m = tf.reduce_sum(tf.cast(moving > k, tf.int32))
                 states = [s[:m] for s in states]
-                out, new = adapter.step(xp[:m], states, False)
-                records, new, stops = self.record(out, new, tf.cast(offset, tf.int64) + tf.cast(k, tf.int64))
-                moved = ~done[:m]
-                states = [tf.where(moved[:, None], n, o) for n, o in zip(new, states)]
-                rest = tf.shape(done)[0] - m
-                records = [tf.concat([r, tf.zeros(tf.concat([[rest], tf.shape(r)[1:]], 0), r.dtype)], 0) for r in records]
-                active = tf.concat([moved, tf.zeros([rest], tf.bool)], 0)
-                lengths += tf.cast(active, tf.int32)
-                done = done | (active & tf.concat([stops, tf.zeros([rest], tf.bool)], 0)) | (lengths >= caps)
+            out, new = adapter.step(xp[:m] if by_cap else xp, states, False)
+            records, new, stops = self.record(out, new, tf.cast(offset, tf.int64) + tf.cast(k, tf.int64))
+            active = ~done[:m] if by_cap else ~done
+            states = [tf.where(active[:, None], n, o) for n, o in zip(new, states)]
+            if by_cap:
+                rows = tf.shape(done)[0]
+                records, active, stops = [_pad_rows(r, rows) for r in records], _pad_rows(active, rows), _pad_rows(stops, rows)
+            lengths += tf.cast(active, tf.int32)
+            done = done | (active & stops) | (lengths >= caps)
             outs = [ta.write(k, tf.where(_rows(active, r), r, tf.zeros_like(r))) for ta, r in zip(outs, records)]
             return k + 1, states, done, lengths, outs
 
@@ -272,6 +260,20 @@ class _StopRun:
         rows = tf.shape(xp)[0]
         outs = [_fill(ta, k, cap, tf.zeros(tf.stack([rows, *w]), d)) for ta, (d, w) in zip(outs, specs)]
         return [_swap(ta.stack()) for ta in outs], lengths, states
+
+
+def _longest_first(empty: tf.Tensor, caps: tf.Tensor) -> tuple[Callable, Callable]:
+    """`(sort, back)`: `sort` gathers `(n, ...)` rows longest run first (by `caps`, empty runs
+    `empty` last, ties in order), and `back` puts sorted rows back in place."""
+    order = tf.argsort(tf.where(empty, 0, caps), direction="DESCENDING", stable=True)
+    back = tf.math.invert_permutation(order)
+    return (lambda rows: tf.gather(rows, order)), (lambda rows: tf.gather(rows, back))
+
+
+def _pad_rows(values: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """`values` `(m, ...)` followed by zeros (False) up to `rows` rows."""
+    zeros = tf.zeros(tf.concat([[rows - tf.shape(values)[0]], tf.shape(values)[1:]], 0), values.dtype)
+    return tf.concat([values, zeros], 0)
 
 
 def _rows(active: tf.Tensor, record: tf.Tensor) -> tf.Tensor:
