@@ -58,24 +58,8 @@ def pytest_collection_finish(session):
     """
     if hasattr(session.config, "workerinput"):
         order_for_workers(session.items)
-    if session.config.option.markexpr == DEFAULT_TIER_MARKS:
-        skip_graph_rewrites()
     gc.collect()
     gc.freeze()
-
-
-def skip_graph_rewrites():
-    """The default tier runs TensorFlow's graphs as traced, without Grappler's rewrites.
-
-    The rewrites (constant folding, arithmetic and layout rewrites, op fusion, function inlining)
-    keep what a graph computes, and are worth their cost where a graph runs many times, not in a
-    test that traces a chain to call it once or twice: they took about a sixth of the chain tests'
-    time. The slow tier, `bench run` and the bench end-to-end test's child processes run with
-    TensorFlow's defaults, so every full grid is still checked through the rewritten graphs.
-    """
-    import tensorflow as tf
-
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
 def order_for_workers(items):
