@@ -25,6 +25,7 @@ import tensorflow as tf
 from ragged_common.checks import OptionError, check_number
 
 from ._cells import StateList, StepAdapter
+from ._ops import segment_ids
 
 
 class FreeRunning(StepAdapter):
@@ -93,12 +94,12 @@ def shifted_targets(y: tf.Tensor, steps: tf.Tensor, carry: bool, fb: tf.Tensor |
     n = tf.shape(y)[0]
     shifted = tf.concat([tf.zeros_like(y[:1]), y], 0)[:n]
     if carry:
-        owner = tf.repeat(tf.range(tf.shape(steps)[0]), tf.reduce_sum(steps, 1))
+        owner = segment_ids(tf.reduce_sum(steps, 1))
         starts = tf.cumsum(tf.reduce_sum(steps, 1), exclusive=True)
         first_value = tf.gather(first_prev(fb, start, y.dtype), owner)
     else:
         flat_steps = tf.reshape(steps, [-1])
-        owner = tf.repeat(tf.range(tf.size(flat_steps)), flat_steps)
+        owner = segment_ids(flat_steps)
         starts = tf.cumsum(flat_steps, exclusive=True)
         first_value = tf.broadcast_to(tf.cast(start, y.dtype)[None, :], tf.shape(y))
     first = tf.equal(tf.range(n), tf.gather(starts, owner))

@@ -17,6 +17,7 @@ from ._cells import StateList, StepAdapter
 from ._feedback import Feed
 from ._model_a import ModelAState
 from ._options import ChainOptions
+from ._ops import segment_ids
 from ._strategies import STRATEGIES
 
 
@@ -167,7 +168,7 @@ class Forward:
         targets = tf.cast(self.embed(targets) if self.parts.embedding is not None else targets, ir.dtype)
         fb = init[-1]
         prev = _feedback.shifted_targets(targets, steps, carry, fb if carry else None, self.start())
-        rows = tf.repeat(tf.range(tf.shape(ir_rows)[0]), tf.reshape(steps, [-1]))  # each step's (b, t)
+        rows = segment_ids(tf.reshape(steps, [-1]))  # each step's (b, t)
         if sampling is None:  # teacher forcing: every step's input is known before the loop
             inner = adapter.inner
             xp = inner.project_fed(ir_rows, rows, prev)

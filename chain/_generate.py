@@ -23,6 +23,7 @@ from ._beam import Beam, BeamSearch
 from ._cells import StateList, StepAdapter
 from ._decoding import Greedy
 from ._feedback import fed_state
+from ._ops import masked
 
 if TYPE_CHECKING:
     from ._decoding import Decoder
@@ -131,7 +132,7 @@ class Generation:
             dense = [tf.reshape(d, [batch, big_t, cap, *d.shape[2:]]) for d in dense]
             steps = tf.reshape(found, [batch, big_t])
         mask = tf.sequence_mask(steps, cap)
-        flat = [tf.boolean_mask(d, mask) for d in dense]
+        flat = [masked(d, mask) for d in dense]
         if self.decoder is not None:
             return Generated(flat[0], steps, self._a_out, b_out, flat[1])
         head = forward.parts.head
@@ -145,8 +146,8 @@ class Generation:
         if forward.options.state == "carry":
             b_in = self._b_in if self._b_in is not None else search.adapter.zero_states(batch, xp.dtype)
             found = search.run(tf.reshape(xp, [batch, big_t, xp.shape[-1]]), b_in, empty, caps)
-            return Generated(tf.boolean_mask(found.tokens, found.emitted), found.steps, self._a_out, found.states,
-                             tf.boolean_mask(found.scores, found.emitted))  # fmt: skip
+            return Generated(masked(found.tokens, found.emitted), found.steps, self._a_out, found.states,
+                             masked(found.scores, found.emitted))  # fmt: skip
         init = forward.initial_states(tf.reshape(ir, [-1, ir.shape[-1]]), batch, search.adapter)
         empty, caps = tf.reshape(empty, [-1]), tf.reshape(caps, [-1])
         sort, back = _longest_first(empty, caps)
@@ -155,8 +156,8 @@ class Generation:
         by_sample = lambda r: tf.transpose(tf.reshape(r, tf.stack([batch, big_t, width, -1])), [0, 2, 1, 3])  # noqa: E731
         steps = by_sample(found.steps)[..., 0]
         emitted = by_sample(found.emitted)
-        return Generated(tf.boolean_mask(by_sample(found.tokens), emitted), steps, self._a_out, [],
-                         tf.boolean_mask(by_sample(found.scores), emitted))  # fmt: skip
+        return Generated(masked(by_sample(found.tokens), emitted), steps, self._a_out, [],
+                         masked(by_sample(found.scores), emitted))  # fmt: skip
 
 
 class _Record:

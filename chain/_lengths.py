@@ -21,6 +21,7 @@ from ragged_common.checks import check_choice, check_flag
 
 from ._generate import Generated, Generation
 from ._losses import replica_mean
+from ._ops import segment_ids
 
 
 class Lengths:
@@ -229,9 +230,9 @@ def stop_targets(steps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         (in flat order), `empty` is True where `steps == 0`.
     """
     flat_steps = tf.reshape(steps, [-1])
-    k = tf.ragged.range(flat_steps).flat_values
-    n = tf.repeat(flat_steps, flat_steps)
-    return tf.equal(k, n - 1), tf.equal(steps, 0)
+    run = segment_ids(flat_steps)  # each inner step's (b, t)
+    ends = tf.cumsum(flat_steps)
+    return tf.equal(tf.range(tf.size(run)), tf.gather(ends, run) - 1), tf.equal(steps, 0)
 
 
 def check_generates(part: Lengths | None) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
+from ._ops import masked, repeat_rows
 from ._validate import check_width
 
 #: Reductions of `keras.losses.Loss` that `FlatLoss` honours, `None` meaning "none".
@@ -38,7 +39,7 @@ def target_values(y: Any, steps: tf.Tensor) -> tf.Tensor:
         return y.flat_values
     y = tf.convert_to_tensor(y)
     if y.shape.rank == 4:
-        return tf.boolean_mask(y, tf.sequence_mask(steps, tf.shape(y)[2]))
+        return masked(y, tf.sequence_mask(steps, tf.shape(y)[2]))
     return y
 
 
@@ -155,7 +156,7 @@ def sample_weights(sample_weight: Any, steps: tf.Tensor) -> tuple[tf.Tensor | No
             f"like `steps` {tuple(steps.shape)}; received shape {tuple(w.shape)}"
         )
     outer = tf.broadcast_to(w, tf.shape(steps))
-    return outer, tf.repeat(tf.reshape(outer, [-1]), tf.reshape(steps, [-1]))
+    return outer, repeat_rows(tf.reshape(outer, [-1]), tf.reshape(steps, [-1]))
 
 
 def _broadcasts(w_shape: tf.TensorShape, steps_shape: tf.TensorShape) -> bool:

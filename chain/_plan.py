@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from ._ops import segment_ids
+
 
 class RunPlan(NamedTuple):
     """The runs of one batch.
@@ -49,21 +51,22 @@ def offsets(active: tf.Tensor) -> tf.Tensor:
 
 def entries(active: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """The step `j` and the run `r` of every entry of a step-major layout, each `(P,)`."""
-    step = tf.repeat(tf.range(tf.size(active)), active)
-    return step, tf.range(tf.size(step)) - tf.repeat(offsets(active), active)
+    step = segment_ids(active)
+    return step, tf.range(tf.size(step)) - tf.gather(offsets(active), step)
 
 
 def active_counts(lengths_sorted: tf.Tensor) -> tf.Tensor:
     """`n[j]` = number of runs longer than `j`, for `j` in `[0, max(lengths))`."""
     longest = tf.reduce_max(tf.concat([lengths_sorted, [0]], 0))
-    at_most = tf.cumsum(tf.math.bincount(lengths_sorted, minlength=longest + 1))
-    return tf.size(lengths_sorted) - at_most[:longest]
+    # runs longer than j, in lengths sorted longest first: those before the first of length <= j
+    rising, below = tf.reshape(-lengths_sorted, [1, -1]), tf.reshape(-tf.range(longest), [1, -1])
+    return tf.reshape(tf.raw_ops.LowerBound(sorted_inputs=rising, values=below, out_type=tf.int32), [-1])
 
 
 def runs(steps: tf.Tensor, carry: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """`(starts, lengths, pos_row)` of :class:`RunPlan` alone (the part XLA can compile)."""
     flat_steps = tf.reshape(steps, [-1])
-    pos_row = tf.repeat(tf.range(tf.size(flat_steps)), flat_steps)
+    pos_row = segment_ids(flat_steps)
     lengths = tf.reduce_sum(steps, axis=1) if carry else flat_steps
     return tf.cumsum(lengths, exclusive=True), lengths, pos_row
 

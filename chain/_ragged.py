@@ -7,6 +7,8 @@ import tensorflow as tf
 
 from ragged_common.checks import check_int, check_optional
 
+from ._ops import masked
+
 
 def ragged_from_flat(flat: tf.Tensor, steps: tf.Tensor) -> tf.RaggedTensor:
     """Builds the ragged output from its flat values.
@@ -103,5 +105,5 @@ def from_padded(dense: tf.Tensor, steps: tf.Tensor | np.ndarray) -> tf.RaggedTen
                 f"[{bad.min()}, {bad.max()}]"
             )
     steps = tf.cast(steps, tf.int32)
-    flat = tf.boolean_mask(dense, tf.sequence_mask(steps, longest))
+    flat = masked(dense, tf.sequence_mask(steps, longest))
     return ragged_from_flat(flat, steps)

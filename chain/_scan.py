@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import tensorflow as tf
 
 from ._kernels import KernelStep
+from ._ops import masked
 from ._plan import entries as entries
 from ._plan import offsets as _offsets
 
@@ -347,8 +348,8 @@ class _RunStarts:
         first = tf.reduce_sum(active[:1])  # the entries of step 0, which all start runs
         earlier = tf.gather(_offsets(active), tf.maximum(step - 1, 0)) + run  # entry (j - 1, r)
         start = tf.reshape(tf.logical_or(step == 0, tf.gather(rows, earlier) != rows), [-1])
-        self.rows = tf.boolean_mask(rows, start)
+        self.rows = masked(rows, start)
         later = start[first:]
         counts = tf.math.unsorted_segment_sum(tf.cast(later, tf.int32), step[first:] - 1, tf.size(active[1:]))
-        self.starts = _split(tf.boolean_mask(run[first:], later), counts)
+        self.starts = _split(masked(run[first:], later), counts)
         self.keep = _split(tf.cast(tf.logical_not(later), dtype), active[1:])

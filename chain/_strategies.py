@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from . import _scan
 from ._cells import StateList, StepAdapter
+from ._ops import masked
 from ._plan import make_plan, runs
 
 Strategy = Callable[..., tuple[tf.Tensor, StateList]]
@@ -117,7 +118,7 @@ def run_loop(adapter, xp, steps, init_states, carry, training, head=None, final=
     t_of = tf.reduce_sum(tf.cast(q[:, None] >= (block_start + longest_t)[None, :], tf.int32), 1)
     k_of = q - tf.gather(block_start, t_of)
     mask = k_of[None, :] < tf.gather(steps, t_of, axis=1)  # (batch, total), in (b, t, k) order
-    return _apply(head, tf.boolean_mask(dense, mask)), (states if carry and final else [])
+    return _apply(head, masked(dense, mask)), (states if carry and final else [])
 
 
 # ----------------------------------------------------------------------------- padded
@@ -151,7 +152,7 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
     out_ta = _blocks(adapter, xp.dtype, longest)
     _, states, out_ta = tf.while_loop(lambda j, *_: j < longest, body, (0, list(init_states), out_ta))
     dense = tf.transpose(_stack(out_ta, tf.size(lengths), adapter.output_size, xp.dtype), [1, 0, 2])
-    flat = tf.boolean_mask(dense, tf.sequence_mask(lengths, longest))
+    flat = masked(dense, tf.sequence_mask(lengths, longest))
     return _apply(head, flat), (states if carry and final else [])
 
 

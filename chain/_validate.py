@@ -11,6 +11,8 @@ import tensorflow as tf
 
 from ragged_common.bounds import INT32_MAX
 
+from ._ops import masked
+
 
 def check_inputs(x, steps, input_size: int | None, max_steps: int | None):
     """Converts and validates the inputs of a call.
@@ -297,7 +299,7 @@ def check_targets(targets, steps: tf.Tensor, width: int, dtype) -> tf.Tensor:
                     f"padded `targets` must be (batch, T, L, {width}) with batch and T of `steps` "
                     f"{tuple(steps.shape)} and L >= max(steps); received shape {shape}"
                 )
-            flat = tf.boolean_mask(targets, tf.sequence_mask(steps, tf.shape(targets)[2]))
+            flat = masked(targets, tf.sequence_mask(steps, tf.shape(targets)[2]))
         elif targets.shape.rank == 2:
             flat = targets
             if tf.executing_eagerly() and targets.shape[0] != int(tf.reduce_sum(steps)):
@@ -400,7 +402,7 @@ def check_token_targets(targets, steps: tf.Tensor, vocab_size: int, name: str = 
         flat = check_target_rows(targets, steps, name).flat_values
     elif targets.shape.rank == 3:
         _check_padded(name, targets, steps, shape)
-        flat = tf.boolean_mask(targets, tf.sequence_mask(steps, tf.shape(targets)[2]))
+        flat = masked(targets, tf.sequence_mask(steps, tf.shape(targets)[2]))
     elif targets.shape.rank == 1 and not ragged:
         flat = targets
     else:
