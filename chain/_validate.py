@@ -183,10 +183,10 @@ def _check_values_eagerly(x: tf.Tensor, steps: tf.Tensor, max_steps: int | None,
 
 def _with_graph_asserts(x: tf.Tensor, steps: tf.Tensor, max_steps: int | None, cap: int) -> tf.Tensor:
     checks = [
-        tf.debugging.assert_equal(
-            tf.shape(x)[:2],
-            tf.shape(steps),
-            message="`x` and `steps` must agree on (batch, T)",
+        tf.debugging.Assert(  # int32 and string data: one op, where assert_equal builds dozens
+            tf.reduce_all(tf.equal(tf.shape(x)[:2], tf.shape(steps))),
+            ["`x` and `steps` must agree on (batch, T); received x of shape", tf.shape(x), "and steps of shape",
+             tf.shape(steps)],  # fmt: skip
         ),
         tf.debugging.Assert(
             tf.reduce_all(steps >= 0),
@@ -347,7 +347,7 @@ def check_target_rows(y, steps: tf.Tensor, name: str = "y"):
         return y
     same_shape = tf.debugging.Assert(
         tf.reduce_all(outer == big_t) & tf.equal(tf.size(outer), tf.shape(steps)[0]),
-        [f"{shape}; received T", outer, "for steps of shape", tf.shape(steps)],
+        [f"{shape}; received T", tf.cast(outer, tf.int32), "for steps of shape", tf.shape(steps)],
     )
     with tf.control_dependencies([same_shape]):
         rows = tf.concat([tf.cast(rows, tf.int32), [0]], 0)  # one more, so that `first` exists
