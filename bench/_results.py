@@ -19,9 +19,11 @@ hold one record per case.
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import datetime
+import functools
 import io
 import json
 import secrets
@@ -182,6 +184,20 @@ def merge_visits(visits: list[dict[str, Any]]) -> dict[str, Any]:
     return {**visits[-1], "benchmark": {**first, "stats": pooled, "extra_info": extra}}
 
 
+def machine_info() -> dict[str, Any]:
+    """pytest-benchmark's machine information, gathered once per process (a copy each time).
+
+    Gathering it runs py-cpuinfo in a child process, about a second each time; the machine does
+    not change while a process lives.
+    """
+    return copy.deepcopy(_machine_info())
+
+
+@functools.cache
+def _machine_info() -> dict[str, Any]:
+    return pytest_benchmark_generate_machine_info()
+
+
 @dataclasses.dataclass
 class RunFiles:
     """The files of one run, rewritten as each case ends.
@@ -208,7 +224,7 @@ class RunFiles:
     def create(cls, out: Path, storage: Path, name: str, sweep: Sweep) -> RunFiles:
         """Gathers machine and commit information and reserves the run's number in `storage`."""
         header = {
-            "machine_info": pytest_benchmark_generate_machine_info(),
+            "machine_info": machine_info(),
             "commit_info": get_commit_info(),
             "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "version": pytest_benchmark_version,

@@ -304,3 +304,14 @@ def test_a_hand_edited_results_json_gives_one_error_line_or_a_report(saved_run, 
 def test_a_hand_edited_results_json_gives_one_error_line_or_a_plotted_report(saved_run, tmp_path):
     codes = [_edited_report_is_one_line_or_a_table(tmp_path, name, text) for name, text in _edits(saved_run)]
     assert len(codes) > 300 and codes.count(0) > 30
+
+
+def test_machine_info_is_gathered_once_per_process_and_handed_out_as_copies(monkeypatch):
+    first = _results.machine_info()
+    assert first["cpu"] and first["python_version"]
+    calls = []
+    monkeypatch.setattr(_results, "pytest_benchmark_generate_machine_info", lambda: calls.append(1) or {})
+    first["cpu"]["brand_raw"] = "changed by one run's header"
+    again = _results.machine_info()
+    assert calls == [] and again["cpu"].get("brand_raw") != "changed by one run's header"
+    assert again["python_version"] == first["python_version"]
