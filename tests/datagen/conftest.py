@@ -8,6 +8,12 @@ import datagen
 
 SMALL = {"n_samples": 300, "timesteps": 6, "longest_step": 5, "seed": 3}
 
+# Python code that puts Ctrl-C back as a terminal's foreground process has it (SIGINT raises
+# KeyboardInterrupt, and is not blocked), for child processes whose subject is Ctrl-C: a child
+# inherits an ignored or blocked SIGINT from whatever started the test run.
+SIGINT_AS_IN_A_TERMINAL = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                           "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})\n")  # fmt: skip
+
 
 @pytest.fixture(scope="session")
 def small_npz(tmp_path_factory):

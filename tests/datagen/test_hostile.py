@@ -27,6 +27,8 @@ import datagen
 from datagen import _storage, _tfrecord
 from datagen.cli import main
 
+from .conftest import SIGINT_AS_IN_A_TERMINAL
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -206,7 +208,8 @@ def test_ctrl_c_of_a_parallel_run_ends_it_without_worker_tracebacks():
     # Job 0 ends at once, so its worker waits idle for more; job 1 presses Ctrl-C (SIGINT to the
     # whole process group, as a terminal does) and carries on. An idle worker raised
     # KeyboardInterrupt and printed its traceback; now the parent alone stops, once job 1 is done.
-    code = ("import os, signal, time\n"
+    code = (SIGINT_AS_IN_A_TERMINAL +
+            "import os, signal, time\n"
             "from datagen import _pool\n"
             "def job(index):\n"
             "    if index == 1:\n"

@@ -22,13 +22,15 @@ from click.testing import CliRunner
 import datagen
 from datagen.cli import main
 
+from .conftest import SIGINT_AS_IN_A_TERMINAL
+
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--samples", "24000", "--shard-size", "1000"]  # 24 shards, about a second on one core
 PENDING = "manifest.pending.json"
 LOCK = ".datagen.lock"
 # The run flushes its pending manifest after every shard (not once a second), so a kill soon
 # after the start already leaves one to resume from.
-MAKE = "import datagen._make as m; m._FLUSH_SECONDS = 0.0; from datagen.cli import main; main()"
+MAKE = SIGINT_AS_IN_A_TERMINAL + "import datagen._make as m; m._FLUSH_SECONDS = 0.0; from datagen.cli import main; main()"
 
 
 def digests(directory: Path) -> dict[str, str]:
