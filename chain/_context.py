@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from . import _ragged
 from ._beam import Beam
+from ._ops import masked, segment_ids
 
 if TYPE_CHECKING:
     from ._model import Chain
@@ -21,13 +22,16 @@ def decode_runs(net: "Chain", x: Any, steps: Any, targets: Any, decoder: Any = N
     `Chain.generate` runs free: in carry mode the run at `t` starts from the state and the token
     that the chain's *own* earlier runs left. Here each run starts where the *targets* leave the
     chain instead (teacher forcing up to `t`), which is how "the most likely run given what came
-    before" is defined, e.g. datagen's `y_best_values` for the `tokens` task. In reset and init
-    modes no run sees another, and this is `net.generate(x, steps, decoder=...)`.
+    before" is defined, e.g. datagen's `y_best_values` for the `tokens` task. Model A reads the
+    whole of `x` for every run, as in a call, so a model A that reads both ways (e.g.
+    `keras.layers.Bidirectional`) sees the beats after `t` too. In reset and init modes no run
+    sees another, and this is `net.generate(x, steps, decoder=...)`.
 
     Args:
         net: a token `chain.Chain`, not stateful.
         x: `(batch, T, input_size)`; steps: `(batch, T)` lengths.
-        targets: the token ids `(batch, T, None)`, ragged, with row lengths `steps`.
+        targets: the token ids `(batch, T, None)`, ragged with row lengths `steps`, or padded
+            `(batch, T, L)`.
         decoder: a `chain.Decoder` (`chain.Greedy()` by default, `chain.Sampler`, `chain.Beam`).
         return_scores: also return the log probabilities, as `generate` does.
 
@@ -47,13 +51,17 @@ def decode_runs(net: "Chain", x: Any, steps: Any, targets: Any, decoder: Any = N
     if net.state != "carry":
         return net.generate(x, steps, decoder=decoder, return_scores=return_scores)
     x = tf.convert_to_tensor(x)
-    steps = tf.convert_to_tensor(steps)
-    states, made = None, []
+    steps = tf.cast(tf.convert_to_tensor(steps), tf.int32)
+    outer = tf.range(tf.shape(steps)[1])[None]
+    made = []
     for t in range(int(x.shape[1])):
-        window = (x[:, t:t + 1], steps[:, t:t + 1])
-        made.append(net.generate(*window, initial_state=states, decoder=decoder, return_scores=True))
-        given = {"targets": targets[:, t:t + 1]} if net.feedback else {}
-        _, states = net(*window, initial_state=states, return_state=True, **given)
+        # Model A reads the whole sample every time (a bidirectional one needs it), while B runs
+        # the targets of the runs before `t` only: an empty run passes B's state on unchanged.
+        before = outer < t
+        given = {"targets": _keep_runs(targets, steps, before)} if net.feedback else {}
+        _, states = net(x, tf.where(before, steps, 0), return_state=True, **given)
+        made.append(net.generate(x, tf.where(outer == t, steps, 0), initial_state={"model_b": states["model_b"]},
+                                 decoder=decoder, return_scores=True))  # fmt: skip
     if not made:
         return net.generate(x, steps, decoder=decoder, return_scores=return_scores)
     width = decoder.width if isinstance(decoder, Beam) else None
@@ -61,9 +69,23 @@ def decode_runs(net: "Chain", x: Any, steps: Any, targets: Any, decoder: Any = N
     return (tokens, scores) if return_scores else tokens
 
 
+def _keep_runs(targets: Any, steps: tf.Tensor, keep: tf.Tensor) -> tf.RaggedTensor:
+    """`targets` `(batch, T, None)` (ragged, or padded `(batch, T, L)`) with the runs where `keep`
+    `(batch, T)` is False emptied."""
+    if not isinstance(targets, tf.RaggedTensor):
+        padded = tf.convert_to_tensor(targets)
+        rows = tf.RaggedTensor.from_tensor(tf.reshape(padded, [-1, tf.shape(padded)[-1]]), lengths=tf.reshape(steps, [-1]))
+        targets = tf.RaggedTensor.from_uniform_row_length(rows, tf.shape(steps)[1])
+    keep = tf.broadcast_to(keep, tf.shape(steps))
+    flat_keep = tf.gather(tf.reshape(keep, [-1]), segment_ids(tf.reshape(steps, [-1])))
+    return _ragged.ragged_from_flat(masked(targets.flat_values, flat_keep), tf.where(keep, steps, 0))
+
+
 def _join(windows: list[tf.RaggedTensor], steps: tf.Tensor, width: int | None) -> tf.RaggedTensor:
-    """One-step windows, `(batch, 1, None)` or with a beam `(batch, K, 1, None)`, joined along T
-    into the layout `generate` returns; `steps` `(batch, T)`."""
+    """The runs decoded one outer step `t` at a time, joined into the layout `generate` returns.
+
+    `windows[t]` is `(batch, T, None)` or with a beam `(batch, K, T, None)`, with real runs at `t`
+    alone: its flat values are those runs, one per sample (and beam). `steps` `(batch, T)`."""
     if width is not None:
         steps = tf.repeat(steps[:, None], width, axis=1)  # (batch, K, T)
     flat_steps = tf.reshape(steps, [-1, steps.shape[-1]])  # a row per sample (and beam)

@@ -14,7 +14,7 @@ import tensorflow as tf
 import chain
 from chain import Beam, Chain, EndToken, Sampler
 
-from .test_tokens import MAX, V, _data, _log_softmax, _net
+from .test_tokens import IR, MAX, V, _data, _log_softmax, _net
 
 
 def _by_beam(tokens, scores):
@@ -254,9 +254,18 @@ def _teacher_forced(net, ir_rows, runs):
     return state, prev
 
 
-@pytest.mark.parametrize("decoder", [None, Beam(3)])
-def test_decode_runs_decodes_each_run_after_the_targets_before_it(decoder):
-    net = _net(seed=13)
+def _bidirectional_net(seed):
+    """A token chain whose model A reads each sample both ways, and so has no state to carry."""
+    keras.utils.set_random_seed(seed)
+    model_a = keras.layers.Bidirectional(keras.layers.GRU(IR // 2, return_sequences=True))
+    net = Chain(model_a, keras.layers.GRUCell(5), vocab_size=V, feedback=True, max_steps=MAX)
+    net.build((None, None, 3))
+    return net
+
+
+@pytest.mark.parametrize("decoder, model_a", [(None, "gru"), (Beam(3), "gru"), (None, "bidirectional")])
+def test_decode_runs_decodes_each_run_after_the_targets_before_it(decoder, model_a):
+    net = _net(seed=13) if model_a == "gru" else _bidirectional_net(seed=13)
     _, _, y = _data(batch=2, big_t=3, seed=1)
     tokens, scores = chain.decode_runs(net, X, STEPS, y, decoder=decoder, return_scores=True)
     ir, targets = net.model_a(X).numpy(), y.to_list()
