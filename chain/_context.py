@@ -72,13 +72,14 @@ def decode_runs(net: "Chain", x: Any, steps: Any, targets: Any, decoder: Any = N
 def _keep_runs(targets: Any, steps: tf.Tensor, keep: tf.Tensor) -> tf.RaggedTensor:
     """`targets` `(batch, T, None)` (ragged, or padded `(batch, T, L)`) with the runs where `keep`
     `(batch, T)` is False emptied."""
-    if not isinstance(targets, tf.RaggedTensor):
+    if isinstance(targets, tf.RaggedTensor):
+        flat = targets.flat_values
+    else:
         padded = tf.convert_to_tensor(targets)
-        rows = tf.RaggedTensor.from_tensor(tf.reshape(padded, [-1, tf.shape(padded)[-1]]), lengths=tf.reshape(steps, [-1]))
-        targets = tf.RaggedTensor.from_uniform_row_length(rows, tf.shape(steps)[1])
+        flat = masked(padded, tf.sequence_mask(steps, tf.shape(padded)[2]))
     keep = tf.broadcast_to(keep, tf.shape(steps))
     flat_keep = tf.gather(tf.reshape(keep, [-1]), segment_ids(tf.reshape(steps, [-1])))
-    return _ragged.ragged_from_flat(masked(targets.flat_values, flat_keep), tf.where(keep, steps, 0))
+    return _ragged.ragged_from_flat(masked(flat, flat_keep), tf.where(keep, steps, 0))
 
 
 def _join(windows: list[tf.RaggedTensor], steps: tf.Tensor, width: int | None) -> tf.RaggedTensor:
