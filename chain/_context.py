@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from . import _ragged
 from ._beam import Beam
+from ._model_a import ModelAState
 from ._ops import masked, segment_ids
 
 if TYPE_CHECKING:
@@ -52,21 +53,42 @@ def decode_runs(net: "Chain", x: Any, steps: Any, targets: Any, decoder: Any = N
         return net.generate(x, steps, decoder=decoder, return_scores=return_scores)
     x = tf.convert_to_tensor(x)
     steps = tf.cast(tf.convert_to_tensor(steps), tf.int32)
-    outer = tf.range(tf.shape(steps)[1])[None]
-    made = []
-    for t in range(int(x.shape[1])):
-        # Model A reads the whole sample every time (a bidirectional one needs it), while B runs
-        # the targets of the runs before `t` only: an empty run passes B's state on unchanged.
-        before = outer < t
-        given = {"targets": _keep_runs(targets, steps, before)} if net.feedback else {}
-        _, states = net(x, tf.where(before, steps, 0), return_state=True, **given)
-        made.append(net.generate(x, tf.where(outer == t, steps, 0), initial_state={"model_b": states["model_b"]},
-                                 decoder=decoder, return_scores=True))  # fmt: skip
+    decode = _by_windows if ModelAState(net.model_a).kind != "none" else _over_the_whole_sample
+    made = decode(net, x, steps, targets, decoder)
     if not made:
         return net.generate(x, steps, decoder=decoder, return_scores=return_scores)
     width = decoder.width if isinstance(decoder, Beam) else None
     tokens, scores = (_join([m[i] for m in made], tf.cast(steps, tf.int32), width) for i in (0, 1))
     return (tokens, scores) if return_scores else tokens
+
+
+def _by_windows(net: "Chain", x: tf.Tensor, steps: tf.Tensor, targets: Any, decoder: Any) -> list:
+    """Each outer step `t` as a window of its own, from the states that the teacher-forced window
+    before it left: exact where the chain carries model A's state (a recurrent layer, or a slice
+    model), and one step of work per step."""
+    states, made = None, []
+    for t in range(int(x.shape[1])):
+        window = (x[:, t:t + 1], steps[:, t:t + 1])
+        made.append(net.generate(*window, initial_state=states, decoder=decoder, return_scores=True))
+        given = {"targets": targets[:, t:t + 1]} if net.feedback else {}
+        _, states = net(*window, initial_state=states, return_state=True, **given)
+    return made
+
+
+def _over_the_whole_sample(net: "Chain", x: tf.Tensor, steps: tf.Tensor, targets: Any, decoder: Any) -> list:
+    """Each outer step `t` from calls over the whole of `x`, for a model A whose state the chain
+    does not see (e.g. `keras.layers.Bidirectional`, which reads the steps after `t` too): B runs
+    the targets of the runs before `t` only (an empty run passes B's state on unchanged), then
+    generates at `t` alone."""
+    outer = tf.range(tf.shape(steps)[1])[None]
+    made = []
+    for t in range(int(x.shape[1])):
+        before = outer < t
+        given = {"targets": _keep_runs(targets, steps, before)} if net.feedback else {}
+        _, states = net(x, tf.where(before, steps, 0), return_state=True, **given)
+        made.append(net.generate(x, tf.where(outer == t, steps, 0), initial_state={"model_b": states["model_b"]},
+                                 decoder=decoder, return_scores=True))  # fmt: skip
+    return made
 
 
 def _keep_runs(targets: Any, steps: tf.Tensor, keep: tf.Tensor) -> tf.RaggedTensor:

@@ -284,8 +284,9 @@ def test_decode_runs_decodes_each_run_after_the_targets_before_it(decoder, model
     assert decoder is not None or not np.array_equal(free, tokens.flat_values.numpy())  # the context mattered
 
 
-def test_decode_runs_takes_padded_targets_as_it_takes_ragged_ones():
-    net = _net(seed=13)
+@pytest.mark.parametrize("model_a", ["gru", "bidirectional"])
+def test_decode_runs_takes_padded_targets_as_it_takes_ragged_ones(model_a):
+    net = _net(seed=13) if model_a == "gru" else _bidirectional_net(seed=13)
     _, _, y = _data(batch=2, big_t=3, seed=1)
     padded = y.to_tensor(default_value=V - 1)  # padding that would change the runs if it were read
     assert chain.decode_runs(net, X, STEPS, padded).to_list() == chain.decode_runs(net, X, STEPS, y).to_list()
