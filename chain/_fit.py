@@ -82,11 +82,32 @@ class Training:
         x = self._for_replicas(x)
         if kwargs.get("validation_data") is not None:
             kwargs["validation_data"] = self._for_replicas(kwargs["validation_data"])
+        self._build_before_tracing(x, optimizer=True)
         return super().fit(x, *args, **kwargs)
+
+    def _build_before_tracing(self, data: Any, optimizer: bool = False) -> None:
+        """Creates the chain's weights (from the input size of `data`), and with `optimizer` the
+        optimizer's, before `fit` or `evaluate` traces its step.
+
+        Variables created while a `tf.function` first traces make it trace a second time, and
+        tracing is most of a first `fit`'s or `evaluate`'s time: made here, the step is traced
+        once. A stateful chain, or data whose input size cannot be read, is built by the first
+        call as before.
+        """
+        with self.distribute_strategy.scope():  # where Keras would create them in the step
+            if not self.built and not self.stateful:
+                size = _train.input_size_of(data)
+                if size is not None:
+                    self.build((None, None, size))
+            chosen = getattr(self, "optimizer", None)  # none before `compile`, which Keras then asks for
+            if optimizer and self.built and chosen is not None and not chosen.built:
+                chosen.build(self.trainable_variables)
 
     def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.evaluate` on `((x, steps), y[, sample_weight])` batches; see `test_step`."""
-        return super().evaluate(self._for_replicas(x), *args, **kwargs)
+        x = self._for_replicas(x)
+        self._build_before_tracing(x)
+        return super().evaluate(x, *args, **kwargs)
 
     def predict(self, x: Any = None, *args: Any, **kwargs: Any) -> tf.RaggedTensor:
         """`keras.Model.predict` on `(x, steps)`, or a dataset of `(x, steps)` or `((x, steps), y)`.

@@ -176,6 +176,23 @@ def unpack(data: Any) -> tuple[tf.Tensor, tf.Tensor, Any, Any]:
     return inputs[0], inputs[1], y, data[2] if len(data) == 3 else None
 
 
+def input_size_of(data: Any) -> int | None:
+    """The last dimension of `x` in `fit`'s data: a dataset of `((x, steps), y[, w])` or the
+    inputs `(x, steps)`; None where it cannot be read without drawing a batch."""
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        while isinstance(spec, (tuple, list)) and spec:
+            spec = spec[0]
+        shape = getattr(spec, "shape", None)
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        shape = getattr(data[0], "shape", None)
+    else:
+        shape = None
+    if shape is None or len(shape) != 3 or shape[-1] is None:
+        return None
+    return int(shape[-1])
+
+
 def predict_inputs(data: Any) -> tuple[Any, Any]:
     """`(x, steps)` from a predict batch: `(x, steps)`, `((x, steps),)` or `((x, steps), y[, w])`.
 

@@ -104,6 +104,35 @@ def test_fit_builds_an_unbuilt_model():
     assert history["loss"][0] > 0 and net.built
 
 
+class CountingChain(Chain):
+    """Counts the traces of its train and test steps (each runs in Python only while traced)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.traced = {"train": 0, "test": 0}
+
+    def train_step(self, data):
+        self.traced["train"] += 1
+        return super().train_step(data)
+
+    def test_step(self, data):
+        self.traced["test"] += 1
+        return super().test_step(data)
+
+
+@pytest.mark.parametrize("given", ["dataset", "arrays"])
+def test_a_first_evaluate_and_fit_trace_their_steps_once(given):
+    """Weights and optimizer variables made while a step traces would make it trace twice."""
+    data, (x, steps, y) = ragged_dataset()
+    net = CountingChain(keras.layers.GRU(4, return_sequences=True), keras.layers.GRUCell(4), output_size=2)
+    net.compile(optimizer="adam", metrics=["mae"])
+    args = (data,) if given == "dataset" else ((x, steps), y)
+    net.evaluate(*args, verbose=0)
+    assert net.built and net.traced == {"train": 0, "test": 1}
+    net.fit(*args, epochs=2, verbose=0, **({} if given == "dataset" else {"batch_size": 8}))
+    assert net.optimizer.iterations.numpy() == 6 and net.traced == {"train": 1, "test": 1}
+
+
 def test_fit_rejects_a_dataset_of_another_output_size():
     data, _ = ragged_dataset(out=3)
     net = make_chain(strategy="packed", output_size=2)
