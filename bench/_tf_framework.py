@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from ragged_common.checks import check_choice
 
-from bench._workloads import BEAM_WIDTH, CELLS, GATES, GENERATE_PHASES, SAMPLING, Case, Sizes, token_width
+from bench._workloads import (BEAM_WIDTH, CELLS, GATES, GENERATE_PHASES, SAMPLING, XLA_STRATEGY, Case, Sizes,
+                              token_width)
 
 if TYPE_CHECKING:
     from chain import Chain
@@ -216,7 +217,8 @@ def _train(values: Callable[..., Any], net: "Chain", optimizer: Any, x: Any, ste
 
 
 def step_program(
-    net: "Chain", workload: dict[str, Any], phase: str, *, graph: bool, values: Callable[..., Any] | None = None
+    net: "Chain", workload: dict[str, Any], phase: str, *, graph: bool, values: Callable[..., Any] | None = None,
+    jit_compile: bool = False,
 ) -> Callable[[], float]:
     """The timed callable of one forward call or one train step (Adam) of `net`.
 
@@ -231,6 +233,8 @@ def step_program(
             otherwise it runs eagerly (an eager GradientTape for training).
         values: ``values(x, steps, training) -> (sum(steps), output_size)`` flat outputs computed
             with `net`'s weights; default `chain_values` of `net`.
+        jit_compile: With `graph`, compile the step with XLA (once per input shape; the warm-up
+            rounds hold the compilation for the timed shape).
 
     Returns:
         A callable that runs one step and returns its scalar as a Python float (which waits for
@@ -259,7 +263,7 @@ def step_program(
             tf.TensorSpec((None, None), tf.int32),
             tf.TensorSpec((None, y_values.shape[-1]), tf.float32),
         ][: len(args)]
-        fn = tf.function(fn, input_signature=signature)
+        fn = tf.function(fn, input_signature=signature, jit_compile=jit_compile)
         # Trace and optimise the graph now, on one sample with one inner step, so that the build
         # rather than the first timed call holds that one-time work and its memory.
         one = (x[:1, :1], tf.ones([1, 1], tf.int32), y_values[:1])
@@ -343,14 +347,16 @@ class TensorFlowFramework:
         }
 
     def build(self, case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) -> Callable[[], float]:
-        """A chain strategy in a user `tf.function`, or called eagerly for ``eager-*``: a forward
-        call or train step (`step_program`), or a generation call (`generate_program`)."""
+        """A chain strategy in a user `tf.function`, called eagerly for ``eager-*``, or compiled with
+        XLA for `XLA_STRATEGY`: a forward call or train step (`step_program`), or a generation call
+        (`generate_program`)."""
         eager = case.strategy.startswith("eager-")
-        strategy = case.strategy.removeprefix("eager-")
+        xla = case.strategy == XLA_STRATEGY
+        strategy = "padded" if xla else case.strategy.removeprefix("eager-")
         net = build_chain(case, sizes, seed, strategy=strategy, compiled=True)
         if case.phase in GENERATE_PHASES:
             return generate_program(net, workload, decoder_for(case.phase, seed), graph=not eager)
-        return step_program(net, workload, case.phase, graph=not eager)
+        return step_program(net, workload, case.phase, graph=not eager, jit_compile=xla)
 
 
 def chain_strategies() -> tuple[str, ...]:

@@ -79,11 +79,14 @@ def test_gpu_without_a_gpu_exits_2(tmp_path):
     assert "received 'gpu'" in result.output
 
 
-def test_no_case_selected_is_a_usage_error(tmp_path):
-    result = _run(
-        "run", "--strategies", "reference", "--no-peers", "--longest-steps", "16", "--storage", str(tmp_path)
-    )
+@pytest.mark.parametrize(
+    "options",
+    [["--strategies", "reference", "--longest-steps", "16"], ["--strategies", "xla-padded", "--phases", "train"]],
+)
+def test_no_case_selected_is_a_usage_error(tmp_path, options):
+    result = _run("run", *options, "--no-peers", "--storage", str(tmp_path))
     assert result.exit_code == 2 and "select no case" in result.output
+    assert not any(tmp_path.iterdir())  # nothing written
 
 
 def test_report_of_a_missing_run_exits_2(tmp_path):
