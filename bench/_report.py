@@ -208,6 +208,7 @@ def _panel(ax: Any, series: dict[str, list[tuple[int, float]]], colours: dict[st
     if ticks:
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.set_yscale("log", nonpositive="mask")
+    if any(y > 0 for points in series.values() for _, y in points):  # a log axis needs one
+        ax.set_yscale("log", nonpositive="mask")
     ax.set_xlabel("longest_step L")
     ax.grid(True, which="both", alpha=0.3)

@@ -201,6 +201,7 @@ def test_passes_visit_every_case_and_pool_the_rounds_of_case_and_partner(tmp_pat
     assert len(list((tmp_path / "out" / "0001_twice" / "work").glob("child-*.log"))) == 2
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # the plot of a panel without positive figures too
 def test_generation_cases_record_tokens_per_second_next_to_their_greedy_partner(tmp_path, fake_cases):
     result = CliRunner().invoke(main, [
         "run", "--quick", "--strategies", "packed,per-sample", "--no-peers", "--states", "carry",
