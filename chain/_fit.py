@@ -6,6 +6,7 @@ Keras' entry points to ragged targets and to the chain's options.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import keras
@@ -39,6 +40,7 @@ class Training:
         """
         kwargs, weighted, loss_weights = _train.compile_arguments(kwargs, self.options)
         super().compile(optimizer=optimizer, **kwargs)
+        self._set_options(dataclasses.replace(self.options, xla=bool(kwargs["jit_compile"])))
         self.flat_compile = _train.FlatCompile(loss, metrics, weighted, loss_weights, tokens=self.vocab_size is not None)
 
     @property

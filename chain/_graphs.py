@@ -31,7 +31,7 @@ class Graphs:
             differentiable: bool, final: bool, head: bool, feed: Feed) -> Result:  # fmt: skip
         """`Forward.run` through a graph function; `b_in` is given (zeros by default) in carry mode."""
         has_a = a_in is not None
-        key = ("run", training, differentiable, has_a, head, final, feed.key)
+        key = ("run", self.forward.options.resolved_strategy(), training, differentiable, has_a, head, final, feed.key)
         fn = self._fns.get(key)
         if fn is None:
             x_spec, a_specs, b_specs = self.forward.specs(has_a, self.dtype)
@@ -53,7 +53,7 @@ class Graphs:
         """`generate(x, a_in, b_in, steps)` through a graph function, traced once per `has_a`, per
         whether `steps` is given and per `key` (a decoder's)."""
         has_a, has_steps = a_in is not None, steps is not None
-        key = ("generate", has_a, has_steps, key)
+        key = ("generate", self.forward.options.resolved_strategy(), has_a, has_steps, key)
         fn = self._fns.get(key)
         if fn is None:
             signature = list(self.forward.specs(has_a, self.dtype))

@@ -173,7 +173,10 @@ class Chain(Training, keras.Model):
                 "`stateful` may be set to False, or back to True on a chain built with stateful=True; "
                 f"received {value!r}"
             )
-        self.options = dataclasses.replace(self.options, stateful=value)
+        self._set_options(dataclasses.replace(self.options, stateful=value))
+
+    def _set_options(self, options: ChainOptions) -> None:
+        self.options = self._forward.options = options
 
     # ------------------------------------------------------------------ building
 
@@ -363,7 +366,9 @@ class Chain(Training, keras.Model):
 
         `"auto"` picks `"packed"`. In `bench run` on the CPU (L = 4 to 64, uniform and zipf
         lengths, carry and reset modes, inference and training) it was the fastest in every
-        case. Under `jit_compile=True`, choose `"padded"` explicitly.
+        case. A chain compiled with `jit_compile=True` picks among the strategies XLA compiles
+        (`"packed"`'s shapes depend on the values of `steps`) the faster there: `"loop"` in
+        carry mode, `"padded"` in reset and init modes.
         """
         return self.options.resolved_strategy()
 

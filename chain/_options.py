@@ -35,6 +35,7 @@ class ChainOptions:
     sampling_seed: int
     vocab_size: int | None = None
     token_width: int | None = None
+    xla: bool = False  # compiled with `jit_compile=True`: set by `Chain.compile`, not a constructor option
 
     @classmethod
     def checked(cls, output_size: Any, state: Any, strategy: Any, max_steps: Any, compiled: Any, fused: Any,
@@ -70,8 +71,13 @@ class ChainOptions:
                    feedback_sampling, sampling_seed, vocab_size, token_width)  # fmt: skip
 
     def resolved_strategy(self) -> str:
-        """`strategy`, or `"packed"` for `"auto"` (the fastest in every case `bench run` measured)."""
-        return "packed" if self.strategy == AUTO else self.strategy
+        """`strategy`, or for `"auto"` the fastest that `bench run` measured: `"packed"`; under
+        XLA, which cannot compile `"packed"`, `"loop"` in carry mode and `"padded"` in the others."""
+        if self.strategy != AUTO:
+            return self.strategy
+        if self.xla:
+            return "loop" if self.state == "carry" else "padded"
+        return "packed"
 
     def config(self) -> dict[str, Any]:
         """The options as `Chain.get_config` writes them."""

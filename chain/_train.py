@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from . import _validate
 from ._losses import FlatLoss, global_count, replica_mean, sample_weights, target_values, token_cross_entropy
-from ._options import AUTO, ChainOptions, one_loss_weight
+from ._options import ChainOptions, one_loss_weight
 from ._losses import NoiseFloorRatio as NoiseFloorRatio
 from ._losses import flat_values as flat_values
 from ._losses import ragged_mse as ragged_mse
@@ -112,7 +112,8 @@ def _metric(spec: Any, taken: set[str] = frozenset()) -> keras.metrics.Metric:
 
 
 def compile_arguments(kwargs: dict[str, Any], options: ChainOptions) -> tuple[dict[str, Any], Any, float | None]:
-    """`(kwargs for keras.Model.compile, weighted_metrics, loss_weights)` of `Chain.compile`.
+    """`(kwargs for keras.Model.compile, weighted_metrics, loss_weights)` of `Chain.compile`;
+    `kwargs["jit_compile"]` is a bool.
 
     Raises:
         ValueError: `jit_compile=True` with the `packed` strategy, or `loss_weights` that is not
@@ -122,14 +123,12 @@ def compile_arguments(kwargs: dict[str, Any], options: ChainOptions) -> tuple[di
     weighted = kwargs.pop("weighted_metrics", None)
     loss_weights = one_loss_weight(kwargs.pop("loss_weights", None))
     jit = kwargs.get("jit_compile", "auto")
-    if jit == "auto":
-        kwargs["jit_compile"] = False
-    elif jit and options.resolved_strategy() == "packed":
+    kwargs["jit_compile"] = False if jit == "auto" else jit
+    if kwargs["jit_compile"] and options.strategy == "packed":
         raise ValueError(
-            "`jit_compile=True` cannot compile the 'packed' strategy"
-            + (" (strategy='auto' resolves to 'packed')" if options.strategy == AUTO else "")
-            + ": its shapes depend on the values of `steps`. Build the Chain with "
-            "strategy='padded' or 'loop' for XLA inference, or compile with jit_compile=False"
+            "`jit_compile=True` cannot compile the 'packed' strategy: its shapes depend on the "
+            "values of `steps`. Build the Chain with strategy='auto' (which picks 'loop' or 'padded' "
+            "under XLA), 'padded' or 'loop' for XLA inference, or compile with jit_compile=False"
         )
     return kwargs, weighted, loss_weights
 

@@ -391,12 +391,27 @@ def test_jit_compile_defaults_to_off():
     assert net.jit_compile is False
 
 
-@pytest.mark.parametrize("strategy", ["packed", "auto"])
-def test_jit_compile_refuses_the_packed_strategy_at_compile(strategy):
-    net = make_chain(strategy=strategy)
-    with pytest.raises(ValueError, match="`jit_compile=True` cannot compile the 'packed' strategy"
-                       + (r" \(strategy='auto'" if strategy == "auto" else ":")):  # fmt: skip
+def test_jit_compile_refuses_the_packed_strategy_at_compile():
+    net = make_chain(strategy="packed")
+    with pytest.raises(ValueError, match="`jit_compile=True` cannot compile the 'packed' strategy: its shapes"):
         net.compile(optimizer="adam", loss="mse", jit_compile=True)
+    assert net.resolved_strategy() == "packed"
+
+
+@pytest.mark.parametrize(("state", "under_xla"), [("carry", "loop"), ("reset", "padded"), ("init", "padded")])
+def test_auto_picks_a_strategy_that_xla_compiles_under_jit_compile(state, under_xla):
+    data, _ = ragged_dataset()
+    net = make_chain(strategy="auto", state=state)
+    net.compile(optimizer="adam", loss="mse")
+    want = net.evaluate(data, verbose=0, return_dict=True)
+    assert net.resolved_strategy() == "packed"
+    net.compile(optimizer="adam", loss="mse", jit_compile=True)
+    assert net.resolved_strategy() == under_xla and net.strategy == "auto"
+    assert net.get_config()["strategy"] == "auto"
+    got = net.evaluate(data, verbose=0, return_dict=True)
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+    net.compile(optimizer="adam", loss="mse")  # and back
+    assert net.resolved_strategy() == "packed"
 
 
 def test_jit_compile_serves_evaluation_and_refuses_training():
