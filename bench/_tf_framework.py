@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragged_common.checks import check_choice
 
-from bench._workloads import (BEAM_WIDTH, CELLS, GATES, GENERATE_PHASES, SAMPLING, XLA_STRATEGY, Case, Sizes,
+from bench._workloads import (BEAM_WIDTH, CELLS, GATES, GENERATE_PHASES, SAMPLING, XLA_STRATEGIES, Case, Sizes,
                               token_width)
 
 if TYPE_CHECKING:
@@ -348,11 +348,11 @@ class TensorFlowFramework:
 
     def build(self, case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) -> Callable[[], float]:
         """A chain strategy in a user `tf.function`, called eagerly for ``eager-*``, or compiled with
-        XLA for `XLA_STRATEGY`: a forward call or train step (`step_program`), or a generation call
-        (`generate_program`)."""
+        XLA for `XLA_STRATEGIES`: a forward call or train step (`step_program`), or a generation
+        call (`generate_program`)."""
         eager = case.strategy.startswith("eager-")
-        xla = case.strategy == XLA_STRATEGY
-        strategy = "padded" if xla else case.strategy.removeprefix("eager-")
+        xla = case.strategy in XLA_STRATEGIES
+        strategy = case.strategy.removeprefix("eager-").removeprefix("xla-")
         net = build_chain(case, sizes, seed, strategy=strategy, compiled=True)
         if case.phase in GENERATE_PHASES:
             return generate_program(net, workload, decoder_for(case.phase, seed), graph=not eager)

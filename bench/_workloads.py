@@ -44,10 +44,10 @@ is the same step with the flag left out, as many custom loops write it; ``train-
 `GENERATE_PHASES` generate tokens."""
 TRAIN_PHASES: tuple[str, ...] = ("train", "train-notraining", "train-feedback")
 CHAIN_ONLY_PHASES: tuple[str, ...] = ("train-notraining", "train-feedback")
-XLA_STRATEGY = "xla-padded"
-"""Chain's ``padded`` strategy in a user ``tf.function(jit_compile=True)``: XLA inference (forward
-calls), as `Chain.compile(jit_compile=True)` serves `predict` and `evaluate`. Training does not
-compile (the gradients of the dynamic loops), so its train phases are not run."""
+XLA_STRATEGIES: tuple[str, ...] = ("xla-loop", "xla-padded")
+"""Chain's ``loop`` and ``padded`` strategies in a user ``tf.function(jit_compile=True)``: XLA
+inference (forward calls), as `Chain.compile(jit_compile=True)` serves `predict` and `evaluate`.
+Training does not compile (the gradients of the dynamic loops), so its phases are not run."""
 SAMPLING: dict[str, float] = {"temperature": 1.0, "top_p": 0.9}
 """The sampler of ``generate-sampling`` (nucleus sampling at temperature 1), seeded by the sweep's seed."""
 DECODERS: dict[str, str] = {
@@ -257,7 +257,7 @@ def _is_run(case: Case, reference_max_step: int) -> bool:
         return False
     if case.strategy == BASELINE:
         return generating
-    if case.strategy == XLA_STRATEGY:
+    if case.strategy in XLA_STRATEGIES:
         return case.phase == "forward"
     if case.strategy in PEER_STRATEGIES and case.state not in ("carry", "reset"):
         return False  # the peers implement the carry and reset modes only

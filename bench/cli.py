@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import click
 
 from bench import _report, _results, _runner, _workloads
-from bench._workloads import BASELINE, CELLS, PEER_STRATEGIES, PHASES, REFERENCE, XLA_STRATEGY, Sweep
+from bench._workloads import BASELINE, CELLS, PEER_STRATEGIES, PHASES, REFERENCE, XLA_STRATEGIES, Sweep
 from ragged_common import atomic
 from ragged_common.bounds import INT32_MAX, UINT32_MAX
 from ragged_common.checks import OptionError, check_int, check_int_list, check_number, check_subset
@@ -60,7 +60,7 @@ def known_strategies() -> tuple[str, ...]:
     from bench._tf_framework import chain_strategies
 
     chain_names = (*chain_strategies(), "auto")
-    return (*chain_names, *(f"eager-{s}" for s in chain_names), XLA_STRATEGY, REFERENCE, BASELINE, *PEER_STRATEGIES)
+    return (*chain_names, *(f"eager-{s}" for s in chain_names), *XLA_STRATEGIES, REFERENCE, BASELINE, *PEER_STRATEGIES)
 
 
 def default_strategies() -> list[str]:
@@ -211,8 +211,8 @@ def _interrupt(signum: int, frame: Any) -> None:
               help="Comma-separated longest_step values L (--quick: 1,4).")
 @click.option("--strategies", default=None,
               help="Comma-separated strategies: chain's (loop, padded, packed, auto), eager-NAME (a chain "
-                   "strategy called eagerly, no user tf.function), xla-padded (padded compiled by XLA; forward "
-                   "calls only), reference, per-sample (the generation "
+                   "strategy called eagerly, no user tf.function), xla-loop and xla-padded (compiled by XLA; "
+                   "forward calls only), reference, per-sample (the generation "
                    "phases' baseline, one sample and one step at a time), torch-packed, torch-padded, jax. "
                    "Default: chain's, eager-auto, reference and per-sample.")
 @click.option("--states", default="carry,reset", show_default=True,
@@ -295,7 +295,7 @@ def run(ctx: click.Context, **opts: Any) -> None:
     if not sweep.cases:
         raise click.UsageError(
             "the options select no case (reference and per-sample run only for L <= --reference-max-step, "
-            "per-sample only in the generation phases, xla-padded only in forward calls)"
+            "per-sample only in the generation phases, xla-* only in forward calls)"
         )
     check_output_dir(opts["out"], "'--out'")
     check_output_dir(opts["storage"], "'--storage'")
