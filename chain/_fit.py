@@ -40,7 +40,7 @@ class Training:
         """
         kwargs, weighted, loss_weights = _train.compile_arguments(kwargs, self.options)
         super().compile(optimizer=optimizer, **kwargs)
-        self._set_options(dataclasses.replace(self.options, xla=bool(kwargs["jit_compile"])))
+        self._set_options(dataclasses.replace(self.options, xla=bool(self.jit_compile)))  # as Keras settled it
         self.flat_compile = _train.FlatCompile(loss, metrics, weighted, loss_weights, tokens=self.vocab_size is not None)
 
     @property

@@ -112,8 +112,7 @@ def _metric(spec: Any, taken: set[str] = frozenset()) -> keras.metrics.Metric:
 
 
 def compile_arguments(kwargs: dict[str, Any], options: ChainOptions) -> tuple[dict[str, Any], Any, float | None]:
-    """`(kwargs for keras.Model.compile, weighted_metrics, loss_weights)` of `Chain.compile`;
-    `kwargs["jit_compile"]` is a bool.
+    """`(kwargs for keras.Model.compile, weighted_metrics, loss_weights)` of `Chain.compile`.
 
     Raises:
         ValueError: `jit_compile=True` with the `packed` strategy, or `loss_weights` that is not
