@@ -144,7 +144,7 @@ def build_model_b(cell: str, hidden: int, ir_size: int) -> Any:
     return keras.Model([ipt, state], [out, new[0]])
 
 
-def build_chain(case: Case, sizes: Sizes, seed: int, *, strategy: str, compiled: bool) -> Any:
+def build_chain(case: Case, sizes: Sizes, seed: int, *, strategy: str, compiled: bool, max_steps: int | None = None) -> Any:
     """A `chain.Chain` of a GRU (model A), `case.cell` (model B) and a dense head.
 
     Model A and model B have ``case.hidden`` units; model A's output (IR) has as many features.
@@ -171,6 +171,7 @@ def build_chain(case: Case, sizes: Sizes, seed: int, *, strategy: str, compiled:
         strategy=strategy,
         compiled=compiled,
         feedback=feedback,
+        max_steps=max_steps,
     )
 
 
@@ -348,12 +349,16 @@ class TensorFlowFramework:
 
     def build(self, case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) -> Callable[[], float]:
         """A chain strategy in a user `tf.function`, called eagerly for ``eager-*``, or compiled with
-        XLA for `XLA_STRATEGIES`: a forward call or train step (`step_program`), or a generation
+        XLA for `XLA_STRATEGIES` (a chain with ``max_steps = longest_step``, compiled with
+        ``jit_compile=True``): a forward call or train step (`step_program`), or a generation
         call (`generate_program`)."""
         eager = case.strategy.startswith("eager-")
         xla = case.strategy in XLA_STRATEGIES
         strategy = case.strategy.removeprefix("eager-").removeprefix("xla-")
-        net = build_chain(case, sizes, seed, strategy=strategy, compiled=True)
+        net = build_chain(case, sizes, seed, strategy=strategy, compiled=True,
+                          max_steps=case.longest_step if xla else None)  # fmt: skip
+        if xla:  # what `predict` and `evaluate` run: buffers sized by `max_steps`, one program per shape
+            net.compile(jit_compile=True)
         if case.phase in GENERATE_PHASES:
             return generate_program(net, workload, decoder_for(case.phase, seed), graph=not eager)
         return step_program(net, workload, case.phase, graph=not eager, jit_compile=xla)

@@ -32,11 +32,12 @@ class Training:
             **kwargs: other arguments of `keras.Model.compile`. `weighted_metrics` are fed
                 the sample weights; `loss_weights` is one number that scales the output loss.
                 `jit_compile` defaults to False: gradients of the dynamic loops do not compile
-                under XLA, so Keras' "auto" (XLA on a GPU) would fail in `fit`.
+                under XLA, so Keras' "auto" (XLA on a GPU) would fail in `fit`. `True` serves
+                `predict` and `evaluate`, and needs `max_steps`, which sizes the loops' buffers.
 
         Raises:
-            ValueError: `jit_compile=True` with the `packed` strategy, or `loss_weights` that is
-                not one number.
+            ValueError: `jit_compile=True` with the `packed` strategy or without `max_steps`, or
+                `loss_weights` that is not one number.
         """
         kwargs, weighted, loss_weights = _train.compile_arguments(kwargs, self.options)
         super().compile(optimizer=optimizer, **kwargs)

@@ -161,7 +161,8 @@ class Forward:
             flat = tf.zeros([0, width], ir.dtype)
             return (flat, init if carry else []) if final else flat
         run = STRATEGIES[self.options.resolved_strategy()]
-        kwargs = dict(final=final, differentiable=differentiable)
+        cap = self.options.max_steps if self.options.xla else None  # XLA: buffers sized by it, not by `steps`
+        kwargs = dict(final=final, differentiable=differentiable, cap=cap)
         if not self.options.feedback or targets is None:  # free-running B sees its own outputs
             flat, finals = run(adapter, adapter.project(ir_rows), steps, init, carry, training, head, **kwargs)
             return (flat, finals) if final else flat

@@ -3,7 +3,7 @@
 Every strategy has one contract::
 
     run(adapter, xp, steps, init_states, carry, training, head=None, final=False,
-        differentiable=True, per_step=False) -> (flat, finals)
+        differentiable=True, per_step=False, cap=None) -> (flat, finals)
 
 - ``xp``: ``(batch * T, P)``, B's projected input for every ``(b, t)``, rows in ``(b, t)`` order;
   with ``per_step``, ``(sum(steps), P)``, one row for every real inner step in ``(b, t, k)``
@@ -18,6 +18,9 @@ Every strategy has one contract::
 - ``differentiable``: False where no gradient will be taken (predict, evaluate, generate,
   serving); ``packed`` then keeps no records for a backward pass and applies ``head`` to each
   step's outputs as they come. It never depends on ``training``, which only reaches model B.
+- ``cap``: None, or a bound on every value of ``steps`` (under XLA, ``max_steps``): the loops'
+  buffers are then sized by it and ``T`` rather than by the values of ``steps``, so that XLA
+  compiles one program per input shape. ``packed``, whose shapes follow the values, has none.
 - Returns ``flat``: ``(sum(steps), H)``, B's output at every real inner step (``head`` of it when
   given), ordered by sample, then ``t``, then ``k``: the flat values of the ragged result; and
   ``finals``: with ``final`` in carry mode, the states ``(batch, s)`` after each sample's last
@@ -70,7 +73,7 @@ def _longest(lengths: tf.Tensor, axis=None) -> tf.Tensor:
 
 
 def run_loop(adapter, xp, steps, init_states, carry, training, head=None, final=False, differentiable=True,
-             per_step=False):
+             per_step=False, cap=None):
     """Nested loops, one B call per inner step: the reference answer's algorithm.
 
     An outer loop walks `t`; at each `t` an inner loop runs as many steps as the longest run *at
@@ -109,15 +112,16 @@ def run_loop(adapter, xp, steps, init_states, carry, training, head=None, final=
         return t + 1, states, out_ta
 
     states = list(init_states) if carry else adapter.zero_states(batch, xp.dtype)
-    total = tf.reduce_sum(longest_t)
+    total = tf.reduce_sum(longest_t) if cap is None else big_t * cap  # blocks written, or a bound on them
     out_ta = _blocks(adapter, xp.dtype, total)
     _, states, out_ta = tf.while_loop(lambda t, *_: t < big_t, outer, (0, states, out_ta))
     dense = tf.transpose(_stack(out_ta, batch, adapter.output_size, xp.dtype), [1, 0, 2])  # (batch, total, H)
-    # block q holds step k = q - block_start[t] of the t whose blocks contain q
+    # block q holds step k = q - block_start[t] of the t whose blocks contain q (none: t_of = T)
     q = tf.range(total)
     t_of = tf.reduce_sum(tf.cast(q[:, None] >= (block_start + longest_t)[None, :], tf.int32), 1)
-    k_of = q - tf.gather(block_start, t_of)
-    mask = k_of[None, :] < tf.gather(steps, t_of, axis=1)  # (batch, total), in (b, t, k) order
+    t_in = tf.minimum(t_of, tf.maximum(big_t - 1, 0))
+    k_of = q - tf.gather(block_start, t_in)
+    mask = (k_of[None, :] < tf.gather(steps, t_in, axis=1)) & (t_of < big_t)[None, :]  # (batch, total), (b, t, k) order
     return _apply(head, masked(dense, mask)), (states if carry and final else [])
 
 
@@ -125,42 +129,58 @@ def run_loop(adapter, xp, steps, init_states, carry, training, head=None, final=
 
 
 def run_padded(adapter, xp, steps, init_states, carry, training, head=None, final=False, differentiable=True,
-               per_step=False):
-    """One vectorised masked scan over all runs, each padded to the longest run.
+               per_step=False, cap=None):
+    """One vectorised scan over all runs, each padded to the longest run.
 
-    Reset and init modes scan all ``batch * T`` runs at once for ``max(steps)`` steps. Carry mode
-    repeats ``IR[b, t]`` ``steps[b, t]`` times into one sequence per sample and scans those.
+    Reset and init modes scan all ``batch * T`` runs at once for ``max(steps)`` steps, each run
+    reading its own row of ``xp`` at every step. Carry mode lays each sample's inputs out as one
+    sequence, ``IR[b, t]`` repeated ``steps[b, t]`` times, and scans those; which row each step
+    reads is worked out once, before the loop. A run's steps past its end are computed and
+    dropped: only a carried final state needs them masked. The real outputs are read from the
+    step-major blocks with one gather, after ``head`` where no gradient is taken.
     """
-    del differentiable
-    starts, lengths, pos_row = runs(steps, carry)
+    lengths = tf.reduce_sum(steps, axis=1) if carry else tf.reshape(steps, [-1])
     longest = _longest(lengths)
-    xp_ext = tf.concat([xp, tf.zeros_like(xp[:1])], 0)  # one zero row: clamped gathers stay in bounds
-    pos_ext = tf.concat([pos_row, [tf.shape(xp)[0]]], 0)
-    last = tf.size(pos_row)
+    size = longest if cap is None else cap * (tf.shape(steps)[1] if carry else 1)  # the steps the buffers hold
+    n_runs = tf.size(lengths)
+    reads = carry or per_step  # every step reads other rows of xp: which, (longest, runs)
+    if per_step:  # run r's step j reads row starts[r] + j; past its end, the zero row
+        xp = tf.concat([xp, tf.zeros_like(xp[:1])], 0)
+        last = tf.shape(xp)[0] - 1
+        index = tf.minimum(tf.cumsum(lengths, exclusive=True)[None, :] + tf.range(size)[:, None], last)
+    elif carry:  # sample b's step j reads row (b, t) for the first t whose steps end after j
+        big_t = tf.shape(steps)[1]
+        ends = tf.cumsum(steps, axis=1)
+        t_of = tf.reduce_sum(tf.cast(ends[None] <= tf.range(size)[:, None, None], tf.int32), -1)
+        index = tf.minimum(t_of, big_t - 1) + tf.range(n_runs)[None, :] * big_t
+    if reads:
+        xp = tf.gather(xp, index)  # (longest, runs, P)
+    masks = carry and final  # a carried state stops at its run's end; other steps' states are dropped
 
     def body(j, states, out_ta):
-        valid = j < lengths
-        if per_step:
-            x_j = tf.gather(xp_ext, tf.minimum(starts + j, last))
-        elif carry:
-            x_j = tf.gather(xp_ext, tf.gather(pos_ext, tf.minimum(starts + j, last)))
-        else:
-            x_j = xp
-        out, new = adapter.step(x_j, states, training)
-        return j + 1, _masked_update(valid, new, states), out_ta.write(j, out)
+        out, new = adapter.step(xp[j] if reads else xp, states, training)
+        if masks:
+            new = _masked_update(j < lengths, new, states)
+        return j + 1, new, out_ta.write(j, out)
 
-    out_ta = _blocks(adapter, xp.dtype, longest)
+    out_ta = _blocks(adapter, xp.dtype, size)
     _, states, out_ta = tf.while_loop(lambda j, *_: j < longest, body, (0, list(init_states), out_ta))
-    dense = tf.transpose(_stack(out_ta, tf.size(lengths), adapter.output_size, xp.dtype), [1, 0, 2])
-    flat = masked(dense, tf.sequence_mask(lengths, longest))
-    return _apply(head, flat), (states if carry and final else [])
+    dense = tf.reshape(_stack(out_ta, n_runs, adapter.output_size, xp.dtype), [-1, adapter.output_size])
+    # The head's rows are narrower: mapped before the gather where no gradient is taken and the
+    # buffers hold just the steps run.
+    emit = head is not None and not differentiable and cap is None
+    if emit:
+        dense = head(dense)
+    run_step = tf.where(tf.sequence_mask(lengths, size))  # (run, k) of each real output, in (b, t, k) order
+    flat = tf.gather(dense, tf.cast(run_step[:, 1], tf.int32) * n_runs + tf.cast(run_step[:, 0], tf.int32))
+    return (flat if emit else _apply(head, flat)), (states if masks else [])
 
 
 # ----------------------------------------------------------------------------- packed
 
 
 def run_packed(adapter, xp, steps, init_states, carry, training, head=None, final=False, differentiable=True,
-               per_step=False):
+               per_step=False, cap=None):
     """Cost proportional to real inner steps.
 
     Runs are sorted by length, longest first, so that at inner step ``j`` the runs still going are
@@ -172,6 +192,7 @@ def run_packed(adapter, xp, steps, init_states, carry, training, head=None, fina
     step; others by autodiff. Where no gradient is taken, ``head`` maps each step's outputs as
     they come, so only the head's (narrower) outputs are kept.
     """
+    del cap  # no bound helps: the shapes follow the values of `steps`
     plan = make_plan(steps, carry)
     if per_step:  # every entry has a row of its own: laid out step-major once, read as slices
         inputs = _scan.Inputs((_permute(xp, plan.positions, inverse=True),), None, by_run=False, step_major=True)

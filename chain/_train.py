@@ -115,8 +115,8 @@ def compile_arguments(kwargs: dict[str, Any], options: ChainOptions) -> tuple[di
     """`(kwargs for keras.Model.compile, weighted_metrics, loss_weights)` of `Chain.compile`.
 
     Raises:
-        ValueError: `jit_compile=True` with the `packed` strategy, or `loss_weights` that is not
-            one number.
+        ValueError: `jit_compile=True` with the `packed` strategy or without `max_steps`, or
+            `loss_weights` that is not one number.
     """
     kwargs = dict(kwargs)
     weighted = kwargs.pop("weighted_metrics", None)
@@ -128,6 +128,12 @@ def compile_arguments(kwargs: dict[str, Any], options: ChainOptions) -> tuple[di
             "`jit_compile=True` cannot compile the 'packed' strategy: its shapes depend on the "
             "values of `steps`. Build the Chain with strategy='auto' (which picks 'loop' or 'padded' "
             "under XLA), 'padded' or 'loop' for XLA inference, or compile with jit_compile=False"
+        )
+    if kwargs["jit_compile"] and options.max_steps is None:
+        raise ValueError(
+            "`jit_compile=True` needs the chain's `max_steps`, the largest value `steps` takes: "
+            "XLA compiles a program for each shape of its buffers, and without that bound they "
+            "are sized by the values of `steps`, one compilation per batch; received max_steps=None"
         )
     return kwargs, weighted, loss_weights
 

@@ -398,10 +398,34 @@ def test_jit_compile_refuses_the_packed_strategy_at_compile():
     assert net.resolved_strategy() == "packed"
 
 
+def test_jit_compile_needs_max_steps_and_says_why():
+    net = make_chain(strategy="padded")
+    with pytest.raises(ValueError, match=r"`jit_compile=True` needs the chain's `max_steps`.*one compilation per batch; "
+                                         r"received max_steps=None"):  # fmt: skip
+        net.compile(optimizer="adam", loss="mse", jit_compile=True)
+    assert getattr(net, "optimizer", None) is None  # nothing was compiled
+
+
+@pytest.mark.parametrize("strategy", ["loop", "padded"])
+@pytest.mark.parametrize("state", ["carry", "reset"])
+def test_under_jit_compile_the_program_does_not_depend_on_the_values_of_steps(strategy, state):
+    """One XLA program serves every batch of a shape: none of its buffers is sized by `steps`."""
+    x, steps, _ = ragged_dataset(n=8, big_t=5, longest=4)[1]
+    net = make_chain(strategy=strategy, state=state, max_steps=4)
+    net.compile(optimizer="adam", loss="mse", jit_compile=True)
+    run = tf.function(lambda x, s: net(x, s).flat_values, jit_compile=True)
+    fewer = np.minimum(steps[:8], 2)
+    fewer[0, 0] = 0
+    programs = [run.experimental_get_compiler_ir(tf.constant(x[:8]), tf.constant(s))(stage="hlo") for s in (steps[:8], fewer)]
+    assert programs[0] == programs[1]
+    np.testing.assert_allclose(run(tf.constant(x[:8]), tf.constant(fewer)).numpy(), net(x[:8], fewer).flat_values.numpy(),
+                               atol=1e-5)  # fmt: skip
+
+
 @pytest.mark.parametrize(("state", "under_xla"), [("carry", "loop"), ("reset", "padded"), ("init", "padded")])
 def test_auto_picks_a_strategy_that_xla_compiles_under_jit_compile(state, under_xla):
     data, _ = ragged_dataset()
-    net = make_chain(strategy="auto", state=state)
+    net = make_chain(strategy="auto", state=state, max_steps=4)
     net.compile(optimizer="adam", loss="mse")
     want = net.evaluate(data, verbose=0, return_dict=True)
     assert net.resolved_strategy() == "packed"
@@ -416,7 +440,7 @@ def test_auto_picks_a_strategy_that_xla_compiles_under_jit_compile(state, under_
 
 def test_jit_compile_serves_evaluation_and_refuses_training():
     data, _ = ragged_dataset()
-    net = make_chain(strategy="padded")
+    net = make_chain(strategy="padded", max_steps=4)
     net.compile(optimizer="adam", loss="mse")
     want = net.evaluate(data, verbose=0, return_dict=True)
     net.compile(optimizer="adam", loss="mse", jit_compile=True)

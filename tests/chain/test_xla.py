@@ -1,8 +1,9 @@
 """XLA: `loop` and `padded` compile under `jit_compile=True`; `packed` does not.
 
 `packed` shrinks its working set as runs end, so its shapes depend on the values of `steps`,
-which XLA cannot compile. `loop` and `padded` keep fixed shapes and only mask, so they
-compile (once per distinct input shape).
+which XLA cannot compile. `loop` and `padded` keep the shapes of their steps fixed, so they
+compile; a chain compiled with `jit_compile=True` sizes their buffers by `max_steps`, so that
+one program serves every `steps` of a shape (see `test_keras_habits`).
 """
 
 from __future__ import annotations
