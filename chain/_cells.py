@@ -32,6 +32,9 @@ class StepAdapter:
 
     kernel: Any = None
     output_size: int | None = None
+    # Whether model B keeps its states finite whatever its inputs and steps (its kernel says so):
+    # `padded` then runs the steps past a run's end without masking them.
+    bounded: bool = False
 
     def __init__(self, model_b: Any) -> None:
         self.model_b = model_b
@@ -145,6 +148,7 @@ class FastAdapter(StepAdapter):
         super().__init__(model_b)
         self.kernel = kernel
         self.output_size = kernel.width
+        self.bounded = bool(getattr(kernel, "bounded", False))
 
     @property
     def state_sizes(self) -> list[int]:
@@ -299,11 +303,11 @@ def _check_output_structure(output: Any) -> None:
         ) from None
 
 
-def generic_adapter(model_b: Any) -> StepAdapter:
-    """The adapter that calls `model_b` as it is."""
-    if hasattr(model_b, "state_size"):
-        return CellAdapter(model_b)
-    return ModelAdapter(model_b)
+def generic_adapter(model_b: Any, bounded: bool = False) -> StepAdapter:
+    """The adapter that calls `model_b` as it is; `bounded` as its fast path's kernel says."""
+    adapter = CellAdapter(model_b) if hasattr(model_b, "state_size") else ModelAdapter(model_b)
+    adapter.bounded = bounded
+    return adapter
 
 
 def fast_adapter(model_b: Any, fused: Any) -> tuple[StepAdapter, FastPath]:

@@ -43,6 +43,7 @@ class FreeRunning(StepAdapter):
         self.inner = inner
         self.width = width
         self.output_size = inner.output_size
+        self.bounded = inner.bounded  # `prev` is an input: B's states stay as bounded as they were
         self.fed = fed  # B's output (n, H) -> the `prev` it feeds (n, D)
         self._start = start
 

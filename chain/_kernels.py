@@ -49,6 +49,7 @@ class _CellKernel:
     """Shared parts: the cell, its input projection and its output width."""
 
     out_is_state = True
+    bounded = True  # gates and outputs through sigmoid and tanh: the states stay finite
 
     def __init__(self, cell: keras.layers.Layer) -> None:
         self.cell = cell
@@ -231,6 +232,7 @@ class SimpleRNNKernel(_CellKernel):
         self.name = f"SimpleRNNCell ({getattr(cell.activation, '__name__', cell.activation)})"
         self.activation = cell.activation if cell.activation is not None else _LINEAR
         self.derivative = _derivative_from_output(self.activation)
+        self.bounded = self.activation in (_TANH, _SIGMOID)
 
     def params(self, dtype):
         return [_cast(self.cell.recurrent_kernel, dtype)]
@@ -266,6 +268,7 @@ class StackKernel:
         self.record_widths += [k.width for k in layers[:-1]]
         self._param_sizes = [k.n_params + (0 if i == 0 else 1 + int(k.cell.use_bias)) for i, k in enumerate(layers)]
         self.n_params = sum(self._param_sizes)
+        self.bounded = all(getattr(k, "bounded", False) for k in layers)
 
     def project(self, ir):
         return self.layers[0].project(ir)
@@ -359,6 +362,10 @@ class Kernel(Protocol):
         record_widths: the width of each tensor `forward` records for `backward`.
         out_is_state: whether the output is the first new state (then `backward` gets its
             gradient in `d_new[0]` and `d_out` is None).
+
+    Optional: ``bounded``, True where the states stay finite whatever the inputs and the number
+    of steps (gates and outputs through sigmoid and tanh). The `padded` strategy then runs a
+    run's steps past its end without masking its states; absent means False.
     """
 
     name: str

@@ -140,7 +140,8 @@ class Chain(Training, keras.Model):
         if options.vocab_size is not None:
             self.accuracy_tracker, self.perplexity_tracker = self.trackers.accuracy, self.trackers.perplexity
         fast, self._fast_path = _cells.fast_adapter(model_b, fused)
-        self._forward = Forward(options, _model_a.ModelAState(model_a), _cells.generic_adapter(model_b), fast)
+        generic = _cells.generic_adapter(model_b, bounded=fast.bounded)
+        self._forward = Forward(options, _model_a.ModelAState(model_a), generic, fast)
         self._runner = Runner(self, self._forward, self.compute_dtype)
 
     # The options, read-only (see the class docstring). Not `compiled`: Keras uses that name.

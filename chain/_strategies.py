@@ -136,7 +136,8 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
     reading its own row of ``xp`` at every step. Carry mode lays each sample's inputs out as one
     sequence, ``IR[b, t]`` repeated ``steps[b, t]`` times, and scans those; which row each step
     reads is worked out once, before the loop. A run's steps past its end are computed and
-    dropped: only a carried final state needs them masked. The real outputs are read from the
+    dropped; their states are masked where a carried final state is returned, or where model B
+    may not keep them finite (no kernel that says it is ``bounded``). The real outputs are read from the
     step-major blocks with one gather, after ``head`` where no gradient is taken.
     """
     lengths = tf.reduce_sum(steps, axis=1) if carry else tf.reshape(steps, [-1])
@@ -155,7 +156,9 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
         index = tf.minimum(t_of, big_t - 1) + tf.range(n_runs)[None, :] * big_t
     if reads:
         xp = tf.gather(xp, index)  # (longest, runs, P)
-    masks = carry and final  # a carried state stops at its run's end; other steps' states are dropped
+    # A carried final state stops at its run's end. Otherwise the steps past it are dropped, and
+    # need no mask where model B keeps its states finite (its kernel says it is `bounded`).
+    masks = (carry and final) or not adapter.bounded
 
     def body(j, states, out_ta):
         out, new = adapter.step(xp[j] if reads else xp, states, training)
@@ -173,7 +176,7 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
         dense = head(dense)
     run_step = tf.where(tf.sequence_mask(lengths, size))  # (run, k) of each real output, in (b, t, k) order
     flat = tf.gather(dense, tf.cast(run_step[:, 1], tf.int32) * n_runs + tf.cast(run_step[:, 0], tf.int32))
-    return (flat if emit else _apply(head, flat)), (states if masks else [])
+    return (flat if emit else _apply(head, flat)), (states if carry and final else [])
 
 
 # ----------------------------------------------------------------------------- packed

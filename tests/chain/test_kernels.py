@@ -191,3 +191,23 @@ def test_no_step_at_all_gives_an_empty_output(strategy, graph, shape):
     assert all(g is None or float(tf.reduce_sum(tf.abs(tf.convert_to_tensor(g)))) == 0.0 for g in grads)
     out = net(x, steps)
     assert out.shape.as_list()[:2] == list(shape)
+
+
+@pytest.mark.parametrize(("activation", "bounded"), [("relu", False), ("linear", False), ("tanh", True), ("sigmoid", True)])
+def test_padded_masks_the_steps_past_a_run_only_where_the_cell_may_not_keep_them_finite(activation, bounded):
+    """`padded` runs every run to the longest; a cell that grows without bound (relu, linear) is
+    masked there, or its dropped steps would overflow and turn the gradient into NaN."""
+    cell = keras.layers.SimpleRNNCell(4, activation=activation)
+    net = Chain(keras.layers.Dense(4), cell, output_size=1, state="reset", strategy="padded")
+    net.build((None, None, 4))
+    for layer, kernel in ((net.model_a, np.eye(4)), (cell, np.eye(4))):
+        layer.kernel.assign(kernel.astype("float32"))
+        layer.bias.assign(np.zeros(4, "float32"))
+    cell.recurrent_kernel.assign(40.0 * np.eye(4, dtype="float32"))  # x40 a step: inf within 30 steps
+    x = np.stack([np.ones(4), np.zeros(4)])[None].astype("float32")  # the long run's input keeps it at 0
+    steps = np.array([[1, 60]], dtype="int32")  # the first run's 59 dropped steps would overflow
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(net(x, steps).flat_values[:1])  # the short run's one output
+    grads = tape.gradient(loss, net.trainable_variables)
+    assert net.step_adapter().bounded is bounded
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)
