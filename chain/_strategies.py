@@ -134,17 +134,18 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
 
     Reset and init modes scan all ``batch * T`` runs at once for ``max(steps)`` steps, each run
     reading its own row of ``xp`` at every step. Carry mode lays each sample's inputs out as one
-    sequence, ``IR[b, t]`` repeated ``steps[b, t]`` times, and scans those; which row each step
-    reads is worked out once, before the loop. A run's steps past its end are computed and
-    dropped; their states are masked where a carried final state is returned, or where model B
-    may not keep them finite (no kernel that says it is ``bounded``). The real outputs are read from the
+    sequence, ``IR[b, t]`` repeated ``steps[b, t]`` times, and scans those; each step's rows are
+    gathered once, before the loop, into a TensorArray that the loop reads (and autodiff writes
+    back to, one block per step). A run's steps past its end are computed and dropped; their
+    states are masked where a carried final state is returned, or where model B may not keep
+    them finite (no kernel that says it is ``bounded``). The real outputs are read from the
     step-major blocks with one gather, after ``head`` where no gradient is taken.
     """
     lengths = tf.reduce_sum(steps, axis=1) if carry else tf.reshape(steps, [-1])
     longest = _longest(lengths)
     size = longest if cap is None else cap * (tf.shape(steps)[1] if carry else 1)  # the steps the buffers hold
     n_runs = tf.size(lengths)
-    reads = carry or per_step  # every step reads other rows of xp: which, (longest, runs)
+    reads = carry or per_step  # every step reads other rows of xp: which, (size, runs)
     if per_step:  # run r's step j reads row starts[r] + j; past its end, the zero row
         xp = tf.concat([xp, tf.zeros_like(xp[:1])], 0)
         last = tf.shape(xp)[0] - 1
@@ -154,14 +155,15 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
         ends = tf.cumsum(steps, axis=1)
         t_of = tf.reduce_sum(tf.cast(ends[None] <= tf.range(size)[:, None, None], tf.int32), -1)
         index = tf.minimum(t_of, big_t - 1) + tf.range(n_runs)[None, :] * big_t
-    if reads:
-        xp = tf.gather(xp, index)  # (longest, runs, P)
+    if reads:  # step j's rows (runs, P), from one gather
+        rows = tf.TensorArray(xp.dtype, size=size, element_shape=[None, xp.shape[-1]])
+        rows = rows.unstack(tf.gather(xp, index))
     # A carried final state stops at its run's end. Otherwise the steps past it are dropped, and
     # need no mask where model B keeps its states finite (its kernel says it is `bounded`).
     masks = (carry and final) or not adapter.bounded
 
     def body(j, states, out_ta):
-        out, new = adapter.step(xp[j] if reads else xp, states, training)
+        out, new = adapter.step(rows.read(j) if reads else xp, states, training)
         if masks:
             new = _masked_update(j < lengths, new, states)
         return j + 1, new, out_ta.write(j, out)
