@@ -72,12 +72,10 @@ class ChainOptions:
 
     def resolved_strategy(self) -> str:
         """`strategy`, or for `"auto"` the fastest that `bench run` measured: `"packed"`; under
-        XLA, which cannot compile `"packed"`, `"loop"` in carry mode and `"padded"` in the others."""
+        XLA, which cannot compile `"packed"`, `"padded"`."""
         if self.strategy != AUTO:
             return self.strategy
-        if self.xla:
-            return "loop" if self.state == "carry" else "padded"
-        return "packed"
+        return "padded" if self.xla else "packed"
 
     def config(self) -> dict[str, Any]:
         """The options as `Chain.get_config` writes them."""

@@ -422,7 +422,7 @@ def test_under_jit_compile_the_program_does_not_depend_on_the_values_of_steps(st
                                atol=1e-5)  # fmt: skip
 
 
-@pytest.mark.parametrize(("state", "under_xla"), [("carry", "loop"), ("reset", "padded"), ("init", "padded")])
+@pytest.mark.parametrize(("state", "under_xla"), [("carry", "padded"), ("reset", "padded"), ("init", "padded")])
 def test_auto_picks_a_strategy_that_xla_compiles_under_jit_compile(state, under_xla):
     data, _ = ragged_dataset()
     net = make_chain(strategy="auto", state=state, max_steps=4)
