@@ -108,7 +108,7 @@ class Training:
 
     def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.evaluate` on `((x, steps), y[, sample_weight])` batches; see `test_step`."""
-        x = self._for_replicas(x)
+        x = self._checked_for_xla(self._for_replicas(x))
         self._build_before_tracing(x)
         return super().evaluate(x, *args, **kwargs)
 
@@ -129,8 +129,15 @@ class Training:
             given, steps = _train.predict_inputs(x)
             if steps is None:
                 _train.check_predict_lengths(self, given)
-        out = super().predict(x, *args, **kwargs)
+        out = super().predict(self._checked_for_xla(x), *args, **kwargs)
         return _train.uniform_t(out) if isinstance(out, tf.RaggedTensor) else out
+
+    def _checked_for_xla(self, data: Any) -> Any:
+        """`data` with its `steps` checked against `max_steps` before a step compiled by XLA,
+        which drops a call's checks, reads them (see `_train.steps_checked`)."""
+        if not self.options.xla:
+            return data
+        return _train.steps_checked(data, self.input_size, self.max_steps)
 
     def _for_replicas(self, data: Any) -> Any:
         if isinstance(data, tf.data.Dataset) and self.distribute_strategy.num_replicas_in_sync > 1:

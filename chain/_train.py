@@ -216,6 +216,42 @@ def predict_inputs(data: Any) -> tuple[Any, Any]:
     return data[0], data[1]
 
 
+def steps_checked(data: Any, input_size: int | None, max_steps: int) -> Any:
+    """`data` of `predict` or `evaluate` with its `steps` checked against `max_steps` here, where
+    a step compiled by XLA would not: XLA drops the checks of a call, and a value above
+    `max_steps` would overrun the buffers it sizes.
+
+    Arrays are checked now (a `ValueError`); a dataset's batches as they are read (a
+    `tf.errors.InvalidArgumentError` that says the same). Other data passes as it is.
+    """
+    if isinstance(data, tf.data.Dataset):
+        return data.map(lambda *batch: _with_steps_checked(batch if len(batch) > 1 else batch[0], input_size, max_steps))
+    try:
+        x, steps = predict_inputs(data)
+    except ValueError:
+        return data
+    if steps is not None and not isinstance(steps, (tf.data.Dataset, dict)):
+        _validate.check_inputs(x, steps, input_size, max_steps)
+    return data
+
+
+def _with_steps_checked(batch: Any, input_size: int | None, max_steps: int) -> Any:
+    """A dataset batch `(x, steps)` or `((x, steps), ...)` with its `steps` checked in graph asserts."""
+    if not isinstance(batch, (tuple, list)):
+        return batch  # x alone: lengths are predicted, within max_steps
+    if batch and isinstance(batch[0], (tuple, list)) and len(batch[0]) == 2:
+        return ((batch[0][0], _checked(*batch[0], input_size, max_steps)), *batch[1:])
+    if len(batch) == 2:
+        return batch[0], _checked(*batch, input_size, max_steps)
+    return batch
+
+
+def _checked(x: Any, steps: Any, input_size: int | None, max_steps: int) -> tf.Tensor:
+    """`steps` as they are, once `check_inputs` has passed them."""
+    with tf.control_dependencies([_validate.check_inputs(x, steps, input_size, max_steps)[1]]):
+        return tf.identity(steps)
+
+
 def _describe(data: Any) -> str:
     if isinstance(data, (tuple, list)):
         return f"a {type(data).__name__} of {len(data)} parts"

@@ -422,6 +422,20 @@ def test_under_jit_compile_the_program_does_not_depend_on_the_values_of_steps(st
                                atol=1e-5)  # fmt: skip
 
 
+def test_under_jit_compile_predict_and_evaluate_check_steps_before_xla_drops_the_checks():
+    """XLA drops a call's asserts, and a value above `max_steps` would overrun the buffers it sizes."""
+    data, (x, steps, y) = ragged_dataset(longest=4)
+    net = make_chain(strategy="padded", max_steps=3)
+    net.compile(optimizer="adam", loss="mse", jit_compile=True)
+    assert steps.max() == 4
+    with pytest.raises(ValueError, match=r"`steps` must be in \[0, 3\] \(max_steps\); received a value of 4 at"):
+        net.predict((x, steps), verbose=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"`steps` must be in \[0, 3\] \(max_steps\)"):
+        net.evaluate(data, verbose=0)
+    fine = np.minimum(steps, 3)
+    assert net.predict((x, fine), verbose=0).flat_values.shape[0] == fine.sum()
+
+
 @pytest.mark.parametrize(("state", "under_xla"), [("carry", "padded"), ("reset", "padded"), ("init", "padded")])
 def test_auto_picks_a_strategy_that_xla_compiles_under_jit_compile(state, under_xla):
     data, _ = ragged_dataset()
