@@ -7,6 +7,7 @@ Keras' model machinery.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import keras
@@ -62,6 +63,16 @@ class Forward:
         self.generic = generic
         self.fast = fast
         self._parts: Parts | None = None
+        self._not_xla = False  # tracing a graph function of the chain's own, which XLA does not compile
+
+    @contextlib.contextmanager
+    def not_xla(self):
+        """Traces within run outside XLA: the loops' buffers follow `steps`, not `max_steps`."""
+        self._not_xla = True
+        try:
+            yield
+        finally:
+            self._not_xla = False
 
     @property
     def parts(self) -> Parts:
@@ -161,7 +172,8 @@ class Forward:
             flat = tf.zeros([0, width], ir.dtype)
             return (flat, init if carry else []) if final else flat
         run = STRATEGIES[self.options.resolved_strategy()]
-        cap = self.options.max_steps if self.options.xla else None  # XLA: buffers sized by it, not by `steps`
+        # Under XLA the buffers are sized by max_steps, not by the values of `steps`.
+        cap = self.options.max_steps if self.options.xla and not self._not_xla else None
         kwargs = dict(final=final, differentiable=differentiable, cap=cap)
         if not self.options.feedback or targets is None:  # free-running B sees its own outputs
             flat, finals = run(adapter, adapter.project(ir_rows), steps, init, carry, training, head, **kwargs)

@@ -40,8 +40,9 @@ class Graphs:
                          *feed.specs(width, self.dtype, self.forward.options.vocab_size is not None)]  # fmt: skip
 
             def run(x, steps, a_in, b_in, *fed):
-                result = self.forward.run(x, steps, a_in if has_a else None, b_in or None, training,
-                                          differentiable, final, head, feed.rebuilt(fed))  # fmt: skip
+                with self.forward.not_xla():
+                    result = self.forward.run(x, steps, a_in if has_a else None, b_in or None, training,
+                                              differentiable, final, head, feed.rebuilt(fed))  # fmt: skip
                 return result.flat, result.a_states, result.b_states
 
             fn = self._fns[key] = tf.function(run, input_signature=signature, autograph=False)
@@ -58,7 +59,10 @@ class Graphs:
         if fn is None:
             signature = list(self.forward.specs(has_a, self.dtype))
             signature += [tf.TensorSpec([None, None], tf.int32, name="steps")] if has_steps else []
-            fn = tf.function(lambda x, a, b, *s: generate(x, a if has_a else None, b or None, *(s or [None])),
-                             input_signature=signature, autograph=False)  # fmt: skip
+            def run(x, a, b, *s):
+                with self.forward.not_xla():
+                    return generate(x, a if has_a else None, b or None, *(s or [None]))
+
+            fn = tf.function(run, input_signature=signature, autograph=False)
             self._fns[key] = fn
         return fn(x, a_in or [], b_in or [], *([steps] if has_steps else []))

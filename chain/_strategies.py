@@ -56,9 +56,11 @@ def _blocks(adapter: StepAdapter, dtype: tf.DType, size) -> tf.TensorArray:
     return tf.TensorArray(dtype, size=size, infer_shape=False, element_shape=[None, adapter.output_size])
 
 
-def _stack(ta: tf.TensorArray, rows, width: int, dtype: tf.DType) -> tf.Tensor:
-    """The blocks `(rows, width)` of `ta` stacked, `(size, rows, width)`, also when it has none."""
-    return tf.cond(ta.size() > 0, ta.stack, lambda: tf.zeros(tf.stack([0, rows, width]), dtype))
+def _stack(ta: tf.TensorArray, rows, width: int, dtype: tf.DType, written=None) -> tf.Tensor:
+    """The blocks `(rows, width)` of `ta` stacked, `(size, rows, width)`, also when it has none, or
+    when none of them was `written` (the count of blocks written, where it may be below `size`)."""
+    written = ta.size() if written is None else written
+    return tf.cond(written > 0, ta.stack, lambda: tf.zeros(tf.stack([ta.size(), rows, width]), dtype))
 
 
 def _longest(lengths: tf.Tensor, axis=None) -> tf.Tensor:
@@ -115,7 +117,8 @@ def run_loop(adapter, xp, steps, init_states, carry, training, head=None, final=
     total = tf.reduce_sum(longest_t) if cap is None else big_t * cap  # blocks written, or a bound on them
     out_ta = _blocks(adapter, xp.dtype, total)
     _, states, out_ta = tf.while_loop(lambda t, *_: t < big_t, outer, (0, states, out_ta))
-    dense = tf.transpose(_stack(out_ta, batch, adapter.output_size, xp.dtype), [1, 0, 2])  # (batch, total, H)
+    written = tf.reduce_sum(longest_t)
+    dense = tf.transpose(_stack(out_ta, batch, adapter.output_size, xp.dtype, written), [1, 0, 2])  # (batch, total, H)
     # block q holds step k = q - block_start[t] of the t whose blocks contain q (none: t_of = T)
     q = tf.range(total)
     t_of = tf.reduce_sum(tf.cast(q[:, None] >= (block_start + longest_t)[None, :], tf.int32), 1)
@@ -146,14 +149,19 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
     size = longest if cap is None else cap * (tf.shape(steps)[1] if carry else 1)  # the steps the buffers hold
     n_runs = tf.size(lengths)
     reads = carry or per_step  # every step reads other rows of xp: which, (size, runs)
-    if per_step:  # run r's step j reads row starts[r] + j; past its end, the zero row
+    if per_step:  # run r's step j reads row starts[r] + j (clamped to the zero row); past its end, dropped
         xp = tf.concat([xp, tf.zeros_like(xp[:1])], 0)
         last = tf.shape(xp)[0] - 1
         index = tf.minimum(tf.cumsum(lengths, exclusive=True)[None, :] + tf.range(size)[:, None], last)
     elif carry:  # sample b's step j reads row (b, t) for the first t whose steps end after j
         big_t = tf.shape(steps)[1]
         ends = tf.cumsum(steps, axis=1)
-        t_of = tf.reduce_sum(tf.cast(ends[None] <= tf.range(size)[:, None, None], tf.int32), -1)
+        positions = tf.broadcast_to(tf.range(size)[None, :], tf.stack([n_runs, size]))
+        t_of = tf.cond(  # (size, runs); searchsorted refuses an empty batch
+            n_runs > 0,
+            lambda: tf.transpose(tf.searchsorted(ends, positions, side="right", out_type=tf.int32)),
+            lambda: tf.zeros(tf.stack([size, n_runs]), tf.int32),
+        )
         index = tf.minimum(t_of, big_t - 1) + tf.range(n_runs)[None, :] * big_t
     if reads:  # step j's rows (runs, P), from one gather
         rows = tf.TensorArray(xp.dtype, size=size, element_shape=[None, xp.shape[-1]])
@@ -170,7 +178,7 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
 
     out_ta = _blocks(adapter, xp.dtype, size)
     _, states, out_ta = tf.while_loop(lambda j, *_: j < longest, body, (0, list(init_states), out_ta))
-    dense = tf.reshape(_stack(out_ta, n_runs, adapter.output_size, xp.dtype), [-1, adapter.output_size])
+    dense = tf.reshape(_stack(out_ta, n_runs, adapter.output_size, xp.dtype, longest), [-1, adapter.output_size])
     # The head's rows are narrower: mapped before the gather where no gradient is taken and the
     # buffers hold just the steps run.
     emit = head is not None and not differentiable and cap is None

@@ -126,8 +126,8 @@ def compile_arguments(kwargs: dict[str, Any], options: ChainOptions) -> tuple[di
     if kwargs["jit_compile"] and options.strategy == "packed":
         raise ValueError(
             "`jit_compile=True` cannot compile the 'packed' strategy: its shapes depend on the "
-            "values of `steps`. Build the Chain with strategy='auto' (which picks 'loop' or 'padded' "
-            "under XLA), 'padded' or 'loop' for XLA inference, or compile with jit_compile=False"
+            "values of `steps`. Build the Chain with strategy='auto' (which runs 'padded' under XLA), "
+            "'padded' or 'loop' for XLA inference, or compile with jit_compile=False"
         )
     if kwargs["jit_compile"] and options.max_steps is None:
         raise ValueError(
@@ -222,7 +222,9 @@ def steps_checked(data: Any, input_size: int | None, max_steps: int) -> Any:
     `max_steps` would overrun the buffers it sizes.
 
     Arrays are checked now (a `ValueError`); a dataset's batches as they are read (a
-    `tf.errors.InvalidArgumentError` that says the same). Other data passes as it is.
+    `tf.errors.InvalidArgumentError` that says the same). Other data (a generator, a
+    `keras.utils.PyDataset`) cannot be checked before XLA reads it, and is refused with a
+    `ValueError`.
     """
     if isinstance(data, tf.data.Dataset):
         return data.map(lambda *batch: _with_steps_checked(batch if len(batch) > 1 else batch[0], input_size, max_steps))
@@ -230,7 +232,14 @@ def steps_checked(data: Any, input_size: int | None, max_steps: int) -> Any:
         x, steps = predict_inputs(data)
     except ValueError:
         return data
-    if steps is not None and not isinstance(steps, (tf.data.Dataset, dict)):
+    if steps is None and getattr(x, "shape", None) is None:
+        raise ValueError(
+            "Under jit_compile=True, `predict` and `evaluate` take arrays or a tf.data.Dataset, whose "
+            "`steps` they check against `max_steps` before the compiled step (XLA drops the checks); "
+            f"received {_describe(data)}. Pass tf.data.Dataset.from_generator(...) or compile with "
+            "jit_compile=False"
+        )
+    if steps is not None:
         _validate.check_inputs(x, steps, input_size, max_steps)
     return data
 

@@ -423,6 +423,20 @@ def test_under_jit_compile_the_program_does_not_depend_on_the_values_of_steps(st
                                atol=1e-5)  # fmt: skip
 
 
+@pytest.mark.parametrize("strategy", ["loop", "padded"])
+def test_after_jit_compile_calls_outside_xla_run_any_steps_and_none(strategy):
+    """Eager calls and a plain `tf.function` of a chain compiled with `jit_compile=True`, all-zero
+    steps included: nothing written to buffers sized by `max_steps` is still an empty output."""
+    x, steps, _ = ragged_dataset(n=8, big_t=5, longest=3)[1]
+    net = make_chain(strategy=strategy, state="carry", max_steps=3)
+    want = net(x, steps).flat_values.numpy()
+    net.compile(optimizer="adam", loss="mse", jit_compile=True)
+    plain = tf.function(lambda x, s: net(x, s).flat_values)
+    for run in (lambda x, s: net(x, s).flat_values, plain):
+        assert run(x, np.zeros_like(steps)).shape[0] == 0
+        np.testing.assert_allclose(run(x, steps).numpy(), want, atol=1e-5)
+
+
 def test_under_jit_compile_predict_and_evaluate_check_steps_before_xla_drops_the_checks():
     """XLA drops a call's asserts, and a value above `max_steps` would overrun the buffers it sizes."""
     data, (x, steps, y) = ragged_dataset(longest=4)
