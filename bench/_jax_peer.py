@@ -54,7 +54,7 @@ import numpy as np
 from ragged_common.checks import check_choice
 
 from bench._tf_framework import tf_versions
-from bench._workloads import CELLS, GENERATE_PHASES, Case, Sizes, token_width
+from bench._workloads import CELLS, GENERATE_PHASES, JAX_IN_TF, Case, Sizes, token_width
 
 LAYERS_OF: dict[str, tuple[str, ...]] = {
     "gru": ("gru",), "lstm": ("lstm",), "rnn": ("rnn",), "stacked": ("gru", "gru"), "functional": ("rnn",),
@@ -368,7 +368,8 @@ def jax_device(device: str) -> Any:
     return jax.devices("gpu" if device == "gpu" else "cpu")[0]
 
 
-def build_step(case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) -> Callable[[], float]:
+def build_step(case: Case, sizes: Sizes, workload: dict[str, Any], seed: int, threads: int | None = None,
+               ) -> Callable[[], float]:  # fmt: skip
     """The timed callable of one forward call, Adam train step or generation call of the peer,
     compiled here.
 
@@ -379,6 +380,8 @@ def build_step(case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) ->
     import jax
     import optax
 
+    if case.strategy == JAX_IN_TF:
+        return build_in_tensorflow(case, sizes, workload, seed, threads)
     device = jax_device(case.device)
     carry = case.state == "carry"
     host_steps = np.asarray(workload["steps"])
@@ -478,4 +481,86 @@ class JaxFramework:
 
     def build(self, case: Case, sizes: Sizes, workload: dict[str, Any], seed: int) -> Callable[[], float]:
         """`build_step`."""
-        return build_step(case, sizes, workload, seed)
+        return build_step(case, sizes, workload, seed, self.threads)
+
+
+# --- the same programs, run by TensorFlow ------------------------------------------------------
+
+
+def in_tensorflow(cell: str, carry: bool, phase: str, *, count: int, bound: int) -> Any:
+    """The peer's forward call or Adam train step as a TensorFlow function, by `jax2tf.convert`.
+
+    The JAX program is lowered once (its StableHLO, for this ``count`` and ``bound``) and
+    TensorFlow compiles and runs it with its own XLA: the same program as the ``jax`` strategy
+    on another runtime.
+
+    Returns:
+        Forward: ``fn(params, x, steps) -> (values, their sum)``. Train: ``fn(params, opt_state,
+        x, steps, y_values) -> (params, opt_state, loss)``; params and optimizer state are
+        nested structures of tensors, as `init_params` and optax's Adam state are of arrays.
+    """
+    import jax
+    import optax
+    from jax.experimental import jax2tf
+
+    if phase == "forward":
+        def forward(params: Any, x: Any, steps: Any) -> tuple[Any, Any]:
+            out = values(cell, params, x, steps, count=count, bound=bound, carry=carry)
+            return out, jax.numpy.sum(out)
+
+        return jax2tf.convert(forward, with_gradient=False)
+    optimizer = optax.adam(LEARNING_RATE)
+    loss = functools.partial(loss_and_values, cell, carry=carry, bound=bound)
+
+    def train(params: Any, opt_state: Any, x: Any, steps: Any, y_values: Any) -> tuple[Any, Any, Any]:
+        (value, _), grads = jax.value_and_grad(loss, has_aux=True)(params, x, steps, y_values)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return jax2tf.convert(train, with_gradient=False)
+
+
+def build_in_tensorflow(case: Case, sizes: Sizes, workload: dict[str, Any], seed: int,
+                        threads: int | None = None) -> Callable[[], float]:  # fmt: skip
+    """The timed callable of `JAX_IN_TF`: `in_tensorflow`'s function in a
+    ``tf.function(jit_compile=True)``, the weights and Adam's state in `tf.Variable`s that a
+    train step assigns, as a TensorFlow user would hold them.
+
+    It reads the scan bound and count from the host's ``steps`` once: like the ``jax`` strategy's
+    programs, it serves that one bound, which the sweep's workload keeps.
+    """
+    import jax
+    import optax
+    import tensorflow as tf
+
+    from bench._tf_framework import configure_threads, tf_device
+
+    check_choice("phase", case.phase, ("forward", "train"))
+    if threads is not None:
+        # A bench child has not run TensorFlow yet; a process where it already ran keeps its pools.
+        with contextlib.suppress(RuntimeError):
+            configure_threads(threads)
+    carry = case.state == "carry"
+    host_steps = np.asarray(workload["steps"])
+    shapes = {"count": int(host_steps.sum()), "bound": scan_bound(host_steps, carry)}
+    fn = in_tensorflow(case.cell, carry, case.phase, **shapes)
+    params = init_params(seed, case.cell, sizes)
+    with tf.device(tf_device(case.device)):
+        x, steps, y_values = (tf.constant(workload[k]) for k in ("x", "steps", "y_values"))
+        as_variables = lambda tree: jax.tree_util.tree_map(lambda a: tf.Variable(np.asarray(a)), tree)  # noqa: E731
+        weights = as_variables(params)
+        if case.phase == "forward":
+            program = tf.function(lambda: fn(weights, x, steps)[1], autograph=False, jit_compile=True)
+        else:
+            opt_state = as_variables(optax.adam(LEARNING_RATE).init(params))
+
+            def step() -> Any:
+                new_weights, new_state, loss = fn(weights, opt_state, x, steps, y_values)
+                for variable, value in zip(jax.tree_util.tree_leaves((weights, opt_state)),
+                                           jax.tree_util.tree_leaves((new_weights, new_state))):  # fmt: skip
+                    variable.assign(value)
+                return loss
+
+            program = tf.function(step, autograph=False, jit_compile=True)
+        program.get_concrete_function()  # traced and converted now, not in the first timed call
+    return lambda: float(program())

@@ -69,9 +69,16 @@ BASELINE = "per-sample"
 """The generation phases' baseline: one sample, one outer step and one inner step at a time
 (`bench._per_sample`)."""
 TORCH_STRATEGIES: tuple[str, ...] = ("torch-packed", "torch-padded")
-JAX_STRATEGIES: tuple[str, ...] = ("jax",)
+JAX_IN_TF = "jax-tf"
+"""The JAX peer's own forward call and train step, converted with ``jax2tf`` and run by
+TensorFlow's XLA: the same program on TensorFlow's runtime. Where it is faster or slower than
+``jax``, the runtime makes the difference, not the program; it is what a TensorFlow program of
+the peer's algorithm can reach. Forward and train phases only."""
+JAX_STRATEGIES: tuple[str, ...] = ("jax", JAX_IN_TF)
 PEER_STRATEGIES: tuple[str, ...] = (*TORCH_STRATEGIES, *JAX_STRATEGIES)
-"""The peer frameworks' strategies: `bench run --peers` adds them."""
+"""The peer frameworks' strategies."""
+ADDED_PEERS: tuple[str, ...] = (*TORCH_STRATEGIES, "jax")
+"""The peers that `bench run --peers` adds (`JAX_IN_TF` is asked for by name)."""
 JAX_GENERATE_PHASES: tuple[str, ...] = ("generate-greedy", "generate-sampling")
 """The generation phases the JAX peer measures (it has no beam search)."""
 
@@ -229,7 +236,7 @@ def build_cases(
     ``train-notraining`` is measured for chain's strategies only: the reference and the peers have
     no `training` flag to leave out; so is ``train-feedback`` (their model B reads IR alone). The
     `GENERATE_PHASES` are measured for chain's strategies and `BASELINE`, which measures nothing
-    else, and the `JAX_GENERATE_PHASES` for JAX too.
+    else, and the `JAX_GENERATE_PHASES` for the ``jax`` strategy too.
 
     Args:
         cells: Model-B cells (`CELLS`); default ``["gru"]``.
@@ -262,7 +269,7 @@ def _is_run(case: Case, reference_max_step: int) -> bool:
     if case.strategy in PEER_STRATEGIES and case.state not in ("carry", "reset"):
         return False  # the peers implement the carry and reset modes only
     if case.strategy in JAX_STRATEGIES and case.phase in JAX_GENERATE_PHASES:
-        return True
+        return case.strategy != JAX_IN_TF
     peer = case.strategy == REFERENCE or case.strategy in PEER_STRATEGIES
     return not (peer and (case.phase in CHAIN_ONLY_PHASES or generating))
 
@@ -349,6 +356,6 @@ DEFAULT_LONGEST_STEPS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 def quick_sweep(chain_strategies: list[str]) -> Sweep:
     """The sweep of a bare ``pytest bench/cases`` on the CPU: L in (1, 4), `QUICK_SIZES`, 3 rounds,
     every strategy, forward calls and train steps of the GRU cell."""
-    strategies = [*chain_strategies, REFERENCE, *PEER_STRATEGIES]
+    strategies = [*chain_strategies, REFERENCE, *ADDED_PEERS]
     cases = build_cases(strategies, list(STATES), ["forward", "train"], list(QUICK_LONGEST_STEPS), "uniform", "cpu")
     return Sweep(tuple(cases), sizes=QUICK_SIZES, rounds=3)

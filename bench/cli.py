@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import click
 
 from bench import _report, _results, _runner, _workloads
-from bench._workloads import BASELINE, CELLS, PEER_STRATEGIES, PHASES, REFERENCE, XLA_STRATEGIES, Sweep
+from bench._workloads import ADDED_PEERS, BASELINE, CELLS, PEER_STRATEGIES, PHASES, REFERENCE, XLA_STRATEGIES, Sweep
 from ragged_common import atomic
 from ragged_common.bounds import INT32_MAX, UINT32_MAX
 from ragged_common.checks import OptionError, check_int, check_int_list, check_number, check_subset
@@ -82,7 +82,7 @@ def _strategies(value: str | None, peers: bool) -> list[str]:
             raise bad_parameter(error) from None  # checked late: the names come from chain
     names = [n for n in names if peers or n not in PEER_STRATEGIES]
     if peers:
-        names += [n for n in PEER_STRATEGIES if n not in names]
+        names += [n for n in ADDED_PEERS if n not in names]
     return names
 
 
@@ -213,7 +213,8 @@ def _interrupt(signum: int, frame: Any) -> None:
               help="Comma-separated strategies: chain's (loop, padded, packed, auto), eager-NAME (a chain "
                    "strategy called eagerly, no user tf.function), xla-loop and xla-padded (compiled by XLA; "
                    "forward calls only), reference, per-sample (the generation "
-                   "phases' baseline, one sample and one step at a time), torch-packed, torch-padded, jax. "
+                   "phases' baseline, one sample and one step at a time), torch-packed, torch-padded, jax, "
+                   "jax-tf (the jax peer's program run by TensorFlow's XLA; forward calls and train steps). "
                    "Default: chain's, eager-auto, reference and per-sample.")
 @click.option("--states", default="carry,reset", show_default=True,
               callback=checked(check_subset, ("carry", "reset", "init")),
@@ -248,8 +249,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 @click.option("--save", "name", default=None, callback=checked(_run_name),
               help="Run name, saved as NNNN_NAME.json. Default: bench_<UTC time>.")
 @click.option("--peers/--no-peers", default=True, show_default=True,
-              help="Add the peer cases, PyTorch and JAX (skipped with the reason when torch, or jax and optax, "
-                   "are missing).")
+              help="Add the peer cases, PyTorch (torch-packed, torch-padded) and JAX (jax), skipped with the reason "
+                   "when torch, or jax and optax, are missing. --no-peers drops every peer, jax-tf included.")
 @click.option("--rounds", type=int, callback=_count(1), default=5, show_default=True,
               help="Timed rounds per case (--quick: 2).")
 @click.option("--warmup-rounds", type=int, callback=_count(1), default=1, show_default=True,

@@ -168,6 +168,16 @@ def test_peers_add_the_pytorch_and_jax_cases_in_carry_and_reset_only(tmp_path):
     assert {"torch-packed-carry-forward-L8-uniform-cpu-gru-H64", "jax-carry-forward-L8-uniform-cpu-gru-H64"} <= listed
     assert not any(line.startswith(("jax-init", "torch-packed-init")) for line in listed)
     assert "5 cases" in result.output  # packed twice, then torch-packed, torch-padded and jax in carry mode
+    assert not any(line.startswith("jax-tf") for line in listed)  # asked for by name only
+
+
+def test_the_peer_run_by_tensorflow_is_asked_for_by_name_and_skips_generation(tmp_path):
+    result = _run("run", "--dry-run", "--strategies", "jax-tf", "--states", "reset,init",
+                  "--phases", "forward,train,generate-greedy", "--longest-steps", "8",
+                  "--out", str(tmp_path / "o"), "--storage", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    ours = [line for line in result.output.splitlines() if line.startswith("jax-tf")]
+    assert ours == ["jax-tf-reset-forward-L8-uniform-cpu-gru-H64", "jax-tf-reset-train-L8-uniform-cpu-gru-H64"]
 
 
 def test_dry_run_of_the_generation_phases_lists_chain_and_the_baseline(tmp_path):

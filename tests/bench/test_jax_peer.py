@@ -176,6 +176,25 @@ def test_framework_builds_a_train_step_that_learns(state):
     assert set(framework.versions()) >= {"jax_version", "optax_version", "tensorflow_version"}
 
 
+@pytest.mark.parametrize("state", ["carry", "reset"])
+def test_the_peer_run_by_tensorflow_computes_what_jax_computes_step_by_step(state):
+    sizes = Sizes(batch=2, timesteps=3, input_size=2, hidden=4, output_size=2)
+    work = make_workload(sizes, 2, "uniform", 0)
+    framework = _jax_peer.JaxFramework(threads=2)
+    for phase, calls in (("forward", 2), ("train", 4)):
+        runs = {s: framework.build(Case(s, state, phase, 2, "uniform", "cpu", "stacked", 4), sizes, work, seed=0)
+                for s in ("jax", "jax-tf")}  # fmt: skip
+        got = {s: [run() for _ in range(calls)] for s, run in runs.items()}
+        np.testing.assert_allclose(got["jax-tf"], got["jax"], **TOL)
+    assert got["jax-tf"][3] < got["jax-tf"][0]  # the train steps update TensorFlow's variables as JAX's params
+
+
+def test_the_peer_run_by_tensorflow_has_no_generation_phase():
+    case = Case("jax-tf", "reset", "generate-greedy", 2, "uniform", "cpu", "gru", 4)
+    with pytest.raises(ValueError, match="phase.*generate-greedy"):
+        _jax_peer.JaxFramework(threads=2).build(case, SIZES, make_workload(SIZES, 2, "uniform", 0), seed=0)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_glibc_keeps_freed_blocks_in_the_heap():
     assert _jax_peer.keep_heap_memory()

@@ -110,7 +110,7 @@ def test_real_flops_per_cell(cell, per_step, per_run):
 
 
 def test_generation_phases_run_for_chain_the_baseline_and_jax_only():
-    strategies = ["packed", "eager-auto", "reference", "per-sample", "torch-packed", "jax"]
+    strategies = ["packed", "eager-auto", "reference", "per-sample", "torch-packed", "jax", "jax-tf"]
     phases = ["forward", "generate-greedy", "generate-sampling", "generate-beam4"]
     cases = build_cases(strategies, ["carry"], phases, [4, 16], "uniform", "cpu", reference_max_step=8)
     by_strategy = {s: {(c.phase, c.longest_step) for c in cases if c.strategy == s} for s in strategies}
@@ -122,6 +122,7 @@ def test_generation_phases_run_for_chain_the_baseline_and_jax_only():
     assert by_strategy["torch-packed"] == {("forward", 4), ("forward", 16)}
     # JAX decodes greedily and samples; it has no beam search
     assert by_strategy["jax"] == {(p, length) for p in phases[:3] for length in (4, 16)}
+    assert by_strategy["jax-tf"] == by_strategy["torch-packed"]  # JAX's program in TensorFlow: no generation
     baseline = next(c for c in cases if c.strategy == "per-sample")
     assert baseline.module == "test_per_sample.py" and baseline.function == "test_per_sample"
 
