@@ -91,7 +91,7 @@ class Forward:
     def step_adapter(self) -> StepAdapter:
         """The adapter that runs model B under the resolved strategy (see `Chain.step_adapter`)."""
         options = self.options
-        inner = self.fast if options.resolved_strategy() == "packed" else self.generic
+        inner = self.fast if options.resolved_strategy() in ("packed", "padded") else self.generic
         if not options.feedback:
             return inner
         return _feedback.FreeRunning(inner, self.parts.feedback_size, self.fed, self.start)

@@ -353,3 +353,127 @@ class _RunStarts:
         counts = tf.math.unsorted_segment_sum(tf.cast(later, tf.int32), step[first:] - 1, tf.size(active[1:]))
         self.starts = _split(masked(run[first:], later), counts)
         self.keep = _split(tf.cast(tf.logical_not(later), dtype), active[1:])
+
+
+# ----------------------------------------------------------------------------- padded, with a backward pass
+
+
+class StepRows:
+    """Per-step input rows `(size, R, P)`, read one step at a time.
+
+    Held as blocks of `block` columns (a cell's gate blocks), each in a TensorArray of its own:
+    XLA's CPU backend then reads each step's blocks as they are laid out, where slicing gates from
+    one wide row per step copied it (several times slower on a GRU step).
+    """
+
+    def __init__(self, source: tf.Tensor, size, block: int | None = None):
+        width = source.shape[-1]
+        parts = width // block if block and width % block == 0 else 1
+        self.blocks = [
+            tf.TensorArray(source.dtype, size=size, element_shape=part.shape[1:]).unstack(part)
+            for part in tf.split(source, parts, axis=-1)
+        ]
+
+    def read(self, j) -> tf.Tensor:
+        blocks = [ta.read(j) for ta in self.blocks]
+        return blocks[0] if len(blocks) == 1 else tf.concat(blocks, -1)
+
+
+
+def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.Tensor], params: list[tf.Tensor],
+                lengths: tf.Tensor | None = None):  # fmt: skip
+    """B over `R` rows for `longest` steps, every row at every step, differentiable through
+    `kernel`'s backward step: the padded layout's counterpart of :func:`scan`.
+
+    Its buffers hold `size` steps (`size >= longest`, a bound that XLA can read as a constant),
+    and both loops run `longest` steps. Under XLA neither loop needs TensorFlow's autodiff of a
+    `tf.while_loop`, whose accumulators XLA copies at every step.
+
+    Args:
+        kernel: a cell's fast path (see ``chain._kernels``).
+        source: B's projected inputs: `(size, R, P)`, step `j` reading `source[j]`, or `(R, P)`,
+            the same rows at every step.
+        size: the steps the buffers hold.
+        longest: the steps run.
+        states: initial states `(R, s)`.
+        params: the tensors of the weights that the steps use (in the compute dtype).
+        lengths: None, or `(R,)` int32: row `r` keeps its states from step `lengths[r]` on (its
+            outputs there are computed, and meant to be dropped).
+
+    Returns:
+        `(outs, finals)`: every step's output `(size, R, H)` (steps from `longest` on are zeros),
+        and the states after step `longest` (without gradient: a window edge).
+    """
+    n_states = len(states)
+    per_step = source.shape.rank == 3
+    out_is_state = kernel.out_is_state
+
+    @tf.custom_gradient
+    def run(source, *args):
+        h0, weights = list(args[:n_states]), list(args[n_states:])
+        dtype = source.dtype
+        inputs = StepRows(source, size, kernel.width) if per_step else None
+        # the states before step j at j (j = 0: h0), after it at j + 1
+        # read twice going back (before a step and after the one before), so kept after a read
+        state_tas = [tf.TensorArray(dtype, size=size + 1, element_shape=h.shape, clear_after_read=False).write(0, h)
+                     for h in h0]  # fmt: skip
+        out_tas = [] if out_is_state else [tf.TensorArray(dtype, size=size, element_shape=[None, kernel.width])]
+        record_tas = [tf.TensorArray(dtype, size=size, element_shape=[None, w]) for w in kernel.record_widths]
+
+        def body(j, hs, state_tas, out_tas, record_tas):
+            out, new, records = kernel.forward(inputs.read(j) if per_step else source, hs, weights)
+            if lengths is not None:
+                keep = (j < lengths)[:, None]
+                new = [tf.where(keep, a, b) for a, b in zip(new, hs)]
+            state_tas = [ta.write(j + 1, s) for ta, s in zip(state_tas, new)]
+            out_tas = [ta.write(j, out) for ta in out_tas]
+            return j + 1, new, state_tas, out_tas, [ta.write(j, r) for ta, r in zip(record_tas, records)]
+
+        _, finals, state_tas, out_tas, record_tas = tf.while_loop(
+            lambda j, *_: j < longest, body, (0, h0, state_tas, out_tas, record_tas)
+        )
+        if out_is_state:  # the states after each step, from the slot after h0
+            outs = tf.gather(state_tas[0].stack(), tf.range(1, size + 1))
+        else:  # no step run: nothing written, zeros
+            empty = lambda: tf.zeros(tf.stack([size, tf.shape(h0[0])[0], kernel.width]), dtype)  # noqa: E731
+            outs = tf.cond(longest > 0, out_tas[0].stack, empty)
+
+        def grad(d_outs, *d_finals):
+            del d_finals  # final states are a window edge: no gradient crosses it
+            acc_dtype = tf.float32 if dtype in (tf.bfloat16, tf.float16) else dtype
+            d_outs = tf.TensorArray(dtype, size=size, element_shape=d_outs.shape[1:]).unstack(d_outs)
+            d_inputs = tf.TensorArray(dtype, size=size, element_shape=source.shape[1:]) if per_step else None
+
+            def back(j, carried, d_weights, d_source):
+                d_new = list(carried)
+                d_out = d_outs.read(j)
+                if lengths is not None:  # a kept row's state gradient passes by the step
+                    keep = tf.cast(j < lengths, dtype)[:, None]
+                    d_new, d_out = [d * keep for d in d_new], d_out * keep
+                if out_is_state:
+                    d_new[0] = d_new[0] + d_out
+                    d_out = None
+                prev = [ta.read(j) for ta in state_tas]
+                out = state_tas[0].read(j + 1) if out_is_state else out_tas[0].read(j)
+                step = KernelStep(prev, out, [ta.read(j) for ta in record_tas], weights)
+                d_x, d_prev, d_w = kernel.backward(step, d_out, d_new)
+                if lengths is not None:
+                    d_prev = [p + c * (1.0 - keep) for p, c in zip(d_prev, carried)]
+                d_source = d_source.write(j, d_x) if per_step else d_source + d_x
+                return j - 1, d_prev, [a + tf.cast(g, acc_dtype) for a, g in zip(d_weights, d_w)], d_source
+
+            start = (
+                longest - 1,
+                [tf.zeros_like(h) for h in h0],
+                [tf.zeros(w.shape, acc_dtype) for w in weights],
+                d_inputs if per_step else tf.zeros_like(source),
+            )
+            _, d_h0, d_weights, d_source = tf.while_loop(lambda j, *_: j >= 0, back, start)
+            if per_step:
+                d_source = d_source.stack()
+            return (d_source, *d_h0, *[tf.cast(g, w.dtype) for g, w in zip(d_weights, weights)])
+
+        return (outs, *finals), grad
+
+    results = run(source, *states, *params)
+    return results[0], [tf.stop_gradient(f) for f in results[1:]]

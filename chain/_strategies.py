@@ -163,12 +163,19 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
             lambda: tf.zeros(tf.stack([size, n_runs]), tf.int32),
         )
         index = tf.minimum(t_of, big_t - 1) + tf.range(n_runs)[None, :] * big_t
-    if reads:  # step j's rows (runs, P), from one gather
-        rows = tf.TensorArray(xp.dtype, size=size, element_shape=[None, xp.shape[-1]])
-        rows = rows.unstack(tf.gather(xp, index))
     # A carried final state stops at its run's end. Otherwise the steps past it are dropped, and
     # need no mask where model B keeps its states finite (its kernel says it is `bounded`).
     masks = (carry and final) or not adapter.bounded
+    if adapter.kernel is not None and differentiable:  # the kernel's backward step, no autodiff of the loop
+        kernel = adapter.kernel
+        source = tf.gather(xp, index) if reads else xp
+        outs, states = _scan.padded_scan(kernel, source, size, longest, list(init_states), kernel.params(xp.dtype),
+                                         lengths if masks else None)  # fmt: skip
+        return _real_outputs(tf.reshape(outs, [-1, adapter.output_size]), lengths, size, head, emit=False), (
+            states if carry and final else []
+        )
+    if reads:  # step j's rows (runs, P), from one gather
+        rows = _scan.StepRows(tf.gather(xp, index), size, adapter.output_size if adapter.kernel is not None else None)
 
     def body(j, states, out_ta):
         out, new = adapter.step(rows.read(j) if reads else xp, states, training)
@@ -182,11 +189,18 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
     # The head's rows are narrower: mapped before the gather where no gradient is taken and the
     # buffers hold just the steps run.
     emit = head is not None and not differentiable and cap is None
+    return _real_outputs(dense, lengths, size, head, emit), (states if carry and final else [])
+
+
+def _real_outputs(dense: tf.Tensor, lengths: tf.Tensor, size, head, emit: bool) -> tf.Tensor:
+    """The real outputs of step-major blocks `dense` `(size * runs, H)`, in `(b, t, k)` order,
+    `head` applied before the gather where `emit`, else after it."""
     if emit:
         dense = head(dense)
     run_step = tf.where(tf.sequence_mask(lengths, size))  # (run, k) of each real output, in (b, t, k) order
+    n_runs = tf.size(lengths)
     flat = tf.gather(dense, tf.cast(run_step[:, 1], tf.int32) * n_runs + tf.cast(run_step[:, 0], tf.int32))
-    return (flat if emit else _apply(head, flat)), (states if carry and final else [])
+    return flat if emit else _apply(head, flat)
 
 
 # ----------------------------------------------------------------------------- packed
