@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ragged_common.checks import check_choice
 
 from bench._workloads import (BEAM_WIDTH, CELLS, GATES, GENERATE_PHASES, SAMPLING, XLA_STRATEGIES, Case, Sizes,
-                              token_width)
+                              padded_targets, token_width)
 
 if TYPE_CHECKING:
     from chain import Chain
@@ -248,7 +248,8 @@ def step_program(
     x, steps = tf.constant(workload["x"]), tf.constant(workload["steps"])
     y_values = tf.constant(workload["y_values"])
     # Variables made before tracing: a tf.function that creates them traces twice.
-    net.build(tuple(x.shape))
+    if not net.built:
+        net.build(tuple(x.shape))
     teacher = phase == "train-feedback"
     values = values or functools.partial(teacher_forced_values if teacher else chain_values, net)
     if phase == "forward":
@@ -270,6 +271,35 @@ def step_program(
         one = (x[:1, :1], tf.ones([1, 1], tf.int32), y_values[:1])
         float(fn(*one[: len(args)]))
     return lambda: float(fn(*args))
+
+
+def xla_train_program(net: "Chain", workload: dict[str, Any], longest_step: int) -> Callable[[], float]:
+    """The timed callable of one train step (Adam) of `net`, compiled with
+    ``jit_compile=True``, in a `tf.function(jit_compile=True)`, as `fit` runs it then.
+
+    The loss is `Chain.compute_loss` (the compiled loss: the mean squared error over real steps)
+    on targets padded to `longest_step` (`padded_targets`), so every shape in the step is fixed.
+    """
+    import keras
+    import tensorflow as tf
+
+    x, steps = tf.constant(workload["x"]), tf.constant(workload["steps"])
+    y = tf.constant(padded_targets(workload, longest_step))
+    if not net.built:
+        net.build(tuple(x.shape))
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(net.trainable_variables)
+
+    @tf.function(jit_compile=True)
+    def step(x: Any, steps: Any, y: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = net.compute_loss(x=(x, steps), y=y, training=True)
+        grads = tape.gradient(loss, net.trainable_variables)
+        optimizer.apply_gradients(zip(grads, net.trainable_variables))
+        return loss
+
+    step.get_concrete_function(x, steps, y)  # traced now; XLA compiles at the first call
+    return lambda: float(step(x, steps, y))
 
 
 def _generated_sum(net: "Chain", decoder: Any, x: Any, steps: Any) -> Any:
@@ -357,10 +387,13 @@ class TensorFlowFramework:
         strategy = case.strategy.removeprefix("eager-").removeprefix("xla-")
         net = build_chain(case, sizes, seed, strategy=strategy, compiled=True,
                           max_steps=case.longest_step if xla else None)  # fmt: skip
-        if xla:  # what `predict` and `evaluate` run: buffers sized by `max_steps`, one program per shape
+        if xla:  # what `predict`, `evaluate` and `fit` run: buffers sized by `max_steps`, one program per shape
+            net.build((None, None, sizes.input_size))  # weights drawn as for the other strategies
             net.compile(jit_compile=True)
         if case.phase in GENERATE_PHASES:
             return generate_program(net, workload, decoder_for(case.phase, seed), graph=not eager)
+        if xla and case.phase == "train":
+            return xla_train_program(net, workload, case.longest_step)
         return step_program(net, workload, case.phase, graph=not eager, jit_compile=xla)
 
 

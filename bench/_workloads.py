@@ -45,9 +45,11 @@ is the same step with the flag left out, as many custom loops write it; ``train-
 TRAIN_PHASES: tuple[str, ...] = ("train", "train-notraining", "train-feedback")
 CHAIN_ONLY_PHASES: tuple[str, ...] = ("train-notraining", "train-feedback")
 XLA_STRATEGIES: tuple[str, ...] = ("xla-loop", "xla-padded")
-"""Chain's ``loop`` and ``padded`` strategies in a user ``tf.function(jit_compile=True)``: XLA
-inference (forward calls), as `Chain.compile(jit_compile=True)` serves `predict` and `evaluate`.
-Training does not compile (the gradients of the dynamic loops), so its phases are not run."""
+"""Chain's ``loop`` and ``padded`` strategies in a user ``tf.function(jit_compile=True)``, as
+`Chain.compile(jit_compile=True)` compiles `predict`, `evaluate` and `fit`: forward calls, and
+for ``xla-padded`` the ``train`` step too (``loop``'s gradient does not compile under XLA)."""
+XLA_PHASES: dict[str, tuple[str, ...]] = {"xla-loop": ("forward",), "xla-padded": ("forward", "train")}
+"""The phases each of `XLA_STRATEGIES` runs."""
 SAMPLING: dict[str, float] = {"temperature": 1.0, "top_p": 0.9}
 """The sampler of ``generate-sampling`` (nucleus sampling at temperature 1), seeded by the sweep's seed."""
 DECODERS: dict[str, str] = {
@@ -265,7 +267,7 @@ def _is_run(case: Case, reference_max_step: int) -> bool:
     if case.strategy == BASELINE:
         return generating
     if case.strategy in XLA_STRATEGIES:
-        return case.phase == "forward"
+        return case.phase in XLA_PHASES[case.strategy]
     if case.strategy in PEER_STRATEGIES and case.state not in ("carry", "reset"):
         return False  # the peers implement the carry and reset modes only
     if case.strategy in JAX_STRATEGIES and case.phase in JAX_GENERATE_PHASES:
@@ -286,6 +288,16 @@ def make_steps(
     steps = datagen.draw_lengths(check_choice("lengths", lengths, LENGTH_LAWS), rng, (batch, timesteps), longest_step)
     steps[0, 0] = longest_step
     return steps
+
+
+def padded_targets(workload: dict[str, Any], longest_step: int) -> np.ndarray:
+    """The workload's ``y_values`` laid out as padded targets ``(batch, T, longest_step,
+    output_size)``, zeros past each ``(b, t)``'s steps: what `Chain.fit` trains on under XLA."""
+    steps = np.asarray(workload["steps"])
+    values = np.asarray(workload["y_values"])
+    out = np.zeros((*steps.shape, longest_step, values.shape[-1]), values.dtype)
+    out[np.arange(longest_step)[None, None, :] < steps[..., None]] = values  # (b, t, k) order
+    return out
 
 
 def make_workload(sizes: Sizes, longest_step: int, lengths: str, seed: int) -> dict[str, Any]:

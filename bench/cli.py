@@ -212,7 +212,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 @click.option("--strategies", default=None,
               help="Comma-separated strategies: chain's (loop, padded, packed, auto), eager-NAME (a chain "
                    "strategy called eagerly, no user tf.function), xla-loop and xla-padded (compiled by XLA; "
-                   "forward calls only), reference, per-sample (the generation "
+                   "forward calls, and train steps for xla-padded), reference, per-sample (the generation "
                    "phases' baseline, one sample and one step at a time), torch-packed, torch-padded, jax, "
                    "jax-tf (the jax peer's program run by TensorFlow's XLA; forward calls and train steps). "
                    "Default: chain's, eager-auto, reference and per-sample.")
@@ -296,7 +296,8 @@ def run(ctx: click.Context, **opts: Any) -> None:
     if not sweep.cases:
         raise click.UsageError(
             "the options select no case (reference and per-sample run only for L <= --reference-max-step, "
-            "per-sample only in the generation phases, xla-* only in forward calls)"
+            "per-sample only in the generation phases, xla-loop only in forward calls, xla-padded in "
+            "forward calls and train steps)"
         )
     check_output_dir(opts["out"], "'--out'")
     check_output_dir(opts["storage"], "'--storage'")

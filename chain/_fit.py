@@ -31,9 +31,9 @@ class Training:
                 `chain.NoiseFloorRatio(noise_floor)`), fed the same flat values, unweighted.
             **kwargs: other arguments of `keras.Model.compile`. `weighted_metrics` are fed
                 the sample weights; `loss_weights` is one number that scales the output loss.
-                `jit_compile` defaults to False: gradients of the dynamic loops do not compile
-                under XLA, so Keras' "auto" (XLA on a GPU) would fail in `fit`. `True` serves
-                `predict` and `evaluate`, and needs `max_steps`, which sizes the loops' buffers.
+                `jit_compile` defaults to False rather than Keras' "auto" (XLA on a GPU), which
+                needs `max_steps`. `True` compiles `fit`, `evaluate` and `predict` with XLA, and
+                needs `max_steps`, which sizes the loops' buffers.
 
         Raises:
             ValueError: `jit_compile=True` with the `packed` strategy or without `max_steps`, or
@@ -75,16 +75,21 @@ class Training:
         (`chain.pad_targets`) so that batches can be split; each replica then uses its real
         steps only, and the loss is normalised by the global count of real steps.
 
+        Compiled with `jit_compile=True`, the train step is one XLA program per batch shape: ragged
+        targets are padded to `max_steps`, `steps` are checked against `max_steps` before the
+        step (XLA drops its checks), and the `padded` strategy trains (`auto` picks it).
+
         Raises:
             ValueError: `class_weight` is given, or the model was compiled with
-                `jit_compile=True`.
+                `jit_compile=True` and runs the `loop` strategy.
         """
-        _train.check_fit_arguments(kwargs, bool(self.compiled and self.jit_compile))
+        _train.check_fit_arguments(kwargs, self.options)
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a dataset shuffles itself; Keras only warns
-        x = self._for_replicas(x)
+        x = self._checked_for_xla(self._for_replicas(x))
+        args, kwargs = self._y_for_xla(args, kwargs)
         if kwargs.get("validation_data") is not None:
-            kwargs["validation_data"] = self._for_replicas(kwargs["validation_data"])
+            kwargs["validation_data"] = self._checked_for_xla(self._for_replicas(kwargs["validation_data"]))
         self._build_before_tracing(x, optimizer=True)
         return super().fit(x, *args, **kwargs)
 
@@ -109,6 +114,7 @@ class Training:
     def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.evaluate` on `((x, steps), y[, sample_weight])` batches; see `test_step`."""
         x = self._checked_for_xla(self._for_replicas(x))
+        args, kwargs = self._y_for_xla(args, kwargs)
         self._build_before_tracing(x)
         return super().evaluate(x, *args, **kwargs)
 
@@ -140,9 +146,25 @@ class Training:
         return _train.steps_checked(data, self.input_size, self.max_steps)
 
     def _for_replicas(self, data: Any) -> Any:
+        """Ragged targets padded where batches are split between replicas, and under XLA, which
+        compiles a program per input shape, to `max_steps` (see `_train.pad_targets`)."""
+        if isinstance(data, tf.data.Dataset) and self.options.xla:
+            return _train.pad_targets(data, self.max_steps)
         if isinstance(data, tf.data.Dataset) and self.distribute_strategy.num_replicas_in_sync > 1:
             return _train.pad_targets(data)
+        if self.options.xla and isinstance(data, (tuple, list)) and len(data) in (2, 3) and isinstance(data[0], (tuple, list)):
+            return (data[0], _train.padded(data[1], self.max_steps), *data[2:])  # ((x, steps), y[, w])
         return data
+
+    def _y_for_xla(self, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        """`fit`'s or `evaluate`'s `y` (first of `args`, or keyword) padded to `max_steps` under XLA."""
+        if not self.options.xla:
+            return args, kwargs
+        if args:
+            return (_train.padded(args[0], self.max_steps), *args[1:]), kwargs
+        if kwargs.get("y") is not None:
+            kwargs = {**kwargs, "y": _train.padded(kwargs["y"], self.max_steps)}
+        return args, kwargs
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One step of `fit` on `((x, steps), y[, sample_weight])`, `y` `(batch, T, None, D)`.

@@ -398,7 +398,7 @@ def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.T
         states: initial states `(R, s)`.
         params: the tensors of the weights that the steps use (in the compute dtype).
         lengths: None, or `(R,)` int32: row `r` keeps its states from step `lengths[r]` on (its
-            outputs there are computed, and meant to be dropped).
+            outputs there are computed, and must be dropped: no gradient reaches them).
 
     Returns:
         `(outs, finals)`: every step's output `(size, R, H)` (steps from `longest` on are zeros),
@@ -445,11 +445,10 @@ def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.T
             d_inputs = tf.TensorArray(dtype, size=size, element_shape=source.shape[1:]) if per_step else None
 
             def back(j, carried, d_weights, d_source):
+                # A row past its end gets no gradient: its outputs there are dropped and its final
+                # state is a window edge. Its states were kept, so its records stay finite.
                 d_new = list(carried)
                 d_out = d_outs.read(j)
-                if lengths is not None:  # a kept row's state gradient passes by the step
-                    keep = tf.cast(j < lengths, dtype)[:, None]
-                    d_new, d_out = [d * keep for d in d_new], d_out * keep
                 if out_is_state:
                     d_new[0] = d_new[0] + d_out
                     d_out = None
@@ -457,8 +456,6 @@ def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.T
                 out = state_tas[0].read(j + 1) if out_is_state else out_tas[0].read(j)
                 step = KernelStep(prev, out, [ta.read(j) for ta in record_tas], weights)
                 d_x, d_prev, d_w = kernel.backward(step, d_out, d_new)
-                if lengths is not None:
-                    d_prev = [p + c * (1.0 - keep) for p, c in zip(d_prev, carried)]
                 d_source = d_source.write(j, d_x) if per_step else d_source + d_x
                 return j - 1, d_prev, [a + tf.cast(g, acc_dtype) for a, g in zip(d_weights, d_w)], d_source
 

@@ -184,7 +184,9 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
         return j + 1, new, out_ta.write(j, out)
 
     out_ta = _blocks(adapter, xp.dtype, size)
-    _, states, out_ta = tf.while_loop(lambda j, *_: j < longest, body, (0, list(init_states), out_ta))
+    # Under XLA (a `cap`), autodiff of the loop needs a static bound on its trip count.
+    bound = {} if cap is None else {"maximum_iterations": size}
+    _, states, out_ta = tf.while_loop(lambda j, *_: j < longest, body, (0, list(init_states), out_ta), **bound)
     dense = tf.reshape(_stack(out_ta, n_runs, adapter.output_size, xp.dtype, longest), [-1, adapter.output_size])
     # The head's rows are narrower: mapped before the gather where no gradient is taken and the
     # buffers hold just the steps run.

@@ -25,18 +25,29 @@ if TYPE_CHECKING:
     from ._model import Chain
 
 
-def pad_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """Maps `((x, steps), y)` with ragged `y` to padded `y` `(batch, T, L, D)`, L the batch's longest.
+def pad_targets(dataset: tf.data.Dataset, length: int | None = None) -> tf.data.Dataset:
+    """Maps `((x, steps), y)` with ragged `y` to padded `y` `(batch, T, L, D)`, L the batch's
+    longest, or `length`.
 
     `tf.distribute` cannot split ragged batches between replicas; padded targets plus `steps`
     split like any tensor, and each replica's step takes back the real steps only. `Chain.fit`
-    and `Chain.evaluate` apply this by themselves under a strategy with several replicas. A
-    third element (sample weights) passes through.
+    and `Chain.evaluate` apply this by themselves under a strategy with several replicas, and
+    under `jit_compile=True` with `length` = `max_steps`, so that XLA compiles one program per
+    batch shape rather than one per count of real steps. A third element (sample weights)
+    passes through.
     """
     def pad(inputs, y, *weights):
-        return (inputs, y.to_tensor() if isinstance(y, tf.RaggedTensor) else y, *weights)
+        return (inputs, padded(y, length), *weights)
 
     return dataset.map(pad)
+
+
+def padded(y: Any, length: int | None = None) -> Any:
+    """Ragged targets `y` `(batch, T, None, D)` as a tensor `(batch, T, L, D)`, L their longest or
+    `length`; other targets as they are."""
+    if not isinstance(y, tf.RaggedTensor):
+        return y
+    return y.to_tensor() if length is None else y.to_tensor(shape=[None, None, length, None])
 
 
 class Trackers:
@@ -138,11 +149,12 @@ def compile_arguments(kwargs: dict[str, Any], options: ChainOptions) -> tuple[di
     return kwargs, weighted, loss_weights
 
 
-def check_fit_arguments(kwargs: dict[str, Any], jit_compiled: bool) -> None:
-    """Refuses what `Chain.fit` cannot do: `class_weight`, and training under XLA.
+def check_fit_arguments(kwargs: dict[str, Any], options: ChainOptions) -> None:
+    """Refuses what `Chain.fit` cannot do: `class_weight`, and the `loop` strategy under XLA.
 
     Raises:
-        ValueError: `class_weight` is given, or the model was compiled with `jit_compile=True`.
+        ValueError: `class_weight` is given, or the model was compiled with `jit_compile=True`
+            and runs the `loop` strategy.
     """
     if kwargs.get("class_weight") is not None:
         raise ValueError(
@@ -151,12 +163,12 @@ def check_fit_arguments(kwargs: dict[str, Any], jit_compiled: bool) -> None:
             "`sample_weight` of shape (batch,) or (batch, T) instead; received class_weight="
             f"{kwargs['class_weight']!r}"
         )
-    if jit_compiled:
+    if options.xla and options.resolved_strategy() == "loop":
         raise ValueError(
-            "`fit` cannot run under `jit_compile=True`: gradients of the dynamic loops over "
-            "T and the inner steps do not compile under XLA, whatever the strategy. Compile "
-            "with jit_compile=False to train; jit_compile=True serves `evaluate` and "
-            "`predict` with strategy='padded' or 'loop'"
+            "`fit` under `jit_compile=True` trains the 'padded' strategy: the gradient of the "
+            "'loop' strategy's loop over T and its inner loops does not compile under XLA. Build "
+            "the Chain with strategy='auto' or 'padded' to train with XLA, or compile with "
+            "jit_compile=False; received strategy='loop'"
         )
 
 

@@ -81,7 +81,7 @@ def test_gpu_without_a_gpu_exits_2(tmp_path):
 
 @pytest.mark.parametrize(
     "options",
-    [["--strategies", "reference", "--longest-steps", "16"], ["--strategies", "xla-padded", "--phases", "train"]],
+    [["--strategies", "reference", "--longest-steps", "16"], ["--strategies", "xla-loop", "--phases", "train"]],
 )
 def test_no_case_selected_is_a_usage_error(tmp_path, options):
     result = _run("run", *options, "--no-peers", "--storage", str(tmp_path))

@@ -467,16 +467,47 @@ def test_auto_picks_a_strategy_that_xla_compiles_under_jit_compile(state, under_
     assert net.resolved_strategy() == "packed"
 
 
-def test_jit_compile_serves_evaluation_and_refuses_training():
+@pytest.mark.parametrize("state", ["carry", "reset"])
+def test_jit_compile_trains_and_evaluates_as_without_it(state):
+    """`fit` under XLA follows the trajectory of `fit` without it, from ragged targets (padded to
+    `max_steps` for XLA) and from padded ones, and `evaluate` gives the same loss."""
     data, _ = ragged_dataset()
-    net = make_chain(strategy="padded", max_steps=4)
-    net.compile(optimizer="adam", loss="mse")
-    want = net.evaluate(data, verbose=0, return_dict=True)
+    histories, evaluations = {}, {}
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        net = make_chain(state=state, strategy="padded", max_steps=4)
+        net.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse", jit_compile=jit)
+        histories[jit] = net.fit(data, epochs=3, verbose=0).history["loss"]
+        evaluations[jit] = net.evaluate(data, verbose=0, return_dict=True)["loss"]
+    assert histories[True] == pytest.approx(histories[False], rel=1e-4)
+    assert histories[True][-1] < histories[True][0]
+    assert evaluations[True] == pytest.approx(evaluations[False], rel=1e-4)
+
+
+def test_under_jit_compile_fit_pads_ragged_targets_to_max_steps_for_one_shape_per_batch_size():
+    data, _ = ragged_dataset()
+    net = make_chain(strategy="auto", max_steps=4)
     net.compile(optimizer="adam", loss="mse", jit_compile=True)
-    got = net.evaluate(data, verbose=0, return_dict=True)
-    assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
-    with pytest.raises(ValueError, match="`fit` cannot run under `jit_compile=True`: gradients"):
+    seen = []
+    step = net.train_step
+    net.train_step = lambda batch: (seen.append(batch[1]), step(batch))[1]  # runs as the step is traced
+    net.fit(data, epochs=1, verbose=0)
+    assert seen and all(isinstance(y, tf.Tensor) and y.shape[1:] == (5, 4, 2) for y in seen)
+
+
+def test_under_jit_compile_fit_refuses_the_loop_strategy_and_steps_above_max_steps():
+    data, _ = ragged_dataset()
+    net = make_chain(strategy="loop", max_steps=4)
+    net.compile(optimizer="adam", loss="mse", jit_compile=True)
+    with pytest.raises(ValueError, match="`fit` under `jit_compile=True` trains the 'padded' strategy.*received strategy='loop'"):
         net.fit(data, epochs=1, verbose=0)
+    net = make_chain(strategy="padded", max_steps=2)
+    net.compile(optimizer="adam", loss="mse", jit_compile=True)
+    before = [v.numpy() for v in net.weights] if net.built else None
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_steps"):
+        net.fit(data, epochs=1, verbose=0)
+    if before is not None:
+        assert all((a == v.numpy()).all() for a, v in zip(before, net.weights))
 
 
 # ----------------------------------------------------------------------------- backend
