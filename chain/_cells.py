@@ -343,7 +343,7 @@ def fast_adapter(model_b: Any, fused: Any) -> tuple[StepAdapter, FastPath]:
 
 def fast_path_under(fast_path: FastPath, strategy: str, feedback: bool) -> FastPath:
     """What `Chain.fast_path` reports: `fast_path` under the resolved `strategy` and `feedback`."""
-    if strategy != "packed":
+    if strategy not in ("packed", "padded"):
         return FastPath(False, f"strategy {strategy!r} calls model B as it is")
     if feedback and fast_path.fused:
         return fast_path._replace(

@@ -50,8 +50,8 @@ class Chain(Training, keras.Model):
         compiled: when called eagerly, run the strategy as a graph function (traced once for any
             batch, T and steps). False runs it op by op, the way the reference answer ran.
         fused: `"auto"` runs standard cells on their kernel (hand-written backward step) under
-            `packed`; True does the same or raises a ValueError naming the cell that has none;
-            False calls model B as it is. `fast_path` says which runs and why.
+            `packed` and `padded`; True does the same or raises a ValueError naming the cell
+            that has none; False calls model B as it is. `fast_path` says which runs and why.
         lengths: a length-prediction part (see `chain.Lengths`) for `generate` without `steps`:
             `chain.LengthHead()`, a Dense layer over `IR` with `max_steps + 1` logits trained on
             `steps` with cross-entropy next to the output loss, `generate(x)` running at its
@@ -378,7 +378,7 @@ class Chain(Training, keras.Model):
     def fast_path(self) -> _cells.FastPath:
         """Whether model B runs on a fast path (a kernel with a hand-written backward step), and why.
 
-        It applies to the `packed` strategy; `loop` and `padded` call model B as it is.
+        It applies to the `packed` and `padded` strategies; `loop` calls model B as it is.
 
         Examples:
             >>> import keras

@@ -133,6 +133,7 @@ def test_fast_path_is_inspectable_and_explicit():
     assert Chain(a, keras.layers.LSTMCell(4)).fast_path.reason == "fast path: LSTMCell"
     assert "generic path: MinimalCell has no registered kernel (registered: GRUCell, LSTMCell, SimpleRNNCell, StackedRNNCells" in Chain(a, MinimalCell(4)).fast_path.reason
     assert not Chain(a, keras.layers.GRUCell(4), strategy="loop").fast_path.fused
+    assert Chain(a, keras.layers.GRUCell(4), strategy="padded").fast_path.fused
     assert not Chain(a, keras.layers.GRUCell(4), fused=False).fast_path.fused
     with pytest.raises(ValueError, match=r"fused=True, but model B has no fast path: MinimalCell has no registered kernel"):
         Chain(a, MinimalCell(4), fused=True)
