@@ -466,8 +466,8 @@ def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.T
                 d_inputs if per_step else tf.zeros_like(source),
             )
             _, d_h0, d_weights, d_source = tf.while_loop(lambda j, *_: j >= 0, back, start)
-            if per_step:
-                d_source = d_source.stack()
+            if per_step:  # nothing written when no step ran
+                d_source = tf.cond(longest > 0, d_source.stack, lambda: tf.zeros_like(source))
             return (d_source, *d_h0, *[tf.cast(g, w.dtype) for g, w in zip(d_weights, weights)])
 
         return (outs, *finals), grad
