@@ -487,12 +487,12 @@ class JaxFramework:
 # --- the same programs, run by TensorFlow ------------------------------------------------------
 
 
-def in_tensorflow(cell: str, carry: bool, phase: str, *, count: int, bound: int) -> Any:
+def in_tensorflow(cell: str, carry: bool, phase: str, *, count: int, bound: int, device: str = "cpu") -> Any:
     """The peer's forward call or Adam train step as a TensorFlow function, by `jax2tf.convert`.
 
-    The JAX program is lowered once (its StableHLO, for this ``count`` and ``bound``) and
-    TensorFlow compiles and runs it with its own XLA: the same program as the ``jax`` strategy
-    on another runtime.
+    The JAX program is lowered once (its StableHLO, for this ``count`` and ``bound``, for
+    `device`'s platform) and TensorFlow compiles and runs it with its own XLA: the same program
+    as the ``jax`` strategy on another runtime.
 
     Returns:
         Forward: ``fn(params, x, steps) -> (values, their sum)``. Train: ``fn(params, opt_state,
@@ -503,12 +503,13 @@ def in_tensorflow(cell: str, carry: bool, phase: str, *, count: int, bound: int)
     import optax
     from jax.experimental import jax2tf
 
+    platforms = ("cuda",) if device == "gpu" else ("cpu",)
     if phase == "forward":
         def forward(params: Any, x: Any, steps: Any) -> tuple[Any, Any]:
             out = values(cell, params, x, steps, count=count, bound=bound, carry=carry)
             return out, jax.numpy.sum(out)
 
-        return jax2tf.convert(forward, with_gradient=False)
+        return jax2tf.convert(forward, with_gradient=False, native_serialization_platforms=platforms)
     optimizer = optax.adam(LEARNING_RATE)
     loss = functools.partial(loss_and_values, cell, carry=carry, bound=bound)
 
@@ -517,7 +518,7 @@ def in_tensorflow(cell: str, carry: bool, phase: str, *, count: int, bound: int)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
 
-    return jax2tf.convert(train, with_gradient=False)
+    return jax2tf.convert(train, with_gradient=False, native_serialization_platforms=platforms)
 
 
 def build_in_tensorflow(case: Case, sizes: Sizes, workload: dict[str, Any], seed: int,
@@ -543,7 +544,7 @@ def build_in_tensorflow(case: Case, sizes: Sizes, workload: dict[str, Any], seed
     carry = case.state == "carry"
     host_steps = np.asarray(workload["steps"])
     shapes = {"count": int(host_steps.sum()), "bound": scan_bound(host_steps, carry)}
-    fn = in_tensorflow(case.cell, carry, case.phase, **shapes)
+    fn = in_tensorflow(case.cell, carry, case.phase, **shapes, device=case.device)
     params = init_params(seed, case.cell, sizes)
     with tf.device(tf_device(case.device)):
         x, steps, y_values = (tf.constant(workload[k]) for k in ("x", "steps", "y_values"))

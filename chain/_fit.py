@@ -87,7 +87,7 @@ class Training:
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a dataset shuffles itself; Keras only warns
         x = self._checked_for_xla(self._for_replicas(x))
-        args, kwargs = self._y_for_xla(args, kwargs)
+        args, kwargs = self._y_for_xla(x, args, kwargs)
         if kwargs.get("validation_data") is not None:
             kwargs["validation_data"] = self._checked_for_xla(self._for_replicas(kwargs["validation_data"]))
         self._build_before_tracing(x, optimizer=True)
@@ -114,7 +114,7 @@ class Training:
     def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.evaluate` on `((x, steps), y[, sample_weight])` batches; see `test_step`."""
         x = self._checked_for_xla(self._for_replicas(x))
-        args, kwargs = self._y_for_xla(args, kwargs)
+        args, kwargs = self._y_for_xla(x, args, kwargs)
         self._build_before_tracing(x)
         return super().evaluate(x, *args, **kwargs)
 
@@ -147,23 +147,26 @@ class Training:
 
     def _for_replicas(self, data: Any) -> Any:
         """Ragged targets padded where batches are split between replicas, and under XLA, which
-        compiles a program per input shape, to `max_steps` (see `_train.pad_targets`)."""
+        compiles a program per input shape, to `max_steps` once their rows are checked against
+        `steps` (see `_train.pad_targets`)."""
         if isinstance(data, tf.data.Dataset) and self.options.xla:
             return _train.pad_targets(data, self.max_steps)
         if isinstance(data, tf.data.Dataset) and self.distribute_strategy.num_replicas_in_sync > 1:
             return _train.pad_targets(data)
         if self.options.xla and isinstance(data, (tuple, list)) and len(data) in (2, 3) and isinstance(data[0], (tuple, list)):
-            return (data[0], _train.padded(data[1], self.max_steps), *data[2:])  # ((x, steps), y[, w])
+            steps = data[0][1]  # ((x, steps), y[, w])
+            return (data[0], _train.padded(data[1], self.max_steps, steps), *data[2:])
         return data
 
-    def _y_for_xla(self, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
-        """`fit`'s or `evaluate`'s `y` (first of `args`, or keyword) padded to `max_steps` under XLA."""
-        if not self.options.xla:
+    def _y_for_xla(self, x: Any, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        """`fit`'s or `evaluate`'s `y` (first of `args`, or keyword) beside inputs `x` = `(x, steps)`,
+        checked against `steps` and padded to `max_steps` under XLA."""
+        if not self.options.xla or not isinstance(x, (tuple, list)) or len(x) != 2:
             return args, kwargs
         if args:
-            return (_train.padded(args[0], self.max_steps), *args[1:]), kwargs
+            return (_train.padded(args[0], self.max_steps, x[1]), *args[1:]), kwargs
         if kwargs.get("y") is not None:
-            kwargs = {**kwargs, "y": _train.padded(kwargs["y"], self.max_steps)}
+            kwargs = {**kwargs, "y": _train.padded(kwargs["y"], self.max_steps, x[1])}
         return args, kwargs
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:

@@ -263,6 +263,7 @@ class StackKernel:
         self.cell, self.layers = cell, layers
         self.name = f"StackedRNNCells of {', '.join(type(c).__name__ for c in cell.cells)}"
         self.width = layers[-1].width
+        self.input_block = layers[0].width  # the gate blocks of `project`'s output, the first layer's
         self.state_sizes = [s for k in layers for s in k.state_sizes]
         self.record_widths = [w for k in layers for w in k.record_widths]
         self.record_widths += [k.width for k in layers[:-1]]

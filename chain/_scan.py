@@ -361,7 +361,8 @@ class _RunStarts:
 class StepRows:
     """Per-step input rows `(size, R, P)`, read one step at a time.
 
-    Held as blocks of `block` columns (a cell's gate blocks), each in a TensorArray of its own:
+    Held as blocks of `block` columns (a cell's gate blocks: its width, or a kernel's
+    `input_block` where its first layer's differs), each in a TensorArray of its own:
     XLA's CPU backend then reads each step's blocks as they are laid out, where slicing gates from
     one wide row per step copied it (several times slower on a GRU step).
     """
@@ -377,7 +378,6 @@ class StepRows:
     def read(self, j) -> tf.Tensor:
         blocks = [ta.read(j) for ta in self.blocks]
         return blocks[0] if len(blocks) == 1 else tf.concat(blocks, -1)
-
 
 
 def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.Tensor], params: list[tf.Tensor],
@@ -412,13 +412,16 @@ def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.T
     def run(source, *args):
         h0, weights = list(args[:n_states]), list(args[n_states:])
         dtype = source.dtype
-        inputs = StepRows(source, size, kernel.width) if per_step else None
+        inputs = StepRows(source, size, getattr(kernel, "input_block", kernel.width)) if per_step else None
         # the states before step j at j (j = 0: h0), after it at j + 1
         # read twice going back (before a step and after the one before), so kept after a read
         state_tas = [tf.TensorArray(dtype, size=size + 1, element_shape=h.shape, clear_after_read=False).write(0, h)
                      for h in h0]  # fmt: skip
-        out_tas = [] if out_is_state else [tf.TensorArray(dtype, size=size, element_shape=[None, kernel.width])]
-        record_tas = [tf.TensorArray(dtype, size=size, element_shape=[None, w]) for w in kernel.record_widths]
+        # kept after a read too: an eager tape may be asked for its gradient more than once
+        out_tas = [] if out_is_state else [
+            tf.TensorArray(dtype, size=size, element_shape=[None, kernel.width], clear_after_read=False)]
+        record_tas = [tf.TensorArray(dtype, size=size, element_shape=[None, w], clear_after_read=False)
+                      for w in kernel.record_widths]  # fmt: skip
 
         def body(j, hs, state_tas, out_tas, record_tas):
             out, new, records = kernel.forward(inputs.read(j) if per_step else source, hs, weights)

@@ -175,7 +175,8 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
             states if carry and final else []
         )
     if reads:  # step j's rows (runs, P), from one gather
-        rows = _scan.StepRows(tf.gather(xp, index), size, adapter.output_size if adapter.kernel is not None else None)
+        block = getattr(adapter.kernel, "input_block", adapter.output_size) if adapter.kernel is not None else None
+        rows = _scan.StepRows(tf.gather(xp, index), size, block)
 
     def body(j, states, out_ta):
         out, new = adapter.step(rows.read(j) if reads else xp, states, training)

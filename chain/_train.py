@@ -37,17 +37,25 @@ def pad_targets(dataset: tf.data.Dataset, length: int | None = None) -> tf.data.
     passes through.
     """
     def pad(inputs, y, *weights):
-        return (inputs, padded(y, length), *weights)
+        return (inputs, padded(y, length, steps=inputs[1] if length is not None else None), *weights)
 
     return dataset.map(pad)
 
 
-def padded(y: Any, length: int | None = None) -> Any:
-    """Ragged targets `y` `(batch, T, None, D)` as a tensor `(batch, T, L, D)`, L their longest or
-    `length`; other targets as they are."""
+def padded(y: Any, length: int | None = None, steps: Any = None) -> Any:
+    """Ragged targets `y` `(batch, T, None, D)` (or a token chain's `(batch, T, None)`) as a tensor
+    `(batch, T, L, D)` (`(batch, T, L)`), L their longest or `length`; other targets as they are.
+
+    With `steps`, `y` is first checked to have `steps[b, t]` rows at every `(b, t)`
+    (`_validate.check_target_rows`): padded, rows of other lengths could no longer be told apart.
+    """
     if not isinstance(y, tf.RaggedTensor):
         return y
-    return y.to_tensor() if length is None else y.to_tensor(shape=[None, None, length, None])
+    if steps is not None:
+        y = _validate.check_target_rows(y, tf.cast(steps, tf.int32))
+    if length is None:
+        return y.to_tensor()
+    return y.to_tensor(shape=[None, None, length] + [None] * (y.shape.rank - 3))
 
 
 class Trackers:
@@ -229,7 +237,7 @@ def predict_inputs(data: Any) -> tuple[Any, Any]:
 
 
 def steps_checked(data: Any, input_size: int | None, max_steps: int) -> Any:
-    """`data` of `predict` or `evaluate` with its `steps` checked against `max_steps` here, where
+    """`data` of `fit`, `predict` or `evaluate` with its `steps` checked against `max_steps` here, where
     a step compiled by XLA would not: XLA drops the checks of a call, and a value above
     `max_steps` would overrun the buffers it sizes.
 
@@ -246,7 +254,7 @@ def steps_checked(data: Any, input_size: int | None, max_steps: int) -> Any:
         return data
     if steps is None and getattr(x, "shape", None) is None:
         raise ValueError(
-            "Under jit_compile=True, `predict` and `evaluate` take arrays or a tf.data.Dataset, whose "
+            "Under jit_compile=True, `fit`, `predict` and `evaluate` take arrays or a tf.data.Dataset, whose "
             "`steps` they check against `max_steps` before the compiled step (XLA drops the checks); "
             f"received {_describe(data)}. Pass tf.data.Dataset.from_generator(...) or compile with "
             "jit_compile=False"

@@ -495,6 +495,15 @@ def test_under_jit_compile_fit_pads_ragged_targets_to_max_steps_for_one_shape_pe
     assert seen and all(isinstance(y, tf.Tensor) and y.shape[1:] == (5, 4, 2) for y in seen)
 
 
+def test_targets_padded_for_xla_keep_a_token_chains_rank_and_refuse_rows_that_are_not_steps():
+    steps = tf.constant([[2, 0, 1]])
+    tokens = tf.RaggedTensor.from_uniform_row_length(tf.ragged.constant([[3, 4], [], [5]]), 3)  # (1, 3, None)
+    np.testing.assert_array_equal(chain._train.padded(tokens, 4, steps), [[[3, 4, 0, 0], [0] * 4, [5, 0, 0, 0]]])
+    values = tf.RaggedTensor.from_uniform_row_length(tf.ragged.constant([[[1.0]], [[2.0]], [[3.0]]], ragged_rank=1), 3)
+    with pytest.raises(ValueError, match=r"`y` must have steps\[b, t\] rows at every \(b, t\)"):
+        chain._train.padded(values, 4, steps)  # one row at (0, 0) where steps says 2
+
+
 def test_under_jit_compile_fit_refuses_the_loop_strategy_and_steps_above_max_steps():
     data, _ = ragged_dataset()
     net = make_chain(strategy="loop", max_steps=4)
