@@ -140,7 +140,7 @@ class Forward:
             head: apply the head (False returns B's outputs).
             feed: what feeds B's `prev` with feedback (targets, and the sampling probability).
         """
-        ir, a_out = self.model_a.call(x, a_in, training)
+        ir, a_out = self.run_model_a(x, a_in, training, differentiable)
         feed = feed or Feed(None, None)
         out = self.b_outputs(ir, steps, training=training, head=self.parts.head if head else None,
                              initial_state=b_in, final=final, differentiable=differentiable,
@@ -149,6 +149,13 @@ class Forward:
             return Result(ir, out, [], [])
         flat, b_out = out
         return Result(ir, flat, [tf.stop_gradient(s) for s in a_out], [tf.stop_gradient(s) for s in b_out])
+
+    def run_model_a(self, x: tf.Tensor, a_in: StateList | None, training: bool,
+                    differentiable: bool = True) -> tuple[tf.Tensor, StateList]:  # fmt: skip
+        """`(ir, final_states)` of model A on `x` from `a_in`; a recurrent layer with a kernel runs
+        on it under `packed` and `padded` (see `Chain.model_a_fast_path`)."""
+        fast = self.options.resolved_strategy() in ("packed", "padded")
+        return self.model_a.call(x, a_in, training, fast=fast, differentiable=differentiable)
 
     def b_outputs(self, ir: tf.Tensor, steps: tf.Tensor, training: bool = False, head=None,
                   initial_state: StateList | None = None, final: bool = False, differentiable: bool = True,

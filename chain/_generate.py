@@ -63,7 +63,7 @@ class Generation:
     def __init__(self, forward: "Forward", x: tf.Tensor, a_in: StateList | None, b_in: StateList | None,
                  layers: Mapping[str, keras.layers.Layer], decoder: "Decoder | None" = None) -> None:  # fmt: skip
         self._forward = forward
-        self.ir, self._a_out = forward.model_a.call(x, a_in, False)
+        self.ir, self._a_out = forward.run_model_a(x, a_in, False, differentiable=False)
         self._b_in = b_in
         self.layers = dict(layers)
         self.max_steps: int = forward.options.max_steps

@@ -141,7 +141,7 @@ class Chain(Training, keras.Model):
             self.accuracy_tracker, self.perplexity_tracker = self.trackers.accuracy, self.trackers.perplexity
         fast, self._fast_path = _cells.fast_adapter(model_b, fused)
         generic = _cells.generic_adapter(model_b, bounded=fast.bounded)
-        self._forward = Forward(options, _model_a.ModelAState(model_a), generic, fast)
+        self._forward = Forward(options, _model_a.ModelAState(model_a, fused), generic, fast)
         self._runner = Runner(self, self._forward, self.compute_dtype)
 
     # The options, read-only (see the class docstring). Not `compiled`: Keras uses that name.
@@ -387,6 +387,28 @@ class Chain(Training, keras.Model):
             FastPath(fused=True, reason='fast path: LSTMCell')
         """
         return _cells.fast_path_under(self._fast_path, self.resolved_strategy(), self.feedback)
+
+    @property
+    def model_a_fast_path(self) -> _cells.FastPath:
+        """Whether model A runs on a fast path, and why.
+
+        A model A that is a Keras recurrent layer (`GRU`, `LSTM`, `SimpleRNN`, or `RNN` of a
+        cell with a kernel, `return_sequences=True`, not stateful or backwards), or a model of
+        just that layer, runs on its cell's kernel under `packed` and `padded`: the input
+        projection once for every `(b, t)`, one loop forward, and the kernel's hand-written
+        backward step in one loop back. Its outputs and gradients are the layer's own. `fused=False`
+        and `loop` run it as it is, as does a GPU where Keras can run the layer on cuDNN.
+
+        Examples:
+            >>> import keras
+            >>> net = Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.LSTMCell(4))
+            >>> net.model_a_fast_path
+            FastPath(fused=True, reason='fast path: GRU on the kernel of GRUCell (reset_after=True)')
+        """
+        model_a = self._forward.model_a
+        if self.resolved_strategy() not in ("packed", "padded"):
+            return _cells.FastPath(False, f"strategy {self.resolved_strategy()!r} calls model A as it is")
+        return _cells.FastPath(model_a.kernel is not None, model_a.fast_path_reason)
 
     # ------------------------------------------------------------------ generation
 

@@ -407,6 +407,7 @@ def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.T
     n_states = len(states)
     per_step = source.shape.rank == 3
     out_is_state = kernel.out_is_state
+    longest = tf.convert_to_tensor(longest, tf.int32)
 
     @tf.custom_gradient
     def run(source, *args):
@@ -477,3 +478,28 @@ def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.T
 
     results = run(source, *states, *params)
     return results[0], [tf.stop_gradient(f) for f in results[1:]]
+
+
+def padded_forward(kernel: Any, source: tf.Tensor, size, states: list[tf.Tensor], params: list[tf.Tensor]):
+    """:func:`padded_scan`'s forward loop alone, where no gradient is taken: nothing recorded.
+
+    Args:
+        kernel: a cell's fast path.
+        source: B's projected inputs `(size, R, P)`, step `j` reading `source[j]`.
+        size: the steps run.
+        states: initial states `(R, s)`.
+        params: the tensors of the weights that the steps use.
+
+    Returns:
+        `(outs, finals)`: every step's output `(size, R, H)` and the states after the last step.
+    """
+    inputs = StepRows(source, size, getattr(kernel, "input_block", kernel.width))
+    outs = tf.TensorArray(source.dtype, size=size, element_shape=[None, kernel.width])
+
+    def body(j, hs, outs):
+        out, new, _ = kernel.forward(inputs.read(j), hs, params)
+        return j + 1, new, outs.write(j, out)
+
+    _, finals, outs = tf.while_loop(lambda j, *_: j < size, body, (0, list(states), outs))
+    empty = lambda: tf.zeros(tf.stack([size, tf.shape(source)[1], kernel.width]), source.dtype)  # noqa: E731
+    return tf.cond(tf.convert_to_tensor(size) > 0, outs.stack, empty), finals
