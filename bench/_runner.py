@@ -45,13 +45,26 @@ def nodeid(case: Case) -> str:
     return f"{case.module}::{case.function}[{case.id}]"
 
 
+ISOLATE = ("cell", "group", "case")
+"""`--isolate` choices: one child process per case module, device, cell and hidden size (the
+default); per case module and device; per case."""
+
+
 def groups(sweep: Sweep, isolate: str) -> list[list[Case]]:
-    """Splits the cases into child-process groups, keeping their order within a group."""
+    """Splits the cases into child-process groups (see `ISOLATE`), keeping their order within a group.
+
+    A child that has built and run many cases runs later ones slower, more so for a framework
+    that traces and compiles a program per case; `"cell"` keeps each child's share small, and
+    the same for every framework.
+    """
     if isolate == "case":
         return [[c] for c in sweep.cases]
-    by_key: dict[tuple[str, str], list[Case]] = {}
+    by_key: dict[tuple[Any, ...], list[Case]] = {}
     for case in sweep.cases:
-        by_key.setdefault((case.module, case.device), []).append(case)
+        key: tuple[Any, ...] = (case.module, case.device)
+        if isolate == "cell":
+            key += (case.cell, case.hidden)
+        by_key.setdefault(key, []).append(case)
     return list(by_key.values())
 
 
@@ -246,7 +259,7 @@ def pass_order(cases: list[Case], index: int) -> list[Case]:
 
 
 def run_sweep(
-    sweep: Sweep, work: Path, on_end: Callable[[dict[str, Any]], None], isolate: str = "group"
+    sweep: Sweep, work: Path, on_end: Callable[[dict[str, Any]], None], isolate: str = "cell"
 ) -> None:
     """Runs every case of `sweep` in pytest child processes, `sweep.passes` times over.
 
@@ -260,7 +273,8 @@ def run_sweep(
         on_end: Called in the parent with each visit's end record, in the order visits end:
             ``params``, ``status`` (``ok``, ``error`` or ``skipped``), ``message``, ``benchmark``
             (the pytest-benchmark record of a measured case, else None) and ``pass`` (from 1).
-        isolate: ``"group"`` (one child per case module and device) or ``"case"`` (one child per
+        isolate: ``"cell"`` (one child per case module, device, cell and hidden size),
+            ``"group"`` (one child per case module and device) or ``"case"`` (one child per
             case; slower, and the only way with exact ``ru_maxrss`` peaks off Linux).
     """
     work = work.resolve()  # the children run in the case directory

@@ -276,8 +276,9 @@ def _interrupt(signum: int, frame: Any) -> None:
 @click.option("--reference-max-step", type=int, callback=_count(0), default=8, show_default=True,
               help="Largest L at which the slow loops run: the eager reference and the per-sample "
                    "generation baseline.")
-@click.option("--isolate", type=Choice(("group", "case")), default="group", show_default=True,
-              help="One child process per case module, or per case (slower).")
+@click.option("--isolate", type=Choice(_runner.ISOLATE), default="cell", show_default=True,
+              help="One child process per case module, device, cell and hidden size (cell), per case module "
+                   "and device (group: a child that ran many cases runs later ones slower), or per case (slower).")
 @click.option("--seed", type=int, callback=checked(check_int, 0, UINT32_MAX), default=0, show_default=True,
               help="Seed of inputs and weights.")
 @click.option("--tensor-memory", is_flag=True,

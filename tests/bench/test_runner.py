@@ -29,6 +29,19 @@ def test_groups_split_by_module_and_device():
     assert nodeid(cases[0]) == "test_chain.py::test_chain[packed-reset-forward-L1-uniform-cpu-gru-H64]"
 
 
+def test_cell_groups_give_each_cell_and_width_a_child_of_its_own():
+    """The default: a child that ran many cases runs later ones slower, so each cell and width of
+    each framework gets a fresh one, in the order the cases first appear."""
+    cases = [Case(s, "reset", "forward", 8, "uniform", "cpu", cell, hidden)
+             for s in ("packed", "jax") for hidden in (64, 256) for cell in ("gru", "rnn")]  # fmt: skip
+    by_cell = groups(Sweep(tuple(cases)), "cell")
+    assert [[(c.strategy, c.cell, c.hidden) for c in g] for g in by_cell] == [
+        [(s, cell, hidden)] for s in ("packed", "jax") for hidden in (64, 256) for cell in ("gru", "rnn")
+    ]
+    assert [len(g) for g in groups(Sweep(tuple(cases * 2)), "cell")] == [2] * 8
+    assert [len(g) for g in groups(Sweep(tuple(cases)), "group")] == [4, 4]
+
+
 def test_gpu_cases_skip_with_the_reason_the_framework_gives(tmp_path, fake_cases):
     cases = tuple(Case("reference", "reset", phase, 1, "uniform", "gpu") for phase in ("forward", "train"))
     records = []
