@@ -380,24 +380,8 @@ class StepRows:
         return blocks[0] if len(blocks) == 1 else tf.concat(blocks, -1)
 
 
-class GatheredRows:
-    """Per-step input rows gathered inside the loop: step `j` reads `source[index[j]]`.
-
-    Where each step reads other rows of a small `source` `(S, P)` (carry mode), this reads them
-    at the step instead of gathering `(size, R, P)` before the loop: under XLA that copy, and
-    splitting it by gate block, cost more than the loop's own small gathers.
-    """
-
-    def __init__(self, source: tf.Tensor, index: tf.Tensor, size):
-        self.source = source
-        self.index = tf.TensorArray(index.dtype, size=size, element_shape=index.shape[1:]).unstack(index)
-
-    def read(self, j) -> tf.Tensor:
-        return tf.gather(self.source, self.index.read(j))
-
-
 def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.Tensor], params: list[tf.Tensor],
-                lengths: tf.Tensor | None = None, index: tf.Tensor | None = None):  # fmt: skip
+                lengths: tf.Tensor | None = None):  # fmt: skip
     """B over `R` rows for `longest` steps, every row at every step, differentiable through
     `kernel`'s backward step: the padded layout's counterpart of :func:`scan`.
 
@@ -408,35 +392,28 @@ def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.T
     Args:
         kernel: a cell's fast path (see ``chain._kernels``).
         source: B's projected inputs: `(size, R, P)`, step `j` reading `source[j]`, or `(R, P)`,
-            the same rows at every step, or with `index`, `(S, P)`, step `j` reading
-            `source[index[j]]`.
+            the same rows at every step.
         size: the steps the buffers hold.
         longest: the steps run.
         states: initial states `(R, s)`.
         params: the tensors of the weights that the steps use (in the compute dtype).
         lengths: None, or `(R,)` int32: row `r` keeps its states from step `lengths[r]` on (its
             outputs there are computed, and must be dropped: no gradient reaches them).
-        index: None, or `(size, R)` int32, the rows of `source` that each step reads.
 
     Returns:
         `(outs, finals)`: every step's output `(size, R, H)` (steps from `longest` on are zeros),
         and the states after step `longest` (without gradient: a window edge).
     """
     n_states = len(states)
-    gathered = index is not None
-    per_step = source.shape.rank == 3 or gathered
+    per_step = source.shape.rank == 3
     out_is_state = kernel.out_is_state
     longest = tf.convert_to_tensor(longest, tf.int32)
-    width_x = source.shape[-1]
 
     @tf.custom_gradient
     def run(source, *args):
         h0, weights = list(args[:n_states]), list(args[n_states:])
         dtype = source.dtype
-        if gathered:
-            inputs = GatheredRows(source, index, size)
-        else:
-            inputs = StepRows(source, size, getattr(kernel, "input_block", kernel.width)) if per_step else None
+        inputs = StepRows(source, size, getattr(kernel, "input_block", kernel.width)) if per_step else None
         # the states before step j at j (j = 0: h0), after it at j + 1
         # read twice going back (before a step and after the one before), so kept after a read
         state_tas = [tf.TensorArray(dtype, size=size + 1, element_shape=h.shape, clear_after_read=False).write(0, h)
@@ -469,7 +446,7 @@ def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.T
             del d_finals  # final states are a window edge: no gradient crosses it
             acc_dtype = tf.float32 if dtype in (tf.bfloat16, tf.float16) else dtype
             d_outs = tf.TensorArray(dtype, size=size, element_shape=d_outs.shape[1:]).unstack(d_outs)
-            d_inputs = tf.TensorArray(dtype, size=size, element_shape=[None, width_x]) if per_step else None
+            d_inputs = tf.TensorArray(dtype, size=size, element_shape=source.shape[1:]) if per_step else None
 
             def back(j, carried, d_weights, d_source):
                 # A row past its end gets no gradient: its outputs there are dropped and its final
@@ -493,13 +470,7 @@ def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.T
                 d_inputs if per_step else tf.zeros_like(source),
             )
             _, d_h0, d_weights, d_source = tf.while_loop(lambda j, *_: j >= 0, back, start)
-            if gathered:  # each step's input gradient, summed into the rows it read (zeros past `longest`)
-                def summed():
-                    d_rows = tf.reshape(d_source.stack(), [-1, width_x])
-                    return tf.math.unsorted_segment_sum(d_rows, tf.reshape(index, [-1]), tf.shape(source)[0])
-
-                d_source = tf.cond(longest > 0, summed, lambda: tf.zeros_like(source))
-            elif per_step:  # nothing written when no step ran
+            if per_step:  # nothing written when no step ran
                 d_source = tf.cond(longest > 0, d_source.stack, lambda: tf.zeros_like(source))
             return (d_source, *d_h0, *[tf.cast(g, w.dtype) for g, w in zip(d_weights, weights)])
 

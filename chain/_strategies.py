@@ -137,10 +137,9 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
 
     Reset and init modes scan all ``batch * T`` runs at once for ``max(steps)`` steps, each run
     reading its own row of ``xp`` at every step. Carry mode lays each sample's inputs out as one
-    sequence, ``IR[b, t]`` repeated ``steps[b, t]`` times, and scans those; each step gathers its
-    rows of ``xp`` itself (a kernel's backward step sums their gradients after its loop), except
-    under autodiff of the loop, where they are gathered once before it into a TensorArray that
-    the loop reads (and autodiff writes back to, one block per step). A run's steps past its end are computed and dropped; their
+    sequence, ``IR[b, t]`` repeated ``steps[b, t]`` times, and scans those; each step's rows are
+    gathered once, before the loop, into a TensorArray that the loop reads (and autodiff writes
+    back to, one block per step). A run's steps past its end are computed and dropped; their
     states are masked where a carried final state is returned, or where model B may not keep
     them finite (no kernel that says it is ``bounded``). The real outputs are read from the
     step-major blocks with one gather, after ``head`` where no gradient is taken.
@@ -169,14 +168,13 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
     masks = (carry and final) or not adapter.bounded
     if adapter.kernel is not None and differentiable:  # the kernel's backward step, no autodiff of the loop
         kernel = adapter.kernel
-        outs, states = _scan.padded_scan(kernel, xp, size, longest, list(init_states), kernel.params(xp.dtype),
-                                         lengths if masks else None, index if reads else None)  # fmt: skip
+        source = tf.gather(xp, index) if reads else xp
+        outs, states = _scan.padded_scan(kernel, source, size, longest, list(init_states), kernel.params(xp.dtype),
+                                         lengths if masks else None)  # fmt: skip
         return _real_outputs(tf.reshape(outs, [-1, adapter.output_size]), lengths, size, head, emit=False), (
             states if carry and final else []
         )
-    if reads and not differentiable:  # step j gathers its rows (runs, P) itself
-        rows = _scan.GatheredRows(xp, index, size)
-    elif reads:  # step j's rows, from one gather before the loop: autodiff of the loop reads them there
+    if reads:  # step j's rows (runs, P), from one gather
         block = getattr(adapter.kernel, "input_block", adapter.output_size) if adapter.kernel is not None else None
         rows = _scan.StepRows(tf.gather(xp, index), size, block)
 
