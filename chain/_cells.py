@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ._kernels import kernel_for
+from ._kernels import forward_step, kernel_for
 
 StateList = list[tf.Tensor]
 
@@ -63,6 +63,10 @@ class StepAdapter:
     def step(self, xp: tf.Tensor, states: StateList, training: bool) -> tuple[tf.Tensor, StateList]:
         """One inner step. Returns `(output (n, H), new_states)`."""
         raise NotImplementedError
+
+    def step_blocks(self, blocks: list[tf.Tensor], states: StateList, training: bool) -> tuple[tf.Tensor, StateList]:
+        """`step` on inputs held as column blocks `[(n, P / k)] * k`."""
+        return self.step(blocks[0] if len(blocks) == 1 else tf.concat(blocks, -1), states, training)
 
     def zero_states(self, n: tf.Tensor, dtype: tf.DType) -> StateList:
         """Zero states for `n` rows."""
@@ -173,6 +177,10 @@ class FastAdapter(StepAdapter):
 
     def step(self, xp, states, training):
         out, new, _ = self.kernel.forward(xp, list(states), self.kernel.params(xp.dtype))
+        return out, new
+
+    def step_blocks(self, blocks, states, training):
+        out, new, _ = forward_step(self.kernel, blocks, list(states), self.kernel.params(blocks[0].dtype))
         return out, new
 
 

@@ -101,11 +101,14 @@ class GRUKernel(_CellKernel):
         return weights + ([_cast(cell.bias[1], dtype)] if cell.use_bias else [])
 
     def forward(self, x, states, params):
+        return self.forward_blocks(tf.split(x, 3, axis=-1), states, params)
+
+    def forward_blocks(self, xs, states, params):
         (h,) = states
         inner = tf.matmul(h, params[0])
         if len(params) > 1:
             inner = inner + params[1]
-        x_z, x_r, x_h = tf.split(x, 3, axis=-1)
+        x_z, x_r, x_h = xs
         r_z, r_r, i_h = tf.split(inner, 3, axis=-1)
         z = tf.sigmoid(x_z + r_z)
         r = tf.sigmoid(x_r + r_r)
@@ -145,9 +148,12 @@ class GRUv1Kernel(_CellKernel):
         return [kernel[:, : 2 * self.units], kernel[:, 2 * self.units :]]
 
     def forward(self, x, states, params):
+        return self.forward_blocks(tf.split(x, 3, axis=-1), states, params)
+
+    def forward_blocks(self, xs, states, params):
         (h,) = states
         u_zr, u_h = params
-        x_z, x_r, x_h = tf.split(x, 3, axis=-1)
+        x_z, x_r, x_h = xs
         r_z, r_r = tf.split(tf.matmul(h, u_zr), 2, axis=-1)
         z = tf.sigmoid(x_z + r_z)
         r = tf.sigmoid(x_r + r_r)
@@ -183,9 +189,19 @@ class LSTMKernel(_CellKernel):
         return [_cast(self.cell.recurrent_kernel, dtype)]
 
     def forward(self, x, states, params):
+        # one add over the whole row, then the gates: fewer ops than adding gate by gate
         h, c = states
         z = x + tf.matmul(h, params[0])
-        z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
+        return self._gates(tf.split(z, 4, axis=-1), c)
+
+    def forward_blocks(self, xs, states, params):
+        # gate by gate: the step's input blocks are never joined into one row
+        h, c = states
+        inner = tf.split(tf.matmul(h, params[0]), 4, axis=-1)
+        return self._gates([x + r for x, r in zip(xs, inner)], c)
+
+    def _gates(self, z, c):
+        z_i, z_f, z_c, z_o = z
         i, f, o = tf.sigmoid(z_i), tf.sigmoid(z_f), tf.sigmoid(z_o)
         g = tf.tanh(z_c)
         c_new = f * c + i * g
@@ -302,6 +318,12 @@ class StackKernel:
         return self._split(params, self._param_sizes)
 
     def forward(self, x, states, params):
+        return self._forward(x, states, params, blocks=False)
+
+    def forward_blocks(self, xs, states, params):
+        return self._forward(xs, states, params, blocks=True)
+
+    def _forward(self, x, states, params, blocks):
         per_states = self._split(states, [len(k.state_sizes) for k in self.layers])
         per_params = self._param_parts(params)
         new_all, records, outs = [], [], []
@@ -310,7 +332,7 @@ class StackKernel:
             if i > 0:
                 x = tf.matmul(outs[-1], p[0]) + (p[1] if k.cell.use_bias else 0.0)
                 p = p[1 + int(k.cell.use_bias):]
-            out, new, rec = k.forward(x, per_states[i], p)
+            out, new, rec = forward_step(k, x, per_states[i], p) if blocks and i == 0 else k.forward(x, per_states[i], p)
             new_all += new
             records += rec
             outs.append(out)
@@ -364,9 +386,16 @@ class Kernel(Protocol):
         out_is_state: whether the output is the first new state (then `backward` gets its
             gradient in `d_new[0]` and `d_out` is None).
 
-    Optional: ``bounded``, True where the states stay finite whatever the inputs and the number
-    of steps (gates and outputs through sigmoid and tanh). The `padded` strategy then runs a
-    run's steps past its end without masking its states; absent means False.
+    Optional:
+
+    - ``bounded``, True where the states stay finite whatever the inputs and the number of steps
+      (gates and outputs through sigmoid and tanh). The `padded` strategy then runs a run's steps
+      past its end without masking its states; absent means False.
+    - ``forward_blocks(xs, states, params)``: `forward` on the step's inputs given as the
+      equal blocks of columns that the `padded` strategy's loop holds them in where each step
+      reads rows of its own (carry mode): `G / width` blocks of `width` columns, a cell's gates.
+      They then need not be joined into one row at every step. Absent, `forward` gets them
+      joined.
     """
 
     name: str
@@ -393,6 +422,15 @@ class Kernel(Protocol):
                  d_new: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:  # fmt: skip
         """`(d_x (n, G), d_states, d_params)` of a step, given the gradients of its output
         (None when `out_is_state`) and of its new states."""
+
+
+def forward_step(kernel: Kernel, blocks: list[tf.Tensor], states: list[tf.Tensor],
+                 params: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:  # fmt: skip
+    """`kernel.forward` on a step's inputs held as column blocks: `forward_blocks` where the
+    kernel has it, else `forward` on the blocks joined."""
+    if len(blocks) > 1 and hasattr(kernel, "forward_blocks"):
+        return kernel.forward_blocks(list(blocks), states, params)
+    return kernel.forward(blocks[0] if len(blocks) == 1 else tf.concat(blocks, -1), states, params)
 
 
 KernelMaker = Callable[[Any], Kernel]

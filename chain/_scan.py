@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
-from ._kernels import KernelStep
+from ._kernels import KernelStep, forward_step
 from ._ops import masked
 from ._plan import entries as entries
 from ._plan import offsets as _offsets
@@ -376,8 +376,12 @@ class StepRows:
         ]
 
     def read(self, j) -> tf.Tensor:
-        blocks = [ta.read(j) for ta in self.blocks]
+        blocks = self.read_blocks(j)
         return blocks[0] if len(blocks) == 1 else tf.concat(blocks, -1)
+
+    def read_blocks(self, j) -> list[tf.Tensor]:
+        """Step `j`'s rows as the blocks they are held in (see `chain._kernels.forward_step`)."""
+        return [ta.read(j) for ta in self.blocks]
 
 
 def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.Tensor], params: list[tf.Tensor],
@@ -425,7 +429,8 @@ def padded_scan(kernel: Any, source: tf.Tensor, size, longest, states: list[tf.T
                       for w in kernel.record_widths]  # fmt: skip
 
         def body(j, hs, state_tas, out_tas, record_tas):
-            out, new, records = kernel.forward(inputs.read(j) if per_step else source, hs, weights)
+            out, new, records = (forward_step(kernel, inputs.read_blocks(j), hs, weights) if per_step
+                                 else kernel.forward(source, hs, weights))
             if lengths is not None:
                 keep = (j < lengths)[:, None]
                 new = [tf.where(keep, a, b) for a, b in zip(new, hs)]
@@ -497,7 +502,7 @@ def padded_forward(kernel: Any, source: tf.Tensor, size, states: list[tf.Tensor]
     outs = tf.TensorArray(source.dtype, size=size, element_shape=[None, kernel.width])
 
     def body(j, hs, outs):
-        out, new, _ = kernel.forward(inputs.read(j), hs, params)
+        out, new, _ = forward_step(kernel, inputs.read_blocks(j), hs, params)
         return j + 1, new, outs.write(j, out)
 
     _, finals, outs = tf.while_loop(lambda j, *_: j < size, body, (0, list(states), outs))

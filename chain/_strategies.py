@@ -179,7 +179,7 @@ def run_padded(adapter, xp, steps, init_states, carry, training, head=None, fina
         rows = _scan.StepRows(tf.gather(xp, index), size, block)
 
     def body(j, states, out_ta):
-        out, new = adapter.step(rows.read(j) if reads else xp, states, training)
+        out, new = adapter.step_blocks(rows.read_blocks(j), states, training) if reads else adapter.step(xp, states, training)
         if masks:
             new = _masked_update(j < lengths, new, states)
         return j + 1, new, out_ta.write(j, out)

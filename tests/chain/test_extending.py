@@ -157,6 +157,61 @@ def test_bad_registrations_are_refused(args, message):
         chain.register_kernel(*args)
 
 
+class WideTanhCell(TanhCell):
+    """TanhCell, registered with a kernel whose projection is two blocks wide."""
+
+
+class BlockKernel(TanhKernel):
+    """TanhCell's kernel with its projection held as two blocks, `[x W + b, x W + b]`, of which
+    the step reads the first, and `forward_blocks`: the padded loop hands it the blocks apart."""
+
+    seen: list = []  # the blocks each traced `forward_blocks` was given
+
+    def project(self, ir):
+        p = super().project(ir)
+        return tf.concat([p, p], -1)
+
+    def project_fed(self, ir, rows, prev):
+        p = super().project_fed(ir, rows, prev)
+        return tf.concat([p, p], -1)
+
+    def forward(self, x, states, params):
+        return super().forward(tf.split(x, 2, axis=-1)[0], states, params)
+
+    def forward_blocks(self, xs, states, params):
+        BlockKernel.seen.append([tuple(b.shape) for b in xs])
+        return super().forward(xs[0], states, params)
+
+    def backward(self, step, d_out, d_new):
+        d_pre, d_prev, d_params = super().backward(step, d_out, d_new)
+        return tf.concat([d_pre, tf.zeros_like(d_pre)], -1), d_prev, d_params
+
+
+chain.register_kernel(WideTanhCell, BlockKernel)
+
+
+def test_a_kernel_with_forward_blocks_gets_the_padded_loops_blocks_apart():
+    # in carry mode each step reads its own rows from the loop's buffers (in reset mode every
+    # step reads the same rows, given whole to `forward`)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 5, 4)).astype("float32")
+    steps = rng.integers(0, 4, size=(3, 5))
+    nets = []
+    for cell, strategy in ((WideTanhCell(6), "padded"), (TanhCell(6), "packed")):
+        keras.utils.set_random_seed(3)
+        nets.append(chain.Chain(keras.layers.Dense(5), cell, output_size=2, state="carry", strategy=strategy))
+    BlockKernel.seen.clear()
+    got, got_grads = _values_and_gradients(nets[0], x, steps)
+    assert BlockKernel.seen and all(len(shapes) == 2 and all(s[-1] == 6 for s in shapes)
+                                    for shapes in BlockKernel.seen), BlockKernel.seen  # fmt: skip
+    nets[1](x, steps)
+    nets[1].set_weights(nets[0].get_weights())
+    want, want_grads = _values_and_gradients(nets[1], x, steps)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    for g, w in zip(got_grads, want_grads):
+        np.testing.assert_allclose(g, w, atol=1e-5)
+
+
 def test_the_built_in_kernels_meet_the_public_protocol():
     net = chain.Chain(keras.layers.GRU(4, return_sequences=True), keras.layers.LSTMCell(4))
     net(np.zeros((1, 2, 3), "float32"), np.ones((1, 2), "int32"))
