@@ -216,6 +216,7 @@ def test_compute_loss_adds_the_stop_terms():
     np.testing.assert_allclose(float(net.compute_loss(x=(x, steps), y=y, training=False)), float(want), rtol=1e-5)
 
 
+@pytest.mark.slow  # a long fit; test_length_head_learns_lengths_from_the_input checks learning in `fit`
 def test_a_length_head_learns_in_a_custom_loop_on_compute_loss():
     """The README's custom loop on `compute_loss`: the length head learns as in `fit`."""
     x, steps, y = _binned_lengths()
