@@ -88,6 +88,7 @@ def test_the_length_accuracy_counts_the_chorales_beats_and_not_the_padding(chora
     assert report["length_accuracy"] != pytest.approx(hits.mean())  # what counting the padding gives
 
 
+@pytest.mark.slow  # the held-out split scored whole; the fit's report above has the baselines too
 def test_evaluate_puts_the_held_out_split_beside_the_baselines(chorales, fitted):
     report = json.loads((fitted[0] / "report.json").read_text())
     result = run("evaluate", fitted[0], chorales, "--split", "heldout")

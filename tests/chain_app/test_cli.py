@@ -59,6 +59,7 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(datasets, 
         np.testing.assert_array_equal(resumed, whole)
 
 
+@pytest.mark.slow  # a fit; the stop token's test below reports length accuracy in the default tier
 @pytest.mark.usefixtures("stand_in_training")
 def test_fit_with_predicted_lengths_reports_length_accuracy(datasets, tmp_path):
     out = tmp_path / "run"
@@ -292,6 +293,7 @@ def test_a_garbage_model_is_not_reported_missing(datasets, copy_of):
     assert "File not found" not in result.output
 
 
+@pytest.mark.slow  # a fit run until it diverges
 def test_a_diverging_learning_rate_keeps_a_finite_checkpoint(datasets, tmp_path):
     out = tmp_path / "run"
     # one batch per epoch: its loss is finite, the weights after it are not usable

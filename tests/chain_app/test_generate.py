@@ -185,6 +185,7 @@ def test_a_beam_search_writes_its_outputs_best_first(token_data, token_fitted, g
         s["outputs"][0]["tokens"] for s in greedy[0]["samples"]]  # a beam of 1 is greedy
 
 
+@pytest.mark.slow  # a second beam search; the one above checks the command's beam output
 def test_a_beam_over_whole_samples_and_its_padding_beams_left_out(token_data, token_fitted, tmp_path):
     net, _ = load_run(token_fitted[0])
     held, _ = _heldout(token_data["a"])

@@ -101,8 +101,10 @@ def test_a_token_run_and_real_valued_data_do_not_mix(token_data, token_fitted, d
 
 
 @pytest.mark.usefixtures("stand_in_training")
-@pytest.mark.parametrize("args", [["--stop-token", "--window", "2", "--batch-size", "8"],
-                                  ["--predict-lengths", "--state", "reset", "--feedback-sampling", "0.5"]])
+@pytest.mark.parametrize("args", [
+    ["--stop-token", "--window", "2", "--batch-size", "8"],
+    pytest.param(["--predict-lengths", "--state", "reset", "--feedback-sampling", "0.5"], marks=pytest.mark.slow),
+])
 def test_the_fitting_options_work_on_token_data(token_data, tmp_path, args):
     result = run("fit", token_data["a"], "--out", tmp_path / "run", "--epochs", "1", "--hidden", "8", "--feedback",
                  *args)  # fmt: skip

@@ -119,7 +119,8 @@ def test_ar_steps_follow_the_noisy_step_before(task):
         assert crossed > 0  # the previous output crossed outer-step edges
 
 
-@pytest.mark.parametrize("task, kwargs", [("ar", {}), ("ar-reset", {"longest_step": 16, "lengths": "fixed"})])
+@pytest.mark.parametrize("task, kwargs", [
+    ("ar", {}), pytest.param("ar-reset", {"longest_step": 16, "lengths": "fixed"}, marks=pytest.mark.slow)])
 def test_ar_without_feedback_is_at_least_four_times_the_noise_floor(tmp_path, task, kwargs):
     """The best predictor that does not see earlier outputs (the conditional mean given x)
     scores the manifest's `no_feedback_floor`, which is >= 4x the noise floor."""
