@@ -16,16 +16,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 DEFAULT_TIER_MARKS = "not slow"  # the `-m` of pyproject's addopts
 MAX_WORKERS = 8  # each holds TensorFlow and its models, 1 to 2 GiB
-# The modules that take longest in the default tier (measured with `--durations=0`), longest
-# first, handed to pytest-xdist's workers before the others so that short ones fill the end; see
-# `pytest_collection_finish`. A module missing here only runs later.
-RUN_FIRST = (
-    "bench/test_end_to_end.py", "chain/test_keras_habits.py", "chain/test_feedback.py", "chain_app/test_cli.py",
-    "chain/test_lengths.py", "test_docs.py", "chain/test_beam.py", "chain_app/test_generate.py",
-    "chain/test_state.py", "chain/test_equivalence.py", "chain_app/test_chorales.py",
-    "chain/test_mixed_precision.py", "chain/test_tokens.py", "chain/test_kernels.py", "chain/test_train.py",
-    "chain_app/test_fit_run.py", "bench/test_isolation.py", "chain/test_distribute.py",
-)  # fmt: skip
+# Modules of a few tests that run long (child processes, real runs), handed to pytest-xdist's
+# workers first; see `pytest_collection_finish`.
+RUN_FIRST = ("bench/test_end_to_end.py", "chain/test_distribute.py", "chain/test_mixed_precision.py",
+             "bench/test_isolation.py")  # fmt: skip
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads its options
@@ -69,8 +63,7 @@ def pytest_collection_finish(session):
 
 
 def order_for_workers(items):
-    """`RUN_FIRST`'s modules first, in its order, then the others, most tests first, each module's
-    tests in order.
+    """`RUN_FIRST`'s modules first, then the others, most tests first, each module's tests in order.
 
     A module runs whole on one worker, and the modules are handed out in order, each to the first
     worker that runs out of tests; a long module handed out last keeps its worker busy while the
